@@ -1,0 +1,372 @@
+"""Priors files: load, validate and type them (``priors/*.toml`` -> ``PriorSpec``).
+
+A priors file declares, for each driver the model knows, its prior distributions with their
+provenance in the report. A distribution is a TOML table::
+
+    long_run = { dist = "Normal", mu = 0.10, sigma = 0.06 }
+    long_run = { dist = "Normal", range = [0.0, 0.20] }              # "90% between 0 and 0.20"
+    long_run = { dist = "Beta", range = [0.55, 0.75], mass = 0.8 }   # 80% between ...
+
+An elicited ``range`` (central ``mass`` interval, default 0.9) is turned into the family's
+parameters by the package (closed form where there is one, otherwise a numerical solve).
+Every problem is reported as ONE line naming the file, the key and what was expected
+(``PriorsError``); nothing is ever evaluated from the file's text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import optimize, stats
+
+#: Log-growth processes (log change per year) and the quantity each one grows.
+GROWTH_DRIVERS = {
+    "smart_business_customers": "Smart Business customers (count)",
+    "smart_business_revenue_per_customer": "Smart Business revenue per customer (RMB mn)",
+    "smart_city_cities": "Smart City cities covered (count)",
+    "smart_city_revenue_per_city": "Smart City revenue per city (RMB mn)",
+    "smart_life_revenue": "Smart Life revenue (RMB mn)",
+    "smart_auto_revenue": "Smart Auto revenue (RMB mn)",
+}
+#: Mean-reverting ratio processes, with the scale they live on and their units.
+RATIO_DRIVERS = {
+    "gross_margin": ("logit", "fraction of revenue"),
+    "selling_marketing_ratio": ("log", "fraction of revenue"),
+    "admin_ratio": ("log", "fraction of revenue"),
+    "rnd_ratio": ("log", "fraction of revenue"),
+    "trade_receivable_days": ("log", "days of revenue, year-end balance"),
+    "other_receivable_days": ("log", "days of revenue, year-end balance"),
+    "inventory_days": ("log", "days of cost of sales, year-end balance"),
+    "trade_payable_days": ("log", "days of cost of sales, year-end balance"),
+    "other_payable_days": ("log", "days of cost of sales, year-end balance"),
+    "capex_ratio": ("log", "fraction of revenue"),
+    "da_ratio": ("log", "fraction of revenue"),
+}
+PROCESS_PARTS = ("long_run", "persistence", "volatility")
+POOLING_KEYS = ("company_growth_effect",)
+OBSERVATION_KEYS = ("city_count_noise", "smart_city_share_noise")
+VALUATION_KEYS = ("ev_sales_multiple",)
+TEXT_KEYS = ("source", "reasoning", "units", "note")
+
+# family -> (parameter names, support of the variable)
+FAMILIES = {
+    "Normal": (("mu", "sigma"), "real"),
+    "StudentT": (("nu", "mu", "sigma"), "real"),
+    "LogNormal": (("mu", "sigma"), "positive"),
+    "Gamma": (("alpha", "beta"), "positive"),
+    "HalfNormal": (("sigma",), "positive"),
+    "Exponential": (("lam",), "positive"),
+    "Beta": (("alpha", "beta"), "unit"),
+    "LogitNormal": (("mu", "sigma"), "unit"),
+    "Uniform": (("lower", "upper"), "real"),
+}
+POSITIVE_PARAMS = {"sigma", "nu", "alpha", "beta", "lam"}
+ELICITABLE = {"Normal", "LogNormal", "LogitNormal", "Beta", "Gamma"}
+#: What each process part must support (a persistence is a fraction; a volatility positive).
+PART_SUPPORT = {"persistence": "unit", "volatility": "positive"}
+
+
+class PriorsError(ValueError):
+    """A priors file is invalid. The message is one line: file, key, what was expected."""
+
+
+@dataclass(frozen=True)
+class Prior:
+    """One distribution: family, resolved parameters, and where it comes from."""
+
+    dist: str
+    params: dict[str, float]
+    source: str = ""
+    elicited: tuple[float, float, float] | None = None  # (low, high, mass) when given as a range
+
+    def frozen(self):
+        """The scipy.stats frozen distribution (for prior checks and plots)."""
+        p = self.params
+        match self.dist:
+            case "Normal":
+                return stats.norm(p["mu"], p["sigma"])
+            case "StudentT":
+                return stats.t(p["nu"], p["mu"], p["sigma"])
+            case "LogNormal":
+                return stats.lognorm(p["sigma"], scale=math.exp(p["mu"]))
+            case "Gamma":
+                return stats.gamma(p["alpha"], scale=1.0 / p["beta"])
+            case "HalfNormal":
+                return stats.halfnorm(scale=p["sigma"])
+            case "Exponential":
+                return stats.expon(scale=1.0 / p["lam"])
+            case "Beta":
+                return stats.beta(p["alpha"], p["beta"])
+            case "LogitNormal":
+                return _LogitNormal(p["mu"], p["sigma"])
+            case "Uniform":
+                return stats.uniform(p["lower"], p["upper"] - p["lower"])
+        raise AssertionError(self.dist)
+
+    def describe(self) -> str:
+        inner = ", ".join(f"{k}={v:.4g}" for k, v in self.params.items())
+        return f"{self.dist}({inner})"
+
+
+class _LogitNormal:
+    """Minimal frozen LogitNormal (scipy has none): logit(X) ~ Normal(mu, sigma)."""
+
+    def __init__(self, mu, sigma):
+        self._norm = stats.norm(mu, sigma)
+
+    def ppf(self, q):
+        return 1.0 / (1.0 + np.exp(-self._norm.ppf(q)))
+
+    def rvs(self, size=None, random_state=None):
+        return 1.0 / (1.0 + np.exp(-self._norm.rvs(size=size, random_state=random_state)))
+
+    def median(self):
+        return float(self.ppf(0.5))
+
+
+@dataclass(frozen=True)
+class ProcessPrior:
+    """Priors of one driver process: its long-run level or growth, persistence, volatility.
+
+    Growth drivers: long-run log growth per year. Ratio drivers: long-run level in natural
+    units (a fraction or days); the process runs on the ``transform`` scale.
+    """
+
+    name: str
+    long_run: Prior
+    persistence: Prior
+    volatility: Prior
+    source: str
+    reasoning: str = ""
+    transform: str | None = None
+    units: str = ""
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """A validated priors file."""
+
+    path: str
+    sha256: str
+    growth: dict[str, ProcessPrior]
+    ratios: dict[str, ProcessPrior]
+    pooling: dict[str, Prior]
+    observation: dict[str, float]
+    valuation: dict[str, Prior]
+    meta: dict = field(default_factory=dict)
+
+    def processes(self) -> dict[str, ProcessPrior]:
+        return {**self.growth, **self.ratios}
+
+    def summary(self) -> str:
+        return (f"{self.path}: valid — {len(self.growth)} growth drivers, {len(self.ratios)} ratio "
+                f"drivers, {len(self.valuation)} valuation prior(s), {len(self.pooling)} pooling "
+                f"prior(s); sha256 {self.sha256[:12]}")
+
+
+def _fail(path, key, expected) -> None:
+    raise PriorsError(f"{path}: key '{key}': expected {expected}")
+
+
+def _number(path, key, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(path, key, f"a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_support(path, key, dist, support, values) -> None:
+    lo_ok = {"real": -math.inf, "positive": 0.0, "unit": 0.0}[support]
+    hi_ok = {"real": math.inf, "positive": math.inf, "unit": 1.0}[support]
+    for v in values:
+        if not (lo_ok < v < hi_ok) and not (support == "real"):
+            _fail(path, key, f"values inside the support of {dist} ({lo_ok}, {hi_ok}), got {v:g}")
+
+
+def _elicit(path, key, dist, low, high, mass) -> dict[str, float]:
+    """Parameters whose central ``mass`` interval is [low, high]."""
+    z = stats.norm.ppf(0.5 + mass / 2)
+    match dist:
+        case "Normal":
+            return {"mu": (low + high) / 2, "sigma": (high - low) / (2 * z)}
+        case "LogNormal":
+            a, b = math.log(low), math.log(high)
+            return {"mu": (a + b) / 2, "sigma": (b - a) / (2 * z)}
+        case "LogitNormal":
+            a, b = math.log(low / (1 - low)), math.log(high / (1 - high))
+            return {"mu": (a + b) / 2, "sigma": (b - a) / (2 * z)}
+    q = np.array([0.5 - mass / 2, 0.5 + mass / 2])
+    target = np.array([low, high])
+    make = {"Beta": lambda a, b: stats.beta(a, b),
+            "Gamma": lambda a, b: stats.gamma(a, scale=1.0 / b)}[dist]
+    names = {"Beta": ("alpha", "beta"), "Gamma": ("alpha", "beta")}[dist]
+
+    def loss(log_params):
+        a, b = np.exp(log_params)
+        return np.log(make(a, b).ppf(q) / target)
+
+    mid = (low + high) / 2
+    start = np.log([mid * 10, (1 - mid) * 10]) if dist == "Beta" else np.log([4.0, 4.0 / mid])
+    sol = optimize.least_squares(loss, start, bounds=(-10, 10))
+    if not sol.success or np.max(np.abs(sol.fun)) > 1e-3:
+        _fail(path, f"{key}.range", f"a range a {dist} can match, [{low:g}, {high:g}] cannot")
+    return dict(zip(names, map(float, np.exp(sol.x))))
+
+
+def parse_prior(path, key, entry, support_needed: str | None = None) -> Prior:
+    """Validate one distribution table and resolve its parameters."""
+    if not isinstance(entry, dict):
+        _fail(path, key, "a table like { dist = \"Normal\", mu = 0.1, sigma = 0.05 }")
+    dist = entry.get("dist")
+    if dist not in FAMILIES:
+        _fail(path, f"{key}.dist", f"one of {', '.join(FAMILIES)}, got {dist!r}")
+    names, support = FAMILIES[dist]
+    if support_needed == "unit" and support != "unit":
+        _fail(path, f"{key}.dist", f"a distribution on (0, 1) (Beta or LogitNormal), got {dist}")
+    if support_needed == "positive" and support == "real":
+        _fail(path, f"{key}.dist", f"a distribution on positive values, got {dist}")
+    allowed = set(names) | {"dist", "range", "mass"} | set(TEXT_KEYS)
+    extra = sorted(set(entry) - allowed)
+    if extra:
+        _fail(path, f"{key}.{extra[0]}", f"only parameters {', '.join(names)} (or range/mass) for {dist}")
+    source = entry.get("source", "")
+    if not isinstance(source, str):
+        _fail(path, f"{key}.source", "a string")
+    if "range" in entry:
+        given = [n for n in names if n in entry]
+        if given:
+            _fail(path, f"{key}.{given[0]}", "either 'range' or parameters, not both")
+        if dist not in ELICITABLE:
+            _fail(path, f"{key}.range", f"parameters {', '.join(names)}: a range is not supported for {dist}")
+        rng = entry["range"]
+        if not (isinstance(rng, list) and len(rng) == 2):
+            _fail(path, f"{key}.range", "a list [low, high] of two numbers")
+        low, high = (_number(path, f"{key}.range", v) for v in rng)
+        if not low < high:
+            _fail(path, f"{key}.range", f"low < high, got [{low:g}, {high:g}]")
+        mass = _number(path, f"{key}.mass", entry.get("mass", 0.9))
+        if not 0 < mass < 1:
+            _fail(path, f"{key}.mass", f"a probability in (0, 1), got {mass:g}")
+        _check_support(path, f"{key}.range", dist, support, (low, high))
+        return Prior(dist, _elicit(path, key, dist, low, high, mass), source, (low, high, mass))
+    if "mass" in entry:
+        _fail(path, f"{key}.mass", "'mass' only together with 'range'")
+    params = {}
+    for name in names:
+        if name not in entry:
+            _fail(path, f"{key}.{name}", f"parameter '{name}' of {dist} (it is missing)")
+        params[name] = _number(path, f"{key}.{name}", entry[name])
+        if name in POSITIVE_PARAMS and params[name] <= 0:
+            _fail(path, f"{key}.{name}", f"{name} > 0, got {params[name]:g}")
+    if dist == "Uniform" and not params["lower"] < params["upper"]:
+        _fail(path, f"{key}.upper", "upper > lower")
+    return Prior(dist, params, source)
+
+
+def _text(path, key, table, name, required=False) -> str:
+    value = table.get(name, "")
+    if required and not value:
+        _fail(path, f"{key}.{name}", "a non-empty string saying where in the report this comes from")
+    if not isinstance(value, str):
+        _fail(path, f"{key}.{name}", "a string")
+    return value
+
+
+def _process(path, section, name, table, transform=None, units="") -> ProcessPrior:
+    key = f"{section}.{name}"
+    if not isinstance(table, dict):
+        _fail(path, key, "a table")
+    extra = sorted(set(table) - set(PROCESS_PARTS) - set(TEXT_KEYS))
+    if extra:
+        _fail(path, f"{key}.{extra[0]}", f"only {', '.join(PROCESS_PARTS + TEXT_KEYS)}")
+    parts = {}
+    for part in PROCESS_PARTS:
+        if part not in table:
+            _fail(path, f"{key}.{part}", "a prior distribution (it is missing)")
+        needed = PART_SUPPORT.get(part)
+        if part == "long_run" and transform == "logit":
+            needed = "unit"
+        elif part == "long_run" and transform == "log":
+            needed = "positive"
+        parts[part] = parse_prior(path, f"{key}.{part}", table[part], needed)
+    return ProcessPrior(name=name, source=_text(path, key, table, "source", required=True),
+                        reasoning=_text(path, key, table, "reasoning"), transform=transform,
+                        units=_text(path, key, table, "units") or units, **parts)
+
+
+def _section(raw, path, name) -> dict:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        _fail(path, name, "a table")
+    return table
+
+
+def _known(path, section, table, valid) -> None:
+    for name in table:
+        if name not in valid:
+            _fail(path, f"{section}.{name}", f"a known driver: one of {', '.join(valid)}")
+
+
+def load_priors(path: str | Path) -> PriorSpec:
+    """Read and validate a priors file; raise ``PriorsError`` (one line) on any problem."""
+    path = str(path)
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as exc:
+        raise PriorsError(f"{path}: cannot read file ({exc.strerror})") from None
+    try:
+        raw = tomllib.loads(blob.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PriorsError(f"{path}: expected UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PriorsError(f"{path}: TOML syntax error: {exc}") from None
+    sections = ("meta", "growth", "ratio", "pooling", "observation", "valuation")
+    for name in raw:
+        if name not in sections:
+            _fail(path, name, f"a known section: one of {', '.join(sections)}")
+    growth_t, ratio_t = _section(raw, path, "growth"), _section(raw, path, "ratio")
+    _known(path, "growth", growth_t, GROWTH_DRIVERS)
+    _known(path, "ratio", ratio_t, RATIO_DRIVERS)
+    growth = {n: _process(path, "growth", n, t, units=GROWTH_DRIVERS[n]) for n, t in growth_t.items()}
+    ratios = {n: _process(path, "ratio", n, t, *RATIO_DRIVERS[n]) for n, t in ratio_t.items()}
+    for name in GROWTH_DRIVERS:
+        if name not in growth:
+            _fail(path, f"growth.{name}", "a growth driver (it is missing)")
+    for name in RATIO_DRIVERS:
+        if name not in ratios:
+            _fail(path, f"ratio.{name}", "a ratio driver (it is missing)")
+    pool_t = _section(raw, path, "pooling")
+    _known(path, "pooling", pool_t, POOLING_KEYS)
+    pooling = {n: parse_prior(path, f"pooling.{n}", t) for n, t in pool_t.items()}
+    obs_t = _section(raw, path, "observation")
+    _known(path, "observation", obs_t, OBSERVATION_KEYS)
+    observation = {}
+    for name in OBSERVATION_KEYS:
+        entry = obs_t.get(name)
+        if not isinstance(entry, dict) or "sd" not in entry:
+            _fail(path, f"observation.{name}", "a table { sd = <number > 0>, source = \"...\" }")
+        sd = _number(path, f"observation.{name}.sd", entry["sd"])
+        if sd <= 0:
+            _fail(path, f"observation.{name}.sd", f"sd > 0, got {sd:g}")
+        observation[name] = sd
+    val_t = _section(raw, path, "valuation")
+    _known(path, "valuation", val_t, VALUATION_KEYS)
+    valuation = {n: parse_prior(path, f"valuation.{n}", t, "positive") for n, t in val_t.items()}
+    if "ev_sales_multiple" not in valuation:
+        _fail(path, "valuation.ev_sales_multiple", "a prior for the EV/sales multiple (it is missing)")
+    for name in POOLING_KEYS:
+        if name not in pooling:
+            _fail(path, f"pooling.{name}", "a prior (it is missing)")
+    return PriorSpec(path=path, sha256=hashlib.sha256(blob).hexdigest(), growth=growth,
+                     ratios=ratios, pooling=pooling, observation=observation,
+                     valuation=valuation, meta=_section(raw, path, "meta"))
+
+
+def default_priors_path() -> Path:
+    """``priors/sensetime.toml`` of the project (an editable install) or the working directory."""
+    here = Path(__file__).resolve().parents[2] / "priors" / "sensetime.toml"
+    return here if here.exists() else Path("priors") / "sensetime.toml"
