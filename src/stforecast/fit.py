@@ -1,0 +1,126 @@
+"""Fitting: NUTS on the driver model, prior sampling, and diagnostics checked against the bar.
+
+The default sampler is nutpie (see ``bench/bench_samplers.py`` for the comparison with PyMC's
+own NUTS); ``sampler="pymc"`` selects PyMC's. Diagnostics are part of the result: R-hat <= 1.01,
+bulk and tail ESS >= 400, zero divergences (DESIGN.md quality bar).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pymc as pm
+import xarray as xr
+
+SAMPLERS = ("nutpie", "pymc")
+RHAT_MAX, ESS_MIN = 1.01, 400
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    draws: int = 1000
+    tune: int = 1000
+    chains: int = 4
+    target_accept: float = 0.99
+    sampler: str = "nutpie"
+    prior_draws: int = 1000
+
+
+@dataclass
+class Diagnostics:
+    """Sampler diagnostics over the model's free parameters and whether they meet the bar."""
+
+    rhat_max: float
+    ess_bulk_min: float
+    ess_tail_min: float
+    divergences: int
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+    def to_dict(self) -> dict:
+        return {"rhat_max": round(self.rhat_max, 4), "ess_bulk_min": round(self.ess_bulk_min, 1),
+                "ess_tail_min": round(self.ess_tail_min, 1), "divergences": self.divergences,
+                "ok": self.ok, "reasons": list(self.reasons)}
+
+
+def diagnose(posterior: xr.Dataset, sample_stats: xr.Dataset, var_names: list[str]) -> Diagnostics:
+    """R-hat, bulk/tail ESS and divergences, checked against the quality bar."""
+    import arviz as az
+
+    ds = posterior[var_names]
+    rhat = float(az.rhat(ds).to_array().max())
+    ess_bulk = float(az.ess(ds, method="bulk").to_array().min())
+    ess_tail = float(az.ess(ds, method="tail").to_array().min())
+    divergences = int(sample_stats["diverging"].sum())
+    reasons = []
+    if not rhat <= RHAT_MAX:
+        reasons.append(f"R-hat {rhat:.3f} > {RHAT_MAX}")
+    if not ess_bulk >= ESS_MIN:
+        reasons.append(f"bulk ESS {ess_bulk:.0f} < {ESS_MIN}")
+    if not ess_tail >= ESS_MIN:
+        reasons.append(f"tail ESS {ess_tail:.0f} < {ESS_MIN}")
+    if divergences:
+        reasons.append(f"{divergences} divergent transitions")
+    return Diagnostics(rhat, ess_bulk, ess_tail, divergences, reasons)
+
+
+def free_parameter_names(model: pm.Model) -> list[str]:
+    return [rv.name for rv in model.free_RVs]
+
+
+@dataclass
+class FitResult:
+    idata: xr.DataTree
+    diagnostics: Diagnostics
+    timings: dict[str, float]
+
+
+def sample_prior(model: pm.Model, draws: int, seed: int) -> xr.Dataset:
+    """Prior draws of every parameter (dims chain=1, draw)."""
+    with model:
+        prior = pm.sample_prior_predictive(draws=draws, random_seed=seed)
+    return prior["prior"].to_dataset()
+
+
+def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
+                     progressbar: bool = False) -> FitResult:
+    """NUTS with the chosen sampler; returns the DataTree, diagnostics and timings (s)."""
+    if settings.sampler not in SAMPLERS:
+        raise ValueError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {settings.sampler!r}")
+    timings = {}
+    t0 = time.perf_counter()
+    if settings.sampler == "nutpie":
+        import nutpie
+
+        compiled = nutpie.compile_pymc_model(model)
+        timings["compile"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        idata = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune,
+                              chains=settings.chains, cores=min(settings.chains, 2),
+                              target_accept=settings.target_accept, seed=seed,
+                              progress_bar=progressbar)
+        timings["sampling"] = time.perf_counter() - t1
+    else:
+        with model:
+            # PyMC compiles inside pm.sample; the split is measured by bench/.
+            idata = pm.sample(draws=settings.draws, tune=settings.tune, chains=settings.chains,
+                              cores=min(settings.chains, 2), target_accept=settings.target_accept,
+                              random_seed=seed, progressbar=progressbar, compute_convergence_checks=False)
+        timings["compile"] = 0.0
+        timings["sampling"] = time.perf_counter() - t0
+    names = free_parameter_names(model)
+    diagnostics = diagnose(idata["posterior"].to_dataset(), idata["sample_stats"].to_dataset(), names)
+    return FitResult(idata, diagnostics, timings)
+
+
+def thin_to(ds: xr.Dataset, draws: int) -> xr.Dataset:
+    """Keep at most ``draws`` evenly spaced draws per chain (for cheap prior predictive paths)."""
+    n = ds.sizes["draw"]
+    if n <= draws:
+        return ds
+    return ds.isel(draw=np.linspace(0, n - 1, draws).round().astype(int))

@@ -1,0 +1,565 @@
+"""Query saved posterior predictive draws with a small expression language.
+
+Examples::
+
+    P(target_price_hkd > 6.73)
+    P(revenue[FY23] < 6000 and cash[FY23] < 3000)
+    P(revenue[FY23] > 1.2 * revenue[FY22])
+    quantile(target_price_hkd, 0.05)
+    mean(revenue[FY23] - revenue[FY21])
+
+Grammar (hand-written tokenizer and recursive-descent parser; user text is never
+passed to ``eval``/``exec``/``compile``)::
+
+    query      := "P" "(" cond ")" | "mean" "(" expr ")" | "median" "(" expr ")"
+                | "sd" "(" expr ")" | "quantile" "(" expr "," number ")"
+    cond       := disj ;  disj := conj ("or" conj)* ;  conj := neg ("and" neg)*
+    neg        := "not" neg | "(" cond ")" | comparison
+    comparison := expr ("<" | "<=" | ">" | ">=") expr
+    expr       := term (("+" | "-") term)* ;  term := factor (("*" | "/") factor)*
+    factor     := "-" factor | number | ref | "(" expr ")"
+    ref        := NAME ("[" YEAR "]")?          e.g. revenue[FY23], target_price_hkd
+    NAME       := [A-Za-z_][A-Za-z0-9_]*        a data variable of the dataset
+    YEAR       := a NAME or digits matching a label of the ``year`` coordinate
+    number     := digits ("." digits)? ([eE] [+-]? [0-9]+)?,  digits := [0-9] ("_"? [0-9])*
+                  e.g. 6.73, 8825, 3e3, 1_000 (no leading "." and no trailing "."; the
+                  quantile level may be written with a leading "-" only to be rejected)
+
+``and`` binds tighter than ``or``; ``and``, ``or`` and ``not`` are reserved words.
+The parser uses one precedence ladder for conditions and arithmetic (so ``(`` is
+never ambiguous and there is no backtracking) and checks afterwards that
+conditions and numbers are used where the grammar puts them. Nesting is limited
+to ``MAX_DEPTH`` levels and queries to ``MAX_TOKENS`` tokens.
+
+Semantics: a query is computed over every ``(chain, draw, path)`` of the
+selected scenario; values are in the units of the variables (RMB mn unless the
+name says otherwise). ``P`` is the fraction of paths satisfying the condition;
+``mean``/``sd`` (population sd, ddof=0)/``median``/``quantile`` (numpy linear
+interpolation) are taken over all paths. The reported MCSE comes from
+:mod:`stforecast.mcse` (per-draw means over ``path``, split-chain Geyer ESS).
+Comparisons with an undefined (NaN) operand and ``mean``/``sd``/``quantile`` of
+non-finite values (e.g. division by zero) are errors, not silently dropped.
+
+Every problem with the query text or its names raises :class:`QueryError`, a
+``ValueError`` with a one-line message; syntax errors give the 1-based character
+position and what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+
+from . import mcse as _mcse
+
+if TYPE_CHECKING:  # xarray is imported lazily (load_predictive) to keep start-up fast
+    import xarray as xr
+
+__all__ = [
+    "FUNCTIONS",
+    "QueryError",
+    "QueryResult",
+    "evaluate",
+    "load_predictive",
+    "parse",
+]
+
+FUNCTIONS = ("P", "mean", "median", "sd", "quantile")
+DEFAULT_SCENARIO = "risk-weighted"
+MAX_DEPTH = 40  # nesting of "(", unary "-" and "not"
+MAX_TOKENS = 256
+_SAMPLE_DIMS = ("chain", "draw", "path")
+_ALLOWED_DIMS = frozenset(_SAMPLE_DIMS + ("year", "scenario"))
+
+
+class QueryError(ValueError):
+    """A query that cannot be answered; the message is one line."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+# --------------------------------------------------------------------------- AST
+@dataclass(frozen=True)
+class Number:
+    value: float
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Ref:
+    name: str
+    year: str | None = None
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Node"
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # + - * /
+    left: "Node"
+    right: "Node"
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: str  # < <= > >=
+    left: "Node"
+    right: "Node"
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Node"
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class BoolOp:
+    op: str  # and / or
+    left: "Node"
+    right: "Node"
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Query:
+    func: str
+    arg: "Node"
+    q: float | None = None  # quantile level (0.5 for median)
+
+
+Node = Union[Number, Ref, Neg, BinOp, Compare, Not, BoolOp]
+_CONDITIONS = (Compare, Not, BoolOp)
+
+
+# --------------------------------------------------------------------- tokenizer
+_TOKEN = re.compile(
+    r"(?P<ws>\s+)"
+    r"|(?P<num>[0-9](?:_?[0-9])*(?:\.[0-9](?:_?[0-9])*)?(?:[eE][+-]?[0-9]+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<op><=|>=|<|>|\+|-|\*|/|\(|\)|\[|\]|,)"
+)
+_KEYWORDS = frozenset({"and", "or", "not"})
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str  # num, name, op, kw, end
+    text: str
+    pos: int  # 1-based character position
+
+
+def _tokenize(text: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    i = 0
+    while i < len(text):
+        m = _TOKEN.match(text, i)
+        if m is None:
+            ch = text[i]
+            hint = "; comparisons are <, <=, >, >=" if ch in "=!" else ""
+            raise QueryError(f"syntax error at character {i + 1}: "
+                             f"unexpected character {ch!r}{hint}")
+        kind = m.lastgroup
+        if kind != "ws":
+            word = m.group()
+            if kind == "name" and word in _KEYWORDS:
+                kind = "kw"
+            toks.append(_Tok(kind, word, i + 1))
+            if len(toks) > MAX_TOKENS:
+                raise QueryError(f"query too long: more than {MAX_TOKENS} tokens")
+        i = m.end()
+    toks.append(_Tok("end", "", len(text) + 1))
+    return toks
+
+
+# ------------------------------------------------------------------------ parser
+class _Parser:
+    def __init__(self, text: str):
+        self.toks = _tokenize(text)
+        self.i = 0
+        self.depth = 0
+
+    @property
+    def tok(self) -> _Tok:
+        return self.toks[self.i]
+
+    def _next(self) -> _Tok:
+        tok = self.toks[self.i]
+        if tok.kind != "end":  # never move past the end token
+            self.i += 1
+        return tok
+
+    def _fail(self, expected: str, tok: _Tok | None = None):
+        tok = tok or self.tok
+        got = "end of query" if tok.kind == "end" else repr(tok.text)
+        raise QueryError(f"syntax error at character {tok.pos}: expected {expected}, got {got}")
+
+    def _expect(self, text: str) -> _Tok:
+        if self.tok.text != text or self.tok.kind not in ("op", "kw"):
+            self._fail(repr(text))
+        return self._next()
+
+    def _enter(self, pos: int):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise QueryError(f"query nested too deeply at character {pos} "
+                             f"(at most {MAX_DEPTH} levels)")
+
+    @staticmethod
+    def _need_number(node: Node, what: str):
+        if isinstance(node, _CONDITIONS):
+            raise QueryError(f"{what} needs a number, not a condition (at character {node.pos})")
+
+    @staticmethod
+    def _need_condition(node: Node, what: str):
+        if not isinstance(node, _CONDITIONS):
+            raise QueryError(f"{what} needs a condition such as x > 1 (at character {node.pos})")
+
+    # query := FUNC "(" ... ")"
+    def query(self) -> Query:
+        tok = self._next()
+        is_call = self.tok.kind == "op" and self.tok.text == "("
+        if tok.kind != "name" or (tok.text not in FUNCTIONS and not is_call):
+            self._fail(f"a function call such as P(...) ({', '.join(FUNCTIONS)})", tok)
+        if tok.text not in FUNCTIONS:
+            raise QueryError(f"unknown function {tok.text!r} at character {tok.pos}; "
+                             f"valid functions: {', '.join(FUNCTIONS)}")
+        self._expect("(")
+        arg = self.disj()
+        q = None
+        if tok.text == "P":
+            self._need_condition(arg, "P(...)")
+        else:
+            self._need_number(arg, f"{tok.text}(...)")
+        if tok.text == "median":
+            q = 0.5
+        elif tok.text == "quantile":
+            self._expect(",")
+            q = self._quantile_level()
+        self._expect(")")
+        if self.tok.kind != "end":
+            self._fail("end of query")
+        return Query(tok.text, arg, q)
+
+    def _quantile_level(self) -> float:
+        sign = -1.0 if self.tok.text == "-" and self.tok.kind == "op" else 1.0
+        if sign < 0:
+            self._next()
+        tok = self.tok
+        if tok.kind != "num":
+            self._fail("a number (the quantile level)")
+        self._next()
+        q = sign * self._number(tok)
+        if not 0.0 < q < 1.0:
+            raise QueryError(f"quantile level must be strictly between 0 and 1, got {q:g} "
+                             f"(at character {tok.pos})")
+        return q
+
+    @staticmethod
+    def _number(tok: _Tok) -> float:
+        value = float(tok.text.replace("_", ""))
+        if not np.isfinite(value):
+            raise QueryError(f"number too large at character {tok.pos}: {tok.text}")
+        return value
+
+    def disj(self) -> Node:
+        node = self.conj()
+        while self.tok.kind == "kw" and self.tok.text == "or":
+            tok = self._next()
+            right = self.conj()
+            for side in (node, right):
+                self._need_condition(side, "'or'")
+            node = BoolOp("or", node, right, tok.pos)
+        return node
+
+    def conj(self) -> Node:
+        node = self.neg()
+        while self.tok.kind == "kw" and self.tok.text == "and":
+            tok = self._next()
+            right = self.neg()
+            for side in (node, right):
+                self._need_condition(side, "'and'")
+            node = BoolOp("and", node, right, tok.pos)
+        return node
+
+    def neg(self) -> Node:
+        if self.tok.kind == "kw" and self.tok.text == "not":
+            tok = self._next()
+            self._enter(tok.pos)
+            operand = self.neg()
+            self.depth -= 1
+            self._need_condition(operand, "'not'")
+            return Not(operand, tok.pos)
+        return self.comparison()
+
+    def comparison(self) -> Node:
+        left = self.expr()
+        if self.tok.kind == "op" and self.tok.text in ("<", "<=", ">", ">="):
+            tok = self._next()
+            right = self.expr()
+            for side in (left, right):
+                self._need_number(side, f"comparison {tok.text!r}")
+            return Compare(tok.text, left, right, tok.pos)
+        return left
+
+    def expr(self) -> Node:
+        node = self.term()
+        while self.tok.kind == "op" and self.tok.text in ("+", "-"):
+            tok = self._next()
+            right = self.term()
+            for side in (node, right):
+                self._need_number(side, f"{tok.text!r}")
+            node = BinOp(tok.text, node, right, tok.pos)
+        return node
+
+    def term(self) -> Node:
+        node = self.factor()
+        while self.tok.kind == "op" and self.tok.text in ("*", "/"):
+            tok = self._next()
+            right = self.factor()
+            for side in (node, right):
+                self._need_number(side, f"{tok.text!r}")
+            node = BinOp(tok.text, node, right, tok.pos)
+        return node
+
+    def factor(self) -> Node:
+        tok = self.tok
+        if tok.kind == "op" and tok.text == "-":
+            self._next()
+            self._enter(tok.pos)
+            operand = self.factor()
+            self.depth -= 1
+            self._need_number(operand, "unary '-'")
+            return Neg(operand, tok.pos)
+        if tok.kind == "num":
+            self._next()
+            return Number(self._number(tok), tok.pos)
+        if tok.kind == "name":
+            self._next()
+            year = None
+            if self.tok.kind == "op" and self.tok.text == "[":
+                self._next()
+                if self.tok.kind not in ("name", "num"):
+                    self._fail("a year label such as FY23")
+                year = self._next().text
+                self._expect("]")
+            elif self.tok.kind == "op" and self.tok.text == "(":
+                raise QueryError(f"syntax error at character {self.tok.pos}: functions can only be "
+                                 f"used as the whole query ({', '.join(FUNCTIONS)})")
+            return Ref(tok.text, year, tok.pos)
+        if tok.kind == "op" and tok.text == "(":
+            self._next()
+            self._enter(tok.pos)
+            node = self.disj()
+            self.depth -= 1
+            self._expect(")")
+            return node
+        self._fail("a number, a variable name or '('")
+
+
+def parse(expression: str) -> Query:
+    """Parse a query into a :class:`Query` AST; raise :class:`QueryError` if invalid."""
+    if not isinstance(expression, str):
+        raise QueryError(f"a query must be a string, got {type(expression).__name__}")
+    try:
+        return _Parser(expression).query()
+    except RecursionError:  # pragma: no cover - MAX_DEPTH/MAX_TOKENS prevent this
+        raise QueryError("query nested too deeply") from None
+
+
+# -------------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class QueryResult:
+    """A query's estimate, its Monte Carlo standard error and the number of paths used."""
+
+    expression: str
+    value: float
+    mcse: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.expression} = {_format(self.value, self.mcse)}  (n = {self.n:,})"
+
+    def to_dict(self) -> dict:
+        """``{"value", "mcse", "n"}``; non-finite floats become ``None`` (valid JSON)."""
+        def clean(x: float) -> float | None:
+            return float(x) if np.isfinite(x) else None
+        return {"value": clean(self.value), "mcse": clean(self.mcse), "n": int(self.n)}
+
+
+def _format(value: float, err: float) -> str:
+    """Round the value to the first significant digit of its MCSE."""
+    if not np.isfinite(err) or err <= 0.0 or not np.isfinite(value):
+        err_text = f"{err:.2g}" if np.isfinite(err) else "nan"
+        return f"{value:,.6g} ± {err_text}"
+    decimals = int(min(max(0, -np.floor(np.log10(err))), 15))
+    return f"{value:,.{decimals}f} ± {err:,.{decimals}f}"
+
+
+def _labels(ds, dim: str) -> list[str]:
+    if dim in ds.coords:
+        values = np.asarray(ds[dim].values).ravel()
+    else:
+        values = np.arange(ds.sizes[dim])
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _select_scenario(ds, scenario: str | None):
+    if "scenario" not in ds.dims:
+        if scenario is not None:
+            raise QueryError(f"scenario {scenario!r} requested but the results have no "
+                             f"scenario dimension")
+        return ds
+    names = _labels(ds, "scenario")
+    if scenario is None:
+        if DEFAULT_SCENARIO not in names:
+            raise QueryError(f"the results have no {DEFAULT_SCENARIO!r} scenario; choose one of: "
+                             f"{', '.join(names)}")
+        scenario = DEFAULT_SCENARIO
+    if scenario not in names:
+        raise QueryError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(names)}")
+    return ds.isel(scenario=names.index(scenario))
+
+
+class _Evaluator:
+    def __init__(self, ds):
+        for dim in ("chain", "draw"):
+            if dim not in ds.dims:
+                raise QueryError(f"the results have no {dim!r} dimension (dimensions: "
+                                 f"{', '.join(map(str, ds.dims))})")
+        self.ds = ds
+        self.shape = tuple(int(ds.sizes.get(d, 1)) for d in _SAMPLE_DIMS)
+        if 0 in self.shape:
+            raise QueryError(f"the results are empty (chain, draw, path = {self.shape})")
+        self.names = sorted(
+            str(k) for k, v in ds.data_vars.items()
+            if set(v.dims) <= _ALLOWED_DIMS and v.dtype.kind in "biuf"
+        )
+        self.cache: dict[tuple[str, str | None], np.ndarray] = {}
+
+    def ref(self, node: Ref) -> np.ndarray:
+        key = (node.name, node.year)
+        if key not in self.cache:
+            self.cache[key] = self._load(node)
+        return self.cache[key]
+
+    def _load(self, node: Ref) -> np.ndarray:
+        if node.name in self.ds.data_vars and node.name not in self.names:
+            var = self.ds[node.name]
+            raise QueryError(f"variable {node.name!r} ({var.dtype}; dimensions "
+                             f"{', '.join(map(str, var.dims))}) cannot be queried: it must be "
+                             f"numeric with dimensions among "
+                             f"{', '.join(sorted(_ALLOWED_DIMS))}")
+        if node.name not in self.names:
+            import difflib  # only needed for the error message
+
+            close = difflib.get_close_matches(node.name, self.names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise QueryError(f"unknown variable {node.name!r} at character {node.pos}{hint}; "
+                             f"valid names: {', '.join(self.names)}")
+        da = self.ds[node.name]
+        if "year" in da.dims:
+            years = _labels(self.ds, "year")
+            if node.year is None:
+                raise QueryError(f"{node.name!r} has a year dimension: write {node.name}[YEAR] "
+                                 f"with YEAR one of {', '.join(years)}")
+            if node.year not in years:
+                raise QueryError(f"unknown year {node.year!r} for {node.name!r}; valid years: "
+                                 f"{', '.join(years)}")
+            da = da.isel(year=years.index(node.year))
+        elif node.year is not None:
+            raise QueryError(f"{node.name!r} has no year dimension: write {node.name} "
+                             f"without [{node.year}]")
+        dims = [d for d in _SAMPLE_DIMS if d in da.dims]
+        values = np.asarray(da.transpose(*dims).values, dtype=float)
+        # Insert length-1 axes for missing sample dims so the array broadcasts.
+        return values.reshape([self.shape[i] if d in da.dims else 1
+                               for i, d in enumerate(_SAMPLE_DIMS)])
+
+    def compute(self, node: Node):
+        if isinstance(node, Number):
+            return node.value
+        if isinstance(node, Ref):
+            return self.ref(node)
+        if isinstance(node, Neg):
+            return -self.compute(node.operand)
+        if isinstance(node, BinOp):
+            a, b = self.compute(node.left), self.compute(node.right)
+            return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide}[node.op](a, b)
+        if isinstance(node, Compare):
+            a, b = self.compute(node.left), self.compute(node.right)
+            for side in (a, b):
+                bad = int(np.count_nonzero(np.isnan(side)))
+                if bad:
+                    raise QueryError(f"comparison at character {node.pos} has an undefined (NaN) "
+                                     f"operand on {bad:,} values, e.g. from 0/0 or missing data")
+            op = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
+            return op[node.op](a, b)
+        if isinstance(node, Not):
+            return np.logical_not(self.compute(node.operand))
+        if isinstance(node, BoolOp):
+            fn = np.logical_and if node.op == "and" else np.logical_or
+            return fn(self.compute(node.left), self.compute(node.right))
+        raise TypeError(f"unknown AST node {node!r}")  # pragma: no cover
+
+
+def evaluate(expression: str, ds: "xr.Dataset", scenario: str | None = None) -> QueryResult:
+    """Evaluate a query over posterior predictive draws ``ds`` (see module docstring).
+
+    ``scenario``: with a ``scenario`` dimension, ``None`` selects ``"risk-weighted"``.
+    Returns a :class:`QueryResult` (value in the expression's units, its MCSE, and
+    ``n`` = number of (chain, draw, path) elements used); raises :class:`QueryError`.
+    """
+    query = parse(expression)
+    evaluator = _Evaluator(_select_scenario(ds, scenario))
+    with np.errstate(all="ignore"):
+        try:
+            raw = evaluator.compute(query.arg)
+        except RecursionError:  # pragma: no cover - guarded by the parser limits
+            raise QueryError("query nested too deeply") from None
+        x = np.broadcast_to(np.asarray(raw, dtype=float), evaluator.shape)
+        if query.func == "P":
+            value, err, n = _mcse.probability(x)
+        else:
+            bad = x.size - int(np.count_nonzero(np.isfinite(x)))
+            if bad:
+                raise QueryError(f"{query.func}(...) is undefined: the expression is not "
+                                 f"finite (inf or NaN, e.g. division by zero) on {bad:,} of "
+                                 f"{x.size:,} paths")
+            n = x.size
+            if query.func == "mean":
+                value, err = float(x.mean()), _mcse.mcse_mean(x)
+            elif query.func == "sd":
+                value, err = float(x.std()), _mcse.mcse_sd(x)
+            else:
+                value, err = _mcse.mcse_quantile(x, query.q)
+    # Inputs are finite here, so a non-finite result is float64 overflow (e.g. mean(1e308)).
+    # The MCSE may be nan only when it is undefined (fewer than 4 draws).
+    if not np.isfinite(value) or np.isinf(err) or (np.isnan(err) and evaluator.shape[1] >= 4):
+        raise QueryError(f"{query.func}(...) overflows: the values are too large for float64")
+    return QueryResult(" ".join(expression.split()), float(value), float(err), int(n))
+
+
+def load_predictive(results_dir: Path) -> "xr.Dataset":
+    """Open ``results_dir / "forecast.nc"``, group ``posterior_predictive`` (lazily)."""
+    path = Path(results_dir) / "forecast.nc"
+    if not path.is_file():
+        raise QueryError(f"no results file {path}; run `stforecast run` first")
+    import xarray as xr
+
+    try:
+        return xr.open_dataset(path, group="posterior_predictive", engine="h5netcdf")
+    except (OSError, KeyError, ValueError) as exc:
+        raise QueryError(f"cannot read group 'posterior_predictive' from {path}: {exc}") from None

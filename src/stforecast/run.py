@@ -1,0 +1,178 @@
+"""The main job: priors -> fit -> posterior predictive paths -> engine -> results/.
+
+``run_forecast`` is what ``stforecast run`` calls. It writes, atomically (everything is built in
+a temporary folder beside the target and moved into place only when complete, so a failed or
+interrupted run leaves earlier results intact):
+
+* ``forecast.nc``: DataTree with ``posterior``, ``prior``, ``sample_stats``, ``observed_data``,
+  ``posterior_predictive`` and ``prior_predictive`` (dims chain, draw, path, year); float32 and
+  gzip-compressed;
+* ``summary.json``: percentiles per line item and year, P(upside) +- MCSE, diagnostics, seed,
+  the priors file's hash and the package versions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import __version__
+from .data import load_report
+from .fit import FitSettings, sample_posterior, sample_prior
+from .model import build_model, observations_from_report, observed_data_values
+from .priors import load_priors
+from .simulate import simulate
+from .summary import (line_item_stats, p_exceeds, percentile_of,
+                      probability_of_falling_revenue)
+
+DEFAULT_SEED = 20220131  # the report's pricing date, 31 Jan 2022
+PRIOR_PATHS_PER_DRAW = 10
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    seed: int = DEFAULT_SEED
+    paths: int = 100_000
+    fit: FitSettings = field(default_factory=FitSettings)
+
+
+def _versions() -> dict[str, str]:
+    import arviz
+    import pymc
+    import pytensor
+    import scipy
+
+    out = {"stforecast": __version__, "pymc": pymc.__version__, "pytensor": pytensor.__version__,
+           "arviz": arviz.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+           "xarray": xr.__version__}
+    try:
+        import nutpie
+        out["nutpie"] = nutpie.__version__
+    except ImportError:  # pragma: no cover - nutpie is a dependency
+        pass
+    return out
+
+
+def _compact(ds: xr.Dataset) -> xr.Dataset:
+    """float64 -> float32 (draws carry far less precision than that) with gzip per variable."""
+    ds = ds.copy()
+    for name, var in ds.data_vars.items():
+        if var.dtype == np.float64:
+            ds[name] = var.astype(np.float32)
+        if var.dtype.kind in "fiub":
+            ds[name].encoding = {"compression": "gzip", "compression_opts": 4}
+        else:
+            ds[name].encoding = {}
+    return ds
+
+
+def write_forecast_nc(path: Path, groups: dict[str, xr.Dataset]) -> None:
+    mode = "w"
+    for name, ds in groups.items():
+        ds = _compact(ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object]))
+        ds.to_netcdf(path, group=name, mode=mode, engine="h5netcdf")
+        mode = "a"
+
+
+def _atomic_publish(tmp: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for item in tmp.iterdir():
+        os.replace(item, out / item.name)
+
+
+def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettings(),
+                 log=print) -> dict:
+    """Fit, simulate and write results to ``out``; returns the summary dict."""
+    t_start = time.perf_counter()
+    spec = load_priors(priors_path)
+    report = load_report()
+    obs = observations_from_report(report)
+    model = build_model(spec, obs)
+    timings = {}
+
+    log(f"sampling the prior ({settings.fit.prior_draws} draws)")
+    t = time.perf_counter()
+    prior = sample_prior(model, settings.fit.prior_draws, settings.seed)
+    timings["prior"] = time.perf_counter() - t
+
+    fs = settings.fit
+    log(f"fitting: {fs.sampler} NUTS, {fs.chains} chains x {fs.draws} draws ({fs.tune} tune)")
+    fit = sample_posterior(model, fs, settings.seed, progressbar=False)
+    timings.update(fit.timings)
+    posterior = fit.idata["posterior"].to_dataset()
+    diag = fit.diagnostics
+
+    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
+    per_draw = max(1, math.ceil(settings.paths / n_draws))
+    log(f"simulating {per_draw * n_draws:,} paths ({per_draw} per posterior draw)")
+    t = time.perf_counter()
+    rng = np.random.default_rng(settings.seed)
+    predictive = simulate(posterior, report, obs, per_draw, rng)
+    prior_predictive = simulate(prior, report, obs, PRIOR_PATHS_PER_DRAW, rng)
+    timings["predictive"] = time.perf_counter() - t
+
+    price = report.market.price_hkd
+    summary = line_item_stats(predictive)
+    summary["p_upside"] = p_exceeds(predictive["target_price_hkd"], price)
+    summary["diagnostics"] = diag.to_dict()
+    summary["ok"] = diag.ok
+    summary["reasons"] = list(diag.reasons)
+    summary["report_percentiles"] = {
+        "revenue_fy23_8825": percentile_of(predictive["revenue"].sel(year="FY23"),
+                                           float(report.published["revenue"].sel(year="FY23"))),
+        "target_price_hkd_8.08": percentile_of(predictive["target_price_hkd"],
+                                               report.market.target_price_hkd_published),
+    }
+    revenue_fy20 = float(report.history["revenue"].sel(year="FY20"))
+    summary["prior_predictive"] = {
+        "p_any_revenue_decline_fy21_fy23": probability_of_falling_revenue(prior_predictive,
+                                                                          revenue_fy20),
+        "p_upside": p_exceeds(prior_predictive["target_price_hkd"], price),
+        "revenue_fy23": line_item_stats(prior_predictive)["revenue"]["FY23"],
+    }
+    summary["p_any_revenue_decline_fy21_fy23"] = probability_of_falling_revenue(predictive,
+                                                                               revenue_fy20)
+    summary["assumptions"] = [
+        {"driver": name, "prior": f"long-run {p.long_run.describe()}, persistence "
+         f"{p.persistence.describe()}, volatility {p.volatility.describe()}", "source": p.source}
+        for name, p in spec.processes().items()
+    ] + [{"driver": name, "prior": p.describe(), "source": p.source}
+         for name, p in spec.valuation.items()]
+    summary["n_paths"] = int(per_draw * n_draws)
+    summary["seed"] = settings.seed
+    summary["priors_file"] = Path(priors_path).name
+    summary["priors_sha256"] = spec.sha256
+    summary["settings"] = {"paths": settings.paths, **asdict(settings.fit)}
+    summary["versions"] = _versions()
+
+    observed = xr.Dataset({k: xr.DataArray(np.atleast_1d(v), dims=f"{k}_dim") for k, v in
+                           observed_data_values(obs).items()})
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        t = time.perf_counter()
+        write_forecast_nc(tmp / "forecast.nc", {
+            "posterior": posterior, "prior": prior,
+            "sample_stats": fit.idata["sample_stats"].to_dataset(),
+            "observed_data": observed, "posterior_predictive": predictive,
+            "prior_predictive": prior_predictive})
+        timings["write"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t_start
+        summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+        # Timings vary run to run; keep them out of summary.json so a seed reproduces it exactly.
+        (tmp / "summary.json").write_text(json.dumps(
+            {k: v for k, v in summary.items() if k != "timings_s"}, indent=1) + "\n")
+        _atomic_publish(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary

@@ -1,0 +1,60 @@
+"""Summaries of predictive draws: percentiles per line item and year, P(upside) with its MCSE.
+
+Pure numpy/xarray (no PyMC): used by ``run`` and on saved results. Statistics are over all
+``(chain, draw, path)`` samples; MCSEs account for chain autocorrelation and for paths sharing a
+posterior draw (``stforecast.mcse``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from .engine import REPORTED_LINES, REPORTED_SCALARS
+from .mcse import probability
+
+SAMPLE_DIMS = ("chain", "draw", "path")
+QUANTILES = {"q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95}
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    flat = values.reshape(-1)
+    qs = np.quantile(flat, list(QUANTILES.values()))
+    out = {"mean": float(flat.mean())}
+    out.update({k: float(v) for k, v in zip(QUANTILES, qs)})
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def _samples(da: xr.DataArray) -> np.ndarray:
+    return da.transpose(*[d for d in SAMPLE_DIMS if d in da.dims], ...).values
+
+
+def line_item_stats(predictive: xr.Dataset) -> dict:
+    """``{line: {"FY21": {mean, q05, q25, q50, q75, q95}, ...}}`` plus the per-path scalars."""
+    out = {}
+    for name in REPORTED_LINES:
+        if name in predictive:
+            da = predictive[name]
+            out[name] = {str(y): _stats(_samples(da.sel(year=y))) for y in da["year"].values}
+    for name in REPORTED_SCALARS:
+        if name in predictive:
+            out[name] = _stats(_samples(predictive[name]))
+    return out
+
+
+def p_exceeds(da: xr.DataArray, threshold: float) -> dict[str, float]:
+    """P(da > threshold) with its Monte Carlo standard error."""
+    value, mcse, n = probability(_samples(da) > threshold)
+    return {"value": round(float(value), 5), "mcse": round(float(mcse), 5), "n": int(n)}
+
+
+def percentile_of(da: xr.DataArray, value: float) -> float:
+    """Where ``value`` falls in the predictive distribution (fraction of samples below it)."""
+    return round(float((_samples(da) < value).mean()), 4)
+
+
+def probability_of_falling_revenue(predictive: xr.Dataset, revenue_fy20: float) -> float:
+    """P(at least one year FY21-FY23 with revenue below the year before)."""
+    rev = _samples(predictive["revenue"].transpose(*SAMPLE_DIMS, "year"))
+    previous = np.concatenate([np.full(rev.shape[:-1] + (1,), revenue_fy20), rev[..., :-1]], -1)
+    return round(float((rev < previous).any(axis=-1).mean()), 4)
