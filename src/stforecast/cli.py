@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+#: The samplers ``stforecast run --sampler`` accepts; the same tuple as ``stforecast.fit.SAMPLERS``
+#: (kept here so that building the parser does not import PyMC; tests/test_cli.py checks they agree).
+SAMPLERS = ("nutpie", "pymc")
 
 
 def _default_priors() -> Path:
@@ -86,7 +89,7 @@ def _print_run_summary(summary: dict, out: Path) -> None:
     status = "OK" if d["ok"] else "FAILED: " + "; ".join(d["reasons"])
     print(f"diagnostics: R-hat max {d['rhat_max']:.3f}, bulk ESS min {d['ess_bulk_min']:.0f}, "
           f"tail ESS min {d['ess_tail_min']:.0f}, divergences {d['divergences']} -> {status}")
-    print(f"results: {out / 'forecast.nc'}, {out / 'summary.json'}")
+    print(f"results: {out / 'forecast.nc'}, {out / 'summary.json'}, {out / 'report.html'}")
 
 
 def cmd_run(args) -> int:
@@ -94,7 +97,8 @@ def cmd_run(args) -> int:
     from .priors import PriorsError
     from .run import RunSettings, run_forecast
 
-    settings = RunSettings(seed=args.seed, paths=args.paths, fit=FitSettings(
+    settings = RunSettings(seed=args.seed, paths=args.paths, report=not args.no_report,
+                           fit=FitSettings(
         draws=args.draws, tune=args.tune, chains=args.chains, sampler=args.sampler))
     try:
         summary = run_forecast(Path(args.out), Path(args.priors), settings,
@@ -106,6 +110,18 @@ def cmd_run(args) -> int:
     if not summary["ok"]:
         print("WARNING: sampler diagnostics miss the bar; see summary.json 'reasons'",
               file=sys.stderr)
+    return 0
+
+
+# --- report -------------------------------------------------------------------------------------
+def cmd_report(args) -> int:
+    from .report import build_report
+    results = Path(args.results)
+    if not (results / "summary.json").exists() or not (results / "forecast.nc").exists():
+        print(f"error: {results}: expected summary.json and forecast.nc; run `stforecast run` first",
+              file=sys.stderr)
+        return EXIT_USAGE
+    print(build_report(results))
     return 0
 
 
@@ -123,8 +139,6 @@ def cmd_query(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .fit import SAMPLERS
-
     parser = argparse.ArgumentParser(
         prog="stforecast",
         description="Probabilistic forecasts for equity research: SenseTime (0020 HK).",
@@ -145,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", type=int, default=1000, help="tuning steps per chain")
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--sampler", choices=SAMPLERS, default="nutpie")
+    p.add_argument("--no-report", action="store_true", help="skip report.html and the PNGs")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("replicate", help="the engine on the report's own assumptions",
@@ -156,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  stforecast check-priors priors/sensetime.toml")
     p.add_argument("path")
     p.set_defaults(func=cmd_check_priors)
+
+    p = sub.add_parser("report", help="rebuild report.html and the PNGs from saved results",
+                       formatter_class=raw, epilog="example:\n  stforecast report --results results")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("query", help="a probability or statistic on saved results",
                        formatter_class=raw,
