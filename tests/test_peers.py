@@ -55,7 +55,7 @@ def _edited_copy(tmp_path, old, new):
     [
         ("ev_sales_fy22e = 28.4", "ev_sales_fy22e = -28.4", "ev_sales_fy22e"),
         ("gross_margin_fy20 = 0.65", "gross_margin_fy20 = 65", "gross_margin_fy20"),  # percent typed
-        ('group = "china_ai"\nmarket_cap_usd_mn = 4955.0', 'group = "china"\nmarket_cap_usd_mn = 4955.0', "group"),
+        ('"china_ai"\nmarket_cap_usd_mn = 4955.0', '"china"\nmarket_cap_usd_mn = 4955.0', "group"),
         ("sales_cagr_fy20_23e = 0.45\n", "", "sales_cagr_fy20_23e"),  # missing
         ('ticker = "AI US"', 'ticker = "PATH US"', "ticker"),  # duplicate
         ("source = ", "sauce = ", "meta.source"),
@@ -69,6 +69,15 @@ def test_bad_peers_file_raises_one_line_value_error(tmp_path, old, new, key):
     message = str(err.value)
     assert "\n" not in message
     assert str(path) in message and key in message
+
+
+def test_missing_file_and_bad_priors_raise_one_line_value_error(tmp_path):
+    with pytest.raises(ValueError, match="nope.toml: cannot read file"):
+        pe.load_peers(tmp_path / "nope.toml")
+    with pytest.raises(ValueError, match="residual_sigma: expected a positive number"):
+        pe.build_peer_model(pe.load_peers(), priors={"residual_sigma": -1.0})
+    with pytest.raises(ValueError, match="expected keys among"):
+        pe.build_peer_model(pe.load_peers(), priors={"slope_sigma": 1.0})
 
 
 # --- prediction (numpy/xarray only) ------------------------------------------------

@@ -1,6 +1,6 @@
 """Peer-multiple regression: SenseTime's EV/sales FY22E from its listed peers.
 
-The 20 peers of the report's Figure 69 (``data/peers.toml``) are regressed as
+The 20 peers of the report's Figure 69 (``datasets/peers.toml``) are regressed as
 
     log(EV/sales FY22E)_i = intercept + group_effect[group_i]
                             + beta_growth * (sales_cagr_i - growth_centre)
@@ -35,12 +35,13 @@ import time
 import tomllib
 import warnings
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
+
+from stforecast.data import DATASETS, DataFileError
 
 if TYPE_CHECKING:
     import pymc
@@ -124,17 +125,23 @@ _SENSETIME_KEYS: dict[str, tuple[Any, str]] = {
 }
 
 
+PEERS_PATH = DATASETS / "peers.toml"
+"""The packaged peer table (Figure 69)."""
+
+
 def default_peers_path() -> Path:
-    """Path of the packaged ``data/peers.toml``."""
-    return Path(str(resources.files("stforecast") / "data" / "peers.toml"))
+    """Path of the packaged peer table, `PEERS_PATH`."""
+    return PEERS_PATH
 
 
 def _read_toml(path: Path) -> dict:
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
+    except OSError as err:
+        raise DataFileError(f"{path}: cannot read file ({err.strerror})") from None
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: not valid TOML ({err})") from None
+        raise DataFileError(f"{path}: not valid TOML ({err})") from None
 
 
 def _is_number(v: Any) -> bool:
@@ -143,7 +150,7 @@ def _is_number(v: Any) -> bool:
 
 def _check_number(path: Path, where: str, value: Any, check: Any, expected: str) -> float:
     if not _is_number(value) or not check(value):
-        raise ValueError(f"{path}: {where}: expected {expected}, got {value!r}")
+        raise DataFileError(f"{path}: {where}: expected {expected}, got {value!r}")
     return float(value)
 
 
@@ -154,40 +161,46 @@ def load_peers(path: str | Path | None = None) -> xr.Dataset:
     variable per numeric column (multiples in x, market cap in USD mn, ratios as
     fractions; NaN where the report prints n.a.). ``[meta]`` entries and the
     ``[sensetime]`` reference figures become attrs (the latter prefixed
-    ``sensetime_``). Raises a one-line ``ValueError`` naming the file, the key and
-    what was expected on bad content.
+    ``sensetime_``). Raises a one-line `DataFileError` (a ``ValueError``) naming the
+    file, the key and what was expected on an unreadable file or bad content.
     """
     path = Path(path) if path is not None else default_peers_path()
     doc = _read_toml(path)
 
     meta = doc.get("meta")
     if not isinstance(meta, dict) or not isinstance(meta.get("source"), str):
-        raise ValueError(f"{path}: meta.source: expected a [meta] table with a source string")
+        raise DataFileError(f"{path}: meta.source: expected a [meta] table with a source string")
     rows = doc.get("peer")
     if not isinstance(rows, list) or not rows:
-        raise ValueError(f"{path}: peer: expected a non-empty array of [[peer]] tables")
+        raise DataFileError(f"{path}: peer: expected a non-empty array of [[peer]] tables")
 
     columns: dict[str, list[float]] = {col: [] for col in _COLUMNS}
     tickers, companies, groups = [], [], []
     for i, row in enumerate(rows):
         where = f"peer[{i}]"
+        if not isinstance(row, dict):
+            raise DataFileError(f"{path}: {where}: expected a [[peer]] table, got {row!r}")
         for key in ("company", "ticker"):
             if not isinstance(row.get(key), str) or not row[key].strip():
-                raise ValueError(f"{path}: {where}.{key}: expected a non-empty string, got {row.get(key)!r}")
+                raise DataFileError(
+                    f"{path}: {where}.{key}: expected a non-empty string, got {row.get(key)!r}"
+                )
         where = f"peer[{i}] ({row['ticker']})"
         if row["ticker"] in tickers:
-            raise ValueError(f"{path}: {where}.ticker: expected a unique ticker, got a duplicate")
+            raise DataFileError(f"{path}: {where}.ticker: expected a unique ticker, got a duplicate")
         if row.get("group") not in GROUPS:
-            raise ValueError(f"{path}: {where}.group: expected one of {GROUPS}, got {row.get('group')!r}")
+            raise DataFileError(
+                f"{path}: {where}.group: expected one of {GROUPS}, got {row.get('group')!r}"
+            )
         unknown = set(row) - set(_COLUMNS) - {"company", "ticker", "group"}
         if unknown:
-            raise ValueError(f"{path}: {where}: expected only known keys, got unknown {sorted(unknown)}")
+            raise DataFileError(f"{path}: {where}: expected only known keys, got {sorted(unknown)}")
         for col, (check, expected, required) in _COLUMNS.items():
             if col not in row and not required:
                 columns[col].append(np.nan)
                 continue
             if col not in row:
-                raise ValueError(f"{path}: {where}.{col}: expected {expected}, got nothing")
+                raise DataFileError(f"{path}: {where}.{col}: expected {expected}, got nothing")
             columns[col].append(_check_number(path, f"{where}.{col}", row[col], check, expected))
         tickers.append(row["ticker"])
         companies.append(row["company"])
@@ -203,7 +216,9 @@ def load_peers(path: str | Path | None = None) -> xr.Dataset:
         if key in sensetime:
             _check_number(path, f"sensetime.{key}", sensetime[key], check, expected)
     if "group" in sensetime and sensetime["group"] not in GROUPS:
-        raise ValueError(f"{path}: sensetime.group: expected one of {GROUPS}, got {sensetime['group']!r}")
+        raise DataFileError(
+            f"{path}: sensetime.group: expected one of {GROUPS}, got {sensetime['group']!r}"
+        )
     attrs.update({f"sensetime_{k}": v for k, v in sensetime.items()})
 
     return xr.Dataset(
@@ -221,13 +236,15 @@ def load_priors(path: str | Path | None = None) -> dict[str, float]:
     """
     path = Path(path) if path is not None else default_peers_path()
     table = _read_toml(path).get("priors", {})
-    return _validate_priors(table, f"{path}: priors")
+    return _validate_priors(table, f"{path}: priors", DataFileError)
 
 
-def _validate_priors(priors: Mapping[str, Any], where: str) -> dict[str, float]:
+def _validate_priors(
+    priors: Mapping[str, Any], where: str, error: type[ValueError] = ValueError
+) -> dict[str, float]:
     unknown = set(priors) - set(PRIOR_KEYS)
     if unknown:
-        raise ValueError(f"{where}: expected keys among {PRIOR_KEYS}, got unknown {sorted(unknown)}")
+        raise error(f"{where}: expected keys among {PRIOR_KEYS}, got {sorted(unknown)}")
     out = {}
     for key in PRIOR_KEYS:
         value = priors.get(key)
@@ -239,7 +256,8 @@ def _validate_priors(priors: Mapping[str, Any], where: str) -> dict[str, float]:
         else:
             ok = ok and math.isfinite(value) and value > 0
         if not ok:
-            raise ValueError(f"{where}.{key}: expected a {'finite number' if key == 'intercept_mu' else 'positive number'}, got {value!r}")
+            expected = "a finite number" if key == "intercept_mu" else "a positive number"
+            raise error(f"{where}.{key}: expected {expected}, got {value!r}")
         out[key] = float(value)
     return out
 
@@ -414,7 +432,9 @@ def predict_multiple(
     params = post[list(PREDICTION_PARAMS)]
     params = params.drop_vars([c for c in SAMPLE_DIMS if c in params.coords])
 
-    growth, margin = xr.broadcast(_as_array(sales_cagr, "sales_cagr"), _as_array(gross_margin, "gross_margin"))
+    growth, margin = xr.broadcast(
+        _as_array(sales_cagr, "sales_cagr"), _as_array(gross_margin, "gross_margin")
+    )
     present = [d for d in SAMPLE_DIMS if d in growth.dims]
     if len(present) == len(SAMPLE_DIMS):
         out_dims = growth.dims
