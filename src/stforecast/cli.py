@@ -19,6 +19,7 @@ SAMPLERS = ("nutpie", "pymc")
 
 
 def _default_priors() -> Path:
+    # imported here, not at parser construction: priors pulls in scipy, which `query` never needs
     from .priors import default_priors_path
     return default_priors_path()
 
@@ -101,7 +102,8 @@ def cmd_run(args) -> int:
                            fit=FitSettings(
         draws=args.draws, tune=args.tune, chains=args.chains, sampler=args.sampler))
     try:
-        summary = run_forecast(Path(args.out), Path(args.priors), settings,
+        priors = Path(args.priors) if args.priors else _default_priors()
+        summary = run_forecast(Path(args.out), priors, settings,
                                log=lambda m: print(f"[stforecast] {m}", flush=True))
     except PriorsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -151,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="fit the driver model, simulate, write results/",
                        formatter_class=raw,
                        epilog="example:\n  stforecast run --seed 1 --paths 200000 --out results")
-    p.add_argument("--priors", default=str(_default_priors()), help="priors file (TOML)")
+    p.add_argument("--priors", default=None,
+                   help="priors file (TOML; default: the project's priors/sensetime.toml)")
     p.add_argument("--out", default="results", help="results folder (default: results)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 20220131)")
     p.add_argument("--paths", type=int, default=100_000, help="posterior predictive paths")

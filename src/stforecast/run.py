@@ -195,17 +195,16 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
             "observed_data": observed, "posterior_predictive": stored_variables(predictive),
             "prior_predictive": stored_variables(prior_predictive)})
         timings["write"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - t_start
-        summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
         # Timings vary run to run; keep them out of summary.json so a seed reproduces it exactly.
-        (tmp / "summary.json").write_text(json.dumps(
-            {k: v for k, v in summary.items() if k != "timings_s"}, indent=1) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         if settings.report:
             from .report import build_report
             t = time.perf_counter()
             build_report(tmp)
             timings["report"] = time.perf_counter() - t
         _atomic_publish(tmp, out)
+        timings["total"] = time.perf_counter() - t_start
+        summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
