@@ -97,6 +97,7 @@ def cmd_run(args) -> int:
     from .fit import FitSettings
     from .priors import PriorsError
     from .run import RunSettings, run_forecast
+    from .shocks import ScenariosError
 
     settings = RunSettings(seed=args.seed, paths=args.paths, report=not args.no_report,
                            fit=FitSettings(
@@ -104,8 +105,9 @@ def cmd_run(args) -> int:
     try:
         priors = Path(args.priors) if args.priors else _default_priors()
         summary = run_forecast(Path(args.out), priors, settings,
-                               log=lambda m: print(f"[stforecast] {m}", flush=True))
-    except PriorsError as exc:
+                               log=lambda m: print(f"[stforecast] {m}", flush=True),
+                               scenarios_path=Path(args.scenarios) if args.scenarios else None)
+    except (PriorsError, ScenariosError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     _print_run_summary(summary, Path(args.out))
@@ -125,6 +127,103 @@ def cmd_report(args) -> int:
         return EXIT_USAGE
     print(build_report(results))
     return 0
+
+
+# --- scenarios ----------------------------------------------------------------------------------
+SCENARIO_COLUMNS = (("revenue", "FY23", "revenue FY23"), ("cash_burn_fy21_fy23", None, "cash burn"),
+                    ("cash", "FY23", "cash FY23"), ("target_price_hkd", None, "target price"))
+
+
+def _load_summary(results: Path) -> dict | None:
+    """summary.json, or None after printing one error line."""
+    path = results / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        print(f"error: no results file {path}; run `stforecast run` first", file=sys.stderr)
+    except json.JSONDecodeError as exc:
+        print(f"error: {path}: not valid JSON ({exc})", file=sys.stderr)
+    return None
+
+
+def scenario_rows(summary: dict) -> list[dict]:
+    """One row per scenario: median and 90% interval of the headline quantities, P(upside)."""
+    rows = []
+    for name, block in summary.get("scenarios", {}).items():
+        row = {"scenario": name}
+        for var, year, _ in SCENARIO_COLUMNS:
+            stats = block[var][year] if year else block[var]
+            row[var if year is None else f"{var}_{year.lower()}"] = {
+                k: stats[k] for k in ("q05", "q50", "q95")}
+        row["p_upside"] = block["p_upside"]
+        rows.append(row)
+    return rows
+
+
+def cmd_scenarios(args) -> int:
+    summary = _load_summary(Path(args.results))
+    if summary is None:
+        return EXIT_USAGE
+    if "scenarios" not in summary:
+        print(f"error: {Path(args.results) / 'summary.json'}: no 'scenarios' (results from an "
+              f"older version); rerun `stforecast run`", file=sys.stderr)
+        return EXIT_USAGE
+    rows = scenario_rows(summary)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print("median [5% - 95%]; RMB mn, target price HK$; P(upside) = P(target_price_hkd > "
+          "6.73) ± MCSE")
+    head = f"{'scenario':<24}" + "".join(f"{label:>27}" for *_, label in SCENARIO_COLUMNS)
+    print(head + f"{'P(upside)':>17}")
+    for row in rows:
+        line = f"{row['scenario']:<24}"
+        for var, year, _ in SCENARIO_COLUMNS:
+            st = row[var if year is None else f"{var}_{year.lower()}"]
+            line += f"{_fmt(st['q50']):>9} [{_fmt(st['q05'])} - {_fmt(st['q95'])}]".rjust(27)
+        p = row["p_upside"]
+        line += f"{p['value']:.3f} ± {p['mcse']:.3f}".rjust(17)
+        print(line)
+    return 0
+
+
+# --- sensitivity --------------------------------------------------------------------------------
+def cmd_sensitivity(args) -> int:
+    from .query import QueryError, _select_scenario, load_predictive
+    from .sensitivity import rank_sensitivity
+    try:
+        ds = _select_scenario(load_predictive(Path(args.results)), args.scenario)
+    except QueryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    variable, _, year = args.outcome.partition("[")
+    year = year.rstrip("]") or None
+    if variable not in ds.data_vars or (year is not None and year not in
+                                        [str(y) for y in ds["year"].values]):
+        names = ", ".join(n for n in ("revenue[FY23]", "target_price_hkd", "cash[FY23]",
+                                      "cash_burn_fy21_fy23") if n.split("[")[0] in ds)
+        print(f"error: unknown outcome {args.outcome!r}; e.g. {names}", file=sys.stderr)
+        return EXIT_USAGE
+    if year is None and "year" in ds[variable].dims:
+        print(f"error: {variable!r} has a year dimension: write {variable}[FY23]", file=sys.stderr)
+        return EXIT_USAGE
+    ranked = rank_sensitivity(ds, variable, year)[: args.top]
+    if args.json:
+        print(json.dumps(ranked, indent=1))
+        return 0
+    print(f"Spearman rank correlation with {args.outcome} (scenario "
+          f"{args.scenario or 'risk-weighted'}):")
+    for i, e in enumerate(ranked, 1):
+        bar = "#" * int(round(abs(e["score"]) * 40))
+        print(f"{i:>3}. {e['driver']:<40}{e['score']:+.3f}  {bar}")
+    return 0
+
+
+# --- score --------------------------------------------------------------------------------------
+def cmd_score(args) -> int:
+    from .score import run_score
+    return run_score(Path(args.actuals), Path(args.results), scenario=args.scenario,
+                     as_json=args.json)
 
 
 # --- query --------------------------------------------------------------------------------------
@@ -162,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", type=int, default=1000, help="tuning steps per chain")
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--sampler", choices=SAMPLERS, default="nutpie")
+    p.add_argument("--scenarios", default=None,
+                   help="shocks and scenarios file (default: scenarios.toml beside the priors)")
     p.add_argument("--no-report", action="store_true", help="skip report.html and the PNGs")
     p.set_defaults(func=cmd_run)
 
@@ -190,6 +291,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default=None, help="scenario name, when results have several")
     p.add_argument("--json", action="store_true", help='print {"value", "mcse", "n"}')
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("scenarios", help="one row per scenario: revenue, cash burn, cash, TP",
+                       formatter_class=raw,
+                       epilog="example:\n  stforecast scenarios --results results --json")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--json", action="store_true", help="print a list of objects")
+    p.set_defaults(func=cmd_scenarios)
+
+    p = sub.add_parser("sensitivity", help="tornado ranking: what moves an outcome most",
+                       formatter_class=raw,
+                       epilog="examples:\n  stforecast sensitivity \"revenue[FY23]\"\n"
+                              "  stforecast sensitivity target_price_hkd --scenario base --json")
+    p.add_argument("outcome", nargs="?", default="target_price_hkd",
+                   help="variable, with [YEAR] when it has years (default target_price_hkd)")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--scenario", default=None, help="scenario (default risk-weighted)")
+    p.add_argument("--top", type=int, default=15, help="rows to show (default 15)")
+    p.add_argument("--json", action="store_true", help='print [{"driver", "score"}, ...]')
+    p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser("score", help="score the forecast against realised values",
+                       formatter_class=raw,
+                       epilog="example (actuals.toml holds e.g. [revenue] FY22 = 3809):\n"
+                              "  stforecast score actuals.toml --json")
+    p.add_argument("actuals", help="TOML file of realised values")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--scenario", default=None, help="scenario (default risk-weighted)")
+    p.add_argument("--json", action="store_true",
+                   help="print a list of {variable, year, actual, pit, in_50, ..., crps_point}")
+    p.set_defaults(func=cmd_score)
     return parser
 
 

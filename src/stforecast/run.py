@@ -5,10 +5,12 @@ a temporary folder beside the target and moved into place only when complete, so
 interrupted run leaves earlier results intact):
 
 * ``forecast.nc``: DataTree with ``posterior``, ``prior``, ``sample_stats``, ``observed_data``,
-  ``posterior_predictive`` and ``prior_predictive`` (dims chain, draw, path, year); float32 and
-  gzip-compressed;
-* ``summary.json``: percentiles per line item and year, P(upside) +- MCSE, diagnostics, seed,
-  the priors file's hash and the package versions.
+  ``posterior_predictive`` (dims scenario, chain, draw, path, year: every scenario of the
+  scenarios file, with the shock intensities ``shock_<name>``) and ``prior_predictive`` (the
+  driver model alone, no shocks); float32 and gzip-compressed;
+* ``summary.json``: percentiles per line item and year and P(upside) +- MCSE for the headline
+  ``risk-weighted`` scenario, the same per scenario under ``scenarios``, the shocks, the
+  sensitivity rankings, diagnostics, seed, the input files' hashes and the package versions.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from .data import load_report
 from .fit import FitSettings, sample_posterior, sample_prior
 from .model import build_model, observations_from_report, observed_data_values
 from .priors import load_priors
+from .sensitivity import summary_sensitivity
+from .shocks import HEADLINE_SCENARIO, ScenarioSpec, default_scenarios_path, load_scenarios
 from .simulate import simulate
 from .engine import REPORTED_LINES, REPORTED_SCALARS
 from .summary import (line_item_stats, p_exceeds, percentile_of,
@@ -43,10 +47,13 @@ STORED_DRIVERS = ("smart_business_customers", "smart_business_revenue_per_custom
                   "change_in_working_capital", "ev_sales_multiple")
 
 
-def stored_variables(predictive: xr.Dataset) -> xr.Dataset:
-    """The predictive variables worth keeping on disk (reported lines, scalars, drivers)."""
-    keep = [n for n in REPORTED_LINES + REPORTED_SCALARS + STORED_DRIVERS if n in predictive]
-    return predictive[keep]
+def stored_names(scenarios: ScenarioSpec | None = None) -> list[str]:
+    """The predictive variables worth keeping on disk (reported lines, scalars, drivers, and the
+    intensity of each shock)."""
+    shocks = [f"shock_{n}" for n in scenarios.shocks] if scenarios is not None else []
+    return list(REPORTED_LINES + REPORTED_SCALARS + STORED_DRIVERS) + shocks
+
+
 PRIOR_PATHS_PER_DRAW = 10
 
 
@@ -116,12 +123,34 @@ def _atomic_publish(tmp: Path, out: Path) -> None:
         os.replace(item, out / item.name)
 
 
+def _stats_block(predictive: xr.Dataset, price: float) -> dict:
+    out = line_item_stats(predictive)
+    out["p_upside"] = p_exceeds(predictive["target_price_hkd"], price)
+    return out
+
+
+def _shock_table(scenarios: ScenarioSpec) -> list[dict]:
+    return [{"shock": s.name, "label": s.label,
+             "annual_probability": s.probability.describe(),
+             "annual_probability_mean": round(float(s.probability.frozen().mean()), 4),
+             "severity": s.severity.describe(), "persistence": s.persistence,
+             "channels": s.channels, "source": s.source} for s in scenarios.shocks.values()]
+
+
 def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettings(),
-                 log=print) -> dict:
-    """Fit, simulate and write results to ``out``; returns the summary dict."""
+                 log=print, scenarios_path: Path | None = None) -> dict:
+    """Fit, simulate every scenario and write results to ``out``; returns the summary dict.
+
+    ``scenarios_path``: the shocks and scenarios file (default: ``scenarios.toml`` beside the
+    priors file, else the project's ``priors/scenarios.toml``). Headline statistics are those of
+    the ``risk-weighted`` scenario; ``summary["scenarios"]`` has the same per scenario.
+    """
     t_start = time.perf_counter()
     spec = load_priors(priors_path)
     report = load_report()
+    scenarios_path = Path(scenarios_path or default_scenarios_path(priors_path))
+    years = [str(y) for y in report.report_case["year"].values]
+    scenarios = load_scenarios(scenarios_path, years)  # validated before any fitting
     obs = observations_from_report(report)
     model = build_model(spec, obs)
     timings = {}
@@ -140,16 +169,22 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
 
     n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
     per_draw = max(1, math.ceil(settings.paths / n_draws))
-    log(f"simulating {per_draw * n_draws:,} paths ({per_draw} per posterior draw)")
+    log(f"simulating {per_draw * n_draws:,} paths ({per_draw} per posterior draw) x "
+        f"{len(scenarios.scenarios)} scenarios")
     t = time.perf_counter()
     rng = np.random.default_rng(settings.seed)
-    predictive = simulate(posterior, report, obs, per_draw, rng)
-    prior_predictive = simulate(prior, report, obs, PRIOR_PATHS_PER_DRAW, rng)
+    all_scenarios = simulate(posterior, report, obs, per_draw, rng, scenarios=scenarios,
+                             keep=stored_names(scenarios), log=log)
+    # The prior predictive checks the driver model itself: no shocks.
+    prior_predictive = simulate(prior, report, obs, PRIOR_PATHS_PER_DRAW, rng,
+                                keep=stored_names())
     timings["predictive"] = time.perf_counter() - t
+    predictive = all_scenarios.sel(scenario=HEADLINE_SCENARIO, drop=True)
 
     price = report.market.price_hkd
-    summary = line_item_stats(predictive)
-    summary["p_upside"] = p_exceeds(predictive["target_price_hkd"], price)
+    t = time.perf_counter()
+    summary = _stats_block(predictive, price)
+    summary["headline_scenario"] = HEADLINE_SCENARIO
     summary["diagnostics"] = diag.to_dict()
     summary["ok"] = diag.ok
     summary["reasons"] = list(diag.reasons)
@@ -174,10 +209,20 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
         for name, p in spec.processes().items()
     ] + [{"driver": name, "prior": p.describe(), "source": p.source}
          for name, p in spec.valuation.items()]
+    summary["scenarios"] = {
+        name: {"description": sc.description,
+               "shocks": {k: v.describe() for k, v in sc.settings.items()},
+               **_stats_block(all_scenarios.sel(scenario=name, drop=True), price)}
+        for name, sc in scenarios.scenarios.items()}
+    summary["shocks"] = _shock_table(scenarios)
+    summary["sensitivity"] = summary_sensitivity(predictive)
+    timings["summaries"] = time.perf_counter() - t
     summary["n_paths"] = int(per_draw * n_draws)
     summary["seed"] = settings.seed
     summary["priors_file"] = Path(priors_path).name
     summary["priors_sha256"] = spec.sha256
+    summary["scenarios_file"] = scenarios_path.name
+    summary["scenarios_sha256"] = scenarios.sha256
     summary["settings"] = {"paths": settings.paths, **asdict(settings.fit)}
     summary["versions"] = _versions()
 
@@ -192,8 +237,8 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
         write_forecast_nc(tmp / "forecast.nc", {
             "posterior": posterior, "prior": prior,
             "sample_stats": fit.idata["sample_stats"].to_dataset(),
-            "observed_data": observed, "posterior_predictive": stored_variables(predictive),
-            "prior_predictive": stored_variables(prior_predictive)})
+            "observed_data": observed, "posterior_predictive": all_scenarios,
+            "prior_predictive": prior_predictive})
         timings["write"] = time.perf_counter() - t
         # Timings vary run to run; keep them out of summary.json so a seed reproduces it exactly.
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

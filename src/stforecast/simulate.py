@@ -9,6 +9,9 @@ working-capital ratios) follow the report case. Pure numpy/xarray: no PyMC here.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import xarray as xr
 
@@ -16,6 +19,7 @@ from .data import SEGMENTS, Report
 from .engine import run_engine
 from .model import COMPOSITE, DIRECT, Observations, inverse_transform
 from .priors import GROWTH_DRIVERS, RATIO_DRIVERS
+from .shocks import ScenarioSpec, ShockDraws, apply_shocks, draw_shocks, intensities
 
 SAMPLE_DIMS = ("chain", "draw", "path")
 
@@ -106,12 +110,59 @@ def driver_paths(params: xr.Dataset, report: Report, obs: Observations, n_paths:
     return drivers
 
 
+UNIT_DRIVERS = ("smart_business_customers", "smart_business_revenue_per_customer",
+                "smart_city_cities", "smart_city_revenue_per_city")
+
+
+def statements(drivers: xr.Dataset, report: Report, keep: list[str] | None = None) -> xr.Dataset:
+    """The engine on driver paths, with the drivers analysts read beside the line items.
+
+    ``keep``: only these variables (all line items and drivers when ``None``).
+    """
+    out = run_engine(drivers, report.opening, report.market)
+    extra = [n for n in drivers.data_vars
+             if n not in out and (n in UNIT_DRIVERS or n in RATIO_DRIVERS or n.startswith("shock_"))]
+    if keep is not None:
+        return xr.merge([out[[k for k in keep if k in out]],
+                         drivers[[k for k in extra if k in keep]]])
+    return out.merge(drivers[extra])
+
+
+def simulate_scenarios(drivers: xr.Dataset, report: Report, spec: ScenarioSpec,
+                       draws: ShockDraws, keep: list[str] | None = None,
+                       log=None) -> xr.Dataset:
+    """Every scenario of ``spec`` on the same driver paths; adds a ``scenario`` dimension.
+
+    ``keep``: the variables to retain per scenario (bounds memory when there are many).
+    """
+    years = [str(y) for y in drivers["year"].values]
+    names = list(spec.scenarios)
+
+    def one(i: int) -> xr.Dataset:
+        if log is not None:
+            log(f"scenario {i + 1}/{len(names)}: {names[i]}")
+        level = intensities(spec, spec.scenarios[names[i]], draws, years)
+        return statements(apply_shocks(drivers, spec, level, report), report, keep)
+
+    # numpy releases the GIL in the array arithmetic, so scenarios run well on threads; every
+    # random number is drawn beforehand, so the result does not depend on the thread schedule.
+    with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
+        out = list(pool.map(one, range(len(names))))
+    return xr.concat(out, dim="scenario", coords="minimal", compat="override",
+                     join="exact").assign_coords(scenario=names)
+
+
 def simulate(params: xr.Dataset, report: Report, obs: Observations, n_paths: int,
-             rng: np.random.Generator) -> xr.Dataset:
-    """Posterior (or prior) predictive financial statements, dims (chain, draw, path, year)."""
+             rng: np.random.Generator, scenarios: ScenarioSpec | None = None,
+             keep: list[str] | None = None, log=None) -> xr.Dataset:
+    """Posterior (or prior) predictive financial statements, dims (chain, draw, path, year).
+
+    With ``scenarios``, every scenario is simulated on the same driver paths and shock random
+    numbers and the result has a ``scenario`` dimension (see ``stforecast.shocks``).
+    """
     drivers = driver_paths(params, report, obs, n_paths, rng)
-    statements = run_engine(drivers, report.opening, report.market)
-    unit_names = ["smart_business_customers", "smart_business_revenue_per_customer",
-                  "smart_city_cities", "smart_city_revenue_per_city"]
-    ratio_names = [n for n in RATIO_DRIVERS if n not in statements]
-    return statements.merge(drivers[unit_names + ratio_names])
+    if scenarios is None:
+        return statements(drivers, report, keep)
+    shape = tuple(drivers.sizes[d] for d in SAMPLE_DIMS)
+    draws = draw_shocks(scenarios, shape, drivers.sizes["year"], rng)
+    return simulate_scenarios(drivers, report, scenarios, draws, keep, log)

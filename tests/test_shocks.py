@@ -1,0 +1,295 @@
+"""Scenario shocks: the file's validation, the shock semantics, and coherence of the scenarios.
+
+Driver paths come from a synthetic "posterior" (each parameter random around its prior median),
+so these tests need no fit and run in seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from stforecast.data import load_report
+from stforecast.model import observations_from_report
+from stforecast.priors import default_priors_path, load_priors
+from stforecast.shocks import (CHANNELS, STICKY_COSTS, Scenario, ScenariosError, apply_shocks,
+                               default_scenarios_path, draw_shocks, intensities, load_scenarios,
+                               parse_setting)
+from stforecast.simulate import SAMPLE_DIMS, driver_paths, simulate, simulate_scenarios, statements
+
+REPORT = load_report()
+OBS = observations_from_report(REPORT)
+YEARS = [str(y) for y in REPORT.report_case["year"].values]
+SCENARIOS_FILE = default_scenarios_path(default_priors_path())
+SPEC = load_scenarios(SCENARIOS_FILE, YEARS)
+
+
+def fake_posterior(chains=2, draws=200, seed=0) -> xr.Dataset:
+    """Parameters drawn from a narrow band around each prior's median (no fit needed)."""
+    rng = np.random.default_rng(seed)
+    priors = load_priors(default_priors_path())
+    values = {}
+
+    def put(name, centre, rel=0.05):
+        values[name] = centre * (1 + rel * rng.standard_normal((chains, draws)))
+
+    for name, proc in priors.processes().items():
+        put(f"{name}_long_run", float(proc.long_run.frozen().median()))
+        put(f"{name}_persistence", float(proc.persistence.frozen().median()))
+        put(f"{name}_volatility", float(proc.volatility.frozen().median()))
+        if name in priors.growth:
+            put(f"{name}_growth_fy21", float(proc.long_run.frozen().median()))
+    put("company_growth_effect", 0.0)
+    put("ev_sales_multiple", float(priors.valuation["ev_sales_multiple"].frozen().median()))
+    return xr.Dataset({k: (("chain", "draw"), v) for k, v in values.items()},
+                      coords={"chain": np.arange(chains), "draw": np.arange(draws)})
+
+
+@pytest.fixture(scope="module")
+def paths():
+    drivers = driver_paths(fake_posterior(), REPORT, OBS, 25, np.random.default_rng(1))
+    shape = tuple(drivers.sizes[d] for d in SAMPLE_DIMS)
+    return drivers, draw_shocks(SPEC, shape, len(YEARS), np.random.default_rng(2))
+
+
+def scenario(settings: dict, default="off", name="user") -> Scenario:
+    return Scenario(name, "", {s: parse_setting("test", s, settings.get(s, default), YEARS)
+                               for s in SPEC.shocks})
+
+
+def run(paths, **scenarios) -> xr.Dataset:
+    drivers, draws = paths
+    spec = SPEC.with_scenarios({k: scenario(v) for k, v in scenarios.items()})
+    return simulate_scenarios(drivers, REPORT, spec, draws)
+
+
+# --- the file ------------------------------------------------------------------------------------
+def test_default_file_declares_the_required_shocks_and_scenarios():
+    assert {"us_restrictions", "public_sector_squeeze"} <= set(SPEC.shocks)
+    assert len(SPEC.shocks) >= 4
+    assert list(SPEC.scenarios)[:5] == ["base", "risk-weighted", "us-restrictions",
+                                        "public-sector-squeeze", "combined-stress"]
+    for shock in SPEC.shocks.values():
+        assert shock.source and shock.channels and 0 <= shock.persistence <= 1
+        assert 0 < shock.probability.frozen().mean() < 0.5
+    us = SPEC.shocks["us_restrictions"].channels
+    assert us["overseas_revenue"] < 0 and us["gross_margin"] < 0 and us["capex_ratio"] > 0
+    assert us["ev_sales_multiple"] < 0
+    ps = SPEC.shocks["public_sector_squeeze"].channels
+    assert ps["smart_city_revenue"] < 0 and ps["trade_receivable_days"] > 0
+    assert ps["impairment_rate"] > 0
+    stress = SPEC.scenarios["combined-stress"].settings
+    assert stress["us_restrictions"].year == "FY22" and stress["public_sector_squeeze"].year == "FY22"
+    assert all(s.probability == "prior" for s in SPEC.scenarios["risk-weighted"].settings.values())
+    assert all(s.probability == 0 for s in SPEC.scenarios["base"].settings.values())
+
+
+GOOD = SCENARIOS_FILE.read_text()
+BAD_CASES = {
+    "syntax": (GOOD.replace("persistence = 0.9", "persistence = = 0.9"), "TOML syntax error"),
+    "unknown channel": (GOOD.replace("overseas_revenue = -0.5", "overseas_revenu = -0.5"),
+                        "shocks.us_restrictions.channels.overseas_revenu"),
+    "effect not a number": (GOOD.replace("overseas_revenue = -0.5", 'overseas_revenue = "half"'),
+                            "shocks.us_restrictions.channels.overseas_revenue"),
+    "probability not on (0,1)": (GOOD.replace(
+        'probability = { dist = "Beta", range = [0.03, 0.20] }',
+        'probability = { dist = "Normal", mu = 0.1, sigma = 0.05 }'),
+        "shocks.us_restrictions.probability.dist"),
+    "persistence above 1": (GOOD.replace("persistence = 0.9", "persistence = 1.5"),
+                            "shocks.us_restrictions.persistence"),
+    "missing source": (GOOD.replace('source = "Investment risks: Tightening', 'sauce = "x'),
+                       "shocks.us_restrictions.sauce"),
+    "unknown shock in scenario": (GOOD.replace('shocks = { us_restrictions = "FY22" }',
+                                               'shocks = { us_restriction = "FY22" }'),
+                                  "scenarios.us-restrictions.shocks.us_restriction"),
+    "unknown year": (GOOD.replace('shocks = { us_restrictions = "FY22" }',
+                                  'shocks = { us_restrictions = "FY25" }'),
+                     "scenarios.us-restrictions.shocks.us_restrictions"),
+    "year and probability": (GOOD.replace(
+        'shocks = { us_restrictions = "FY22" }',
+        'shocks = { us_restrictions = { year = "FY22", probability = 0.5 } }'),
+        "scenarios.us-restrictions.shocks.us_restrictions.year"),
+    "probability above 1": (GOOD.replace('shocks = { us_restrictions = "FY22" }',
+                                         'shocks = { us_restrictions = 1.5 }'),
+                            "scenarios.us-restrictions.shocks.us_restrictions"),
+    "bad default": (GOOD.replace('default = "prior"', 'default = "sometimes"'),
+                    "scenarios.risk-weighted.default"),
+    "no headline": (GOOD.replace("[scenarios.risk-weighted]", "[scenarios.risk-weighed]"),
+                    "scenarios.risk-weighted"),
+    "unknown section": (GOOD + "\n[scenario.extra]\n", "key 'scenario'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_malformed_scenarios_file_gives_one_line_naming_the_key(tmp_path, case):
+    text, key = BAD_CASES[case]
+    assert text != GOOD
+    path = tmp_path / "scenarios.toml"
+    path.write_text(text)
+    with pytest.raises(ScenariosError) as err:
+        load_scenarios(path, YEARS)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and key in message, message
+
+
+def test_cli_run_with_bad_scenarios_exits_2_before_fitting(tmp_path, capsys):
+    from stforecast.cli import main
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "summary.json").write_text("previous")
+    bad = tmp_path / "s.toml"
+    bad.write_text(BAD_CASES["unknown channel"][0])
+    assert main(["run", "--out", str(out), "--scenarios", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "overseas_revenu" in err
+    assert (out / "summary.json").read_text() == "previous"
+
+
+# --- semantics -----------------------------------------------------------------------------------
+def test_forced_shock_intensity_follows_persistence(paths):
+    _, draws = paths
+    sc = scenario({"us_restrictions": "FY22"})
+    level = intensities(SPEC, sc, draws, YEARS)
+    us = level["us_restrictions"]
+    sev = draws.severity["us_restrictions"][..., 1]
+    np.testing.assert_array_equal(us[..., 0], 0.0)
+    np.testing.assert_allclose(us[..., 1], sev)
+    np.testing.assert_allclose(us[..., 2], SPEC.shocks["us_restrictions"].persistence * sev)
+    assert all(not level[n].any() for n in SPEC.shocks if n != "us_restrictions")
+
+
+def test_prior_occurrence_rate_matches_the_prior_mean(paths):
+    _, draws = paths
+    level = intensities(SPEC, scenario({}, default="prior"), draws, YEARS)
+    for name, shock in SPEC.shocks.items():
+        first_year = level[name][..., 0] > 0  # no carry-over into FY21
+        expected = shock.probability.frozen().mean()
+        se = np.sqrt(expected * (1 - expected) / first_year.size) * 5  # paths share p per draw
+        assert abs(first_year.mean() - expected) < max(se, 0.01), name
+
+
+def test_fixed_probability_and_severity(paths):
+    _, draws = paths
+    always = intensities(SPEC, scenario({"aidc_capex_overrun": {"probability": 1.0,
+                                                                 "severity": 2.0}}), draws, YEARS)
+    rho = SPEC.shocks["aidc_capex_overrun"].persistence
+    np.testing.assert_allclose(always["aidc_capex_overrun"][0, 0, 0],
+                               [2.0, 2.0 + 2.0 * rho, 2.0 + rho * (2.0 + 2.0 * rho)])
+    never = intensities(SPEC, scenario({"aidc_capex_overrun": 0.0}), draws, YEARS)
+    assert not never["aidc_capex_overrun"].any()
+
+
+TARGET = {  # channel -> the shocked driver it changes
+    "overseas_revenue": "segment_revenue", "revenue": "segment_revenue",
+    "smart_business_revenue": "smart_business_revenue_per_customer",
+    "smart_city_revenue": "smart_city_revenue_per_city",
+    "smart_life_revenue": "segment_revenue", "smart_auto_revenue": "segment_revenue",
+}
+
+
+@pytest.mark.parametrize("shock", sorted(SPEC.shocks))
+def test_every_channel_moves_its_driver_in_the_declared_direction(paths, shock):
+    drivers, draws = paths
+    sc = scenario({shock: "FY22"})
+    shocked = apply_shocks(drivers, SPEC, intensities(SPEC, sc, draws, YEARS), REPORT)
+    for channel, effect in SPEC.shocks[shock].channels.items():
+        name = TARGET.get(channel, channel)
+        before, after = drivers[name], shocked[name]
+        if channel == "ev_sales_multiple":
+            diff = (after - before).values
+        else:
+            diff = (after - before).sel(year="FY22").values
+        if channel.endswith("_revenue") and channel.startswith("smart_") and name == "segment_revenue":
+            diff = (after - before).sel(year="FY22", segment=channel[:-len("_revenue")]).values
+        direction = np.sign(effect)
+        assert (direction * diff >= -1e-9).all(), (shock, channel)
+        assert (direction * diff).mean() > 0, (shock, channel)
+
+
+def test_relative_effects_compose_by_multiplying(paths):
+    drivers, draws = paths
+    sc = scenario({"customer_concentration": {"year": "FY22", "severity": 1.0},
+                   "talent_competition": {"year": "FY22", "severity": 1.0}})
+    shocked = apply_shocks(drivers, SPEC, intensities(SPEC, sc, draws, YEARS), REPORT)
+    e1 = SPEC.shocks["customer_concentration"].channels["revenue"]
+    e2 = SPEC.shocks["talent_competition"].channels["revenue"]
+    ratio = (shocked["segment_revenue"] / drivers["segment_revenue"]).sel(year="FY22")
+    np.testing.assert_allclose(ratio.values, (1 + e1) * (1 + e2))
+
+
+def test_costs_are_sticky_when_revenue_is_cut(paths):
+    drivers, draws = paths
+    sc = scenario({"customer_concentration": "FY22"})
+    shocked = apply_shocks(drivers, SPEC, intensities(SPEC, sc, draws, YEARS), REPORT)
+    rev0 = drivers["segment_revenue"].sum("segment")
+    rev1 = shocked["segment_revenue"].sum("segment")
+    assert (rev1.sel(year="FY22") < rev0.sel(year="FY22")).all()
+    for ratio in STICKY_COSTS:
+        np.testing.assert_allclose((shocked[ratio] * rev1).values, (drivers[ratio] * rev0).values)
+
+
+def test_base_scenario_is_the_unshocked_model(paths):
+    drivers, _ = paths
+    out = run(paths, base={})
+    plain = statements(drivers, REPORT)
+    for name in ("revenue", "cash", "target_price_hkd"):
+        np.testing.assert_array_equal(out[name].isel(scenario=0).values, plain[name].values)
+
+
+# --- coherence -----------------------------------------------------------------------------------
+def test_forced_shocks_move_outcomes_the_way_their_channels_say(paths):
+    out = run(paths, base={}, us={"us_restrictions": "FY22"},
+              squeeze={"public_sector_squeeze": "FY22"})
+    base, us, sq = (out.sel(scenario=n) for n in ("base", "us", "squeeze"))
+    fy22 = dict(year="FY22")
+    # US restrictions: less revenue, lower margin, more capex, lower multiple and target price
+    assert (us["revenue"].sel(**fy22) < base["revenue"].sel(**fy22)).all()
+    assert (us["gross_margin"].sel(**fy22) < base["gross_margin"].sel(**fy22)).all()
+    assert (us["capex_ratio"].sel(**fy22) > base["capex_ratio"].sel(**fy22)).all()
+    assert (us["ev_sales_multiple"] < base["ev_sales_multiple"]).all()
+    assert (us["target_price_hkd"] < base["target_price_hkd"]).all()
+    # Public-sector squeeze: less Smart City revenue, longer receivable days, less cash
+    assert (sq["revenue_smart_city"].sel(**fy22) < base["revenue_smart_city"].sel(**fy22)).all()
+    assert (sq["revenue_smart_business"] == base["revenue_smart_business"]).all()
+    assert (sq["trade_receivable_days"].sel(**fy22) > base["trade_receivable_days"].sel(**fy22)).all()
+    # Cash: lower on (almost) every path. Where receivable days are already extreme (500+), the
+    # revenue cut itself releases more receivables than the extra days add: a few paths in 1,000.
+    cash_lower = sq["cash"].sel(**fy22) < base["cash"].sel(**fy22)
+    assert cash_lower.mean() > 0.99
+    assert float((sq["cash"] - base["cash"]).sel(**fy22).median()) < -300
+    # both persist: FY23 still below base, FY21 untouched
+    for shocked in (us, sq):
+        assert (shocked["revenue"].sel(year="FY23") < base["revenue"].sel(year="FY23")).all()
+        np.testing.assert_array_equal(shocked["revenue"].sel(year="FY21"),
+                                      base["revenue"].sel(year="FY21"))
+
+
+def test_risk_weighted_lies_between_base_and_combined_stress():
+    drivers = driver_paths(fake_posterior(draws=400, seed=3), REPORT, OBS, 25,
+                           np.random.default_rng(4))
+    draws = draw_shocks(SPEC, tuple(drivers.sizes[d] for d in SAMPLE_DIMS), len(YEARS),
+                        np.random.default_rng(5))
+    out = simulate_scenarios(drivers, REPORT, SPEC, draws,
+                             keep=["revenue", "target_price_hkd"])
+    med = out.median(SAMPLE_DIMS)
+    for name, m in (("revenue", med["revenue"].sel(year="FY23")),
+                    ("target_price_hkd", med["target_price_hkd"])):
+        base, risk, stress = (float(m.sel(scenario=s)) for s in
+                              ("base", "risk-weighted", "combined-stress"))
+        assert stress < risk < base, (name, base, risk, stress)
+
+
+def test_simulate_with_scenarios_is_reproducible():
+    post = fake_posterior(draws=50)
+    a = simulate(post, REPORT, OBS, 4, np.random.default_rng(9), scenarios=SPEC,
+                 keep=["target_price_hkd"])
+    b = simulate(post, REPORT, OBS, 4, np.random.default_rng(9), scenarios=SPEC,
+                 keep=["target_price_hkd"])
+    assert list(a["scenario"].values) == list(SPEC.scenarios)
+    xr.testing.assert_identical(a, b)
+
+
+def test_channels_table_is_documented():
+    for channel, (kind, units) in CHANNELS.items():
+        assert kind in ("relative", "additive") and units
