@@ -164,6 +164,21 @@ def cmd_scenarios(args) -> int:
     summary = _load_summary(Path(args.results))
     if summary is None:
         return EXIT_USAGE
+    if args.scenarios:  # what-if: re-simulate a scenarios file on the saved posterior
+        from .priors import PriorsError
+        from .run import resimulate
+        from .shocks import ScenariosError
+        try:
+            summaries, _ = resimulate(Path(args.results), Path(args.scenarios),
+                                      priors_path=Path(args.priors) if args.priors else None,
+                                      paths=args.paths)
+        except (PriorsError, ScenariosError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:
+            print(f"error: {args.results}: cannot read saved results ({exc})", file=sys.stderr)
+            return EXIT_USAGE
+        summary = {"scenarios": summaries}
     if "scenarios" not in summary:
         print(f"error: {Path(args.results) / 'summary.json'}: no 'scenarios' (results from an "
               f"older version); rerun `stforecast run`", file=sys.stderr)
@@ -294,9 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scenarios", help="one row per scenario: revenue, cash burn, cash, TP",
                        formatter_class=raw,
-                       epilog="example:\n  stforecast scenarios --results results --json")
+                       epilog="examples:\n  stforecast scenarios --results results --json\n"
+                              "  stforecast scenarios --scenarios my_scenarios.toml   # what-if")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--json", action="store_true", help="print a list of objects")
+    p.add_argument("--scenarios", default=None,
+                   help="re-simulate this scenarios file on the saved posterior (no refit; "
+                        "results are not modified)")
+    p.add_argument("--priors", default=None,
+                   help="with --scenarios: priors file for the valuation settings")
+    p.add_argument("--paths", type=int, default=None,
+                   help="with --scenarios: paths (default: the run's)")
     p.set_defaults(func=cmd_scenarios)
 
     p = sub.add_parser("sensitivity", help="tornado ranking: what moves an outcome most",

@@ -50,7 +50,10 @@ RATIO_DRIVERS = {
 PROCESS_PARTS = ("long_run", "persistence", "volatility")
 POOLING_KEYS = ("company_growth_effect",)
 OBSERVATION_KEYS = ("city_count_noise", "smart_city_share_noise")
-VALUATION_KEYS = ("ev_sales_multiple",)
+VALUATION_KEYS = ("ev_sales_multiple", "peer_premium")
+#: How the EV/sales multiple is set: the report's judgement (a prior around its 34x) or the peer
+#: regression on Figure 69 (``stforecast.peers``), predicted from each path's growth and margin.
+VALUATION_METHODS = ("report", "peer-regression")
 TEXT_KEYS = ("source", "reasoning", "units", "note")
 
 # family -> (parameter names, support of the variable)
@@ -159,6 +162,7 @@ class PriorSpec:
     observation: dict[str, float]
     valuation: dict[str, Prior]
     meta: dict = field(default_factory=dict)
+    valuation_method: str = "report"
 
     def processes(self) -> dict[str, ProcessPrior]:
         return {**self.growth, **self.ratios}
@@ -353,17 +357,28 @@ def load_priors(path: str | Path) -> PriorSpec:
         if sd <= 0:
             _fail(path, f"observation.{name}.sd", f"sd > 0, got {sd:g}")
         observation[name] = sd
-    val_t = _section(raw, path, "valuation")
-    _known(path, "valuation", val_t, VALUATION_KEYS)
-    valuation = {n: parse_prior(path, f"valuation.{n}", t, "positive") for n, t in val_t.items()}
+    val_t = dict(_section(raw, path, "valuation"))
+    method = val_t.pop("method", "report")
+    if method not in VALUATION_METHODS:
+        _fail(path, "valuation.method", f"one of {', '.join(map(repr, VALUATION_METHODS))}, "
+                                        f"got {method!r}")
+    _known(path, "valuation", val_t, VALUATION_KEYS + ("method",))
+    # ev_sales_multiple is a multiple (positive); peer_premium a log premium (any real number)
+    valuation = {n: parse_prior(path, f"valuation.{n}", t,
+                                "positive" if n == "ev_sales_multiple" else None)
+                 for n, t in val_t.items()}
     if "ev_sales_multiple" not in valuation:
         _fail(path, "valuation.ev_sales_multiple", "a prior for the EV/sales multiple (it is missing)")
+    if method == "peer-regression" and "peer_premium" not in valuation:
+        _fail(path, "valuation.peer_premium", "a prior on the log premium to the peer regression "
+                                              "(needed by method = \"peer-regression\")")
     for name in POOLING_KEYS:
         if name not in pooling:
             _fail(path, f"pooling.{name}", "a prior (it is missing)")
     return PriorSpec(path=path, sha256=hashlib.sha256(blob).hexdigest(), growth=growth,
                      ratios=ratios, pooling=pooling, observation=observation,
-                     valuation=valuation, meta=_section(raw, path, "meta"))
+                     valuation=valuation, meta=_section(raw, path, "meta"),
+                     valuation_method=method)
 
 
 def default_priors_path() -> Path:

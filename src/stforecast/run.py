@@ -31,7 +31,10 @@ from .data import load_report
 from .fit import FitSettings, sample_posterior, sample_prior
 from .model import build_model, observations_from_report, observed_data_values
 from .priors import load_priors
+from .multiples import Valuation, relation_from_fit
+from .peers import fit_peer_model, load_peers, predict_multiple
 from .sensitivity import summary_sensitivity
+from .simulate import VALUATION_VARIABLES
 from .shocks import HEADLINE_SCENARIO, ScenarioSpec, default_scenarios_path, load_scenarios
 from .simulate import simulate
 from .engine import REPORTED_LINES, REPORTED_SCALARS
@@ -51,10 +54,15 @@ def stored_names(scenarios: ScenarioSpec | None = None) -> list[str]:
     """The predictive variables worth keeping on disk (reported lines, scalars, drivers, and the
     intensity of each shock)."""
     shocks = [f"shock_{n}" for n in scenarios.shocks] if scenarios is not None else []
-    return list(REPORTED_LINES + REPORTED_SCALARS + STORED_DRIVERS) + shocks
+    return (list(REPORTED_LINES + REPORTED_SCALARS + STORED_DRIVERS + VALUATION_VARIABLES
+                 + METHOD_TARGET_PRICES) + shocks)
 
 
 PRIOR_PATHS_PER_DRAW = 10
+#: Target price under each valuation method (``stforecast.multiples``), name -> variables.
+METHOD_VARIABLES = {"report": ("target_price_hkd_report", "ev_sales_multiple_report"),
+                    "peer-regression": ("target_price_hkd_peer", "ev_sales_multiple_peer")}
+METHOD_TARGET_PRICES = tuple(v[0] for v in METHOD_VARIABLES.values())
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,99 @@ def _stats_block(predictive: xr.Dataset, price: float) -> dict:
     return out
 
 
+def _valuation_block(predictive: xr.Dataset, price: float) -> dict:
+    """Both valuation methods side by side: target price, P(upside), the multiple."""
+    out = {}
+    for method, (tp, multiple) in METHOD_VARIABLES.items():
+        if tp in predictive:
+            out[method] = {"target_price_hkd": line_item_stats(
+                predictive[[tp]].rename({tp: "target_price_hkd"}))["target_price_hkd"],
+                "p_upside": p_exceeds(predictive[tp], price),
+                "ev_sales_multiple": _scalar_stats(predictive[multiple])}
+    if "sales_cagr_fy20_fy23" in predictive:
+        out["sales_cagr_fy20_fy23"] = _scalar_stats(predictive["sales_cagr_fy20_fy23"])
+    return out
+
+
+def _scalar_stats(da: xr.DataArray) -> dict:
+    values = np.asarray(da.values, dtype=float).reshape(-1)
+    q = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95])
+    return {k: round(float(v), 4) for k, v in zip(("q05", "q25", "q50", "q75", "q95"), q)}
+
+
+def peer_fit_summary(peer_idata, peers: xr.Dataset, report, premium) -> dict:
+    """Slopes, diagnostics and the multiple predicted at the report's own growth and margin."""
+    post = peer_idata["posterior"].to_dataset()
+
+    def interval(x):
+        v = np.asarray(x).reshape(-1)
+        return {"q05": round(float(np.quantile(v, 0.05)), 4),
+                "q50": round(float(np.median(v)), 4), "q95": round(float(np.quantile(v, 0.95)), 4)}
+
+    cagr = float(peers.attrs["sensetime_sales_cagr_fy20_23e"])
+    margin = float(peers.attrs["sensetime_gross_margin_fy20"])
+    rng = np.random.default_rng(0)
+    plain = predict_multiple(post, cagr, margin, rng=rng).values
+    with_premium = predict_multiple(post, cagr, margin, rng=rng, premium=premium.frozen().rvs(
+        size=20_000, random_state=rng)).values
+    return {
+        "diagnostics": {k: round(float(peer_idata.attrs[k]), 4) for k in
+                        ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences")},
+        "beta_growth_per_10pp": interval(post["beta_growth"].values / 10),
+        "beta_margin_per_10pp": interval(post["beta_margin"].values / 10),
+        "at_report_growth_and_margin": {"sales_cagr": cagr, "gross_margin": round(margin, 4),
+                                        "multiple": interval(plain),
+                                        "multiple_with_premium": interval(with_premium),
+                                        "report_multiple": report.market.ev_sales_multiple},
+    }
+
+
+def scenario_summaries(all_scenarios: xr.Dataset, scenarios: ScenarioSpec, price: float) -> dict:
+    """``{scenario: {description, shocks, <line item stats>, p_upside, valuation_methods}}``."""
+    out = {}
+    for name, sc in scenarios.scenarios.items():
+        one = all_scenarios.sel(scenario=name, drop=True)
+        out[name] = {"description": sc.description,
+                     "shocks": {k: v.describe() for k, v in sc.settings.items()},
+                     **_stats_block(one, price), "valuation_methods": _valuation_block(one, price)}
+    return out
+
+
+def resimulate(results: Path, scenarios_path: Path, priors_path: Path | None = None,
+               paths: int | None = None, seed: int | None = None, log=None) -> tuple[dict, xr.Dataset]:
+    """Every scenario of ``scenarios_path`` on the SAVED posterior of ``results`` (no refit).
+
+    The driver model's posterior and the peer regression come from ``results/forecast.nc``;
+    the priors file supplies only the valuation method and the peer premium. ``paths`` and
+    ``seed`` default to the run's. Returns ``(scenario summaries, predictive draws)``; nothing
+    is written.
+    """
+    from .priors import default_priors_path
+
+    results = Path(results)
+    summary = json.loads((results / "summary.json").read_text())
+    seed = summary["seed"] if seed is None else seed
+    paths = summary["settings"]["paths"] if paths is None else paths
+    spec = load_priors(priors_path or default_priors_path())
+    report = load_report()
+    years = [str(y) for y in report.report_case["year"].values]
+    scenarios = load_scenarios(scenarios_path, years)
+    nc = results / "forecast.nc"
+    posterior = xr.open_dataset(nc, group="posterior", engine="h5netcdf").load()
+    relation = None
+    if "peer_premium" in spec.valuation:
+        peer_post = xr.open_dataset(nc, group="peer_posterior", engine="h5netcdf").load()
+        relation = relation_from_fit(peer_post, spec.valuation["peer_premium"], seed)
+    valuation = Valuation(spec.valuation_method, relation)
+    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
+    per_draw = max(1, math.ceil(paths / n_draws))
+    obs = observations_from_report(report)
+    predictive = simulate(posterior.astype("float64"), report, obs, per_draw,
+                          np.random.default_rng(seed), scenarios=scenarios,
+                          keep=stored_names(scenarios), log=log, valuation=valuation)
+    return scenario_summaries(predictive, scenarios, report.market.price_hkd), predictive
+
+
 def _shock_table(scenarios: ScenarioSpec) -> list[dict]:
     return [{"shock": s.name, "label": s.label,
              "annual_probability": s.probability.describe(),
@@ -167,6 +268,17 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
     posterior = fit.idata["posterior"].to_dataset()
     diag = fit.diagnostics
 
+    log(f"fitting the peer regression (Figure 69, {fs.chains} chains x {fs.draws} draws); "
+        f"valuation method: {spec.valuation_method}")
+    t = time.perf_counter()
+    peers = load_peers()
+    peer_idata = fit_peer_model(peers, draws=fs.draws, tune=fs.tune, chains=fs.chains,
+                                seed=settings.seed)
+    timings["peers"] = time.perf_counter() - t
+    premium = spec.valuation.get("peer_premium")
+    valuation = Valuation(spec.valuation_method, relation_from_fit(
+        peer_idata, premium, settings.seed) if premium is not None else None)
+
     n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
     per_draw = max(1, math.ceil(settings.paths / n_draws))
     log(f"simulating {per_draw * n_draws:,} paths ({per_draw} per posterior draw) x "
@@ -174,10 +286,10 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
     t = time.perf_counter()
     rng = np.random.default_rng(settings.seed)
     all_scenarios = simulate(posterior, report, obs, per_draw, rng, scenarios=scenarios,
-                             keep=stored_names(scenarios), log=log)
+                             keep=stored_names(scenarios), log=log, valuation=valuation)
     # The prior predictive checks the driver model itself: no shocks.
     prior_predictive = simulate(prior, report, obs, PRIOR_PATHS_PER_DRAW, rng,
-                                keep=stored_names())
+                                keep=stored_names(), valuation=valuation)
     timings["predictive"] = time.perf_counter() - t
     predictive = all_scenarios.sel(scenario=HEADLINE_SCENARIO, drop=True)
 
@@ -185,6 +297,10 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
     t = time.perf_counter()
     summary = _stats_block(predictive, price)
     summary["headline_scenario"] = HEADLINE_SCENARIO
+    summary["valuation_method"] = spec.valuation_method
+    summary["valuation_methods"] = _valuation_block(predictive, price)
+    if premium is not None:
+        summary["peer_fit"] = peer_fit_summary(peer_idata, peers, report, premium)
     summary["diagnostics"] = diag.to_dict()
     summary["ok"] = diag.ok
     summary["reasons"] = list(diag.reasons)
@@ -209,11 +325,7 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
         for name, p in spec.processes().items()
     ] + [{"driver": name, "prior": p.describe(), "source": p.source}
          for name, p in spec.valuation.items()]
-    summary["scenarios"] = {
-        name: {"description": sc.description,
-               "shocks": {k: v.describe() for k, v in sc.settings.items()},
-               **_stats_block(all_scenarios.sel(scenario=name, drop=True), price)}
-        for name, sc in scenarios.scenarios.items()}
+    summary["scenarios"] = scenario_summaries(all_scenarios, scenarios, price)
     summary["shocks"] = _shock_table(scenarios)
     summary["sensitivity"] = summary_sensitivity(predictive)
     timings["summaries"] = time.perf_counter() - t
@@ -238,7 +350,8 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
             "posterior": posterior, "prior": prior,
             "sample_stats": fit.idata["sample_stats"].to_dataset(),
             "observed_data": observed, "posterior_predictive": all_scenarios,
-            "prior_predictive": prior_predictive})
+            "prior_predictive": prior_predictive,
+            "peer_posterior": peer_idata["posterior"].to_dataset()})
         timings["write"] = time.perf_counter() - t
         # Timings vary run to run; keep them out of summary.json so a seed reproduces it exactly.
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

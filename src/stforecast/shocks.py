@@ -401,4 +401,5 @@ def apply_shocks(drivers: xr.Dataset, spec: ScenarioSpec, level: dict[str, np.nd
     if factor is not None:
         at_valuation = wrap(factor).sel(year=report.market.valuation_year, drop=True)
         out["ev_sales_multiple"] = drivers["ev_sales_multiple"] * at_valuation
+        out["multiple_shock_factor"] = at_valuation  # for multiples set after the shocks
     return out

@@ -19,6 +19,7 @@ from .data import SEGMENTS, Report
 from .engine import run_engine
 from .model import COMPOSITE, DIRECT, Observations, inverse_transform
 from .priors import GROWTH_DRIVERS, RATIO_DRIVERS
+from .multiples import Valuation, method_target_prices, set_multiples
 from .shocks import ScenarioSpec, ShockDraws, apply_shocks, draw_shocks, intensities
 
 SAMPLE_DIMS = ("chain", "draw", "path")
@@ -110,18 +111,26 @@ def driver_paths(params: xr.Dataset, report: Report, obs: Observations, n_paths:
     return drivers
 
 
+VALUATION_VARIABLES = ("ev_sales_multiple_report", "ev_sales_multiple_peer",
+                       "sales_cagr_fy20_fy23")
 UNIT_DRIVERS = ("smart_business_customers", "smart_business_revenue_per_customer",
                 "smart_city_cities", "smart_city_revenue_per_city")
 
 
-def statements(drivers: xr.Dataset, report: Report, keep: list[str] | None = None) -> xr.Dataset:
+def statements(drivers: xr.Dataset, report: Report, keep: list[str] | None = None,
+               valuation: Valuation = Valuation()) -> xr.Dataset:
     """The engine on driver paths, with the drivers analysts read beside the line items.
 
-    ``keep``: only these variables (all line items and drivers when ``None``).
+    ``valuation``: how the EV/sales multiple is set (``stforecast.multiples``); both methods'
+    target prices are added when a peer relation is given. ``keep``: only these variables (all
+    line items and drivers when ``None``).
     """
+    drivers = set_multiples(drivers, valuation, report)
     out = run_engine(drivers, report.opening, report.market)
+    out = out.assign(method_target_prices(out, drivers, report))
     extra = [n for n in drivers.data_vars
-             if n not in out and (n in UNIT_DRIVERS or n in RATIO_DRIVERS or n.startswith("shock_"))]
+             if n not in out and (n in UNIT_DRIVERS or n in RATIO_DRIVERS or n.startswith("shock_")
+                                  or n in VALUATION_VARIABLES)]
     if keep is not None:
         return xr.merge([out[[k for k in keep if k in out]],
                          drivers[[k for k in extra if k in keep]]])
@@ -130,7 +139,7 @@ def statements(drivers: xr.Dataset, report: Report, keep: list[str] | None = Non
 
 def simulate_scenarios(drivers: xr.Dataset, report: Report, spec: ScenarioSpec,
                        draws: ShockDraws, keep: list[str] | None = None,
-                       log=None) -> xr.Dataset:
+                       log=None, valuation: Valuation = Valuation()) -> xr.Dataset:
     """Every scenario of ``spec`` on the same driver paths; adds a ``scenario`` dimension.
 
     ``keep``: the variables to retain per scenario (bounds memory when there are many).
@@ -142,7 +151,7 @@ def simulate_scenarios(drivers: xr.Dataset, report: Report, spec: ScenarioSpec,
         if log is not None:
             log(f"scenario {i + 1}/{len(names)}: {names[i]}")
         level = intensities(spec, spec.scenarios[names[i]], draws, years)
-        return statements(apply_shocks(drivers, spec, level, report), report, keep)
+        return statements(apply_shocks(drivers, spec, level, report), report, keep, valuation)
 
     # numpy releases the GIL in the array arithmetic, so scenarios run well on threads; every
     # random number is drawn beforehand, so the result does not depend on the thread schedule.
@@ -154,7 +163,8 @@ def simulate_scenarios(drivers: xr.Dataset, report: Report, spec: ScenarioSpec,
 
 def simulate(params: xr.Dataset, report: Report, obs: Observations, n_paths: int,
              rng: np.random.Generator, scenarios: ScenarioSpec | None = None,
-             keep: list[str] | None = None, log=None) -> xr.Dataset:
+             keep: list[str] | None = None, log=None,
+             valuation: Valuation = Valuation()) -> xr.Dataset:
     """Posterior (or prior) predictive financial statements, dims (chain, draw, path, year).
 
     With ``scenarios``, every scenario is simulated on the same driver paths and shock random
@@ -162,7 +172,7 @@ def simulate(params: xr.Dataset, report: Report, obs: Observations, n_paths: int
     """
     drivers = driver_paths(params, report, obs, n_paths, rng)
     if scenarios is None:
-        return statements(drivers, report, keep)
+        return statements(drivers, report, keep, valuation)
     shape = tuple(drivers.sizes[d] for d in SAMPLE_DIMS)
     draws = draw_shocks(scenarios, shape, drivers.sizes["year"], rng)
-    return simulate_scenarios(drivers, report, scenarios, draws, keep, log)
+    return simulate_scenarios(drivers, report, scenarios, draws, keep, log, valuation)

@@ -1,0 +1,124 @@
+"""The EV/sales multiple on each path: the report's judgement or the peer regression.
+
+Two methods (``valuation.method`` in the priors file):
+
+* ``"report"``: the multiple is the driver model's ``ev_sales_multiple`` (a prior around the
+  report's 34x FY22E), the same whatever the path's growth;
+* ``"peer-regression"``: the multiple is predicted by the Figure 69 peer regression
+  (``stforecast.peers``) from the path's own revenue CAGR FY20-FY23E and its valuation-year
+  (FY22E) gross margin, with the regression's parameter and residual uncertainty, times
+  ``exp(peer_premium)`` (a prior in the priors file). A path or scenario that grows more slowly
+  gets a lower multiple, as markets do.
+
+Both are computed on every path (``ev_sales_multiple_report`` / ``ev_sales_multiple_peer``
+and ``target_price_hkd_report`` / ``target_price_hkd_peer``); ``ev_sales_multiple`` and
+``target_price_hkd`` are the chosen method's. A shock on the ``ev_sales_multiple`` channel
+(e.g. a narrower investor base) multiplies both. The peer regression's residual noise, its
+posterior draw per path and the premium are fixed by ``seed``, so every scenario sees the same
+ones (common random numbers): a scenario changes the peer multiple only through growth, margin
+and its shock channel.
+
+Peer gross margins in Figure 69 are FY20 figures; SenseTime's is taken at the valuation year
+(FY22E), so that a margin shock reaches the multiple. The fitted margin slope is close to zero
+(``stforecast.peers``), so the choice moves little.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from .data import Report
+from .engine import valuation
+from .peers import PREDICTION_PARAMS, predict_multiple
+from .priors import Prior
+
+METHODS = ("report", "peer-regression")
+SAMPLE_DIMS = ("chain", "draw", "path")
+
+
+@dataclass(frozen=True)
+class PeerRelation:
+    """A fitted peer regression (posterior of ``PREDICTION_PARAMS``, dims chain, draw), the
+    premium prior, and the seed that fixes its random numbers across scenarios."""
+
+    posterior: xr.Dataset
+    premium: Prior
+    seed: int
+
+
+@dataclass(frozen=True)
+class Valuation:
+    method: str = "report"
+    peers: PeerRelation | None = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"valuation method: expected one of {METHODS}, got {self.method!r}")
+        if self.method == "peer-regression" and self.peers is None:
+            raise ValueError("valuation method 'peer-regression' needs a fitted peer relation")
+
+
+def sales_cagr(drivers: xr.Dataset, report: Report) -> xr.DataArray:
+    """Revenue CAGR from FY20A to the last forecast year (fraction per year)."""
+    revenue = drivers["segment_revenue"].sum("segment")
+    years = int(revenue.sizes["year"])
+    fy20 = float(report.history["revenue"].sel(year="FY20"))
+    return (revenue.isel(year=-1, drop=True) / fy20) ** (1.0 / years) - 1.0
+
+
+def peer_multiple(drivers: xr.Dataset, relation: PeerRelation, report: Report) -> xr.DataArray:
+    """The peer-regression multiple per path (x, before any shock on the multiple)."""
+    growth = sales_cagr(drivers, report)
+    margin = drivers["gross_margin"].sel(year=report.market.valuation_year, drop=True)
+    growth, margin = xr.broadcast(growth, margin)
+    dims = [d for d in SAMPLE_DIMS if d in growth.dims]
+    growth, margin = growth.transpose(*dims), margin.transpose(*dims)
+    rng = np.random.default_rng([relation.seed, 1])
+    premium = xr.DataArray(relation.premium.frozen().rvs(size=growth.shape, random_state=rng),
+                           dims=dims)
+    multiple = predict_multiple(relation.posterior, growth.drop_vars(growth.coords),
+                                margin.drop_vars(margin.coords), premium=premium,
+                                rng=np.random.default_rng([relation.seed, 2]))
+    return multiple.assign_coords({d: growth[d] for d in dims if d in growth.coords})
+
+
+def set_multiples(drivers: xr.Dataset, method: Valuation, report: Report) -> xr.Dataset:
+    """Drivers with ``ev_sales_multiple`` set by ``method`` and both methods' multiples kept.
+
+    ``drivers["ev_sales_multiple"]`` on entry is the report method's (after any shock);
+    ``drivers["multiple_shock_factor"]``, when present, is the shocks' factor on the multiple.
+    """
+    report_multiple = drivers["ev_sales_multiple"]
+    out = drivers.assign(ev_sales_multiple_report=report_multiple,
+                         sales_cagr_fy20_fy23=sales_cagr(drivers, report))
+    if method.peers is None:
+        return out
+    factor = drivers.get("multiple_shock_factor", xr.DataArray(1.0))
+    peer = peer_multiple(drivers, method.peers, report) * factor
+    out = out.assign(ev_sales_multiple_peer=peer)
+    if method.method == "peer-regression":
+        out["ev_sales_multiple"] = peer
+    return out
+
+
+def method_target_prices(statements: xr.Dataset, drivers: xr.Dataset,
+                         report: Report) -> dict[str, xr.DataArray]:
+    """``target_price_hkd_report`` and (with peers) ``target_price_hkd_peer`` per path."""
+    out = {}
+    for suffix in ("report", "peer"):
+        name = f"ev_sales_multiple_{suffix}"
+        if name in drivers:
+            d = xr.Dataset({"ev_sales_multiple": drivers[name]})
+            out[f"target_price_hkd_{suffix}"] = valuation(d, statements, statements,
+                                                          report.market)["target_price_hkd"]
+    return out
+
+
+def relation_from_fit(peer_idata, premium: Prior, seed: int) -> PeerRelation:
+    """A ``PeerRelation`` from ``peers.fit_peer_model``'s DataTree (or posterior Dataset)."""
+    post = peer_idata["posterior"].to_dataset() if isinstance(peer_idata, xr.DataTree) \
+        else peer_idata
+    return PeerRelation(post[list(PREDICTION_PARAMS)], premium, seed)
