@@ -99,8 +99,9 @@ def cmd_run(args) -> int:
     from .run import RunSettings, run_forecast
     from .shocks import ScenariosError
 
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
     settings = RunSettings(seed=args.seed, paths=args.paths, report=not args.no_report,
-                           fit=FitSettings(
+                           progress=progress, fit=FitSettings(
         draws=args.draws, tune=args.tune, chains=args.chains, sampler=args.sampler))
     try:
         priors = Path(args.priors) if args.priors else _default_priors()
@@ -279,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenarios", default=None,
                    help="shocks and scenarios file (default: scenarios.toml beside the priors)")
     p.add_argument("--no-report", action="store_true", help="skip report.html and the PNGs")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="sampler progress bars (default: on in a terminal)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("replicate", help="the engine on the report's own assumptions",

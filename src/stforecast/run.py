@@ -71,6 +71,7 @@ class RunSettings:
     paths: int = 100_000
     report: bool = True
     fit: FitSettings = field(default_factory=FitSettings)
+    progress: bool = False  # the samplers' progress bars (the CLI turns them on in a terminal)
 
 
 def _versions() -> dict[str, str]:
@@ -247,6 +248,11 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
     the ``risk-weighted`` scenario; ``summary["scenarios"]`` has the same per scenario.
     """
     t_start = time.perf_counter()
+    user_log = log
+
+    def log(message: str) -> None:  # every step with the time since the start
+        user_log(f"{message}  [{time.perf_counter() - t_start:.1f} s]")
+
     spec = load_priors(priors_path)
     report = load_report()
     scenarios_path = Path(scenarios_path or default_scenarios_path(priors_path))
@@ -263,7 +269,7 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
 
     fs = settings.fit
     log(f"fitting: {fs.sampler} NUTS, {fs.chains} chains x {fs.draws} draws ({fs.tune} tune)")
-    fit = sample_posterior(model, fs, settings.seed, progressbar=False)
+    fit = sample_posterior(model, fs, settings.seed, progressbar=settings.progress)
     timings.update(fit.timings)
     posterior = fit.idata["posterior"].to_dataset()
     diag = fit.diagnostics
@@ -345,6 +351,7 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        log("writing forecast.nc and summary.json")
         t = time.perf_counter()
         write_forecast_nc(tmp / "forecast.nc", {
             "posterior": posterior, "prior": prior,
@@ -357,10 +364,12 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         if settings.report:
             from .report import build_report
+            log("building report.html and the charts")
             t = time.perf_counter()
             build_report(tmp)
             timings["report"] = time.perf_counter() - t
         _atomic_publish(tmp, out)
+        log(f"done: {out}")
         timings["total"] = time.perf_counter() - t_start
         summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     finally:

@@ -11,7 +11,7 @@ What counts as "the driver" on a path (forecast years FY21-FY23):
 
 * unit drivers (customers, revenue per customer, cities, revenue per city): their last-year level;
 * ratio drivers (margins, opex ratios, days, capex): their mean over the forecast years;
-* the EV/sales multiple: its value;
+* the EV/sales multiple: its value (ranked for valuation outcomes only; see VALUATION_OUTPUTS);
 * shocks (``shock_<name>``): the intensity summed over the forecast years.
 
 Pure numpy/xarray: works on saved results without PyMC.
@@ -31,6 +31,11 @@ MEAN_DRIVERS = ("gross_margin", "rnd_ratio", "selling_marketing_ratio", "admin_r
 #: Outcomes ranked by ``stforecast run`` (key in summary.json -> (variable, year or None)).
 OUTCOMES = {"revenue_fy23": ("revenue", "FY23"), "target_price_hkd": ("target_price_hkd", None)}
 MAX_SAMPLES = 200_000
+#: Outcomes the EV/sales multiple feeds. For any other outcome (revenue, cash, ...) the multiple
+#: is left out: it cannot drive them, and under the peer-regression method it is itself computed
+#: from the path's growth, so its correlation with revenue would be credit taken, not given.
+VALUATION_OUTPUTS = ("target_price_hkd", "target_price_hkd_report", "target_price_hkd_peer",
+                     "enterprise_value", "equity_value")
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
@@ -94,7 +99,7 @@ def rank_sensitivity(ds: xr.Dataset, variable: str, year: str | None = None,
         y = y[index]
     ranked = []
     for name, x in drivers.items():
-        if name == variable:
+        if name == variable or (name == "ev_sales_multiple" and variable not in VALUATION_OUTPUTS):
             continue
         x = x if index is None else x[index]
         ok = np.isfinite(x) & np.isfinite(y)
