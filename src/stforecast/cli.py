@@ -86,10 +86,17 @@ def _print_run_summary(summary: dict, out: Path) -> None:
     p = summary["p_upside"]
     print(f"P(target_price_hkd > 6.73) = {p['value']:.3f} ± {p['mcse']:.3f}   "
           f"({summary['n_paths']:,} paths)")
+    methods = summary.get("valuation_methods", {})
+    if len(methods) > 2:
+        print("  by valuation method: " + ", ".join(
+            f"{m} {v['p_upside']['value']:.3f}" + (" (headline)" if m == summary.get(
+                "valuation_method") else "") for m, v in methods.items() if "p_upside" in v))
     d = summary["diagnostics"]
-    status = "OK" if d["ok"] else "FAILED: " + "; ".join(d["reasons"])
+    status = "OK" if summary["ok"] else "FAILED: " + "; ".join(summary["reasons"])
     print(f"diagnostics: R-hat max {d['rhat_max']:.3f}, bulk ESS min {d['ess_bulk_min']:.0f}, "
-          f"tail ESS min {d['ess_tail_min']:.0f}, divergences {d['divergences']} -> {status}")
+          f"tail ESS min {d['ess_tail_min']:.0f}, divergences {d['divergences']}"
+          + (f"; peer regression R-hat {summary['peer_fit']['diagnostics']['rhat_max']:.3f}"
+             if "peer_fit" in summary else "") + f" -> {status}")
     print(f"results: {out / 'forecast.nc'}, {out / 'summary.json'}, {out / 'report.html'}")
 
 

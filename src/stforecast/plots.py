@@ -16,7 +16,12 @@ Every artist a function adds gets a ``gid`` so that tests (and people) can find 
 ``band-50``/``band-80``/``band-95``, ``median``, ``actual``, ``published`` (fan chart);
 ``histogram``, ``kde``, ``ref-price``, ``ref-report``, ``ref-median``, ``p-upside`` (target
 price); ``interval-50``, ``interval-90``, ``median``, ``ref-*`` (scenarios); ``bar`` (tornado);
-``prior``, ``posterior`` (prior vs posterior).
+``prior``, ``posterior`` (prior vs posterior); ``peer`` (one scatter per peer group),
+``fit-median``, ``fit-band``, ``sensetime-interval``, ``sensetime-median``,
+``sensetime-premium-interval``, ``path-cagr-band``, ``path-cagr-median``, ``report-multiple``
+(peer relation); ``histogram-<method>``, ``kde-<method>``, ``median-<method>``,
+``p-upside-<method>``, ``ref-price``, ``ref-report`` (valuation methods, ``<method>`` being
+``report`` or ``peer-regression``).
 """
 
 from __future__ import annotations
@@ -34,10 +39,13 @@ from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from . import mcse
 from .data import DAYS_PER_YEAR
+from .peers import GROUPS as PEER_GROUPS
+from .peers import GROWTH, MARGIN, PREDICTION_PARAMS, RESPONSE, predict_multiple
 
 __all__ = [
     "DEFAULT_SCENARIO", "fan_chart", "target_price_distribution", "scenario_comparison",
     "tornado", "prior_posterior", "save_all", "select_scenario", "label", "units",
+    "peer_relation", "valuation_methods", "METHOD_VARIABLES", "METHOD_LABELS",
 ]
 
 DEFAULT_SCENARIO = "risk-weighted"
@@ -49,6 +57,16 @@ FAN_COLOUR = "#1f5fa8"
 ACTUAL_COLOUR = "#222222"
 PUBLISHED_COLOUR = "#c0392b"
 PRICE_COLOUR = "#555555"
+REPORT_METHOD_COLOUR = "#d9822b"
+
+#: Valuation method (summary.json ``valuation_method``) -> its target-price variable.
+METHOD_VARIABLES = {"report": "target_price_hkd_report", "peer-regression": "target_price_hkd_peer"}
+METHOD_LABELS = {"report": "Report multiple", "peer-regression": "Peer regression"}
+METHOD_COLOURS = {"report": REPORT_METHOD_COLOUR, "peer-regression": FAN_COLOUR}
+#: Peer group -> (label, marker, colour) in the peer-relation chart.
+PEER_STYLE = {"global_ai": ("Global AI", "o", "#4c72b0"),
+              "china_ai": ("China AI", "D", "#c0392b"),
+              "global_saas": ("Global SaaS", "s", "#55a868")}
 
 _LABELS = {
     "revenue": "Revenue",
@@ -320,11 +338,14 @@ def _p_upside_text(p_upside) -> str:
 
 def target_price_distribution(predictive: xr.Dataset, price_hkd: float = 6.73,
                               report_tp: float = 8.08, p_upside=None,
-                              scenario: str | None = None, bins: int = 40) -> Figure:
+                              scenario: str | None = None, bins: int = 40,
+                              upper_quantile: float = 0.97) -> Figure:
     """Histogram and KDE of ``target_price_hkd`` with the share price and the report's target.
 
     ``p_upside`` is ``{"value", "mcse"}`` (as in summary.json) or ``(value, mcse)``; when None it
-    is computed from the draws as P(target price > ``price_hkd``) with its MCSE.
+    is computed from the draws as P(target price > ``price_hkd``) with its MCSE. The x axis runs
+    from the 0.5% quantile to ``upper_quantile`` of the draws (a long right tail would squash
+    the body; the share beyond is said in the title); densities are per all draws.
     """
     da = select_scenario(predictive["target_price_hkd"], scenario)
     values = _samples(da)
@@ -336,11 +357,13 @@ def target_price_distribution(predictive: xr.Dataset, price_hkd: float = 6.73,
         p_upside = (p, err)
 
     fig, ax = _new_figure()
-    lo, hi = np.quantile(finite, [0.001, 0.999])
+    lo, hi = np.quantile(finite, [0.005, upper_quantile])
     lo, hi = min(lo, price_hkd, report_tp), max(hi, price_hkd, report_tp)
     pad = 0.05 * (hi - lo if hi > lo else 1.0)
     edges = np.linspace(lo - pad, hi + pad, bins + 1)
-    _, _, patches = ax.hist(finite, bins=edges, density=True,
+    width = float(edges[1] - edges[0])
+    _, _, patches = ax.hist(finite, bins=edges,
+                            weights=np.full(finite.size, 1.0 / (finite.size * width)),
                             color=FAN_COLOUR, alpha=0.35, label="Draws")
     for patch in patches:
         patch.set_gid("histogram")
@@ -360,7 +383,12 @@ def target_price_distribution(predictive: xr.Dataset, price_hkd: float = 6.73,
     ax.set_xlabel(_axis_label("target_price_hkd"))
     ax.set_ylabel("Density")
     name = _scenario_name(predictive["target_price_hkd"], scenario)
-    ax.set_title("Target price distribution" + (f" [{name}]" if name else ""))
+    title = "Target price distribution" + (f" [{name}]" if name else "")
+    beyond = float(np.mean((finite > edges[-1]) | (finite < edges[0])))
+    if beyond > 0:
+        title += f"\n(axis HK${edges[0]:.1f} to {edges[-1]:.1f}; {beyond:.1%} of draws lie outside)"
+    ax.set_title(title, **({"fontsize": 10} if beyond > 0 else {}))
+    ax.set_xlim(edges[0], edges[-1])
     ax.legend(loc="center right", fontsize=8, framealpha=0.8)
     return fig
 
@@ -402,8 +430,10 @@ def scenario_comparison(predictive_with_scenario: xr.Dataset, variable: str = "t
         (med,) = ax.plot([q50], [y], marker="o", color="white", markeredgecolor=ACTUAL_COLOUR,
                          markersize=7, linestyle="none", label="Median" if i == 0 else None)
         med.set_gid("median")
-    for text, x in (references or {}).items():
-        ref = ax.axvline(x, color=PRICE_COLOUR, linestyle=":", linewidth=1.2,
+    styles = ((":", PRICE_COLOUR), ("--", PUBLISHED_COLOUR), ("-.", ACTUAL_COLOUR))
+    for i, (text, x) in enumerate((references or {}).items()):
+        style, colour = styles[i % len(styles)]
+        ref = ax.axvline(x, color=colour, linestyle=style, linewidth=1.2,
                          label=f"{text} {x:,.2f}")
         ref.set_gid(f"ref-{text}")
     ax.set_yticks(range(len(names)))
@@ -502,6 +532,287 @@ def prior_posterior(prior: xr.Dataset, posterior: xr.Dataset, names: Sequence[st
     if panels:
         axes[0].legend(fontsize=7, frameon=False)
     fig.suptitle("Prior vs posterior", fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Peer relation (Figure 69 regression)
+# --------------------------------------------------------------------------------------------
+
+def _posterior_dataset(posterior) -> xr.Dataset:
+    if isinstance(posterior, xr.DataTree):
+        return posterior["posterior"].to_dataset()
+    return posterior
+
+
+def _interval_of(stats) -> tuple[float, float, float] | None:
+    """(q05, q50, q95) from a ``{q05, q50, q95}`` mapping or a 3-sequence; None when absent."""
+    if stats is None:
+        return None
+    if isinstance(stats, Mapping):
+        try:
+            return float(stats["q05"]), float(stats["q50"]), float(stats["q95"])
+        except (KeyError, TypeError, ValueError):
+            return None
+    lo, mid, hi = (float(v) for v in stats)
+    return lo, mid, hi
+
+
+def _multiple_formatter() -> FuncFormatter:
+    return FuncFormatter(lambda v, _pos: f"{v:g}x")
+
+
+def peer_relation(peers: xr.Dataset, peer_posterior, sensetime_growth=None, premium=None, *,
+                  sensetime_cagr: float | None = None, sensetime_margin: float | None = None,
+                  report_multiple: float | None = None, with_premium=None,
+                  level: float = 0.9, annotate: bool = True, rng=0,
+                  ax: Axes | None = None) -> Figure:
+    """The peers' EV/sales FY22E against their sales CAGR FY20-23E, with the fitted relation.
+
+    * the 20 peers (``peers``, as from :func:`stforecast.peers.load_peers`) as one scatter per
+      group (gid ``peer``, marker and colour by group), on a log multiple axis;
+    * the fitted relation for a China-AI company (``intercept_sensetime``) at the peers' mean
+      gross margin: the posterior median line (``fit-median``) and its central ``level`` band
+      (``fit-band``; parameter uncertainty, no residual), from ``peer_posterior`` (a Dataset
+      with :data:`stforecast.peers.PREDICTION_PARAMS`, dims chain and draw, or the fit's
+      DataTree);
+    * SenseTime's predicted multiple at ``sensetime_cagr`` / ``sensetime_margin`` (default: the
+      report's 37% and 70.6% from ``peers.attrs``) from :func:`predict_multiple` (parameter and
+      residual uncertainty, plus ``premium`` when given): a vertical ``level`` interval
+      (``sensetime-interval``) and its median (``sensetime-median``). ``with_premium``
+      (``{q05, q50, q95}``, e.g. summary.json's ``multiple_with_premium``) adds a second bar
+      beside it (``sensetime-premium-interval``);
+    * ``sensetime_growth``: the simulated paths' sales CAGR FY20-FY23 (array or DataArray),
+      drawn as a shaded 5-95% span (``path-cagr-band``) and its median (``path-cagr-median``);
+    * the report's multiple (default ``peers.attrs["sensetime_target_ev_sales_fy22e"]``, 34x) as
+      a star at SenseTime's CAGR (``report-multiple``).
+    """
+    post = _posterior_dataset(peer_posterior)
+    missing = [v for v in PREDICTION_PARAMS if v not in post]
+    if missing:
+        raise KeyError(f"peer posterior lacks {missing}")
+    attrs = peers.attrs
+    if sensetime_cagr is None:
+        sensetime_cagr = attrs.get("sensetime_sales_cagr_fy20_23e")
+    if sensetime_margin is None:
+        sensetime_margin = attrs.get("sensetime_gross_margin_fy20")
+    if report_multiple is None:
+        report_multiple = attrs.get("sensetime_target_ev_sales_fy22e")
+    lo_q, hi_q = _band_quantiles(level)
+
+    growth = peers[GROWTH].values.astype(float)
+    multiple = peers[RESPONSE].values.astype(float)
+    groups = [str(g) for g in peers["group"].values]
+
+    path_cagr = None
+    if sensetime_growth is not None:
+        values = np.asarray(getattr(sensetime_growth, "values", sensetime_growth), float).ravel()
+        values = values[np.isfinite(values)]
+        if values.size:
+            path_cagr = np.quantile(values, [0.05, 0.5, 0.95])
+
+    xs = [growth.min(), growth.max()]
+    if sensetime_cagr is not None:
+        xs.append(float(sensetime_cagr))
+    if path_cagr is not None:
+        xs += [path_cagr[0], path_cagr[2]]
+    span = max(xs) - min(xs)
+    x_lo, x_hi = min(xs) - 0.06 * span, max(xs) + 0.06 * span
+
+    if ax is None:
+        fig, ax = _new_figure(10.0, 4.8)
+    else:
+        fig = _root_figure(ax)
+
+    if path_cagr is not None:  # a strip along the bottom of the axes
+        band = ax.axvspan(path_cagr[0], path_cagr[2], ymin=0.0, ymax=0.035, color="#777777",
+                          alpha=0.45, linewidth=0,
+                          label=f"Simulated paths' CAGR, 5–95% [{path_cagr[0]:.0%}–"
+                                f"{path_cagr[2]:.0%}]")
+        band.set_gid("path-cagr-band")
+        med = ax.axvline(path_cagr[1], ymin=0.0, ymax=0.07, color=ACTUAL_COLOUR, linewidth=2.0,
+                         label=f"Paths' median CAGR {path_cagr[1]:.0%}")
+        med.set_gid("path-cagr-median")
+
+    # fitted line for a China-AI company at the peers' mean gross margin
+    grid = np.linspace(x_lo, x_hi, 60)
+    margin_mean = float(np.nanmean(peers[MARGIN].values.astype(float)))
+
+    def flat(name):
+        return post[name].values.astype(float).reshape(-1)
+
+    log_mu = (flat("intercept_sensetime")[:, None]
+              + flat("beta_growth")[:, None] * (grid[None, :] - flat("growth_centre")[:, None])
+              + (flat("beta_margin") * (margin_mean - flat("margin_centre")))[:, None])
+    line = np.exp(np.quantile(log_mu, [lo_q, 0.5, hi_q], axis=0))
+    fit_band = ax.fill_between(grid, line[0], line[2], color=PEER_STYLE["china_ai"][2],
+                               alpha=0.12, linewidth=0,
+                               label=f"Fit for China AI at the peers' mean GM "
+                                     f"{margin_mean:.0%}\n({level:.0%} band)")
+    fit_band.set_gid("fit-band")
+    (fit_line,) = ax.plot(grid, line[1], color=PEER_STYLE["china_ai"][2], linewidth=1.8,
+                          label="Fit, posterior median")
+    fit_line.set_gid("fit-median")
+
+    for group in [g for g in PEER_GROUPS if g in groups] + sorted(set(groups) - set(PEER_GROUPS)):
+        name, marker, colour = PEER_STYLE.get(group, (group, "^", PRICE_COLOUR))
+        idx = [i for i, g in enumerate(groups) if g == group]
+        pts = ax.scatter(growth[idx], multiple[idx], marker=marker, s=34, color=colour,
+                         edgecolor="white", linewidth=0.6, zorder=3,
+                         label=f"{name} peers ({len(idx)})")
+        pts.set_gid("peer")
+    if annotate:  # name the peers, skipping a label that would crowd one already placed
+        names = (peers["company"].values if "company" in peers.coords
+                 else peers["peer"].values)
+        log_y = np.log(multiple)
+        y_span = max(float(np.ptp(log_y)), 1e-9)
+        placed: list[tuple[float, float]] = []
+        order = sorted(range(len(names)), key=lambda i: (groups[i] != "china_ai", -log_y[i]))
+        for i in order:
+            u, v = (growth[i] - x_lo) / (x_hi - x_lo), (log_y[i] - log_y.min()) / y_span
+            if any(abs(u - pu) < 0.09 and abs(v - pv) < 0.06 for pu, pv in placed):
+                continue
+            placed.append((u, v))
+            text = ax.annotate(str(names[i]), (growth[i], multiple[i]), xytext=(4, 3),
+                               textcoords="offset points", fontsize=6.5, color="#444444",
+                               zorder=3)
+            text.set_gid("peer-name")
+
+    if sensetime_cagr is not None and sensetime_margin is not None:
+        draws = predict_multiple(post, float(sensetime_cagr), float(sensetime_margin),
+                                 premium=premium, rng=rng).values.ravel()
+        q = np.quantile(draws[np.isfinite(draws)], [lo_q, 0.5, hi_q])
+        x0 = float(sensetime_cagr)
+        (bar,) = ax.plot([x0, x0], [q[0], q[2]], color=ACTUAL_COLOUR, linewidth=2.2,
+                         solid_capstyle="butt", zorder=4,
+                         label=f"SenseTime predicted at CAGR {x0:.0%}, GM "
+                               f"{float(sensetime_margin):.1%}\n(median, {level:.0%}): "
+                               f"{q[1]:.1f}x [{q[0]:.1f}–{q[2]:.1f}]")
+        bar.set_gid("sensetime-interval")
+        (mid,) = ax.plot([x0], [q[1]], marker="o", markersize=7, color="white",
+                         markeredgecolor=ACTUAL_COLOUR, markeredgewidth=1.6, linestyle="none",
+                         zorder=5)
+        mid.set_gid("sensetime-median")
+        wp = _interval_of(with_premium)
+        if wp is not None:
+            dx = 0.012 * (x_hi - x_lo)
+            (pbar,) = ax.plot([x0 + dx, x0 + dx], [wp[0], wp[2]], color=ACTUAL_COLOUR,
+                              linewidth=1.2, linestyle="--", zorder=4,
+                              label=f"… times the premium prior: {wp[1]:.1f}x "
+                                    f"[{wp[0]:.1f}–{wp[2]:.1f}]")
+            pbar.set_gid("sensetime-premium-interval")
+    if report_multiple is not None and sensetime_cagr is not None:
+        (star,) = ax.plot([float(sensetime_cagr)], [float(report_multiple)], marker="*",
+                          markersize=15, color=PUBLISHED_COLOUR, markeredgecolor="white",
+                          linestyle="none", zorder=6,
+                          label=f"Report's multiple {float(report_multiple):g}x")
+        star.set_gid("report-multiple")
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_multiple_formatter())
+    ax.yaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _pos: f"{v:g}x" if round(v) in (3, 5, 20, 30, 50) else ""))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_xlabel("Sales CAGR FY20–FY23E")
+    ax.set_ylabel("EV/sales FY22E (x, log scale)")
+    ax.set_title("Peer multiples vs growth (report Figure 69) and SenseTime")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Valuation methods
+# --------------------------------------------------------------------------------------------
+
+def valuation_methods(predictive: xr.Dataset, price_hkd: float = 6.73, report_tp: float = 8.08,
+                      p_upside_by_method: Mapping | None = None, scenario: str | None = None,
+                      chosen: str | None = None, bins: int = 50,
+                      upper_quantile: float = 0.97) -> Figure:
+    """The target price under each valuation method, overlaid on one axis.
+
+    For each method whose variable (:data:`METHOD_VARIABLES`) is in ``predictive``: an outline
+    step histogram (``histogram-<method>``, one StepPatch; density per all draws, so the part
+    beyond the shown range is missing mass rather than rescaled), its KDE (``kde-<method>``),
+    its median as a short dashed line (``median-<method>``), and its P(upside) in a text box
+    (``p-upside-<method>``) from ``p_upside_by_method`` (``{method: {"value", "mcse"}}`` as in
+    summary.json's ``valuation_methods``), else computed from the draws with its MCSE. The
+    share price (``ref-price``) and the report's target (``ref-report``) are marked. The x axis
+    runs to the ``upper_quantile`` of the draws (the tail beyond is said in the title).
+    ``chosen`` (summary.json's ``valuation_method``) is flagged as the headline in the legend.
+    """
+    methods = [m for m, v in METHOD_VARIABLES.items() if v in predictive]
+    if not methods:
+        raise KeyError(f"predictive has none of {list(METHOD_VARIABLES.values())}")
+    p_upside_by_method = p_upside_by_method or {}
+    draws, arrays = {}, {}
+    for m in methods:
+        da = select_scenario(predictive[METHOD_VARIABLES[m]], scenario)
+        values = _samples(da)
+        draws[m] = values[np.isfinite(values)]
+        arrays[m] = da
+    lo = min(min(float(np.quantile(v, 0.005)) for v in draws.values()), price_hkd, report_tp)
+    hi = max(max(float(np.quantile(v, upper_quantile)) for v in draws.values()), price_hkd,
+             report_tp)
+    pad = 0.03 * (hi - lo if hi > lo else 1.0)
+    edges = np.linspace(lo - pad if lo < 0 else max(lo - pad, 0.0), hi + pad, bins + 1)
+    width = float(edges[1] - edges[0])
+    grid = np.linspace(edges[0], edges[-1], 256)
+
+    fig, ax = _new_figure(7.5, 4.2)
+    y_top = 0.95
+    for m in methods:
+        colour, name = METHOD_COLOURS[m], METHOD_LABELS[m]
+        headline = " (headline)" if m == chosen else ""
+        values = draws[m]
+        counts, _ = np.histogram(values, bins=edges)
+        density = counts / (values.size * width)
+        hist = ax.stairs(density, edges, fill=False, color=colour, alpha=0.6, linewidth=0.9,
+                         label=f"{name}{headline}: histogram and KDE")
+        hist.set_gid(f"histogram-{m}")
+        (kde,) = ax.plot(grid, _kde(values, grid), color=colour,
+                         linewidth=2.4 if headline else 1.6)
+        kde.set_gid(f"kde-{m}")
+        median = float(np.median(values))
+        med = ax.axvline(median, ymax=0.8, color=colour, linestyle=(0, (4, 2)), linewidth=1.4,
+                         label=f"{name} median HK${median:.2f}")
+        med.set_gid(f"median-{m}")
+        pu = p_upside_by_method.get(m)
+        if isinstance(pu, Mapping) and pu.get("value") is None:
+            pu = None
+        if pu is None:
+            da = arrays[m]
+            arr = da.transpose(*[d for d in SAMPLE_DIMS if d in da.dims]).values
+            if arr.ndim in (2, 3):
+                p, err, _ = mcse.probability(arr > price_hkd)
+            else:
+                p, err = float(np.mean(values > price_hkd)), float("nan")
+            pu = (p, err)
+        note = ax.text(0.98, y_top, f"{name}: {_p_upside_text(pu)}", transform=ax.transAxes,
+                       ha="right", va="top", fontsize=9, color=colour,
+                       fontweight="bold" if headline else "normal",
+                       bbox={"facecolor": "white", "edgecolor": colour, "alpha": 0.9})
+        note.set_gid(f"p-upside-{m}")
+        y_top -= 0.11
+    for gid, x, text, style, colour in (
+            ("ref-price", price_hkd, f"Price HK${price_hkd:.2f}", ":", PRICE_COLOUR),
+            ("ref-report", report_tp, f"Report target HK${report_tp:.2f}", "--",
+             PUBLISHED_COLOUR)):
+        line = ax.axvline(x, color=colour, linestyle=style, linewidth=1.5, label=text)
+        line.set_gid(gid)
+    beyond = max(float(np.mean(v > edges[-1])) for v in draws.values())
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_xlabel(_axis_label("target_price_hkd"))
+    ax.set_ylabel("Density")
+    name = _scenario_name(predictive[METHOD_VARIABLES[methods[0]]], scenario)
+    title = "Target price by valuation method" + (f" [{name}]" if name else "")
+    if beyond > 0:
+        title += f"\n(axis cut at HK${edges[-1]:.1f}: up to {beyond:.1%} of draws lie beyond)"
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="center right", fontsize=8, framealpha=0.85)
     return fig
 
 

@@ -8,10 +8,13 @@ with no script and no network access. All text is escaped with ``html.escape``; 
 written atomically (temporary file + ``os.replace``).
 
 Sections: a warning banner when sampler diagnostics fail; headline numbers (FY23 revenue, target
-price, P(upside) with its MCSE); fan charts; the target-price distribution; the percentile table
-per line item and year; scenarios and sensitivity (when the summary has them); prior vs
-posterior; sampler diagnostics; assumptions with sources; provenance (seed, priors hash, versions).
-Nothing here imports PyMC.
+price, P(upside) with its MCSE) and which scenario and valuation method they use; fan charts; the
+target-price distribution; valuation, report multiple vs peer regression (method table, peer-fit
+slopes, the peer-relation and valuation-method charts); the percentile table per line item and
+year; scenarios (one row per scenario, medians of the multiples by method); risk factors (the
+shocks); sensitivity; prior vs posterior; sampler diagnostics; assumptions with sources;
+provenance (seed, priors hash, versions). A section whose summary keys are missing (older
+results) is left out. Nothing here imports PyMC.
 """
 
 from __future__ import annotations
@@ -28,14 +31,15 @@ from pathlib import Path
 import xarray as xr
 
 from . import mcse, plots
-from .data import load_report
+from .data import DataFileError, load_report
 from .engine import REPORTED_LINES
+from .peers import PREDICTION_PARAMS, load_peers
 
 __all__ = ["build_report", "FAN_VARIABLES", "REPORT_NAME"]
 
 REPORT_NAME = "report.html"
 GROUPS = ("posterior", "prior", "sample_stats", "observed_data", "posterior_predictive",
-          "prior_predictive")
+          "prior_predictive", "peer_posterior")
 #: Fan charts in the report, in order.
 FAN_VARIABLES = (
     "revenue", "revenue_smart_business", "revenue_smart_city", "revenue_smart_life",
@@ -51,6 +55,9 @@ MAX_PARAMETERS = 12
 #: Sampler thresholds shown beside the diagnostics (DESIGN.md quality bar).
 THRESHOLDS = {"rhat_max": "≤ 1.01", "ess_bulk_min": "≥ 400", "ess_tail_min": "≥ 400",
               "divergences": "= 0"}
+#: Valuation methods in table order (summary.json ``valuation_methods`` keys).
+METHODS = ("report", "peer-regression")
+METHOD_NAMES = {"report": "Report multiple", "peer-regression": "Peer regression"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +113,18 @@ def _prob(p: Mapping | None) -> str:
     return text
 
 
+def _pct(value, digits: int = 1) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return f"{v * 100:.{digits}f}%" if math.isfinite(v) else "–"
+
+
+def _method_name(method) -> str:
+    return METHOD_NAMES.get(str(method), str(method).replace("-", " "))
+
+
 def _is_stats(obj) -> bool:
     return isinstance(obj, Mapping) and "q50" in obj
 
@@ -133,9 +152,18 @@ def _parameter_names(prior: xr.Dataset, posterior: xr.Dataset) -> list[str]:
     return names[:MAX_PARAMETERS]
 
 
+def _headline_scenario(summary: Mapping, pp: xr.Dataset | None) -> str | None:
+    """The summary's ``headline_scenario`` when the draws have it, else None (the default)."""
+    name = summary.get("headline_scenario")
+    if pp is None or "scenario" not in pp.dims or "scenario" not in pp.coords:
+        return None
+    return str(name) if name in [str(s) for s in pp["scenario"].values] else None
+
+
 def _figures(groups: Mapping[str, xr.Dataset], rep, summary: Mapping) -> dict:
     figs = {}
     pp = groups.get("posterior_predictive")
+    scenario = _headline_scenario(summary, pp)
     if pp is not None:
         for variable in FAN_VARIABLES:
             if variable in pp:
@@ -152,6 +180,29 @@ def _figures(groups: Mapping[str, xr.Dataset], rep, summary: Mapping) -> dict:
                                 "Report": rep.market.target_price_hkd_published})
         if "revenue" in pp and "scenario" in pp["revenue"].dims:
             figs["scenarios_revenue"] = plots.scenario_comparison(pp, "revenue")
+        if any(v in pp for v in plots.METHOD_VARIABLES.values()):
+            methods = summary.get("valuation_methods")
+            methods = methods if isinstance(methods, Mapping) else {}
+            figs["valuation_methods"] = plots.valuation_methods(
+                pp, price_hkd=rep.market.price_hkd,
+                report_tp=rep.market.target_price_hkd_published,
+                p_upside_by_method={m: v.get("p_upside") for m, v in methods.items()
+                                    if isinstance(v, Mapping) and v.get("p_upside")},
+                scenario=scenario, chosen=summary.get("valuation_method"))
+    peer_post = groups.get("peer_posterior")
+    if peer_post is not None and all(v in peer_post for v in PREDICTION_PARAMS):
+        try:
+            peers = load_peers()
+        except (DataFileError, OSError):
+            peers = None
+        if peers is not None:
+            growth = None
+            if pp is not None and "sales_cagr_fy20_fy23" in pp:
+                growth = plots.select_scenario(pp["sales_cagr_fy20_fy23"], scenario)
+            at_report = (summary.get("peer_fit") or {}).get("at_report_growth_and_margin") or {}
+            figs["peer_relation"] = plots.peer_relation(
+                peers, peer_post, growth, with_premium=at_report.get("multiple_with_premium"),
+                report_multiple=at_report.get("report_multiple"))
     for key, entries in (summary.get("sensitivity") or {}).items():
         if entries:
             figs[f"tornado_{key}"] = plots.tornado(entries, f"Sensitivity: {key}")
@@ -209,7 +260,9 @@ def _headline(summary: Mapping, rep, pp: xr.Dataset | None) -> str:
             "Target price (HK$)", _num(tp["q50"], "target_price_hkd"),
             f"90% interval {_num(tp['q05'], 'target_price_hkd')} – "
             f"{_num(tp['q95'], 'target_price_hkd')}<br>"
-            f"Report target: HK${report_tp:.2f}<br>Share price: HK${price:.2f}"))
+            f"Report target: HK${report_tp:.2f}<br>Share price: HK${price:.2f}"
+            + (f"<br>Valuation method: {_e(_method_name(summary['valuation_method']))}"
+               if summary.get("valuation_method") else "")))
     cards.append(("P(upside)", _e(_prob(summary.get("p_upside"))),
                   f"P(target price &gt; HK${price:.2f}) ± Monte Carlo standard error"))
     burn = summary.get("cash_burn_fy21_fy23")
@@ -223,7 +276,35 @@ def _headline(summary: Mapping, rep, pp: xr.Dataset | None) -> str:
     body = "".join(f"<div class=card><div class=card-title>{_e(t)}</div>"
                    f"<div class=big>{v}</div><div class=small>{d}</div></div>"
                    for t, v, d in cards)
-    return f"<section id=headline><h2>Headline</h2><div class=cards>{body}</div></section>"
+    return (f"<section id=headline><h2>Headline</h2>{_headline_basis(summary)}"
+            f"<div class=cards>{body}</div></section>")
+
+
+def _headline_basis(summary: Mapping) -> str:
+    """Which scenario and which valuation method the headline numbers are, or ''."""
+    bits = []
+    scenario = summary.get("headline_scenario")
+    if scenario:
+        desc = ((summary.get("scenarios") or {}).get(scenario) or {})
+        desc = desc.get("description") if isinstance(desc, Mapping) else None
+        bits.append(f"scenario <b>{_e(scenario)}</b>" + (f" — {_e(desc)}" if desc else ""))
+    method = summary.get("valuation_method")
+    if method:
+        text = f"valuation method <b>{_e(_method_name(method))}</b>"
+        others = summary.get("valuation_methods")
+        for other in METHODS:
+            block = others.get(other) if isinstance(others, Mapping) else None
+            if other == method or not isinstance(block, Mapping):
+                continue
+            tp = block.get("target_price_hkd")
+            if _is_stats(tp):
+                text += (f"; with the {_e(_method_name(other).lower())} the median target "
+                         f"would be HK${float(tp['q50']):.2f}, P(upside) "
+                         f"{_e(_prob(block.get('p_upside')))}")
+        bits.append(text)
+    if not bits:
+        return ""
+    return f"<p class=basis>Headline numbers: {'; '.join(bits)}.</p>"
 
 
 def _percentile_table(summary: Mapping, rep) -> str:
@@ -259,51 +340,209 @@ def _percentile_table(summary: Mapping, rep) -> str:
             + "</section>")
 
 
-def _scenario_cell(value, key: str) -> str | None:
-    if _is_stats(value):
-        return _interval(value, key)
-    if isinstance(value, Mapping) and "value" in value:
-        return _e(_prob(value))
-    if isinstance(value, Mapping):  # keyed by year: show the last year
-        years = [y for y, s in value.items() if _is_stats(s)]
-        if years:
-            return _interval(value[years[-1]], key)
+def _last_year(by_year) -> Mapping | None:
+    """The stats of the last year of a ``{year: stats}`` mapping (FY23), or None."""
+    if not isinstance(by_year, Mapping):
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _e(f"{value:.3g}")
-    return None
+    years = [y for y, v in by_year.items() if _is_stats(v)]
+    return by_year[years[-1]] if years else None
 
 
-def _scenario_table(summary: Mapping) -> str:
+def _cell(stats, variable: str) -> str:
+    return _interval(stats, variable) if _is_stats(stats) else "–"
+
+
+def _headline_tag(flag: bool) -> str:
+    return " <span class=tag>headline</span>" if flag else ""
+
+
+def _scenario_table(summary: Mapping, price: float) -> str:
+    """One row per scenario: FY23 revenue, cash burn FY21-FY23, FY23 cash, target price and
+    P(upside), with the scenario's description; then the median multiple per method."""
     scenarios = summary.get("scenarios")
     if not isinstance(scenarios, Mapping) or not scenarios:
         return ""
-    names = list(scenarios)
-    if all(_is_stats(v) for v in scenarios.values()):  # {name: stats} of one quantity
-        rows = [[_e(n), _interval(scenarios[n], "target_price_hkd")] for n in names]
-        table = _table(("Scenario", "Median [5% – 95%]"), rows, "num")
-    else:
-        keys: list[str] = []
-        for v in scenarios.values():
-            if isinstance(v, Mapping):
-                keys += [k for k in v if k not in keys]
-        rows = []
-        for key in keys:
-            cells = [_scenario_cell((scenarios[n] or {}).get(key), key)
-                     if isinstance(scenarios[n], Mapping) else None for n in names]
-            if all(c is None for c in cells):
-                continue
-            sample = next((scenarios[n][key] for n in names
-                           if isinstance(scenarios[n], Mapping) and key in scenarios[n]), None)
-            year = ""
-            if isinstance(sample, Mapping) and not _is_stats(sample) and "value" not in sample:
-                year = " " + [y for y, s in sample.items() if _is_stats(s)][-1]
-            title = "P(upside)" if key == "p_upside" else plots.label(key)
-            rows.append([f"<b>{_e(title + year)}</b>"] + [c if c is not None else "–"
-                                                          for c in cells])
-        table = _table(["Quantity"] + names, rows, "num")
-    return ("<section id=scenarios><h2>Scenarios</h2><p class=muted>Median [5% – 95%] per "
-            "scenario; line items at the last forecast year.</p>" + table + "</section>")
+    headline = summary.get("headline_scenario")
+    last_year = "FY23"
+    rows, multiples = [], []
+    for name, sc in scenarios.items():
+        if _is_stats(sc):  # older summaries: {name: target-price stats}
+            sc = {"target_price_hkd": sc}
+        if not isinstance(sc, Mapping):
+            continue
+        desc = sc.get("description")
+        first = (f"<b>{_e(name)}</b>{_headline_tag(name == headline)}"
+                 + (f"<div class=desc>{_e(desc)}</div>" if desc else ""))
+        revenue = _last_year(sc.get("revenue"))
+        if isinstance(sc.get("revenue"), Mapping) and revenue is not None:
+            last_year = [y for y, v in sc["revenue"].items() if _is_stats(v)][-1]
+        rows.append([first, _cell(revenue, "revenue"),
+                     _cell(sc.get("cash_burn_fy21_fy23"), "cash_burn_fy21_fy23"),
+                     _cell(_last_year(sc.get("cash")), "cash"),
+                     _cell(sc.get("target_price_hkd"), "target_price_hkd"),
+                     _e(_prob(sc.get("p_upside")))])
+        methods = sc.get("valuation_methods")
+        if isinstance(methods, Mapping):
+            parts = []
+            for m in METHODS:
+                block = methods.get(m)
+                if not isinstance(block, Mapping):
+                    continue
+                mult, tp = block.get("ev_sales_multiple"), block.get("target_price_hkd")
+                text = f"{_e(_method_name(m).lower())} "
+                text += _num(mult["q50"], "ev_sales_multiple") if _is_stats(mult) else "–"
+                if _is_stats(tp):
+                    text += f" (target HK${float(tp['q50']):.2f})"
+                parts.append(text)
+            if parts:
+                multiples.append(f"<li><b>{_e(name)}</b>: {' · '.join(parts)}</li>")
+    if not rows:
+        return ""
+    table = _table(("Scenario", f"Revenue {last_year} (RMB mn)", "Cash burn FY21–FY23 (RMB mn)",
+                    f"Cash {last_year} (RMB mn)", "Target price (HK$)",
+                    f"P(target > HK${float(price):.2f}) ± MCSE"), rows, "num scen")
+    mult = ""
+    if multiples:
+        mult = ("<h3>Median EV/sales FY22E multiple by valuation method</h3>"
+                f"<ul class=multiples>{''.join(multiples)}</ul>")
+    return ("<section id=scenarios><h2>Scenarios</h2><p class=muted>Median "
+            "<span class=muted>[5% – 95%]</span> per scenario; the target price and P(upside) "
+            "use the headline valuation method. All scenarios share the same random numbers, "
+            "so differences between rows are the shocks, not simulation noise.</p>"
+            + table + mult + "</section>")
+
+
+def _valuation(summary: Mapping, price: float, images: Mapping[str, str]) -> str:
+    """Report multiple vs peer regression: method table, peer-fit numbers and two charts."""
+    methods = summary.get("valuation_methods")
+    methods = methods if isinstance(methods, Mapping) else {}
+    chosen = summary.get("valuation_method")
+    rows = []
+    for m in [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]:
+        block = methods[m]
+        if not isinstance(block, Mapping) or not (
+                _is_stats(block.get("target_price_hkd")) or _is_stats(
+                    block.get("ev_sales_multiple"))):
+            continue
+        rows.append([f"<b>{_e(_method_name(m))}</b>{_headline_tag(m == chosen)}",
+                     _cell(block.get("target_price_hkd"), "target_price_hkd"),
+                     _e(_prob(block.get("p_upside"))),
+                     _cell(block.get("ev_sales_multiple"), "ev_sales_multiple")])
+    parts = []
+    if rows:
+        parts.append(_table(("Method", "Target price (HK$)",
+                             f"P(target > HK${float(price):.2f}) ± MCSE",
+                             "EV/sales FY22E multiple"), rows, "num"))
+    cagr = methods.get("sales_cagr_fy20_fy23")
+    if _is_stats(cagr):
+        parts.append(f"<p class=small>Simulated revenue CAGR FY20–FY23 (the peer regression's "
+                     f"growth input): median {_pct(cagr['q50'])} "
+                     f"<span class=muted>[{_pct(cagr['q05'])} – {_pct(cagr['q95'])}]</span>."
+                     "</p>")
+    fit = summary.get("peer_fit")
+    if isinstance(fit, Mapping):
+        items = []
+        for key, what in (("beta_growth_per_10pp", "sales CAGR"),
+                          ("beta_margin_per_10pp", "gross margin")):
+            b = fit.get(key)
+            if _is_stats(b):
+                items.append(
+                    f"Slope on {what}: {float(b['q50']):+.3f} log multiple per 10pp "
+                    f"<span class=muted>[90%: {float(b['q05']):+.3f} – {float(b['q95']):+.3f}]"
+                    f"</span>, i.e. the multiple ×{math.exp(float(b['q50'])):.2f} per 10pp "
+                    f"<span class=muted>[×{math.exp(float(b['q05'])):.2f} – "
+                    f"×{math.exp(float(b['q95'])):.2f}]</span>")
+        at = fit.get("at_report_growth_and_margin")
+        if isinstance(at, Mapping) and _is_stats(at.get("multiple")):
+            text = (f"At the report's growth ({_pct(at.get('sales_cagr'), 0)} sales CAGR "
+                    f"FY20–23E) and gross margin ({_pct(at.get('gross_margin'))}): predicted "
+                    f"{_interval(at['multiple'], 'ev_sales_multiple')}")
+            if _is_stats(at.get("multiple_with_premium")):
+                text += (", with the premium prior "
+                         + _interval(at["multiple_with_premium"], "ev_sales_multiple"))
+            if at.get("report_multiple") is not None:
+                text += (f"; the report uses <b>{_num(at['report_multiple'], 'ev_sales_multiple')}"
+                         "</b>")
+            items.append(text)
+        diag = fit.get("diagnostics")
+        if isinstance(diag, Mapping):
+            def fmt(key, spec):
+                v = diag.get(key)
+                return format(float(v), spec) if isinstance(v, (int, float)) else "–"
+            items.append(f"Peer-fit diagnostics: max R-hat {fmt('rhat_max', '.3f')}, min bulk "
+                         f"ESS {fmt('ess_bulk_min', ',.0f')}, min tail ESS "
+                         f"{fmt('ess_tail_min', ',.0f')}, divergences "
+                         f"{fmt('divergences', ',.0f')}")
+        if items:
+            parts.append("<h3>Peer regression (report Figure 69, 20 peers)</h3><ul class=fit>"
+                         + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+    imgs = (_img(images, "valuation_methods", "Target price under each valuation method")
+            + _img(images, "peer_relation", "Peer EV/sales multiples against sales growth, "
+                                            "with the fitted relation and SenseTime"))
+    if not parts and not imgs:
+        return ""
+    intro = ("<p class=muted>Both methods are simulated on every path. The report method "
+             "takes the EV/sales FY22E multiple from a prior around the report's 34x, whatever "
+             "the path's growth; the peer regression predicts it from the path's own revenue "
+             "CAGR FY20–FY23 and FY22 gross margin (with the regression's parameter and residual "
+             "uncertainty and a premium prior), so slower paths get lower multiples."
+             + (f" The headline uses the <b>{_e(_method_name(chosen).lower())}</b>." if chosen
+                else "") + "</p>")
+    return ("<section id=valuation><h2>Valuation: report multiple vs peer regression</h2>"
+            + intro + "".join(parts) + (f"<div class=stack>{imgs}</div>" if imgs else "")
+            + "</section>")
+
+
+def _channel(name: str, effect) -> str:
+    """A shock channel's effect at intensity 1 in its units (shocks.CHANNELS)."""
+    try:
+        v = float(effect)
+    except (TypeError, ValueError):
+        return f"{_e(name)} {_e(effect)}"
+    words = {"ev_sales_multiple": "EV/sales multiple", "rnd_ratio": "R&D ratio"}.get(
+        name, name.replace("_", " "))
+    if name.endswith("_days"):
+        text = f"{v:+g} days"
+    elif name in ("gross_margin", "impairment_rate") or name.endswith("_ratio"):
+        text = f"{v * 100:+.1f}pp"
+    else:  # relative channels: a fraction of the driver
+        text = f"{v * 100:+.0f}%"
+    return f"{_e(words)} {_e(text.replace('-', '−'))}"
+
+
+def _risk_factors(summary: Mapping) -> str:
+    shocks = summary.get("shocks")
+    if not isinstance(shocks, list) or not shocks:
+        return ""
+    rows = []
+    for s in shocks:
+        if not isinstance(s, Mapping):
+            continue
+        prob = _e(s.get("annual_probability", "–"))
+        if isinstance(s.get("annual_probability_mean"), (int, float)):
+            prob += f"<br><span class=muted>mean {_pct(s['annual_probability_mean'])} a year</span>"
+        channels = s.get("channels")
+        chan = ("<br>".join(f"<span class=nw>{_channel(str(k), v)}</span>"
+                            for k, v in channels.items())
+                if isinstance(channels, Mapping) else _e(channels or "–"))
+        persistence = s.get("persistence")
+        persistence = (f"{float(persistence):.2f}" if isinstance(persistence, (int, float))
+                       else _e(persistence if persistence is not None else "–"))
+        rows.append([f"<b>{_e(s.get('label', s.get('shock', '')))}</b>"
+                     + (f"<br><code>{_e(s['shock'])}</code>" if s.get("shock") else ""),
+                     prob, _e(s.get("severity", "–")), persistence, chan,
+                     _e(s.get("source", ""))])
+    if not rows:
+        return ""
+    return ("<section id=risk-factors><h2>Risk factors</h2><p class=muted>The report's named "
+            "risks as shocks. Each path draws an annual probability from its prior, then an "
+            "occurrence each forecast year; severity scales one occurrence (1 = the typical "
+            "effect listed under channels); persistence is the share of last year's intensity "
+            "still acting. Channels: % = relative change of the driver, pp = percentage points "
+            "of revenue, days = days added to the balance.</p>"
+            + _table(("Risk", "Annual probability (prior)", "Severity", "Persistence",
+                      "Channels (typical occurrence)", "Source"), rows, "text risks")
+            + "</section>")
 
 
 def _sensitivity(summary: Mapping, images: Mapping[str, str]) -> str:
@@ -403,6 +642,16 @@ tbody tr:nth-child(even){background:#fafafa}
 border-radius:6px;margin:12px 0}.ok{color:#1e7b34;font-weight:600}
 .bad{color:#c0392b;font-weight:700}footer{margin-top:30px;font-size:12px;color:#777}
 code{font-size:12px}
+.basis{font-size:14px;background:#eef4fb;border-left:4px solid #1f5fa8;padding:8px 12px;
+margin:8px 0 14px}
+.stack figure{margin:10px 0}.tag{display:inline-block;font-size:11px;font-weight:600;color:#fff;background:#1f5fa8;
+border-radius:3px;padding:0 5px;margin-left:4px;vertical-align:1px}
+.desc{font-size:12px;color:#666;font-weight:normal;margin-top:2px;max-width:330px}
+table.scen td{white-space:nowrap}table.scen td:first-child{text-align:left;white-space:normal}
+.nw{white-space:nowrap}
+table.risks td{vertical-align:top;font-size:12px}table.risks td:nth-child(6){color:#555}
+ul.multiples,ul.fit{font-size:13px;margin:6px 0;padding-left:20px}
+ul.multiples li,ul.fit li{margin:2px 0}
 """
 
 
@@ -435,12 +684,14 @@ def _render(summary: Mapping, rep, pp: xr.Dataset | None, images: Mapping[str, s
     if "target_price" in images:
         parts.append("<section id=target-price><h2>Target price distribution</h2>"
                      + _img(images, "target_price", "Target price distribution") + "</section>")
+    parts.append(_valuation(summary, rep.market.price_hkd, images))
     parts.append(_percentile_table(summary, rep))
-    scen = _scenario_table(summary)
+    scen = _scenario_table(summary, rep.market.price_hkd)
     if scen or scen_imgs:
         if not scen:
             scen = "<section id=scenarios><h2>Scenarios</h2></section>"
         parts.append(scen.replace("</section>", f"<div class=grid2>{scen_imgs}</div></section>"))
+    parts.append(_risk_factors(summary))
     parts.append(_sensitivity(summary, images))
     if "prior_posterior" in images:
         parts.append("<section id=prior-posterior><h2>Prior vs posterior</h2>"

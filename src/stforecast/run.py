@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import xarray as xr
 
 from . import __version__
 from .data import load_report
-from .fit import FitSettings, sample_posterior, sample_prior
+from .fit import ESS_MIN, RHAT_MAX, FitSettings, sample_posterior, sample_prior
 from .model import build_model, observations_from_report, observed_data_values
 from .priors import load_priors
 from .multiples import Valuation, relation_from_fit
@@ -231,6 +232,20 @@ def resimulate(results: Path, scenarios_path: Path, priors_path: Path | None = N
     return scenario_summaries(predictive, scenarios, report.market.price_hkd), predictive
 
 
+def _peer_reasons(peer_idata) -> list[str]:
+    """The peer regression's sampler diagnostics against the same bar as the driver model."""
+    a = peer_idata.attrs
+    out = []
+    if not a["rhat_max"] <= RHAT_MAX:
+        out.append(f"peer regression: R-hat {a['rhat_max']:.3f} > {RHAT_MAX}")
+    for key, label in (("ess_bulk_min", "bulk"), ("ess_tail_min", "tail")):
+        if not a[key] >= ESS_MIN:
+            out.append(f"peer regression: {label} ESS {a[key]:.0f} < {ESS_MIN}")
+    if a["divergences"]:
+        out.append(f"peer regression: {int(a['divergences'])} divergent transitions")
+    return out
+
+
 def _shock_table(scenarios: ScenarioSpec) -> list[dict]:
     return [{"shock": s.name, "label": s.label,
              "annual_probability": s.probability.describe(),
@@ -278,8 +293,10 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
         f"valuation method: {spec.valuation_method}")
     t = time.perf_counter()
     peers = load_peers()
-    peer_idata = fit_peer_model(peers, draws=fs.draws, tune=fs.tune, chains=fs.chains,
-                                seed=settings.seed)
+    with warnings.catch_warnings():  # its diagnostics are checked below, into "reasons"
+        warnings.simplefilter("ignore", UserWarning)
+        peer_idata = fit_peer_model(peers, draws=fs.draws, tune=fs.tune, chains=fs.chains,
+                                    seed=settings.seed)
     timings["peers"] = time.perf_counter() - t
     premium = spec.valuation.get("peer_premium")
     valuation = Valuation(spec.valuation_method, relation_from_fit(
@@ -308,8 +325,8 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
     if premium is not None:
         summary["peer_fit"] = peer_fit_summary(peer_idata, peers, report, premium)
     summary["diagnostics"] = diag.to_dict()
-    summary["ok"] = diag.ok
-    summary["reasons"] = list(diag.reasons)
+    summary["reasons"] = list(diag.reasons) + _peer_reasons(peer_idata)
+    summary["ok"] = not summary["reasons"]
     summary["report_percentiles"] = {
         "revenue_fy23_8825": percentile_of(predictive["revenue"].sel(year="FY23"),
                                            float(report.published["revenue"].sel(year="FY23"))),
