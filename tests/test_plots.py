@@ -306,3 +306,182 @@ def test_kde_is_a_density(n):
     grid = np.linspace(0.0, 4.0, 256)
     pdf = np.exp(-0.5 * ((grid - 2.0) / 0.5) ** 2) / (0.5 * np.sqrt(2 * np.pi))
     np.testing.assert_allclose(plots._kde(x, grid), pdf, atol=0.06)
+
+
+# --------------------------------------------------------------------------------------------
+# peer relation and valuation methods
+
+PEER_GROUPS = ["global_ai"] * 5 + ["china_ai"] * 2 + ["global_saas"] * 13
+
+
+@pytest.fixture(scope="module")
+def peer_inputs():
+    """A 20-peer table (5 / 2 / 13 by group) and a (chain=2, draw=50) regression posterior."""
+    rng = np.random.default_rng(7)
+    growth = np.round(rng.uniform(0.15, 0.55, 20), 3)
+    margin = np.round(rng.uniform(0.5, 0.9, 20), 3)
+    multiple = np.round(15.0 * np.exp(2.0 * (growth - growth.mean())
+                                      + rng.normal(0.0, 0.3, 20)), 2)
+    peers = xr.Dataset(
+        {"ev_sales_fy22e": ("peer", multiple), "sales_cagr_fy20_23e": ("peer", growth),
+         "gross_margin_fy20": ("peer", margin)},
+        coords={"peer": [f"P{i:02d}" for i in range(20)], "group": ("peer", PEER_GROUPS),
+                "company": ("peer", [f"Company {i}" for i in range(20)])},
+        attrs={"sensetime_sales_cagr_fy20_23e": 0.37, "sensetime_gross_margin_fy20": 0.706,
+               "sensetime_target_ev_sales_fy22e": 34.0})
+    dims, shape = ("chain", "draw"), (CHAIN, DRAW)
+    posterior = xr.Dataset({
+        "intercept_sensetime": (dims, rng.normal(np.log(15.0), 0.1, shape)),
+        "beta_growth": (dims, rng.normal(2.0, 0.3, shape)),
+        "beta_margin": (dims, rng.normal(-0.5, 0.2, shape)),
+        "sigma": (dims, np.abs(rng.normal(0.3, 0.03, shape))),
+        "residual_nu": (dims, np.full(shape, 5.0)),
+        "growth_centre": (dims, np.full(shape, growth.mean())),
+        "margin_centre": (dims, np.full(shape, margin.mean())),
+    })
+    return peers, posterior
+
+
+def test_peer_relation_artists(peer_inputs):
+    from stforecast.peers import predict_multiple
+    peers, post = peer_inputs
+    cagr = np.random.default_rng(11).normal(0.3, 0.15, 4_000)
+    premium = {"q05": 9.0, "q50": 21.0, "q95": 45.0}
+    fig = plots.peer_relation(peers, post, cagr, with_premium=premium, rng=5)
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log"
+    groups = _by_gid(ax.collections, "peer")
+    assert len(groups) == 3 and sum(len(c.get_offsets()) for c in groups) == 20
+    points = np.concatenate([c.get_offsets() for c in groups])
+    expected = np.c_[peers["sales_cagr_fy20_23e"].values, peers["ev_sales_fy22e"].values]
+    np.testing.assert_allclose(points[np.lexsort(points.T)], expected[np.lexsort(expected.T)])
+    sizes = sorted(len(c.get_offsets()) for c in groups)
+    assert sizes == [2, 5, 13] and len({tuple(c.get_facecolor()[0]) for c in groups}) == 3
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"Global AI peers (5)", "China AI peers (2)", "Global SaaS peers (13)"} <= set(legend)
+
+    # the fitted line for a China-AI company at the peers' mean gross margin, and its 90% band
+    (line,) = _by_gid(ax.lines, "fit-median")
+    (band,) = _by_gid(ax.collections, "fit-band")
+    x = line.get_xdata()
+    m = peers["gross_margin_fy20"].values.mean()
+    log_mu = (post["intercept_sensetime"].values.reshape(-1, 1)
+              + post["beta_growth"].values.reshape(-1, 1) * (x - peers["sales_cagr_fy20_23e"]
+                                                              .values.mean())
+              + post["beta_margin"].values.reshape(-1, 1) * (m - m))
+    np.testing.assert_allclose(line.get_ydata(), np.exp(np.median(log_mu, axis=0)), rtol=1e-9)
+    np.testing.assert_allclose(_extent_at(band, x[10]),
+                               np.exp(np.quantile(log_mu[:, 10], [0.05, 0.95])), rtol=1e-9)
+
+    # SenseTime's predicted multiple at its CAGR and margin, from predict_multiple
+    draws = predict_multiple(post, 0.37, 0.706, rng=5).values.ravel()
+    q05, q50, q95 = np.quantile(draws, [0.05, 0.5, 0.95])
+    (bar,) = _by_gid(ax.lines, "sensetime-interval")
+    np.testing.assert_allclose(bar.get_xdata(), [0.37, 0.37])
+    np.testing.assert_allclose(bar.get_ydata(), [q05, q95])
+    (mid,) = _by_gid(ax.lines, "sensetime-median")
+    np.testing.assert_allclose(mid.get_ydata(), [q50])
+    (pbar,) = _by_gid(ax.lines, "sensetime-premium-interval")
+    np.testing.assert_allclose(pbar.get_ydata(), [9.0, 45.0])
+    (star,) = _by_gid(ax.lines, "report-multiple")
+    assert star.get_marker() == "*"
+    np.testing.assert_allclose(np.r_[star.get_xdata(), star.get_ydata()], [0.37, 34.0])
+
+    # the simulated paths' CAGR as a 5-95% strip and its median
+    (span,) = _by_gid(ax.patches, "path-cagr-band")
+    lo, hi = np.quantile(cagr, [0.05, 0.95])
+    np.testing.assert_allclose([span.get_x(), span.get_x() + span.get_width()], [lo, hi])
+    (cmed,) = _by_gid(ax.lines, "path-cagr-median")
+    np.testing.assert_allclose(cmed.get_xdata(), [np.median(cagr)] * 2)
+    assert ax.get_xlim()[0] < lo and ax.get_xlim()[1] > hi
+    assert 0 < len(_by_gid(ax.texts, "peer-name")) <= 20
+
+
+def test_peer_relation_minimal_and_premium(peer_inputs):
+    from stforecast.peers import predict_multiple
+    peers, post = peer_inputs
+    ax = plots.peer_relation(peers, post, premium=0.2, report_multiple=30.0, annotate=False,
+                             rng=1).axes[0]
+    for gid in ("path-cagr-median", "sensetime-premium-interval"):
+        assert not _by_gid(ax.lines, gid)
+    assert not _by_gid(ax.patches, "path-cagr-band") and not _by_gid(ax.texts, "peer-name")
+    # a log premium of 0.2 lifts the whole interval by exp(0.2)
+    draws = predict_multiple(post, 0.37, 0.706, premium=0.2, rng=1).values.ravel()
+    np.testing.assert_allclose(_by_gid(ax.lines, "sensetime-interval")[0].get_ydata(),
+                               np.quantile(draws, [0.05, 0.95]))
+    np.testing.assert_allclose(_by_gid(ax.lines, "report-multiple")[0].get_ydata(), [30.0])
+    with pytest.raises(KeyError, match="sigma"):
+        plots.peer_relation(peers, post.drop_vars("sigma"))
+
+
+def _with_methods(pp: xr.Dataset) -> xr.Dataset:
+    """Add both methods' target prices: the peer method lower and wider than the report's."""
+    tp = pp["target_price_hkd"]
+    rng = np.random.default_rng(9)
+    return pp.assign(target_price_hkd_report=tp,
+                     target_price_hkd_peer=tp * 0.7 * np.exp(rng.normal(0, 0.4, tp.shape)))
+
+
+def test_valuation_methods(results):
+    pp = _with_methods(results["scenario"])
+    given = {"report": {"value": 0.6234, "mcse": 0.0041},
+             "peer-regression": {"value": 0.3012, "mcse": 0.0052}}
+    fig = plots.valuation_methods(pp, p_upside_by_method=given, chosen="peer-regression",
+                                  bins=30)
+    (ax,) = fig.axes
+    assert "risk-weighted" in ax.get_title()
+    for method, variable, label in (("report", "target_price_hkd_report", "Report multiple"),
+                                    ("peer-regression", "target_price_hkd_peer",
+                                     "Peer regression")):
+        draws = pp[variable].sel(scenario="risk-weighted").values.ravel()
+        (hist,) = _by_gid(ax.patches, f"histogram-{method}")
+        density, edges, _ = hist.get_data()
+        assert len(density) == 30
+        counts, _ = np.histogram(draws, bins=edges)
+        np.testing.assert_allclose(density, counts / (draws.size * (edges[1] - edges[0])))
+        assert len(_by_gid(ax.lines, f"kde-{method}")) == 1
+        (med,) = _by_gid(ax.lines, f"median-{method}")
+        np.testing.assert_allclose(med.get_xdata(), [np.median(draws)] * 2)
+        (text,) = _by_gid(ax.texts, f"p-upside-{method}")
+        v = given[method]
+        assert text.get_text() == f"{label}: P(upside) = {v['value']:.2f} ± {v['mcse']:.3f}"
+    for gid, x in (("ref-price", 6.73), ("ref-report", 8.08)):
+        np.testing.assert_allclose(_by_gid(ax.lines, gid)[0].get_xdata(), [x, x])
+    assert len(ax.lines) == 6 and len(ax.texts) == 2
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sum("(headline)" in t for t in legend) == 1
+    assert any(t.startswith("Peer regression (headline)") for t in legend)
+
+
+def test_valuation_methods_one_method_and_computed_p(results):
+    pp = _with_methods(results["scenario"]).drop_vars("target_price_hkd_peer")
+    ax = plots.valuation_methods(pp, scenario="combined-stress").axes[0]
+    assert "combined-stress" in ax.get_title()
+    assert not _by_gid(ax.patches, "histogram-peer-regression")
+    draws = pp["target_price_hkd_report"].sel(scenario="combined-stress")
+    p = float((draws > 6.73).mean())
+    (text,) = _by_gid(ax.texts, "p-upside-report")
+    assert text.get_text().startswith(f"Report multiple: P(upside) = {p:.2f} ± ")
+    with pytest.raises(KeyError):
+        plots.valuation_methods(results["plain"])
+
+
+def test_target_price_axis_cut_on_a_long_tail():
+    rng = np.random.default_rng(4)
+    tp = np.exp(rng.normal(1.5, 0.9, (CHAIN, DRAW, PATH)))  # a long right tail
+    pp = xr.Dataset({"target_price_hkd": (("chain", "draw", "path"), tp)})
+    ax = plots.target_price_distribution(pp, bins=20).axes[0]
+    hi = ax.get_xlim()[1]
+    above = np.mean(tp > hi)
+    assert hi < tp.max() and f"{above:.1%} of draws above {hi:.1f}" in ax.get_title()
+    bars = _by_gid(ax.patches, "histogram")
+    inside = np.mean((tp >= ax.get_xlim()[0]) & (tp <= hi))
+    np.testing.assert_allclose(sum(b.get_height() * b.get_width() for b in bars), inside)
+
+
+def test_scenario_comparison_references_are_distinct(results):
+    ax = plots.scenario_comparison(results["scenario"],
+                                   references={"Price": 6.73, "Report": 8.08}).axes[0]
+    (price,), (report,) = _by_gid(ax.lines, "ref-Price"), _by_gid(ax.lines, "ref-Report")
+    assert price.get_linestyle() != report.get_linestyle()
+    assert price.get_color() != report.get_color()

@@ -158,16 +158,18 @@ def valuation(d: xr.Dataset, inc: xr.Dataset, cf: xr.Dataset, market: Market) ->
         "ev_sales_multiple": d["ev_sales_multiple"],
         "enterprise_value": ev,
         "equity_value": equity,
-        "target_price_hkd": per_share_rmb / market.cny_per_hkd,
+        "target_price_hkd": xr.DataArray(per_share_rmb / market.cny_per_hkd,
+                                         attrs={"units": "HK$ per share"}),
     })
 
 
 def run_engine(drivers: xr.Dataset, opening: Mapping[str, float], market: Market) -> xr.Dataset:
     """Evaluate the accounting identities on driver paths; returns every line item."""
-    inc = income_statement(drivers)
-    wc = working_capital(drivers, inc, opening)
-    cf = cash_flow(drivers, inc, wc, opening)
-    val = valuation(drivers, inc, cf, market)
+    with xr.set_options(keep_attrs=False):  # a driver's "source" is not the line item's
+        inc = income_statement(drivers)
+        wc = working_capital(drivers, inc, opening)
+        cf = cash_flow(drivers, inc, wc, opening)
+        val = valuation(drivers, inc, cf, market)
     return xr.merge([inc, wc.drop_vars("trade_receivables"), cf, val], compat="override",
                     join="exact")
 

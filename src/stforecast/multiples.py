@@ -82,7 +82,9 @@ def peer_multiple(drivers: xr.Dataset, relation: PeerRelation, report: Report) -
     multiple = predict_multiple(relation.posterior, growth.drop_vars(growth.coords),
                                 margin.drop_vars(margin.coords), premium=premium,
                                 rng=np.random.default_rng([relation.seed, 2]))
-    return multiple.assign_coords({d: growth[d] for d in dims if d in growth.coords})
+    multiple = multiple.assign_coords({d: growth[d] for d in dims if d in growth.coords})
+    multiple.attrs = {"units": "x (EV/sales FY22E)"}
+    return multiple
 
 
 def set_multiples(drivers: xr.Dataset, method: Valuation, report: Report) -> xr.Dataset:
@@ -112,8 +114,9 @@ def method_target_prices(statements: xr.Dataset, drivers: xr.Dataset,
         name = f"ev_sales_multiple_{suffix}"
         if name in drivers:
             d = xr.Dataset({"ev_sales_multiple": drivers[name]})
-            out[f"target_price_hkd_{suffix}"] = valuation(d, statements, statements,
-                                                          report.market)["target_price_hkd"]
+            tp = valuation(d, statements, statements, report.market)["target_price_hkd"]
+            tp.attrs = {"units": "HK$ per share", "valuation_method": suffix}
+            out[f"target_price_hkd_{suffix}"] = tp
     return out
 
 

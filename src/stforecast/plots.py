@@ -384,10 +384,12 @@ def target_price_distribution(predictive: xr.Dataset, price_hkd: float = 6.73,
     ax.set_ylabel("Density")
     name = _scenario_name(predictive["target_price_hkd"], scenario)
     title = "Target price distribution" + (f" [{name}]" if name else "")
-    beyond = float(np.mean((finite > edges[-1]) | (finite < edges[0])))
-    if beyond > 0:
-        title += f"\n(axis HK${edges[0]:.1f} to {edges[-1]:.1f}; {beyond:.1%} of draws lie outside)"
-    ax.set_title(title, **({"fontsize": 10} if beyond > 0 else {}))
+    above, below = float(np.mean(finite > edges[-1])), float(np.mean(finite < edges[0]))
+    outside = [f"{above:.1%} of draws above {edges[-1]:.1f}" if above > 0 else "",
+               f"{below:.1%} below {edges[0]:.1f}" if below > 0 else ""]
+    if above > 0 or below > 0:
+        title += f"\n(axis cut: {', '.join(t for t in outside if t)})"
+    ax.set_title(title, **({"fontsize": 10} if above > 0 or below > 0 else {}))
     ax.set_xlim(edges[0], edges[-1])
     ax.legend(loc="center right", fontsize=8, framealpha=0.8)
     return fig
@@ -740,7 +742,8 @@ def valuation_methods(predictive: xr.Dataset, price_hkd: float = 6.73, report_tp
     (``p-upside-<method>``) from ``p_upside_by_method`` (``{method: {"value", "mcse"}}`` as in
     summary.json's ``valuation_methods``), else computed from the draws with its MCSE. The
     share price (``ref-price``) and the report's target (``ref-report``) are marked. The x axis
-    runs to the ``upper_quantile`` of the draws (the tail beyond is said in the title).
+    runs from the 0.5% quantile to ``upper_quantile`` of the draws (the share outside is said
+    in the title).
     ``chosen`` (summary.json's ``valuation_method``) is flagged as the headline in the legend.
     """
     methods = [m for m, v in METHOD_VARIABLES.items() if v in predictive]
@@ -802,14 +805,17 @@ def valuation_methods(predictive: xr.Dataset, price_hkd: float = 6.73, report_tp
              PUBLISHED_COLOUR)):
         line = ax.axvline(x, color=colour, linestyle=style, linewidth=1.5, label=text)
         line.set_gid(gid)
-    beyond = max(float(np.mean(v > edges[-1])) for v in draws.values())
+    above = max(float(np.mean(v > edges[-1])) for v in draws.values())
+    below = max(float(np.mean(v < edges[0])) for v in draws.values())
     ax.set_xlim(edges[0], edges[-1])
     ax.set_xlabel(_axis_label("target_price_hkd"))
     ax.set_ylabel("Density")
     name = _scenario_name(predictive[METHOD_VARIABLES[methods[0]]], scenario)
     title = "Target price by valuation method" + (f" [{name}]" if name else "")
-    if beyond > 0:
-        title += f"\n(axis cut at HK${edges[-1]:.1f}: up to {beyond:.1%} of draws lie beyond)"
+    outside = [f"up to {above:.1%} of draws above {edges[-1]:.1f}" if above > 0 else "",
+               f"up to {below:.1%} below {edges[0]:.1f}" if below > 0 else ""]
+    if above > 0 or below > 0:
+        title += f"\n(axis cut: {', '.join(t for t in outside if t)})"
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="center right", fontsize=8, framealpha=0.85)

@@ -644,7 +644,8 @@ border-radius:6px;margin:12px 0}.ok{color:#1e7b34;font-weight:600}
 code{font-size:12px}
 .basis{font-size:14px;background:#eef4fb;border-left:4px solid #1f5fa8;padding:8px 12px;
 margin:8px 0 14px}
-.stack figure{margin:10px 0}.tag{display:inline-block;font-size:11px;font-weight:600;color:#fff;background:#1f5fa8;
+.stack figure{margin:10px 0}
+.tag{display:inline-block;font-size:11px;font-weight:600;color:#fff;background:#1f5fa8;
 border-radius:3px;padding:0 5px;margin-left:4px;vertical-align:1px}
 .desc{font-size:12px;color:#666;font-weight:normal;margin-top:2px;max-width:330px}
 table.scen td{white-space:nowrap}table.scen td:first-child{text-align:left;white-space:normal}
