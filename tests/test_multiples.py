@@ -40,8 +40,8 @@ def drivers():
     return driver_paths(fake_posterior(), REPORT, OBS, 10, np.random.default_rng(1))
 
 
-def relation(seed=7):
-    return PeerRelation(fake_peer_posterior(), PREMIUM, seed)
+def relation(seed=7, growth_range=(-np.inf, np.inf)):
+    return PeerRelation(fake_peer_posterior(), PREMIUM, seed, growth_range=growth_range)
 
 
 def test_report_method_keeps_the_driver_model_multiple(drivers):
@@ -82,9 +82,24 @@ def test_method_target_prices_go_through_the_engine(drivers):
                                    statements["target_price_hkd"])
 
 
+def test_no_extrapolation_beyond_the_peer_growth_range(drivers):
+    clipped = set_multiples(drivers, Valuation("peer-regression", relation(growth_range=(0.16, 0.52))),
+                            REPORT)
+    free = set_multiples(drivers, Valuation("peer-regression", relation()), REPORT)
+    g = clipped["sales_cagr_fy20_fy23"]
+    inside = (g > 0.16) & (g < 0.52)
+    assert bool(inside.any()) and bool((~inside).any())
+    np.testing.assert_allclose(clipped["ev_sales_multiple"].where(inside, 1.0),
+                               free["ev_sales_multiple"].where(inside, 1.0))
+    slow = g < 0.16  # below the range: the multiple at the edge, higher than extrapolated
+    assert (clipped["ev_sales_multiple"].where(slow) >= free["ev_sales_multiple"].where(slow)
+            ).sum() == slow.sum()
+
+
 def test_stress_lowers_the_peer_multiple_by_what_the_slopes_explain():
-    """Per path: log m(stress) - log m(base) = beta_g dCAGR + beta_m dGM + log(shock factor)."""
-    rel = relation()
+    """Per path: log m(stress) - log m(base) = beta_g dCAGR + beta_m dGM + log(shock factor),
+    with CAGR clipped to the peers' range (no extrapolation)."""
+    rel = relation(growth_range=(0.16, 0.52))
     paths = driver_paths(fake_posterior(), REPORT, OBS, 10, np.random.default_rng(2))
     draws = draw_shocks(SPEC, tuple(paths.sizes[d] for d in SAMPLE_DIMS), len(YEARS),
                         np.random.default_rng(3))
@@ -95,7 +110,9 @@ def test_stress_lowers_the_peer_multiple_by_what_the_slopes_explain():
     assert float(stress["ev_sales_multiple"].median()) < float(base["ev_sales_multiple"].median())
     beta_g = rel.posterior["beta_growth"].values[..., None]
     beta_m = rel.posterior["beta_margin"].values[..., None]
-    d_growth = (stress["sales_cagr_fy20_fy23"] - base["sales_cagr_fy20_fy23"]).values
+    lo, hi = rel.growth_range
+    d_growth = (stress["sales_cagr_fy20_fy23"].clip(lo, hi)
+                - base["sales_cagr_fy20_fy23"].clip(lo, hi)).values
     d_margin = (stress["gross_margin"] - base["gross_margin"]).sel(year="FY22").values
     factor = stress["ev_sales_multiple"] / stress["ev_sales_multiple_peer"]  # 1: same variable
     np.testing.assert_allclose(factor.values, 1.0)

@@ -8,7 +8,10 @@ Two methods (``valuation.method`` in the priors file):
   (``stforecast.peers``) from the path's own revenue CAGR FY20-FY23E and its valuation-year
   (FY22E) gross margin, with the regression's parameter and residual uncertainty, times
   ``exp(peer_premium)`` (a prior in the priors file). A path or scenario that grows more slowly
-  gets a lower multiple, as markets do.
+  gets a lower multiple, as markets do. The regression is not extrapolated: a path's CAGR and
+  margin are clipped to the peers' observed ranges (CAGR 16-52%, gross margin 53-90%), so a
+  path growing 100% a year gets the multiple of the fastest-growing peer's growth, not
+  exp(slope x 100%).
 
 Both are computed on every path (``ev_sales_multiple_report`` / ``ev_sales_multiple_peer``
 and ``target_price_hkd_report`` / ``target_price_hkd_peer``); ``ev_sales_multiple`` and
@@ -32,7 +35,7 @@ import xarray as xr
 
 from .data import Report
 from .engine import valuation
-from .peers import PREDICTION_PARAMS, predict_multiple
+from .peers import GROWTH, MARGIN, PREDICTION_PARAMS, predict_multiple
 from .priors import Prior
 
 METHODS = ("report", "peer-regression")
@@ -47,6 +50,10 @@ class PeerRelation:
     posterior: xr.Dataset
     premium: Prior
     seed: int
+    #: The peers' observed ranges of CAGR and gross margin: the regression is not extrapolated
+    #: beyond them (a path outside gets the multiple at the nearest edge).
+    growth_range: tuple[float, float] = (-np.inf, np.inf)
+    margin_range: tuple[float, float] = (-np.inf, np.inf)
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,8 @@ def peer_multiple(drivers: xr.Dataset, relation: PeerRelation, report: Report) -
     margin = drivers["gross_margin"].sel(year=report.market.valuation_year, drop=True)
     growth, margin = xr.broadcast(growth, margin)
     dims = [d for d in SAMPLE_DIMS if d in growth.dims]
-    growth, margin = growth.transpose(*dims), margin.transpose(*dims)
+    growth = growth.transpose(*dims).clip(*relation.growth_range)
+    margin = margin.transpose(*dims).clip(*relation.margin_range)
     rng = np.random.default_rng([relation.seed, 1])
     premium = xr.DataArray(relation.premium.frozen().rvs(size=growth.shape, random_state=rng),
                            dims=dims)
@@ -120,8 +128,15 @@ def method_target_prices(statements: xr.Dataset, drivers: xr.Dataset,
     return out
 
 
-def relation_from_fit(peer_idata, premium: Prior, seed: int) -> PeerRelation:
-    """A ``PeerRelation`` from ``peers.fit_peer_model``'s DataTree (or posterior Dataset)."""
+def relation_from_fit(peer_idata, premium: Prior, seed: int,
+                      peers: xr.Dataset | None = None) -> PeerRelation:
+    """A ``PeerRelation`` from ``peers.fit_peer_model``'s DataTree (or posterior Dataset);
+    ``peers`` (the fitted data) sets the ranges the regression is not extrapolated beyond."""
     post = peer_idata["posterior"].to_dataset() if isinstance(peer_idata, xr.DataTree) \
         else peer_idata
-    return PeerRelation(post[list(PREDICTION_PARAMS)], premium, seed)
+    ranges = {}
+    if peers is not None:
+        for key, var in (("growth_range", GROWTH), ("margin_range", MARGIN)):
+            values = peers[var].values.astype(float)
+            ranges[key] = (float(np.nanmin(values)), float(np.nanmax(values)))
+    return PeerRelation(post[list(PREDICTION_PARAMS)], premium, seed, **ranges)

@@ -148,6 +148,7 @@ class ProcessPrior:
     reasoning: str = ""
     transform: str | None = None
     units: str = ""
+    upper: float | None = None  # ratio drivers: a ceiling on simulated paths (natural units)
 
 
 @dataclass(frozen=True)
@@ -284,9 +285,16 @@ def _process(path, section, name, table, transform=None, units="") -> ProcessPri
     key = f"{section}.{name}"
     if not isinstance(table, dict):
         _fail(path, key, "a table")
-    extra = sorted(set(table) - set(PROCESS_PARTS) - set(TEXT_KEYS))
+    allowed = PROCESS_PARTS + TEXT_KEYS + (("upper",) if transform is not None else ())
+    extra = sorted(set(table) - set(allowed))
     if extra:
-        _fail(path, f"{key}.{extra[0]}", f"only {', '.join(PROCESS_PARTS + TEXT_KEYS)}")
+        _fail(path, f"{key}.{extra[0]}", f"only {', '.join(allowed)}")
+    upper = None
+    if "upper" in table:
+        upper = _number(path, f"{key}.upper", table["upper"])
+        if upper <= 0 or (transform == "logit" and upper >= 1):
+            _fail(path, f"{key}.upper", "a ceiling > 0 (and < 1 for a margin) in the driver's "
+                                        f"units, got {upper:g}")
     parts = {}
     for part in PROCESS_PARTS:
         if part not in table:
@@ -299,7 +307,7 @@ def _process(path, section, name, table, transform=None, units="") -> ProcessPri
         parts[part] = parse_prior(path, f"{key}.{part}", table[part], needed)
     return ProcessPrior(name=name, source=_text(path, key, table, "source", required=True),
                         reasoning=_text(path, key, table, "reasoning"), transform=transform,
-                        units=_text(path, key, table, "units") or units, **parts)
+                        units=_text(path, key, table, "units") or units, upper=upper, **parts)
 
 
 def _section(raw, path, name) -> dict:

@@ -221,15 +221,22 @@ def resimulate(results: Path, scenarios_path: Path, priors_path: Path | None = N
     relation = None
     if "peer_premium" in spec.valuation:
         peer_post = xr.open_dataset(nc, group="peer_posterior", engine="h5netcdf").load()
-        relation = relation_from_fit(peer_post, spec.valuation["peer_premium"], seed)
+        relation = relation_from_fit(peer_post, spec.valuation["peer_premium"], seed,
+                                     load_peers())
     valuation = Valuation(spec.valuation_method, relation)
     n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
     per_draw = max(1, math.ceil(paths / n_draws))
     obs = observations_from_report(report)
     predictive = simulate(posterior.astype("float64"), report, obs, per_draw,
                           np.random.default_rng(seed), scenarios=scenarios,
-                          keep=stored_names(scenarios), log=log, valuation=valuation)
+                          keep=stored_names(scenarios), log=log, valuation=valuation,
+                             ceilings=ceilings(spec))
     return scenario_summaries(predictive, scenarios, report.market.price_hkd), predictive
+
+
+def ceilings(spec) -> dict[str, float]:
+    """The priors file's ceilings on simulated ratio drivers (``upper``), by driver."""
+    return {name: p.upper for name, p in spec.ratios.items() if p.upper is not None}
 
 
 def _peer_reasons(peer_idata) -> list[str]:
@@ -300,7 +307,7 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
     timings["peers"] = time.perf_counter() - t
     premium = spec.valuation.get("peer_premium")
     valuation = Valuation(spec.valuation_method, relation_from_fit(
-        peer_idata, premium, settings.seed) if premium is not None else None)
+        peer_idata, premium, settings.seed, peers) if premium is not None else None)
 
     n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
     per_draw = max(1, math.ceil(settings.paths / n_draws))
@@ -309,10 +316,12 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
     t = time.perf_counter()
     rng = np.random.default_rng(settings.seed)
     all_scenarios = simulate(posterior, report, obs, per_draw, rng, scenarios=scenarios,
-                             keep=stored_names(scenarios), log=log, valuation=valuation)
+                             keep=stored_names(scenarios), log=log, valuation=valuation,
+                             ceilings=ceilings(spec))
     # The prior predictive checks the driver model itself: no shocks.
     prior_predictive = simulate(prior, report, obs, PRIOR_PATHS_PER_DRAW, rng,
-                                keep=stored_names(), valuation=valuation)
+                                keep=stored_names(), valuation=valuation,
+                                ceilings=ceilings(spec))
     timings["predictive"] = time.perf_counter() - t
     predictive = all_scenarios.sel(scenario=HEADLINE_SCENARIO, drop=True)
 

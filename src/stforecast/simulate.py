@@ -17,7 +17,7 @@ import xarray as xr
 
 from .data import SEGMENTS, Report
 from .engine import run_engine
-from .model import COMPOSITE, DIRECT, Observations, inverse_transform
+from .model import COMPOSITE, DIRECT, Observations, inverse_transform, transform
 from .priors import GROWTH_DRIVERS, RATIO_DRIVERS
 from .multiples import Valuation, method_target_prices, set_multiples
 from .shocks import ScenarioSpec, ShockDraws, apply_shocks, draw_shocks, intensities
@@ -46,10 +46,19 @@ def _growth_paths(params, rng, shape, years) -> dict[str, np.ndarray]:
     return out
 
 
-def _ratio_paths(params, obs: Observations, rng, shape, years) -> dict[str, np.ndarray]:
-    """Ratio drivers in natural units, shape (chain, draw, path, year), from their FY20 value."""
+def _ratio_paths(params, obs: Observations, rng, shape, years,
+                 ceilings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """Ratio drivers in natural units, shape (chain, draw, path, year), from their FY20 value.
+
+    ``ceilings``: per driver, an upper bound (natural units) that the process is held at (the
+    state is capped, so the next year evolves from the ceiling).
+    """
+    ceilings = ceilings or {}
     out = {}
     for name in RATIO_DRIVERS:
+        cap = np.inf
+        if name in ceilings:
+            cap = float(transform(name, np.float64(ceilings[name])))
         level = _param(params, f"{name}_long_run")
         L = np.log(level / (1 - level)) if RATIO_DRIVERS[name][0] == "logit" else np.log(level)
         rho = _param(params, f"{name}_persistence")
@@ -57,14 +66,15 @@ def _ratio_paths(params, obs: Observations, rng, shape, years) -> dict[str, np.n
         x = np.empty(shape + (len(years),))
         previous = obs.ratios[name][-1]
         for t in range(len(years)):
-            previous = L + rho * (previous - L) + s * rng.standard_normal(shape)
+            previous = np.minimum(L + rho * (previous - L) + s * rng.standard_normal(shape), cap)
             x[..., t] = previous
         out[name] = inverse_transform(name, x)
     return out
 
 
 def driver_paths(params: xr.Dataset, report: Report, obs: Observations, n_paths: int,
-                 rng: np.random.Generator) -> xr.Dataset:
+                 rng: np.random.Generator,
+                 ceilings: dict[str, float] | None = None) -> xr.Dataset:
     """Driver paths with dims (chain, draw, path, year[, segment]) ready for ``run_engine``.
 
     Also returns the unit drivers in analyst terms: ``smart_business_customers`` (count),
@@ -98,7 +108,7 @@ def driver_paths(params: xr.Dataset, report: Report, obs: Observations, n_paths:
     segment_revenue = xr.DataArray(
         np.stack([revenue[s] for s in SEGMENTS], axis=-2), dims=SAMPLE_DIMS + ("segment", "year"),
         coords={**coords, "segment": list(SEGMENTS)})
-    ratios = _ratio_paths(params, obs, rng, shape, years)
+    ratios = _ratio_paths(params, obs, rng, shape, years, ceilings)
     drivers = case.drop_vars(["segment_revenue", "ev_sales_multiple", *ratios])
     drivers = drivers.assign(
         segment_revenue=segment_revenue,
@@ -164,13 +174,14 @@ def simulate_scenarios(drivers: xr.Dataset, report: Report, spec: ScenarioSpec,
 def simulate(params: xr.Dataset, report: Report, obs: Observations, n_paths: int,
              rng: np.random.Generator, scenarios: ScenarioSpec | None = None,
              keep: list[str] | None = None, log=None,
-             valuation: Valuation = Valuation()) -> xr.Dataset:
+             valuation: Valuation = Valuation(),
+             ceilings: dict[str, float] | None = None) -> xr.Dataset:
     """Posterior (or prior) predictive financial statements, dims (chain, draw, path, year).
 
     With ``scenarios``, every scenario is simulated on the same driver paths and shock random
     numbers and the result has a ``scenario`` dimension (see ``stforecast.shocks``).
     """
-    drivers = driver_paths(params, report, obs, n_paths, rng)
+    drivers = driver_paths(params, report, obs, n_paths, rng, ceilings)
     if scenarios is None:
         return statements(drivers, report, keep, valuation)
     shape = tuple(drivers.sizes[d] for d in SAMPLE_DIMS)
