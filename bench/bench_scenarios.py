@@ -2,7 +2,8 @@
 
 50 settings (US-restriction probability and severity on a grid, a public-sector squeeze forced or
 not, ...) on the posterior of a finished run, 100,000 paths each: driver paths, shock draws, the
-engine, and P(target price > 6.73) per setting. Prints absolute times; the goal is < 10 s.
+shock layer, the valuation multiple (the priors file's method, peer regression by default),
+the engine, and P(target price > 6.73) per setting. Prints absolute times; the goal is < 10 s.
 
 Run after `stforecast run`: .venv/bin/python bench/bench_scenarios.py [RESULTS_DIR] [N_SETTINGS]
 """
@@ -25,6 +26,9 @@ def main():
     from stforecast.simulate import SAMPLE_DIMS, driver_paths, simulate_scenarios
     from stforecast.shocks import draw_shocks
     from stforecast.summary import p_exceeds
+    from stforecast.multiples import Valuation, relation_from_fit
+    from stforecast.peers import load_peers
+    from stforecast.priors import load_priors
     t_import = time.perf_counter() - t0
 
     results = Path(sys.argv[1] if len(sys.argv) > 1 else "results")
@@ -47,6 +51,11 @@ def main():
             name: parse_setting("bench", name, entries.get(name, "prior"), years)
             for name in spec.shocks})
     user = spec.with_scenarios(settings)
+    priors = load_priors(Path("priors") / "sensetime.toml")
+    peer_post = xr.open_dataset(results / "forecast.nc", group="peer_posterior",
+                                engine="h5netcdf").load()
+    valuation = Valuation(priors.valuation_method, relation_from_fit(
+        peer_post, priors.valuation["peer_premium"], 1, load_peers()))
 
     n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
     per_draw = math.ceil(100_000 / n_draws)
@@ -59,13 +68,15 @@ def main():
     t_draws = time.perf_counter() - t
     t = time.perf_counter()
     out = simulate_scenarios(drivers, report, user, draws,
-                             keep=["revenue", "cash", "cash_burn_fy21_fy23", "target_price_hkd"])
+                             keep=["revenue", "cash", "cash_burn_fy21_fy23", "target_price_hkd"],
+                             valuation=valuation)
     p = [p_exceeds(out["target_price_hkd"].isel(scenario=i), 6.73)["value"]
          for i in range(out.sizes["scenario"])]
     t_scen = time.perf_counter() - t
     total = t_drivers + t_draws + t_scen
     n_paths = per_draw * n_draws
-    print(f"{n_settings} shock settings x {n_paths:,} paths on {os.cpu_count()} cores")
+    print(f"{n_settings} shock settings x {n_paths:,} paths on {os.cpu_count()} cores, "
+          f"valuation method {valuation.method}")
     print(f"  import {t_import:.2f} s (not counted), driver paths {t_drivers:.2f} s, "
           f"shock draws {t_draws:.2f} s, scenarios + engine + P(upside) {t_scen:.2f} s "
           f"({t_scen / n_settings * 1000:.0f} ms per setting)")

@@ -141,3 +141,19 @@ def test_priors_file_valuation_method_is_validated(tmp_path):
     bad.write_text((text[:start] + text[end:]).replace('method = "peer-regression"',
                                                        'method = "report"'))
     assert load_priors(bad).valuation_method == "report"
+
+
+def test_cached_linear_form_equals_predict_multiple(drivers):
+    """The per-path linear form (cached across scenarios) is predict_multiple itself."""
+    from stforecast.peers import predict_multiple
+    rel = relation(seed=11)
+    fast = peer_multiple(drivers, rel, REPORT)
+    growth = sales_cagr(drivers, REPORT).transpose(*SAMPLE_DIMS)
+    margin = drivers["gross_margin"].sel(year="FY22", drop=True).transpose(*SAMPLE_DIMS)
+    premium = xr.DataArray(PREMIUM.frozen().rvs(size=growth.shape,
+                                                random_state=np.random.default_rng([11, 1])),
+                           dims=SAMPLE_DIMS)
+    direct = predict_multiple(rel.posterior, growth.drop_vars(growth.coords),
+                              margin.drop_vars(margin.coords), premium=premium,
+                              rng=np.random.default_rng([11, 2]))
+    np.testing.assert_allclose(fast.transpose(*SAMPLE_DIMS).values, direct.values, rtol=1e-10)

@@ -50,7 +50,7 @@ def _previous(balance: xr.DataArray, opening: float) -> xr.DataArray:
 def income_statement(d: xr.Dataset) -> xr.Dataset:
     """Segment revenue -> gross profit -> operating income -> PBT -> net income."""
     segment_revenue = d["segment_revenue"]
-    revenue = segment_revenue.sum("segment")
+    revenue = segment_revenue.sum("segment", skipna=False)  # NaN stays NaN (and is faster)
     gross_profit = revenue * d["gross_margin"]
     opex = revenue * (d["selling_marketing_ratio"] + d["admin_ratio"] + d["rnd_ratio"])
     operating_income = gross_profit - opex
@@ -130,7 +130,7 @@ def cash_flow(d: xr.Dataset, inc: xr.Dataset, wc: xr.Dataset,
     net_borrowing = d["total_debt"] - _previous(d["total_debt"], opening["total_debt"])
     fcf_fin = d["equity_financing"] + net_borrowing - d["finance_expense"]
     net_change = ocf + icf + fcf_fin
-    cash = opening["cash"] + net_change.cumsum("year")
+    cash = opening["cash"] + net_change.cumsum("year", skipna=False)
     free_cash_flow = ocf - capex
     return xr.Dataset({
         "depreciation_amortisation": da,
@@ -144,7 +144,7 @@ def cash_flow(d: xr.Dataset, inc: xr.Dataset, wc: xr.Dataset,
         "net_cash": cash - d["total_debt"],
         "free_cash_flow": free_cash_flow,
         # Cash burn: cumulative negative free cash flow over the forecast years (RMB mn, > 0 = burn).
-        "cash_burn_fy21_fy23": -free_cash_flow.sum("year"),
+        "cash_burn_fy21_fy23": -free_cash_flow.sum("year", skipna=False),
     })
 
 

@@ -28,7 +28,7 @@ Peer gross margins in Figure 69 are FY20 figures; SenseTime's is taken at the va
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
@@ -54,6 +54,7 @@ class PeerRelation:
     #: beyond them (a path outside gets the multiple at the nearest edge).
     growth_range: tuple[float, float] = (-np.inf, np.inf)
     margin_range: tuple[float, float] = (-np.inf, np.inf)
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -70,27 +71,51 @@ class Valuation:
 
 def sales_cagr(drivers: xr.Dataset, report: Report) -> xr.DataArray:
     """Revenue CAGR from FY20A to the last forecast year (fraction per year)."""
-    revenue = drivers["segment_revenue"].sum("segment")
-    years = int(revenue.sizes["year"])
+    segments = drivers["segment_revenue"]
+    last = segments.isel(year=-1, drop=True).sum("segment", skipna=False)
     fy20 = float(report.history["revenue"].sel(year="FY20"))
-    return (revenue.isel(year=-1, drop=True) / fy20) ** (1.0 / years) - 1.0
+    return (last / fy20) ** (1.0 / int(segments.sizes["year"])) - 1.0
 
 
-def peer_multiple(drivers: xr.Dataset, relation: PeerRelation, report: Report) -> xr.DataArray:
-    """The peer-regression multiple per path (x, before any shock on the multiple)."""
-    growth = sales_cagr(drivers, report)
+def _log_terms(relation: PeerRelation, dims: list[str], shape: tuple[int, ...]):
+    """Per path: the log multiple at zero growth and margin, and the two slopes.
+
+    ``predict_multiple`` is linear in growth and margin on the log scale, and its random numbers
+    (posterior draw per path, residual noise, premium) are fixed by the relation's seed, so
+    log m = a + b_growth * g + b_margin * m exactly, with a, b read off three predictions.
+    Cached per shape: every scenario reuses them (and gets the same noise).
+    """
+    key = (tuple(dims), shape)
+    if key not in relation.cache:
+        premium = xr.DataArray(relation.premium.frozen().rvs(
+            size=shape, random_state=np.random.default_rng([relation.seed, 1])), dims=dims)
+
+        def log_predict(g: float, m: float) -> np.ndarray:
+            x = xr.DataArray(np.zeros(shape), dims=dims)
+            out = predict_multiple(relation.posterior, x + g, x + m, premium=premium,
+                                   rng=np.random.default_rng([relation.seed, 2]))
+            return np.log(out.transpose(*dims).values)
+
+        a = log_predict(0.0, 0.0)
+        relation.cache[key] = (a, log_predict(1.0, 0.0) - a, log_predict(0.0, 1.0) - a)
+    return relation.cache[key]
+
+
+def peer_multiple(drivers: xr.Dataset, relation: PeerRelation, report: Report,
+                  growth: xr.DataArray | None = None) -> xr.DataArray:
+    """The peer-regression multiple per path (x, before any shock on the multiple).
+
+    ``growth``: the paths' ``sales_cagr`` when already computed.
+    """
+    growth = sales_cagr(drivers, report) if growth is None else growth
     margin = drivers["gross_margin"].sel(year=report.market.valuation_year, drop=True)
     growth, margin = xr.broadcast(growth, margin)
     dims = [d for d in SAMPLE_DIMS if d in growth.dims]
     growth = growth.transpose(*dims).clip(*relation.growth_range)
     margin = margin.transpose(*dims).clip(*relation.margin_range)
-    rng = np.random.default_rng([relation.seed, 1])
-    premium = xr.DataArray(relation.premium.frozen().rvs(size=growth.shape, random_state=rng),
-                           dims=dims)
-    multiple = predict_multiple(relation.posterior, growth.drop_vars(growth.coords),
-                                margin.drop_vars(margin.coords), premium=premium,
-                                rng=np.random.default_rng([relation.seed, 2]))
-    multiple = multiple.assign_coords({d: growth[d] for d in dims if d in growth.coords})
+    a, b_growth, b_margin = _log_terms(relation, dims, growth.shape)
+    multiple = growth.copy(data=np.exp(a + b_growth * growth.values + b_margin * margin.values))
+    multiple.name = "ev_sales_multiple_peer"
     multiple.attrs = {"units": "x (EV/sales FY22E)"}
     return multiple
 
@@ -101,13 +126,13 @@ def set_multiples(drivers: xr.Dataset, method: Valuation, report: Report) -> xr.
     ``drivers["ev_sales_multiple"]`` on entry is the report method's (after any shock);
     ``drivers["multiple_shock_factor"]``, when present, is the shocks' factor on the multiple.
     """
-    report_multiple = drivers["ev_sales_multiple"]
-    out = drivers.assign(ev_sales_multiple_report=report_multiple,
-                         sales_cagr_fy20_fy23=sales_cagr(drivers, report))
+    growth = sales_cagr(drivers, report)
+    out = drivers.assign(ev_sales_multiple_report=drivers["ev_sales_multiple"],
+                         sales_cagr_fy20_fy23=growth)
     if method.peers is None:
         return out
     factor = drivers.get("multiple_shock_factor", xr.DataArray(1.0))
-    peer = peer_multiple(drivers, method.peers, report) * factor
+    peer = peer_multiple(drivers, method.peers, report, growth) * factor
     out = out.assign(ev_sales_multiple_peer=peer)
     if method.method == "peer-regression":
         out["ev_sales_multiple"] = peer

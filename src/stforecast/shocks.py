@@ -360,9 +360,11 @@ def apply_shocks(drivers: xr.Dataset, spec: ScenarioSpec, level: dict[str, np.nd
     def wrap(x):
         return xr.DataArray(np.broadcast_to(x, sample.shape), dims=dims, coords=coords)
 
-    out = drivers.copy()
-    for name in spec.shocks:
-        out[f"shock_{name}"] = wrap(level[name])
+    def values(da):  # a driver as a numpy array broadcast to (chain, draw, path, year)
+        return np.broadcast_to(da.transpose(*[d for d in dims if d in da.dims]).values,
+                               sample.shape)
+
+    out = {f"shock_{name}": wrap(level[name]) for name in spec.shocks}  # new and changed drivers
     level = {name: x for name, x in level.items() if x.any()}  # shocks that act on some path
     segment_factor = {}
     overall = _combined(spec, level, "revenue")
@@ -375,16 +377,18 @@ def apply_shocks(drivers: xr.Dataset, spec: ScenarioSpec, level: dict[str, np.nd
                 factor = factor * part
         segment_factor[segment] = factor
     if any((f != 1.0).any() for f in segment_factor.values()):
-        stacked = xr.DataArray(np.stack([segment_factor[s] for s in SEGMENTS], axis=-2),
-                               dims=dims[:-1] + ("segment", "year"),
-                               coords={**coords, "segment": list(SEGMENTS)})
-        out["segment_revenue"] = drivers["segment_revenue"] * stacked
+        before = drivers["segment_revenue"].transpose(*dims[:-1], "segment", "year")
+        after = before.values * np.stack([segment_factor[s] for s in SEGMENTS], axis=-2)
+        out["segment_revenue"] = before.copy(data=after)
         # Costs are sticky: a revenue shock does not cut operating expenses in RMB, so the opex
         # ratios rise by the inverse of the revenue lost (gross margin stays: cost of sales is
         # mostly hardware bought per order).
-        kept = out["segment_revenue"].sum("segment") / drivers["segment_revenue"].sum("segment")
+        total_before = before.values.sum(axis=-2)
+        kept = np.divide(after.sum(axis=-2), total_before, out=np.ones(sample.shape),
+                         where=total_before > 0)
+        kept = np.where(kept > 0, kept, np.inf)
         for ratio in STICKY_COSTS:
-            out[ratio] = drivers[ratio] / kept.where(kept > 0, np.inf)
+            out[ratio] = wrap(values(drivers[ratio]) / kept)
         out["smart_business_revenue_per_customer"] = (
             drivers["smart_business_revenue_per_customer"] * wrap(segment_factor["smart_business"]))
         out["smart_city_revenue_per_city"] = (
@@ -396,10 +400,10 @@ def apply_shocks(drivers: xr.Dataset, spec: ScenarioSpec, level: dict[str, np.nd
         if delta is None:
             continue
         lo, hi = _SUPPORT.get(channel, (0.0, math.inf))
-        out[channel] = (out[channel] + wrap(delta)).clip(lo, hi)
+        out[channel] = wrap(np.clip(values(out.get(channel, drivers[channel])) + delta, lo, hi))
     factor = _combined(spec, level, "ev_sales_multiple")
     if factor is not None:
         at_valuation = wrap(factor).sel(year=report.market.valuation_year, drop=True)
         out["ev_sales_multiple"] = drivers["ev_sales_multiple"] * at_valuation
         out["multiple_shock_factor"] = at_valuation  # for multiples set after the shocks
-    return out
+    return drivers.assign(out)
