@@ -17,12 +17,16 @@ Importing the package is cheap: PyMC is imported only by the modules that fit.
 __version__ = "0.1.0"
 
 
-def load_results(results="results"):
-    """The posterior predictive draws of a results folder (``forecast.nc``), lazily loaded."""
+def load_results(results="results", group: str = "posterior_predictive"):
+    """One group of a results folder's ``forecast.nc``, lazily loaded.
+
+    ``group``: ``"posterior_predictive"`` (the draws, dims scenario, chain, draw, path, year),
+    ``"posterior"``, ``"prior"``, ``"prior_predictive"``, ``"peer_posterior"``, ``"sample_stats"``.
+    """
     from pathlib import Path
 
     from .query import load_predictive
-    return load_predictive(Path(results))
+    return load_predictive(Path(results), group)
 
 
 def evaluate(expression: str, draws=None, scenario: str | None = None, results="results"):

@@ -552,7 +552,7 @@ def evaluate(expression: str, ds: "xr.Dataset", scenario: str | None = None) -> 
     return QueryResult(" ".join(expression.split()), float(value), float(err), int(n))
 
 
-def load_predictive(results_dir: Path) -> "xr.Dataset":
+def load_predictive(results_dir: Path, group: str = "posterior_predictive") -> "xr.Dataset":
     """Open ``results_dir / "forecast.nc"``, group ``posterior_predictive`` (lazily)."""
     path = Path(results_dir) / "forecast.nc"
     if not path.is_file():
@@ -560,6 +560,6 @@ def load_predictive(results_dir: Path) -> "xr.Dataset":
     import xarray as xr
 
     try:
-        return xr.open_dataset(path, group="posterior_predictive", engine="h5netcdf")
+        return xr.open_dataset(path, group=group, engine="h5netcdf")
     except (OSError, KeyError, ValueError) as exc:
-        raise QueryError(f"cannot read group 'posterior_predictive' from {path}: {exc}") from None
+        raise QueryError(f"cannot read group {group!r} from {path}: {exc}") from None

@@ -16,11 +16,13 @@ interrupted run leaves earlier results intact):
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -213,6 +215,10 @@ def resimulate(results: Path, scenarios_path: Path, priors_path: Path | None = N
     seed = summary["seed"] if seed is None else seed
     paths = summary["settings"]["paths"] if paths is None else paths
     spec = load_priors(priors_path or default_priors_path())
+    if log is not None and spec.sha256 != summary.get("priors_sha256"):
+        log(f"note: {spec.path} differs from the priors file of the run in {results} "
+            f"({summary.get('priors_file')}); its valuation settings are used, the driver "
+            f"posterior is the run's")
     report = load_report()
     years = [str(y) for y in report.report_case["year"].values]
     scenarios = load_scenarios(scenarios_path, years)
@@ -269,6 +275,23 @@ def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettin
     priors file, else the project's ``priors/scenarios.toml``). Headline statistics are those of
     the ``risk-weighted`` scenario; ``summary["scenarios"]`` has the same per scenario.
     """
+    with _quiet_pymc():
+        return _run_forecast(out, priors_path, settings, log, scenarios_path)
+
+
+@contextmanager
+def _quiet_pymc():
+    """PyMC's INFO lines ("Sampling: [...]", NUTS start-up) would drown the run's own log."""
+    logger = logging.getLogger("pymc")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _run_forecast(out, priors_path, settings, log, scenarios_path) -> dict:
     t_start = time.perf_counter()
     user_log = log
 

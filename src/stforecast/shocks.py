@@ -244,8 +244,12 @@ def _scenario(path, name, table, shocks, years) -> Scenario:
     return Scenario(name, description, settings)
 
 
-def load_scenarios(path: str | Path, years: list[str]) -> ScenarioSpec:
-    """Read and validate a scenarios file; ``years`` are the forecast years (FY21-FY23)."""
+def load_scenarios(path: str | Path, years: list[str] | None = None) -> ScenarioSpec:
+    """Read and validate a scenarios file; ``years``: the forecast years (default: the report
+    case's, FY21-FY23)."""
+    if years is None:
+        from .data import load_report
+        years = [str(y) for y in load_report().report_case["year"].values]
     path = str(path)
     try:
         blob = Path(path).read_bytes()
