@@ -316,7 +316,7 @@ def test_load_actuals_errors(tmp_path, text, pattern):
 
 
 def test_load_actuals_missing_file(tmp_path):
-    with pytest.raises(ActualsError, match="cannot read actuals file"):
+    with pytest.raises(ActualsError, match="cannot read file"):
         load_actuals(tmp_path / "nope.toml")
 
 
@@ -351,7 +351,7 @@ def test_run_score_errors_print_one_line(tmp_path, results_dir, capsys, text, pa
 
 def test_run_score_missing_inputs(tmp_path, results_dir, capsys):
     assert run_score(tmp_path / "nope.toml", results_dir) == 2
-    assert "cannot read actuals file" in capsys.readouterr().err
+    assert "cannot read file" in capsys.readouterr().err
     path = write(tmp_path, "revenue.FY22 = 3809\n")
     assert run_score(path, tmp_path / "no-results") == 2
     err = capsys.readouterr().err

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import optimize, stats
+
+from .tomlfile import read_toml
 
 #: Log-growth processes (log change per year) and the quantity each one grows.
 GROWTH_DRIVERS = {
@@ -326,16 +327,7 @@ def _known(path, section, table, valid) -> None:
 def load_priors(path: str | Path) -> PriorSpec:
     """Read and validate a priors file; raise ``PriorsError`` (one line) on any problem."""
     path = str(path)
-    try:
-        blob = Path(path).read_bytes()
-    except OSError as exc:
-        raise PriorsError(f"{path}: cannot read file ({exc.strerror})") from None
-    try:
-        raw = tomllib.loads(blob.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise PriorsError(f"{path}: expected UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PriorsError(f"{path}: TOML syntax error: {exc}") from None
+    raw, blob = read_toml(path, PriorsError)
     sections = ("meta", "growth", "ratio", "pooling", "observation", "valuation")
     for name in raw:
         if name not in sections:

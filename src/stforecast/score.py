@@ -39,12 +39,13 @@ import difflib
 import json
 import math
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+from .tomlfile import read_toml
 
 if TYPE_CHECKING:  # xarray is only needed for the datasets passed in
     import xarray as xr
@@ -100,17 +101,7 @@ def _number(path: object, key: str, value: object) -> float:
 
 
 def _read_toml(path: Path) -> dict:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise ActualsError(f"{path}: cannot read actuals file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ActualsError(f"{path}: expected a UTF-8 TOML file: {exc.reason} at byte "
-                           f"{exc.start}") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ActualsError(f"{path}: TOML syntax error: {exc}") from None
+    return read_toml(path, ActualsError)[0]
 
 
 def load_actuals(path: str | Path) -> list[Actual]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import xarray as xr
 
 from .data import SEGMENTS, Report
 from .priors import Prior, PriorsError, parse_prior
+from .tomlfile import read_toml
 
 #: Channel -> (kind, driver(s), units of the effect at intensity 1). ``relative``: the driver is
 #: multiplied by (1 + effect x intensity); ``additive``: effect x intensity is added.
@@ -251,16 +251,7 @@ def load_scenarios(path: str | Path, years: list[str] | None = None) -> Scenario
         from .data import load_report
         years = [str(y) for y in load_report().report_case["year"].values]
     path = str(path)
-    try:
-        blob = Path(path).read_bytes()
-    except OSError as exc:
-        raise ScenariosError(f"{path}: cannot read file ({exc.strerror})") from None
-    try:
-        raw = tomllib.loads(blob.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ScenariosError(f"{path}: expected UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenariosError(f"{path}: TOML syntax error: {exc}") from None
+    raw, blob = read_toml(path, ScenariosError)
     for section in raw:
         if section not in ("meta", "shocks", "scenarios"):
             _fail(path, section, "a known section: one of meta, shocks, scenarios")
