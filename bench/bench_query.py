@@ -12,7 +12,7 @@ QUERIES = ["P(target_price_hkd > 6.73)", "P(revenue[FY23] > 8825)",
            "P(revenue[FY23] < 6000 and cash[FY23] < 3000)", "quantile(target_price_hkd, 0.05)"]
 CHECK = ("import sys, runpy; sys.argv = ['stforecast', 'query', {q!r}, '--results', {r!r}];"
          "from stforecast.cli import main; rc = main(sys.argv[1:]);"
-         "heavy = [m for m in ('pymc', 'pytensor', 'arviz') if m in sys.modules];"
+         "heavy = [m for m in ('pymc', 'pytensor', 'arviz', 'xarray', 'scipy') if m in sys.modules];"
          "print('heavy modules imported:', heavy or 'none')")
 
 

@@ -1,6 +1,7 @@
 """Tests for stforecast.query: parsing, evaluation against numpy, errors and fuzzing."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -380,3 +381,41 @@ def test_import_does_not_pull_heavy_modules(tmp_path, ds):
     assert after_import == [] and after_query == [], (after_import, after_query)
     assert n == 4 * 200 * 25
     print(f"fresh process: import + load + query took {seconds:.3f} s")
+
+
+# ------------------------------------------------- the command line's file-backed path
+def test_evaluate_file_agrees_with_evaluate(tmp_path, ds_scen):
+    """``evaluate_file`` (h5netcdf only, what ``stforecast query`` runs) == ``evaluate``."""
+    from stforecast.query import evaluate_file
+    write_forecast(ds_scen, tmp_path)
+    names = [str(s) for s in ds_scen["scenario"].values]
+    for scenario in (None, names[0], names[-1]):
+        for expression in ("P(revenue[FY23] > 1.2 * revenue[FY22])",
+                           "quantile(target_price_hkd, 0.05)", "mean(cash[FY23])",
+                           "P(revenue[FY23] < 6000 and cash[FY23] < 3000)"):
+            assert evaluate_file(expression, tmp_path, scenario) == \
+                evaluate(expression, ds_scen, scenario), (expression, scenario)
+    for bad, fragment in (("P(revenu[FY23] > 1)", "did you mean 'revenue'"),
+                          ("P(revenue[FY29] > 1)", "valid years"),
+                          ("P(revenue > 1)", "has a year dimension")):
+        with pytest.raises(QueryError, match=re.escape(fragment)):
+            evaluate_file(bad, tmp_path)
+    with pytest.raises(QueryError, match="valid scenarios"):
+        evaluate_file("P(target_price_hkd > 1)", tmp_path, "no-such-scenario")
+    with pytest.raises(QueryError, match="run `stforecast run` first"):
+        evaluate_file("P(target_price_hkd > 1)", tmp_path / "missing")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "forecast.nc").write_bytes(b"not a netcdf file")
+    with pytest.raises(QueryError, match="cannot read"):
+        evaluate_file("P(target_price_hkd > 1)", tmp_path / "junk")
+
+
+def test_cli_query_does_not_import_xarray(tmp_path, ds_scen):
+    write_forecast(ds_scen, tmp_path)
+    code = ("import sys, json\nfrom stforecast.cli import main\n"
+            f"rc = main(['query', 'P(target_price_hkd > 6.73)', '--results', {str(tmp_path)!r}])\n"
+            "print(json.dumps([rc, sorted(m for m in ('xarray', 'scipy', 'pymc', 'pytensor') "
+            "if m in sys.modules)]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rc, heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    assert rc == 0 and heavy == []

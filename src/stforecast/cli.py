@@ -251,10 +251,9 @@ def cmd_score(args) -> int:
 
 # --- query --------------------------------------------------------------------------------------
 def cmd_query(args) -> int:
-    from .query import QueryError, evaluate, load_predictive
+    from .query import QueryError, evaluate_file
     try:
-        ds = load_predictive(Path(args.results))
-        result = evaluate(args.expression, ds, scenario=args.scenario)
+        result = evaluate_file(args.expression, Path(args.results), scenario=args.scenario)
     except QueryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
