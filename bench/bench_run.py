@@ -1,6 +1,7 @@
 """Speed of ``stforecast run``, cold (fresh PyTensor compile cache) and warm (second run),
-split into import, prior, compile, sampling, predictive, write and report time; and the two NUTS
-samplers compared on the default model (nutpie vs PyMC).
+split into import, prior, compile, sampling, peer regression, predictive (all scenarios),
+summaries, write and report time; and the two NUTS samplers compared on the default model
+(nutpie vs PyMC).
 
 Run: .venv/bin/python bench/bench_run.py [--samplers]
 """
@@ -49,8 +50,8 @@ def main():
         for label, r in (("cold", cold), ("warm", warm)):
             t = r["timings"]
             parts = ", ".join(f"{k} {t[k]:.1f}" for k in
-                              ("import", "prior", "compile", "sampling", "predictive", "write",
-                               "report") if k in t)
+                              ("import", "prior", "compile", "sampling", "peers", "predictive",
+                               "summaries", "write", "report") if k in t)
             print(f"{sampler:>6} {label}: process {r['process_wall']:.1f} s ({parts}); "
                   f"ESS bulk min {r['ess_bulk_min']:.0f}, divergences {r['divergences']}; "
                   f"ESS/s of sampling {r['ess_bulk_min'] / t['sampling']:.0f}")
