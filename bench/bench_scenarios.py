@@ -35,7 +35,7 @@ def main():
     n_settings = int(sys.argv[2]) if len(sys.argv) > 2 else 50
     report = load_report()
     obs = observations_from_report(report)
-    years = [str(y) for y in report.report_case["year"].values]
+    years = report.forecast_years
     spec = load_scenarios(default_scenarios_path(Path("priors") / "sensetime.toml"), years)
     posterior = xr.open_dataset(results / "forecast.nc", group="posterior",
                                 engine="h5netcdf").load()

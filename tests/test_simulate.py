@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from stforecast.priors import PriorsError, default_priors_path, load_priors
-from stforecast.run import ceilings
 from stforecast.simulate import driver_paths
 
 from test_shocks import OBS, REPORT, fake_posterior
@@ -13,7 +12,7 @@ from test_shocks import OBS, REPORT, fake_posterior
 def test_ceilings_hold_and_bind_only_in_the_tail():
     post = fake_posterior(draws=100)
     post["other_receivable_days_volatility"] = post["other_receivable_days_volatility"] * 0 + 1.5
-    caps = ceilings(load_priors(default_priors_path()))
+    caps = load_priors(default_priors_path()).ceilings()
     assert caps["other_receivable_days"] == 750 and "gross_margin" not in caps
     free = driver_paths(post, REPORT, OBS, 50, np.random.default_rng(0))
     capped = driver_paths(post, REPORT, OBS, 50, np.random.default_rng(0), caps)

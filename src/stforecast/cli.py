@@ -212,15 +212,18 @@ def cmd_scenarios(args) -> int:
 
 # --- sensitivity --------------------------------------------------------------------------------
 def cmd_sensitivity(args) -> int:
-    from .query import QueryError, _select_scenario, load_predictive
+    from .query import QueryError, Ref, parse, select_scenario, load_predictive
     from .sensitivity import rank_sensitivity
     try:
-        ds = _select_scenario(load_predictive(Path(args.results)), args.scenario)
+        ds = select_scenario(load_predictive(Path(args.results)), args.scenario)
     except QueryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    variable, _, year = args.outcome.partition("[")
-    year = year.rstrip("]") or None
+    try:  # the outcome is written as in a query: revenue[FY23], target_price_hkd
+        ref = parse(f"mean({args.outcome})").arg
+    except QueryError:
+        ref = None
+    variable, year = (ref.name, ref.year) if isinstance(ref, Ref) else ("", None)
     if variable not in ds.data_vars or (year is not None and year not in
                                         [str(y) for y in ds["year"].values]):
         names = ", ".join(n for n in ("revenue[FY23]", "target_price_hkd", "cash[FY23]",

@@ -73,6 +73,11 @@ class Report:
     sources: dict[str, str]
     path: str
 
+    @property
+    def forecast_years(self) -> list[str]:
+        """The report case's years, e.g. ``["FY21", "FY22", "FY23"]``."""
+        return [str(y) for y in self.report_case["year"].values]
+
 
 def _fail(path, key, expected):
     raise DataFileError(f"{path}: key '{key}': expected {expected}")

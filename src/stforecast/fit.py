@@ -57,6 +57,12 @@ def diagnose(posterior: xr.Dataset, sample_stats: xr.Dataset, var_names: list[st
     ess_bulk = float(az.ess(ds, method="bulk").to_array().min())
     ess_tail = float(az.ess(ds, method="tail").to_array().min())
     divergences = int(sample_stats["diverging"].sum())
+    return Diagnostics(rhat, ess_bulk, ess_tail, divergences,
+                       bar_reasons(rhat, ess_bulk, ess_tail, divergences))
+
+
+def bar_reasons(rhat: float, ess_bulk: float, ess_tail: float, divergences: int) -> list[str]:
+    """Where diagnostics miss the quality bar (R-hat, bulk and tail ESS, divergences)."""
     reasons = []
     if not rhat <= RHAT_MAX:
         reasons.append(f"R-hat {rhat:.3f} > {RHAT_MAX}")
@@ -65,8 +71,8 @@ def diagnose(posterior: xr.Dataset, sample_stats: xr.Dataset, var_names: list[st
     if not ess_tail >= ESS_MIN:
         reasons.append(f"tail ESS {ess_tail:.0f} < {ESS_MIN}")
     if divergences:
-        reasons.append(f"{divergences} divergent transitions")
-    return Diagnostics(rhat, ess_bulk, ess_tail, divergences, reasons)
+        reasons.append(f"{int(divergences)} divergent transitions")
+    return reasons
 
 
 def free_parameter_names(model: pm.Model) -> list[str]:

@@ -169,6 +169,10 @@ class PriorSpec:
     def processes(self) -> dict[str, ProcessPrior]:
         return {**self.growth, **self.ratios}
 
+    def ceilings(self) -> dict[str, float]:
+        """Ceilings on simulated ratio drivers (``upper``, natural units), by driver."""
+        return {name: p.upper for name, p in self.ratios.items() if p.upper is not None}
+
     def summary(self) -> str:
         return (f"{self.path}: valid — {len(self.growth)} growth drivers, {len(self.ratios)} ratio "
                 f"drivers, {len(self.valuation)} valuation prior(s), {len(self.pooling)} pooling "

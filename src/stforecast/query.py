@@ -65,6 +65,7 @@ __all__ = [
     "QueryResult",
     "evaluate",
     "evaluate_file",
+    "select_scenario",
     "load_predictive",
     "parse",
 ]
@@ -500,7 +501,7 @@ def _scenario_index(store: _Store, scenario: str | None) -> int | None:
     return names.index(scenario)
 
 
-def _select_scenario(ds, scenario: str | None):
+def select_scenario(ds, scenario: str | None):
     """An xarray Dataset's one scenario (default ``risk-weighted``); ``QueryError`` otherwise."""
     i = _scenario_index(_XrStore(ds), scenario)
     return ds if i is None else ds.isel(scenario=i)

@@ -31,7 +31,7 @@ import xarray as xr
 
 from . import __version__
 from .data import load_report
-from .fit import ESS_MIN, RHAT_MAX, FitSettings, sample_posterior, sample_prior
+from .fit import FitSettings, bar_reasons, sample_posterior, sample_prior
 from .model import build_model, observations_from_report, observed_data_values
 from .priors import load_priors
 from .multiples import Valuation, relation_from_fit
@@ -41,7 +41,7 @@ from .simulate import VALUATION_VARIABLES
 from .shocks import HEADLINE_SCENARIO, ScenarioSpec, default_scenarios_path, load_scenarios
 from .simulate import simulate
 from .engine import REPORTED_LINES, REPORTED_SCALARS
-from .summary import (line_item_stats, p_exceeds, percentile_of,
+from .summary import (line_item_stats, p_exceeds, percentile_of, sample_stats,
                       probability_of_falling_revenue)
 
 DEFAULT_SEED = 20220131  # the report's pricing date, 31 Jan 2022
@@ -147,19 +147,12 @@ def _valuation_block(predictive: xr.Dataset, price: float) -> dict:
     out = {}
     for method, (tp, multiple) in METHOD_VARIABLES.items():
         if tp in predictive:
-            out[method] = {"target_price_hkd": line_item_stats(
-                predictive[[tp]].rename({tp: "target_price_hkd"}))["target_price_hkd"],
-                "p_upside": p_exceeds(predictive[tp], price),
-                "ev_sales_multiple": _scalar_stats(predictive[multiple])}
+            out[method] = {"target_price_hkd": sample_stats(predictive[tp]),
+                           "p_upside": p_exceeds(predictive[tp], price),
+                           "ev_sales_multiple": sample_stats(predictive[multiple], mean=False)}
     if "sales_cagr_fy20_fy23" in predictive:
-        out["sales_cagr_fy20_fy23"] = _scalar_stats(predictive["sales_cagr_fy20_fy23"])
+        out["sales_cagr_fy20_fy23"] = sample_stats(predictive["sales_cagr_fy20_fy23"], mean=False)
     return out
-
-
-def _scalar_stats(da: xr.DataArray) -> dict:
-    values = np.asarray(da.values, dtype=float).reshape(-1)
-    q = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95])
-    return {k: round(float(v), 4) for k, v in zip(("q05", "q25", "q50", "q75", "q95"), q)}
 
 
 def peer_fit_summary(peer_idata, peers: xr.Dataset, report, premium) -> dict:
@@ -187,6 +180,10 @@ def peer_fit_summary(peer_idata, peers: xr.Dataset, report, premium) -> dict:
                                         "multiple_with_premium": interval(with_premium),
                                         "report_multiple": report.market.ev_sales_multiple},
     }
+
+
+#: Keys of a scenario's summary block that the headline does not repeat at the top level.
+SCENARIO_ONLY_KEYS = ("description", "shocks", "valuation_methods")
 
 
 def scenario_summaries(all_scenarios: xr.Dataset, scenarios: ScenarioSpec, price: float) -> dict:
@@ -221,8 +218,7 @@ def resimulate(results: Path, scenarios_path: Path, priors_path: Path | None = N
             f"({summary.get('priors_file')}); its valuation settings are used, the driver "
             f"posterior is the run's")
     report = load_report()
-    years = [str(y) for y in report.report_case["year"].values]
-    scenarios = load_scenarios(scenarios_path, years)
+    scenarios = load_scenarios(scenarios_path, report.forecast_years)
     nc = results / "forecast.nc"
     posterior = xr.open_dataset(nc, group="posterior", engine="h5netcdf").load()
     relation = None
@@ -231,33 +227,25 @@ def resimulate(results: Path, scenarios_path: Path, priors_path: Path | None = N
         relation = relation_from_fit(peer_post, spec.valuation["peer_premium"], seed,
                                      load_peers())
     valuation = Valuation(spec.valuation_method, relation)
-    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
-    per_draw = max(1, math.ceil(paths / n_draws))
+    per_draw = paths_per_draw(posterior, paths)
     obs = observations_from_report(report)
     predictive = simulate(posterior.astype("float64"), report, obs, per_draw,
                           np.random.default_rng(seed), scenarios=scenarios,
                           keep=stored_names(scenarios), log=log, valuation=valuation,
-                             ceilings=ceilings(spec))
+                          ceilings=spec.ceilings())
     return scenario_summaries(predictive, scenarios, report.market.price_hkd), predictive
 
 
-def ceilings(spec) -> dict[str, float]:
-    """The priors file's ceilings on simulated ratio drivers (``upper``), by driver."""
-    return {name: p.upper for name, p in spec.ratios.items() if p.upper is not None}
+def paths_per_draw(posterior: xr.Dataset, paths: int) -> int:
+    """Future paths per posterior draw so that there are at least ``paths`` in all."""
+    return max(1, math.ceil(paths / (posterior.sizes["chain"] * posterior.sizes["draw"])))
 
 
 def _peer_reasons(peer_idata) -> list[str]:
     """The peer regression's sampler diagnostics against the same bar as the driver model."""
     a = peer_idata.attrs
-    out = []
-    if not a["rhat_max"] <= RHAT_MAX:
-        out.append(f"peer regression: R-hat {a['rhat_max']:.3f} > {RHAT_MAX}")
-    for key, label in (("ess_bulk_min", "bulk"), ("ess_tail_min", "tail")):
-        if not a[key] >= ESS_MIN:
-            out.append(f"peer regression: {label} ESS {a[key]:.0f} < {ESS_MIN}")
-    if a["divergences"]:
-        out.append(f"peer regression: {int(a['divergences'])} divergent transitions")
-    return out
+    return [f"peer regression: {r}" for r in
+            bar_reasons(a["rhat_max"], a["ess_bulk_min"], a["ess_tail_min"], a["divergences"])]
 
 
 def _shock_table(scenarios: ScenarioSpec) -> list[dict]:
@@ -302,8 +290,7 @@ def _run_forecast(out, priors_path, settings, log, scenarios_path) -> dict:
     spec = load_priors(priors_path)
     report = load_report()
     scenarios_path = Path(scenarios_path or default_scenarios_path(priors_path))
-    years = [str(y) for y in report.report_case["year"].values]
-    scenarios = load_scenarios(scenarios_path, years)  # validated before any fitting
+    scenarios = load_scenarios(scenarios_path, report.forecast_years)  # checked before fitting
     obs = observations_from_report(report)
     model = build_model(spec, obs)
     timings = {}
@@ -334,27 +321,29 @@ def _run_forecast(out, priors_path, settings, log, scenarios_path) -> dict:
         peer_idata, premium, settings.seed, peers) if premium is not None else None)
 
     n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
-    per_draw = max(1, math.ceil(settings.paths / n_draws))
+    per_draw = paths_per_draw(posterior, settings.paths)
     log(f"simulating {per_draw * n_draws:,} paths ({per_draw} per posterior draw) x "
         f"{len(scenarios.scenarios)} scenarios")
     t = time.perf_counter()
     rng = np.random.default_rng(settings.seed)
     all_scenarios = simulate(posterior, report, obs, per_draw, rng, scenarios=scenarios,
                              keep=stored_names(scenarios), log=log, valuation=valuation,
-                             ceilings=ceilings(spec))
+                             ceilings=spec.ceilings())
     # The prior predictive checks the driver model itself: no shocks.
     prior_predictive = simulate(prior, report, obs, PRIOR_PATHS_PER_DRAW, rng,
                                 keep=stored_names(), valuation=valuation,
-                                ceilings=ceilings(spec))
+                                ceilings=spec.ceilings())
     timings["predictive"] = time.perf_counter() - t
     predictive = all_scenarios.sel(scenario=HEADLINE_SCENARIO, drop=True)
 
     price = report.market.price_hkd
     t = time.perf_counter()
-    summary = _stats_block(predictive, price)
+    per_scenario = scenario_summaries(all_scenarios, scenarios, price)
+    headline = per_scenario[HEADLINE_SCENARIO]  # the top-level statistics are its own
+    summary = {k: v for k, v in headline.items() if k not in SCENARIO_ONLY_KEYS}
     summary["headline_scenario"] = HEADLINE_SCENARIO
     summary["valuation_method"] = spec.valuation_method
-    summary["valuation_methods"] = _valuation_block(predictive, price)
+    summary["valuation_methods"] = headline["valuation_methods"]
     if premium is not None:
         summary["peer_fit"] = peer_fit_summary(peer_idata, peers, report, premium)
     summary["diagnostics"] = diag.to_dict()
@@ -381,7 +370,7 @@ def _run_forecast(out, priors_path, settings, log, scenarios_path) -> dict:
         for name, p in spec.processes().items()
     ] + [{"driver": name, "prior": p.describe(), "source": p.source}
          for name, p in spec.valuation.items()]
-    summary["scenarios"] = scenario_summaries(all_scenarios, scenarios, price)
+    summary["scenarios"] = per_scenario
     summary["shocks"] = _shock_table(scenarios)
     summary["sensitivity"] = summary_sensitivity(predictive)
     timings["summaries"] = time.perf_counter() - t

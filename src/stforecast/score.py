@@ -189,7 +189,7 @@ def _labels(ds: "xr.Dataset", dim: str) -> list[str]:
 
 
 def _select_scenario(predictive: "xr.Dataset", scenario: str | None) -> "xr.Dataset":
-    from .query import QueryError, _select_scenario as select
+    from .query import QueryError, select_scenario as select
 
     try:
         return select(predictive, scenario)

@@ -154,13 +154,18 @@ def _prior(path, key, entry, support) -> Prior:
         raise ScenariosError(str(exc)) from None
 
 
-def _shock(path, name, table) -> Shock:
-    key = f"shocks.{name}"
+def _check_table(path, key, table, allowed) -> None:
+    """``table`` is a TOML table whose keys are among ``allowed``."""
     if not isinstance(table, dict):
         _fail(path, key, "a table")
-    extra = sorted(set(table) - set(SHOCK_KEYS))
+    extra = sorted(set(table) - set(allowed))
     if extra:
-        _fail(path, f"{key}.{extra[0]}", f"only {', '.join(SHOCK_KEYS)}")
+        _fail(path, f"{key}.{extra[0]}", f"only {', '.join(allowed)}")
+
+
+def _shock(path, name, table) -> Shock:
+    key = f"shocks.{name}"
+    _check_table(path, key, table, SHOCK_KEYS)
     for part in ("probability", "severity", "persistence", "channels", "source"):
         if part not in table:
             _fail(path, f"{key}.{part}", "a value (it is missing)")
@@ -221,11 +226,7 @@ def parse_setting(path, key, value, years) -> Setting:
 
 def _scenario(path, name, table, shocks, years) -> Scenario:
     key = f"scenarios.{name}"
-    if not isinstance(table, dict):
-        _fail(path, key, "a table")
-    extra = sorted(set(table) - set(SCENARIO_KEYS))
-    if extra:
-        _fail(path, f"{key}.{extra[0]}", f"only {', '.join(SCENARIO_KEYS)}")
+    _check_table(path, key, table, SCENARIO_KEYS)
     description = table.get("description", "")
     if not isinstance(description, str):
         _fail(path, f"{key}.description", "a string")
@@ -249,7 +250,7 @@ def load_scenarios(path: str | Path, years: list[str] | None = None) -> Scenario
     case's, FY21-FY23)."""
     if years is None:
         from .data import load_report
-        years = [str(y) for y in load_report().report_case["year"].values]
+        years = load_report().forecast_years
     path = str(path)
     raw, blob = read_toml(path, ScenariosError)
     for section in raw:

@@ -17,12 +17,17 @@ SAMPLE_DIMS = ("chain", "draw", "path")
 QUANTILES = {"q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95}
 
 
-def _stats(values: np.ndarray) -> dict[str, float]:
+def _stats(values: np.ndarray, mean: bool = True) -> dict[str, float]:
     flat = values.reshape(-1)
     qs = np.quantile(flat, list(QUANTILES.values()))
-    out = {"mean": float(flat.mean())}
+    out = {"mean": float(flat.mean())} if mean else {}
     out.update({k: float(v) for k, v in zip(QUANTILES, qs)})
     return {k: round(v, 4) for k, v in out.items()}
+
+
+def sample_stats(da: xr.DataArray, mean: bool = True) -> dict[str, float]:
+    """Mean (optional) and the ``QUANTILES`` of one variable over all its samples."""
+    return _stats(_samples(da), mean)
 
 
 def _samples(da: xr.DataArray) -> np.ndarray:
