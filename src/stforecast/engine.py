@@ -2,14 +2,15 @@
 
 ``run_engine(drivers, opening, market)`` maps driver paths to financial statements. It is pure
 array code over named dimensions: ``drivers`` is an ``xarray.Dataset`` whose variables carry a
-``year`` dimension (forecast years, e.g. FY21-FY23), ``segment_revenue`` also a ``segment``
+``year`` dimension (the forecast years), ``segment_revenue`` also a ``segment``
 dimension, and any number of sample dimensions (``chain``, ``draw``, ``path``, ``scenario`` ...)
 that simply broadcast. The same code evaluates the report's point case and a million draws.
 
-Units: money in RMB mn; ratios are fractions of revenue (``impairment_rate`` of year-end trade
+Units: money in the company's currency, millions; ratios are fractions of revenue (``impairment_rate`` of year-end trade
 receivables; ``tax_credit_rate`` of the pre-tax loss before preferred-share fair-value losses);
 days are days on year-end balances (receivables on revenue, inventory and payables on cost of
-sales); ``target_price_hkd`` in HK$ per share. Sign conventions follow the report: expenses and
+sales); ``target_price`` in the price currency per share (``market.fx``: reporting currency
+per unit of the price currency). Sign conventions follow the report: expenses and
 losses are positive amounts that are subtracted; ``income_tax`` is a credit (positive = gain).
 
 Cash-flow conventions, replicating Figure 67 as published:
@@ -29,17 +30,8 @@ from collections.abc import Mapping
 
 import xarray as xr
 
-from .data import DAYS_PER_YEAR, Market
-
-#: Line items with a ``year`` dimension that ``replicate`` and ``summary.json`` report.
-REPORTED_LINES = (
-    "revenue", "revenue_smart_business", "revenue_smart_city", "revenue_smart_life",
-    "revenue_smart_auto", "gross_profit", "gross_margin", "operating_income", "net_income",
-    "adjusted_net_income", "operating_cash_flow", "capex", "free_cash_flow", "cash", "net_cash",
-    "trade_receivable_days",
-)
-#: Per-path scalars (no ``year``).
-REPORTED_SCALARS = ("enterprise_value", "equity_value", "target_price_hkd", "cash_burn_fy21_fy23")
+from .company import Market
+from .registry import DAYS_PER_YEAR
 
 
 def _previous(balance: xr.DataArray, opening: float) -> xr.DataArray:
@@ -130,6 +122,7 @@ def cash_flow(d: xr.Dataset, inc: xr.Dataset, wc: xr.Dataset,
     net_borrowing = d["total_debt"] - _previous(d["total_debt"], opening["total_debt"])
     fcf_fin = d["equity_financing"] + net_borrowing - d["finance_expense"]
     net_change = ocf + icf + fcf_fin
+    years = [str(y) for y in revenue["year"].values]
     cash = opening["cash"] + net_change.cumsum("year", skipna=False)
     free_cash_flow = ocf - capex
     return xr.Dataset({
@@ -143,8 +136,9 @@ def cash_flow(d: xr.Dataset, inc: xr.Dataset, wc: xr.Dataset,
         "total_debt": d["total_debt"],
         "net_cash": cash - d["total_debt"],
         "free_cash_flow": free_cash_flow,
-        # Cash burn: cumulative negative free cash flow over the forecast years (RMB mn, > 0 = burn).
-        "cash_burn_fy21_fy23": -free_cash_flow.sum("year", skipna=False),
+        # Cash burn: cumulative negative free cash flow over the forecast years (> 0 = burn).
+        "cash_burn": (-free_cash_flow.sum("year", skipna=False)).assign_attrs(
+            period=f"{years[0]}-{years[-1]}"),
     })
 
 
@@ -153,13 +147,13 @@ def valuation(d: xr.Dataset, inc: xr.Dataset, cf: xr.Dataset, market: Market) ->
     year = market.valuation_year
     ev = d["ev_sales_multiple"] * inc["revenue"].sel(year=year, drop=True)
     equity = ev + cf["net_cash"].sel(year=year, drop=True) - market.minority_interest
-    per_share_rmb = equity / market.shares_outstanding_mn
+    per_share = equity / market.shares_outstanding_mn  # reporting currency per share
     return xr.Dataset({
         "ev_sales_multiple": d["ev_sales_multiple"],
         "enterprise_value": ev,
         "equity_value": equity,
-        "target_price_hkd": xr.DataArray(per_share_rmb / market.cny_per_hkd,
-                                         attrs={"units": "HK$ per share"}),
+        "target_price": xr.DataArray(per_share / market.fx,
+                                     attrs={"units": "price currency per share"}),
     })
 
 
@@ -174,6 +168,6 @@ def run_engine(drivers: xr.Dataset, opening: Mapping[str, float], market: Market
                     join="exact")
 
 
-def report_case(report) -> xr.Dataset:
+def report_case(company) -> xr.Dataset:
     """The engine evaluated on the report's own assumptions (the point case)."""
-    return run_engine(report.report_case, report.opening, report.market)
+    return run_engine(company.report_case, company.opening, company.market)

@@ -1,27 +1,30 @@
-"""The PyMC driver model: priors (``PriorSpec``) conditioned on FY18A-FY20A and the 1H21 facts.
+"""The PyMC driver model: priors (``PriorSpec``) conditioned on a company's history and facts.
 
-Processes (all on log or logit scales, t = FY19, FY20, FY21 for growth; FY18-FY20 for ratios):
+The company (``stforecast.company``) says which processes exist; the processes themselves are
+``stforecast.processes``. On log or logit scales, over the history years after the first for
+growth and all history years for ratios:
 
 * growth drivers: ``g_t = mu + phi (g_{t-1} - mu) + sigma e_t`` with ``mu = long_run +
-  company_growth_effect`` (the shared effect pools the segments), ``g_FY19`` from the stationary
-  distribution. Smart Business revenue growth = customers growth + revenue-per-customer growth;
-  Smart City = cities growth + revenue-per-city growth. Only the sums are observed for FY19-FY20,
-  so the customer (city) path is latent (non-centred) and the per-customer (per-city) growth is
-  the observed sum minus it, entering through its own AR(1) density -- an exact likelihood, no
-  artificial observation noise. Smart Life and Smart Auto growth are observed directly.
-* FY21 growth innovations are latent for every growth driver: the 1H21 city count (119) and the
-  1H21 Smart City revenue share (47.6%) observe them. FY21 city growth, which the 1H21 count
-  pins down, is centred (``smart_city_cities_fy21``); the others are non-centred.
+  company_growth_effect`` (the shared effect pools the segments), the first observed growth from
+  the stationary distribution. A ``direct`` segment's revenue growth is its driver's growth. A
+  ``units`` segment's revenue growth is units growth + revenue-per-unit growth: only the sum is
+  observed, so the units path is latent (non-centred) and the per-unit growth is the observed
+  sum minus it, entering through its own AR(1) density -- an exact likelihood, no artificial
+  observation noise.
+* first-forecast-year growth innovations are latent for every growth driver; the company's
+  partial-year observations (a unit count part-way through the year, a segment's revenue share)
+  observe them. A units driver whose count is observed is centred (``<driver>_first_growth``:
+  the observation pins it down, and a non-centred one funnels); the others are non-centred.
 * ratio drivers (gross margin, opex ratios, working-capital days, capex and D&A ratios):
-  ``x_t = L + rho (x_{t-1} - L) + s e_t`` on the log (logit) scale around the long-run level ``L``,
-  observed for FY18-FY20; the likelihood is conditional on FY18 (the usual conditional AR
-  likelihood: a stationary FY18 term couples a high persistence with a huge initial variance
-  and caused divergences).
+  ``x_t = L + rho (x_{t-1} - L) + s e_t`` around the long-run level ``L``, observed for every
+  history year; the likelihood is conditional on the first year (a stationary first-year term
+  couples a high persistence with a huge initial variance and caused divergences).
 * the EV/sales multiple: its prior only (the history says nothing about it).
 
-Names: ``<driver>_long_run``, ``<driver>_persistence``, ``<driver>_volatility`` for every process;
-``<driver>_growth_fy21`` (deterministic) for growth drivers. All observations are ``pm.Data`` so a
-compiled model can be re-used with simulated data (parameter recovery, SBC).
+Names: ``<driver>_long_run``, ``<driver>_persistence``, ``<driver>_volatility`` for every
+process; ``first_year_growth`` (deterministic, dim ``growth_driver``, with the first forecast
+year as its ``year`` coordinate). All observations are ``pm.Data`` so a compiled model can be
+re-used with simulated data (parameter recovery, SBC).
 """
 
 from __future__ import annotations
@@ -32,63 +35,41 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from .data import Report, historical_ratios
-from .priors import GROWTH_DRIVERS, RATIO_DRIVERS, Prior, PriorSpec
-
-#: Observed segment growth series and the two latent components each is the sum of.
-COMPOSITE = {
-    "smart_business": ("smart_business_customers", "smart_business_revenue_per_customer"),
-    "smart_city": ("smart_city_cities", "smart_city_revenue_per_city"),
-}
-DIRECT = {"smart_life": "smart_life_revenue", "smart_auto": "smart_auto_revenue"}
-#: FY21 growth the 1H21 facts pin down closely: centred parametrisation (non-centred funnels).
-CENTRED_FY21 = ("smart_city_cities",)
-SEGMENT_DRIVERS = {**{s: c for s, c in COMPOSITE.items()}, **{s: (d,) for s, d in DIRECT.items()}}
+from .company import Company, historical_ratios
+from .priors import Prior, PriorSpec
+from .processes import RATIO_DRIVERS, ar_step, logit, stationary_sd, to_scale
 
 
 @dataclass(frozen=True)
 class Observations:
     """Everything the model conditions on, on the model's scales.
 
-    ``segment_growth``: log revenue growth FY19, FY20 per segment. ``ratios``: FY18-FY20 values of
-    each ratio driver on its transformed scale. ``revenue_fy20``: segment revenue FY20 (RMB mn).
-    ``cities_fy20`` / ``cities_1h21``: counts; ``smart_city_share_1h21``: fraction.
+    ``segment_growth``: log revenue growth per segment over the history years after the first.
+    ``ratios``: every history year's value of each ratio driver on its process scale.
+    ``revenue_last``: segment revenue in the last history year (currency mn). ``units_last``:
+    unit counts in the last history year, per units segment. ``facts``: the company's
+    partial-year observations, name -> value in natural units (a count, a fraction).
     """
 
     segment_growth: dict[str, np.ndarray]
     ratios: dict[str, np.ndarray]
-    revenue_fy20: dict[str, float]
-    customers_fy20: float
-    cities_fy20: float
-    cities_1h21: float
-    smart_city_share_1h21: float
+    revenue_last: dict[str, float]
+    units_last: dict[str, float]
+    facts: dict[str, float]
 
 
-def transform(name: str, x):
-    """Natural units -> the process scale (log, or logit for gross margin)."""
-    kind = RATIO_DRIVERS[name][0]
-    return np.log(x / (1 - x)) if kind == "logit" else np.log(x)
-
-
-def inverse_transform(name: str, y):
-    kind = RATIO_DRIVERS[name][0]
-    return 1 / (1 + np.exp(-y)) if kind == "logit" else np.exp(y)
-
-
-def observations_from_report(report: Report) -> Observations:
-    h = report.history
-    growth = {s: np.diff(np.log(h[f"revenue_{s}"].values)) for s in SEGMENT_DRIVERS}
+def observations_from_company(company: Company) -> Observations:
+    h = company.history
+    last = company.last_history_year
+    growth = {s.name: np.diff(np.log(h[s.revenue].values)) for s in company.segments}
     ratios_nat = historical_ratios(h)
-    ratios = {r: transform(r, ratios_nat[r].values) for r in RATIO_DRIVERS}
-    f = report.facts
+    ratios = {r: to_scale(r, ratios_nat[r].values) for r in RATIO_DRIVERS}
     return Observations(
         segment_growth=growth,
         ratios=ratios,
-        revenue_fy20={s: float(h[f"revenue_{s}"].sel(year="FY20")) for s in SEGMENT_DRIVERS},
-        customers_fy20=f["smart_business_customers_fy20"],
-        cities_fy20=f["smart_city_cities_fy20"],
-        cities_1h21=f["smart_city_cities_1h21"],
-        smart_city_share_1h21=f["smart_city_share_1h21"],
+        revenue_last={s.name: float(h[s.revenue].sel(year=last)) for s in company.segments},
+        units_last={s.name: s.units_last for s in company.segments if s.kind == "units"},
+        facts={o.name: o.value for o in company.observations},
     )
 
 
@@ -124,70 +105,76 @@ def _process_params(spec: PriorSpec, name: str):
             prior_rv(proc.volatility, f"{name}_volatility"))
 
 
-def _ar_step(mu, phi, sigma, previous, innovation):
-    return mu + phi * (previous - mu) + sigma * innovation
+def centred_drivers(company: Company) -> tuple[str, ...]:
+    """Units drivers whose first-year growth an observed count pins down (centred)."""
+    return tuple(company.segment(o.segment).unit_driver for o in company.observations
+                 if o.quantity == "units")
 
 
-def _stationary_sd(phi, sigma):
-    return sigma / pt.sqrt(1 - phi**2)
-
-
-def build_model(spec: PriorSpec, obs: Observations) -> pm.Model:
+def build_model(spec: PriorSpec, obs: Observations, company: Company) -> pm.Model:
     """The driver model conditioned on ``obs`` (see the module docstring)."""
-    with pm.Model() as model:
-        company = prior_rv(spec.pooling["company_growth_effect"], "company_growth_effect")
+    growth_names = list(company.growth_drivers())
+    centred = centred_drivers(company)
+    with pm.Model(coords={"growth_driver": growth_names}) as model:
+        pooled = prior_rv(spec.pooling["company_growth_effect"], "company_growth_effect")
         growth = {}
-        for name in GROWTH_DRIVERS:
+        for name in growth_names:
             long_run, phi, sigma = _process_params(spec, name)
-            growth[name] = (long_run + company, phi, sigma)
-        g21 = {}
-        for segment, (latent, implied) in COMPOSITE.items():
-            y = pm.Data(f"{segment}_growth_observed", obs.segment_growth[segment])
+            growth[name] = (long_run + pooled, phi, sigma)
+        g1 = {}
+        for segment in (s for s in company.segments if s.kind == "units"):
+            latent, implied = segment.growth_drivers
+            y = pm.Data(f"{segment.name}_growth_observed", obs.segment_growth[segment.name])
             mu_l, phi_l, s_l = growth[latent]
-            z = pm.Normal(f"{latent}_innovation", 0.0, 1.0, shape=2)
-            g19 = mu_l + _stationary_sd(phi_l, s_l) * z[0]
-            g20 = _ar_step(mu_l, phi_l, s_l, g19, z[1])
-            if latent in CENTRED_FY21:
-                g21[latent] = pm.Normal(f"{latent}_fy21", mu=_ar_step(mu_l, phi_l, s_l, g20, 0.0),
-                                        sigma=s_l)
+            n = len(obs.segment_growth[segment.name])
+            z = pm.Normal(f"{latent}_innovation", 0.0, 1.0, shape=n)
+            path = [mu_l + stationary_sd(phi_l, s_l, pt) * z[0]]
+            for t in range(1, n):
+                path.append(ar_step(mu_l, phi_l, s_l, path[-1], z[t]))
+            if latent in centred:
+                g1[latent] = pm.Normal(f"{latent}_first_growth",
+                                       mu=ar_step(mu_l, phi_l, s_l, path[-1], 0.0), sigma=s_l)
             else:
-                z21 = pm.Normal(f"{latent}_innovation_fy21", 0.0, 1.0)
-                g21[latent] = _ar_step(mu_l, phi_l, s_l, g20, z21)
+                z1 = pm.Normal(f"{latent}_innovation_first", 0.0, 1.0)
+                g1[latent] = ar_step(mu_l, phi_l, s_l, path[-1], z1)
             mu_i, phi_i, s_i = growth[implied]
-            implied19 = y[0] - g19
-            implied20 = y[1] - g20
-            mean = pt.stack([g19 + mu_i, g20 + mu_i + phi_i * (implied19 - mu_i)])
-            sd = pt.stack([_stationary_sd(phi_i, s_i), s_i])
-            pm.Normal(f"{segment}_growth", mu=mean, sigma=sd, observed=y)
+            implied_path = [y[t] - path[t] for t in range(n)]
+            mean = pt.stack([path[0] + mu_i] + [path[t] + mu_i + phi_i * (implied_path[t - 1] - mu_i)
+                                                for t in range(1, n)])
+            sd = pt.stack([stationary_sd(phi_i, s_i, pt)] + [s_i] * (n - 1))
+            pm.Normal(f"{segment.name}_growth", mu=mean, sigma=sd, observed=y)
             z_i = pm.Normal(f"{implied}_innovation", 0.0, 1.0)
-            g21[implied] = _ar_step(mu_i, phi_i, s_i, implied20, z_i)
-        for segment, name in DIRECT.items():
-            y = pm.Data(f"{segment}_growth_observed", obs.segment_growth[segment])
+            g1[implied] = ar_step(mu_i, phi_i, s_i, implied_path[-1], z_i)
+        for segment in (s for s in company.segments if s.kind == "direct"):
+            (name,) = segment.growth_drivers
+            y = pm.Data(f"{segment.name}_growth_observed", obs.segment_growth[segment.name])
             mu, phi, s = growth[name]
-            mean = pt.stack([mu, mu + phi * (y[0] - mu)])
-            sd = pt.stack([_stationary_sd(phi, s), s])
-            pm.Normal(f"{segment}_growth", mu=mean, sigma=sd, observed=y)
+            n = len(obs.segment_growth[segment.name])
+            mean = pt.stack([mu] + [mu + phi * (y[t - 1] - mu) for t in range(1, n)])
+            sd = pt.stack([stationary_sd(phi, s, pt)] + [s] * (n - 1))
+            pm.Normal(f"{segment.name}_growth", mu=mean, sigma=sd, observed=y)
             z = pm.Normal(f"{name}_innovation", 0.0, 1.0)
-            g21[name] = _ar_step(mu, phi, s, y[1], z)
-        for name, value in g21.items():
-            pm.Deterministic(f"{name}_growth_fy21", value)
+            g1[name] = ar_step(mu, phi, s, y[n - 1], z)
+        first = pm.Deterministic("first_year_growth", pt.stack([g1[n] for n in growth_names]),
+                                 dims="growth_driver")
+        del first
 
-        # 1H21 facts on FY21 growth.
-        cities = pm.Data("smart_city_cities_1h21_observed", np.log(obs.cities_1h21))
-        pm.Normal("smart_city_cities_1h21", mu=np.log(obs.cities_fy20)
-                  + 0.5 * g21["smart_city_cities"], sigma=spec.observation["city_count_noise"],
-                  observed=cities)
-        revenue21 = {s: obs.revenue_fy20[s] * pt.exp(sum(g21[d] for d in drivers))
-                     for s, drivers in SEGMENT_DRIVERS.items()}
-        share = revenue21["smart_city"] / sum(revenue21.values())
-        share_obs = pm.Data("smart_city_share_1h21_observed",
-                            np.log(obs.smart_city_share_1h21 / (1 - obs.smart_city_share_1h21)))
-        pm.Normal("smart_city_share_1h21", mu=pt.log(share / (1 - share)),
-                  sigma=spec.observation["smart_city_share_noise"], observed=share_obs)
+        # Partial-year facts on first-year growth.
+        revenue1 = {s.name: obs.revenue_last[s.name] * pt.exp(sum(g1[d] for d in s.growth_drivers))
+                    for s in company.segments}
+        for o in company.observations:
+            data = pm.Data(f"{o.name}_observed", observation_value(o, obs.facts[o.name]))
+            if o.quantity == "units":
+                driver = company.segment(o.segment).unit_driver
+                mu = np.log(obs.units_last[o.segment]) + o.fraction * g1[driver]
+            else:
+                share = revenue1[o.segment] / sum(revenue1.values())
+                mu = logit(share, pt)
+            pm.Normal(o.name, mu=mu, sigma=o.sd, observed=data)
 
         for name in RATIO_DRIVERS:
             level, rho, s = _process_params(spec, name)
-            L = pt.log(level / (1 - level)) if RATIO_DRIVERS[name][0] == "logit" else pt.log(level)
+            L = to_scale(name, level, pt)
             x = pm.Data(f"{name}_observed", obs.ratios[name])
             pm.Normal(name, mu=L + rho * (x[:-1] - L), sigma=s, observed=x[1:])
 
@@ -195,12 +182,16 @@ def build_model(spec: PriorSpec, obs: Observations) -> pm.Model:
     return model
 
 
-def observed_data_values(obs: Observations) -> dict[str, np.ndarray]:
+def observation_value(o, value: float) -> np.ndarray:
+    """An observation in natural units -> the model's scale (log of a count, logit of a share)."""
+    return np.asarray(np.log(value) if o.transform == "log" else logit(value))
+
+
+def observed_data_values(obs: Observations, company: Company) -> dict[str, np.ndarray]:
     """The ``pm.Data`` values of the model for ``obs`` (for ``pm.set_data`` / nutpie)."""
-    values = {f"{s}_growth_observed": np.asarray(obs.segment_growth[s], float)
-              for s in SEGMENT_DRIVERS}
-    values["smart_city_cities_1h21_observed"] = np.asarray(np.log(obs.cities_1h21))
-    p = obs.smart_city_share_1h21
-    values["smart_city_share_1h21_observed"] = np.asarray(np.log(p / (1 - p)))
+    values = {f"{s.name}_growth_observed": np.asarray(obs.segment_growth[s.name], float)
+              for s in company.segments}
+    for o in company.observations:
+        values[f"{o.name}_observed"] = observation_value(o, obs.facts[o.name])
     values.update({f"{r}_observed": np.asarray(obs.ratios[r], float) for r in RATIO_DRIVERS})
     return values

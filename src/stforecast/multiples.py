@@ -3,27 +3,26 @@
 Two methods (``valuation.method`` in the priors file):
 
 * ``"report"``: the multiple is the driver model's ``ev_sales_multiple`` (a prior around the
-  report's 34x FY22E), the same whatever the path's growth;
-* ``"peer-regression"``: the multiple is predicted by the Figure 69 peer regression
-  (``stforecast.peers``) from the path's own revenue CAGR FY20-FY23E and its valuation-year
-  (FY22E) gross margin, with the regression's parameter and residual uncertainty, times
-  ``exp(peer_premium)`` (a prior in the priors file). A path or scenario that grows more slowly
-  gets a lower multiple, as markets do. The regression is not extrapolated: a path's CAGR and
-  margin are clipped to the peers' observed ranges (CAGR 16-52%, gross margin 53-90%), so a
-  path growing 100% a year gets the multiple of the fastest-growing peer's growth, not
+  report's multiple), the same whatever the path's growth;
+* ``"peer-regression"``: the multiple is predicted by the company's peer regression
+  (``stforecast.peers``) from the path's own revenue CAGR (last history year to last forecast
+  year) and its valuation-year gross margin, with the regression's parameter and residual
+  uncertainty, times ``exp(peer_premium)`` (a prior in the priors file). A path or scenario
+  that grows more slowly gets a lower multiple, as markets do. The regression is not
+  extrapolated: a path's CAGR and margin are clipped to the peers' observed ranges, so a path
+  growing 100% a year gets the multiple of the fastest-growing peer's growth, not
   exp(slope x 100%).
 
 Both are computed on every path (``ev_sales_multiple_report`` / ``ev_sales_multiple_peer``
-and ``target_price_hkd_report`` / ``target_price_hkd_peer``); ``ev_sales_multiple`` and
-``target_price_hkd`` are the chosen method's. A shock on the ``ev_sales_multiple`` channel
+and ``target_price_report`` / ``target_price_peer``); ``ev_sales_multiple`` and
+``target_price`` are the chosen method's. A shock on the ``ev_sales_multiple`` channel
 (e.g. a narrower investor base) multiplies both. The peer regression's residual noise, its
 posterior draw per path and the premium are fixed by ``seed``, so every scenario sees the same
 ones (common random numbers): a scenario changes the peer multiple only through growth, margin
 and its shock channel.
 
-Peer gross margins in Figure 69 are FY20 figures; SenseTime's is taken at the valuation year
-(FY22E), so that a margin shock reaches the multiple. The fitted margin slope is close to zero
-(``stforecast.peers``), so the choice moves little.
+Peer gross margins may be from an earlier year than the valuation year; the company's is taken
+at the valuation year, so that a margin shock reaches the multiple.
 """
 
 from __future__ import annotations
@@ -33,13 +32,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from .data import Report
+from .company import Company
 from .engine import valuation
 from .peers import GROWTH, MARGIN, PREDICTION_PARAMS, predict_multiple
 from .priors import Prior
-
-METHODS = ("report", "peer-regression")
-SAMPLE_DIMS = ("chain", "draw", "path")
+from .registry import METHOD_VARIABLES, SAMPLE_DIMS, VALUATION_METHODS as METHODS
 
 
 @dataclass(frozen=True)
@@ -69,12 +66,13 @@ class Valuation:
             raise ValueError("valuation method 'peer-regression' needs a fitted peer relation")
 
 
-def sales_cagr(drivers: xr.Dataset, report: Report) -> xr.DataArray:
-    """Revenue CAGR from FY20A to the last forecast year (fraction per year)."""
+def sales_cagr(drivers: xr.Dataset, company: Company) -> xr.DataArray:
+    """Revenue CAGR from the last history year to the last forecast year (fraction per year)."""
     segments = drivers["segment_revenue"]
     last = segments.isel(year=-1, drop=True).sum("segment", skipna=False)
-    fy20 = float(report.history["revenue"].sel(year="FY20"))
-    return (last / fy20) ** (1.0 / int(segments.sizes["year"])) - 1.0
+    start = company.last_history_revenue()
+    cagr = (last / start) ** (1.0 / int(segments.sizes["year"])) - 1.0
+    return cagr.assign_attrs(period=f"{company.last_history_year}-{company.last_forecast_year}")
 
 
 def _log_terms(relation: PeerRelation, dims: list[str], shape: tuple[int, ...]):
@@ -101,14 +99,14 @@ def _log_terms(relation: PeerRelation, dims: list[str], shape: tuple[int, ...]):
     return relation.cache[key]
 
 
-def peer_multiple(drivers: xr.Dataset, relation: PeerRelation, report: Report,
+def peer_multiple(drivers: xr.Dataset, relation: PeerRelation, company: Company,
                   growth: xr.DataArray | None = None) -> xr.DataArray:
     """The peer-regression multiple per path (x, before any shock on the multiple).
 
     ``growth``: the paths' ``sales_cagr`` when already computed.
     """
-    growth = sales_cagr(drivers, report) if growth is None else growth
-    margin = drivers["gross_margin"].sel(year=report.market.valuation_year, drop=True)
+    growth = sales_cagr(drivers, company) if growth is None else growth
+    margin = drivers["gross_margin"].sel(year=company.market.valuation_year, drop=True)
     growth, margin = xr.broadcast(growth, margin)
     dims = [d for d in SAMPLE_DIMS if d in growth.dims]
     growth = growth.transpose(*dims).clip(*relation.growth_range)
@@ -116,23 +114,23 @@ def peer_multiple(drivers: xr.Dataset, relation: PeerRelation, report: Report,
     a, b_growth, b_margin = _log_terms(relation, dims, growth.shape)
     multiple = growth.copy(data=np.exp(a + b_growth * growth.values + b_margin * margin.values))
     multiple.name = "ev_sales_multiple_peer"
-    multiple.attrs = {"units": "x (EV/sales FY22E)"}
+    multiple.attrs = {"units": f"x (EV/sales {company.market.valuation_year})"}
     return multiple
 
 
-def set_multiples(drivers: xr.Dataset, method: Valuation, report: Report) -> xr.Dataset:
+def set_multiples(drivers: xr.Dataset, method: Valuation, company: Company) -> xr.Dataset:
     """Drivers with ``ev_sales_multiple`` set by ``method`` and both methods' multiples kept.
 
     ``drivers["ev_sales_multiple"]`` on entry is the report method's (after any shock);
     ``drivers["multiple_shock_factor"]``, when present, is the shocks' factor on the multiple.
     """
-    growth = sales_cagr(drivers, report)
+    growth = sales_cagr(drivers, company)
     out = drivers.assign(ev_sales_multiple_report=drivers["ev_sales_multiple"],
-                         sales_cagr_fy20_fy23=growth)
+                         sales_cagr=growth)
     if method.peers is None:
         return out
     factor = drivers.get("multiple_shock_factor", xr.DataArray(1.0))
-    peer = peer_multiple(drivers, method.peers, report, growth) * factor
+    peer = peer_multiple(drivers, method.peers, company, growth) * factor
     out = out.assign(ev_sales_multiple_peer=peer)
     if method.method == "peer-regression":
         out["ev_sales_multiple"] = peer
@@ -140,16 +138,15 @@ def set_multiples(drivers: xr.Dataset, method: Valuation, report: Report) -> xr.
 
 
 def method_target_prices(statements: xr.Dataset, drivers: xr.Dataset,
-                         report: Report) -> dict[str, xr.DataArray]:
-    """``target_price_hkd_report`` and (with peers) ``target_price_hkd_peer`` per path."""
+                         company: Company) -> dict[str, xr.DataArray]:
+    """``target_price_report`` and (with peers) ``target_price_peer`` per path."""
     out = {}
-    for suffix in ("report", "peer"):
-        name = f"ev_sales_multiple_{suffix}"
-        if name in drivers:
-            d = xr.Dataset({"ev_sales_multiple": drivers[name]})
-            tp = valuation(d, statements, statements, report.market)["target_price_hkd"]
-            tp.attrs = {"units": "HK$ per share", "valuation_method": suffix}
-            out[f"target_price_hkd_{suffix}"] = tp
+    for method, (tp_name, multiple) in METHOD_VARIABLES.items():
+        if multiple in drivers:
+            d = xr.Dataset({"ev_sales_multiple": drivers[multiple]})
+            tp = valuation(d, statements, statements, company.market)["target_price"]
+            tp.attrs = {"units": f"{company.price_currency} per share", "valuation_method": method}
+            out[tp_name] = tp
     return out
 
 

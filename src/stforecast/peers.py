@@ -21,7 +21,7 @@ sigma, while nu itself is not identifiable from 20 points, so it is fixed.
 The intercept is partially pooled across the three groups (non-centred:
 ``group_effect = group_sigma * group_z``), the slopes are common. SenseTime is a China
 AI company, so its intercept is ``intercept + group_effect["china_ai"]``
-(deterministic ``intercept_sensetime``). With only two China AI peers (Cambricon and
+(deterministic ``intercept_target``). With only two China AI peers (Cambricon and
 Arcsoft) that group effect is shrunk towards the population intercept.
 
 `predict_multiple` uses numpy/xarray only (pymc is imported inside the functions that
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from stforecast.data import DATASETS, DataFileError
+from stforecast.errors import DataFileError
 
 if TYPE_CHECKING:
     import pymc
@@ -76,7 +76,7 @@ PRIOR_KEYS = (
 """Keys of the ``[priors]`` table; see the comments there for the rationale."""
 
 PREDICTION_PARAMS = (
-    "intercept_sensetime",
+    "intercept_target",
     "beta_growth",
     "beta_margin",
     "sigma",
@@ -117,21 +117,12 @@ _COLUMNS: dict[str, tuple[Any, str, bool]] = {
     "fcf_margin_fy20": (_margin, f"a fraction in [-{MAX_FRACTION}, 1]", True),
 }
 
-_SENSETIME_KEYS: dict[str, tuple[Any, str]] = {
-    "target_ev_sales_fy22e": (_positive, "a positive multiple (x)"),
-    "sales_cagr_fy20_23e": (_growth, f"a fraction in (-1, {MAX_FRACTION}]"),
-    "gross_margin_fy20": (_unit, "a fraction in [0, 1]"),
-    "gross_margin_fy23e": (_unit, "a fraction in [0, 1]"),
+_TARGET_KEYS: dict[str, tuple[Any, str]] = {
+    "target_ev_sales": (_positive, "a positive multiple (x)"),
+    "sales_cagr": (_growth, f"a fraction in (-1, {MAX_FRACTION}]"),
+    "gross_margin": (_unit, "a fraction in [0, 1]"),
+    "gross_margin_final": (_unit, "a fraction in [0, 1]"),
 }
-
-
-PEERS_PATH = DATASETS / "peers.toml"
-"""The packaged peer table (Figure 69)."""
-
-
-def default_peers_path() -> Path:
-    """Path of the packaged peer table, `PEERS_PATH`."""
-    return PEERS_PATH
 
 
 def _read_toml(path: Path) -> dict:
@@ -154,7 +145,7 @@ def _check_number(path: Path, where: str, value: Any, check: Any, expected: str)
     return float(value)
 
 
-def load_peers(path: str | Path | None = None) -> xr.Dataset:
+def load_peers(path: str | Path) -> xr.Dataset:
     """Load the peer table (default: packaged Figure 69 data) as an xarray Dataset.
 
     Dim ``peer`` (coordinate = ticker), coordinates ``company`` and ``group``; one
@@ -164,7 +155,7 @@ def load_peers(path: str | Path | None = None) -> xr.Dataset:
     ``sensetime_``). Raises a one-line `DataFileError` (a ``ValueError``) naming the
     file, the key and what was expected on an unreadable file or bad content.
     """
-    path = Path(path) if path is not None else default_peers_path()
+    path = Path(path)
     doc = _read_toml(path)
 
     meta = doc.get("meta")
@@ -211,15 +202,15 @@ def load_peers(path: str | Path | None = None) -> xr.Dataset:
         if isinstance(value, list):
             value = "\n".join(map(str, value))
         attrs[key] = value if isinstance(value, str | int | float) else str(value)
-    sensetime = doc.get("sensetime", {})
-    for key, (check, expected) in _SENSETIME_KEYS.items():
+    sensetime = doc.get("target", {})
+    for key, (check, expected) in _TARGET_KEYS.items():
         if key in sensetime:
-            _check_number(path, f"sensetime.{key}", sensetime[key], check, expected)
+            _check_number(path, f"target.{key}", sensetime[key], check, expected)
     if "group" in sensetime and sensetime["group"] not in GROUPS:
         raise DataFileError(
-            f"{path}: sensetime.group: expected one of {GROUPS}, got {sensetime['group']!r}"
+            f"{path}: target.group: expected one of {GROUPS}, got {sensetime['group']!r}"
         )
-    attrs.update({f"sensetime_{k}": v for k, v in sensetime.items()})
+    attrs.update({f"target_{k}": v for k, v in sensetime.items()})
 
     return xr.Dataset(
         {col: ("peer", np.asarray(vals)) for col, vals in columns.items()},
@@ -228,13 +219,13 @@ def load_peers(path: str | Path | None = None) -> xr.Dataset:
     )
 
 
-def load_priors(path: str | Path | None = None) -> dict[str, float]:
+def load_priors(path: str | Path) -> dict[str, float]:
     """Default priors of `build_peer_model`, read from the ``[priors]`` table.
 
     Scales are on the log-multiple scale; slope scales are per 1.00 (100pp) of the
     predictor; ``residual_nu`` may be ``inf`` (Normal residuals).
     """
-    path = Path(path) if path is not None else default_peers_path()
+    path = Path(path)
     table = _read_toml(path).get("priors", {})
     return _validate_priors(table, f"{path}: priors", DataFileError)
 
@@ -272,20 +263,20 @@ def build_peer_model(
     ``peers`` needs variables ``ev_sales_fy22e`` (x), ``sales_cagr_fy20_23e`` and
     ``gross_margin_fy20`` (fractions) and a ``group`` coordinate along ``peer``.
     ``priors`` overrides entries of `load_priors` (see the ``[priors]`` table for the
-    rationale). ``target_group`` (default: ``peers.attrs["sensetime_group"]``, else
+    rationale). ``target_group`` (default: ``peers.attrs["target_group"]``, else
     ``"china_ai"``) selects the group effect added to the population intercept for
-    SenseTime's ``intercept_sensetime``.
+    SenseTime's ``intercept_target``.
 
     Free variables: ``intercept``, ``group_sigma``, ``group_z`` (dim group),
     ``beta_growth``, ``beta_margin``, ``sigma``. Deterministics carried in the
     posterior for prediction: ``group_effect``, ``group_intercept``,
-    ``intercept_sensetime``, ``growth_centre``, ``margin_centre``, ``residual_nu``.
+    ``intercept_target``, ``growth_centre``, ``margin_centre``, ``residual_nu``.
     """
     import pymc as pm
     import pytensor.tensor as pt
 
-    prior = _validate_priors({**load_priors(), **(priors or {})}, "priors")
-    target_group = target_group or peers.attrs.get("sensetime_group", DEFAULT_TARGET_GROUP)
+    prior = _validate_priors({**load_priors(peers.attrs["path"]), **(priors or {})}, "priors")
+    target_group = target_group or peers.attrs.get("target_group", DEFAULT_TARGET_GROUP)
     if target_group not in GROUPS:
         raise ValueError(f"target_group: expected one of {GROUPS}, got {target_group!r}")
 
@@ -309,7 +300,7 @@ def build_peer_model(
         sigma = pm.HalfNormal("sigma", prior["residual_sigma"])
 
         pm.Deterministic("group_intercept", intercept + group_effect, dims="group")
-        pm.Deterministic("intercept_sensetime", intercept + group_effect[GROUPS.index(target_group)])
+        pm.Deterministic("intercept_target", intercept + group_effect[GROUPS.index(target_group)])
 
         mu = (
             intercept
@@ -421,7 +412,7 @@ def predict_multiple(
     (broadcast by dim name) or a 1-D numpy array of draws (resampled with
     replacement per output element).
 
-    Per element: ``exp(intercept_sensetime + beta_growth*(g - growth_centre)
+    Per element: ``exp(intercept_target + beta_growth*(g - growth_centre)
     + beta_margin*(m - margin_centre) + sigma*t_nu + premium)``.
     """
     rng = np.random.default_rng(rng)
@@ -454,7 +445,7 @@ def predict_multiple(
         out_dims = SAMPLE_DIMS + growth.dims
 
     log_mu = (
-        params["intercept_sensetime"]
+        params["intercept_target"]
         + params["beta_growth"] * (growth - params["growth_centre"])
         + params["beta_margin"] * (margin - params["margin_centre"])
     ).transpose(*out_dims)

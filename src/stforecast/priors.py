@@ -23,38 +23,14 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, stats
 
+from .errors import StforecastError
+from .processes import RATIO_DRIVERS
+from .registry import VALUATION_METHODS
 from .tomlfile import read_toml
 
-#: Log-growth processes (log change per year) and the quantity each one grows.
-GROWTH_DRIVERS = {
-    "smart_business_customers": "Smart Business customers (count)",
-    "smart_business_revenue_per_customer": "Smart Business revenue per customer (RMB mn)",
-    "smart_city_cities": "Smart City cities covered (count)",
-    "smart_city_revenue_per_city": "Smart City revenue per city (RMB mn)",
-    "smart_life_revenue": "Smart Life revenue (RMB mn)",
-    "smart_auto_revenue": "Smart Auto revenue (RMB mn)",
-}
-#: Mean-reverting ratio processes, with the scale they live on and their units.
-RATIO_DRIVERS = {
-    "gross_margin": ("logit", "fraction of revenue"),
-    "selling_marketing_ratio": ("log", "fraction of revenue"),
-    "admin_ratio": ("log", "fraction of revenue"),
-    "rnd_ratio": ("log", "fraction of revenue"),
-    "trade_receivable_days": ("log", "days of revenue, year-end balance"),
-    "other_receivable_days": ("log", "days of revenue, year-end balance"),
-    "inventory_days": ("log", "days of cost of sales, year-end balance"),
-    "trade_payable_days": ("log", "days of cost of sales, year-end balance"),
-    "other_payable_days": ("log", "days of cost of sales, year-end balance"),
-    "capex_ratio": ("log", "fraction of revenue"),
-    "da_ratio": ("log", "fraction of revenue"),
-}
 PROCESS_PARTS = ("long_run", "persistence", "volatility")
 POOLING_KEYS = ("company_growth_effect",)
-OBSERVATION_KEYS = ("city_count_noise", "smart_city_share_noise")
 VALUATION_KEYS = ("ev_sales_multiple", "peer_premium")
-#: How the EV/sales multiple is set: the report's judgement (a prior around its 34x) or the peer
-#: regression on Figure 69 (``stforecast.peers``), predicted from each path's growth and margin.
-VALUATION_METHODS = ("report", "peer-regression")
 TEXT_KEYS = ("source", "reasoning", "units", "note")
 
 # family -> (parameter names, support of the variable)
@@ -75,7 +51,7 @@ ELICITABLE = {"Normal", "LogNormal", "LogitNormal", "Beta", "Gamma"}
 PART_SUPPORT = {"persistence": "unit", "volatility": "positive"}
 
 
-class PriorsError(ValueError):
+class PriorsError(StforecastError):
     """A priors file is invalid. The message is one line: file, key, what was expected."""
 
 
@@ -161,7 +137,6 @@ class PriorSpec:
     growth: dict[str, ProcessPrior]
     ratios: dict[str, ProcessPrior]
     pooling: dict[str, Prior]
-    observation: dict[str, float]
     valuation: dict[str, Prior]
     meta: dict = field(default_factory=dict)
     valuation_method: str = "report"
@@ -328,20 +303,31 @@ def _known(path, section, table, valid) -> None:
             _fail(path, f"{section}.{name}", f"a known driver: one of {', '.join(valid)}")
 
 
-def load_priors(path: str | Path) -> PriorSpec:
-    """Read and validate a priors file; raise ``PriorsError`` (one line) on any problem."""
+def load_priors(path: str | Path, growth_drivers: dict[str, str] | None = None) -> PriorSpec:
+    """Read and validate a priors file; raise ``PriorsError`` (one line) on any problem.
+
+    ``growth_drivers``: the company's log-growth processes, name -> label
+    (``Company.growth_drivers()``); the file must give exactly these. ``None`` accepts the
+    growth drivers the file names (``check-priors`` without a company).
+    """
     path = str(path)
     raw, blob = read_toml(path, PriorsError)
-    sections = ("meta", "growth", "ratio", "pooling", "observation", "valuation")
+    sections = ("meta", "growth", "ratio", "pooling", "valuation")
     for name in raw:
+        if name == "observation":
+            _fail(path, name, "no [observation] section: observation noise now sits with each "
+                              "observation in the company's company.toml ([[observations]] sd)")
         if name not in sections:
             _fail(path, name, f"a known section: one of {', '.join(sections)}")
     growth_t, ratio_t = _section(raw, path, "growth"), _section(raw, path, "ratio")
-    _known(path, "growth", growth_t, GROWTH_DRIVERS)
+    if growth_drivers is None:
+        growth_drivers = {name: "" for name in growth_t}
+    _known(path, "growth", growth_t, growth_drivers)
     _known(path, "ratio", ratio_t, RATIO_DRIVERS)
-    growth = {n: _process(path, "growth", n, t, units=GROWTH_DRIVERS[n]) for n, t in growth_t.items()}
+    growth = {n: _process(path, "growth", n, growth_t[n], units=growth_drivers[n])
+              for n in growth_drivers if n in growth_t}
     ratios = {n: _process(path, "ratio", n, t, *RATIO_DRIVERS[n]) for n, t in ratio_t.items()}
-    for name in GROWTH_DRIVERS:
+    for name in growth_drivers:
         if name not in growth:
             _fail(path, f"growth.{name}", "a growth driver (it is missing)")
     for name in RATIO_DRIVERS:
@@ -350,17 +336,6 @@ def load_priors(path: str | Path) -> PriorSpec:
     pool_t = _section(raw, path, "pooling")
     _known(path, "pooling", pool_t, POOLING_KEYS)
     pooling = {n: parse_prior(path, f"pooling.{n}", t) for n, t in pool_t.items()}
-    obs_t = _section(raw, path, "observation")
-    _known(path, "observation", obs_t, OBSERVATION_KEYS)
-    observation = {}
-    for name in OBSERVATION_KEYS:
-        entry = obs_t.get(name)
-        if not isinstance(entry, dict) or "sd" not in entry:
-            _fail(path, f"observation.{name}", "a table { sd = <number > 0>, source = \"...\" }")
-        sd = _number(path, f"observation.{name}.sd", entry["sd"])
-        if sd <= 0:
-            _fail(path, f"observation.{name}.sd", f"sd > 0, got {sd:g}")
-        observation[name] = sd
     val_t = dict(_section(raw, path, "valuation"))
     method = val_t.pop("method", "report")
     if method not in VALUATION_METHODS:
@@ -380,12 +355,6 @@ def load_priors(path: str | Path) -> PriorSpec:
         if name not in pooling:
             _fail(path, f"pooling.{name}", "a prior (it is missing)")
     return PriorSpec(path=path, sha256=hashlib.sha256(blob).hexdigest(), growth=growth,
-                     ratios=ratios, pooling=pooling, observation=observation,
+                     ratios=ratios, pooling=pooling,
                      valuation=valuation, meta=_section(raw, path, "meta"),
                      valuation_method=method)
-
-
-def default_priors_path() -> Path:
-    """``priors/sensetime.toml`` of the project (an editable install) or the working directory."""
-    here = Path(__file__).resolve().parents[2] / "priors" / "sensetime.toml"
-    return here if here.exists() else Path("priors") / "sensetime.toml"

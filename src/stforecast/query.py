@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from . import mcse as _mcse
+from .errors import StforecastError
 
 if TYPE_CHECKING:  # xarray is imported lazily (load_predictive) to keep start-up fast
     import xarray as xr
@@ -78,7 +79,7 @@ _SAMPLE_DIMS = ("chain", "draw", "path")
 _ALLOWED_DIMS = frozenset(_SAMPLE_DIMS + ("year", "scenario"))
 
 
-class QueryError(ValueError):
+class QueryError(StforecastError):
     """A query that cannot be answered; the message is one line."""
 
     def __init__(self, message: str):

@@ -1,4 +1,4 @@
-"""The main job: priors -> fit -> posterior predictive paths -> engine -> results/.
+"""The main job: a company -> fit -> posterior predictive paths -> engine -> results.
 
 ``run_forecast`` is what ``stforecast run`` calls. It writes, atomically (everything is built in
 a temporary folder beside the target and moved into place only when complete, so a failed or
@@ -30,42 +30,34 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
-from .data import load_report
+from .company import Company, load_company
 from .fit import FitSettings, bar_reasons, sample_posterior, sample_prior
-from .model import build_model, observations_from_report, observed_data_values
+from .model import build_model, observations_from_company, observed_data_values
 from .priors import load_priors
 from .multiples import Valuation, relation_from_fit
 from .peers import fit_peer_model, load_peers, predict_multiple
+from .registry import HEADLINE_SCENARIO, METHOD_VARIABLES, REPORTED_SCALARS, VARIABLES
+from .scenarios import ScenarioSpec, load_scenarios
 from .sensitivity import summary_sensitivity
-from .simulate import VALUATION_VARIABLES
-from .shocks import HEADLINE_SCENARIO, ScenarioSpec, default_scenarios_path, load_scenarios
-from .simulate import simulate
-from .engine import REPORTED_LINES, REPORTED_SCALARS
+from .simulate import VALUATION_VARIABLES, simulate
 from .summary import (line_item_stats, p_exceeds, percentile_of, sample_stats,
-                      probability_of_falling_revenue)
+                      probability_of_falling_revenue, reported_lines)
 
-DEFAULT_SEED = 20220131  # the report's pricing date, 31 Jan 2022
-#: Unit drivers kept in forecast.nc beside the reported line items (analyst terms, for charts).
-STORED_DRIVERS = ("smart_business_customers", "smart_business_revenue_per_customer",
-                  "smart_city_cities", "smart_city_revenue_per_city", "selling_marketing_ratio",
-                  "admin_ratio", "rnd_ratio", "other_receivable_days", "inventory_days",
-                  "trade_payable_days", "other_payable_days", "capex_ratio", "da_ratio",
-                  "change_in_working_capital", "ev_sales_multiple")
+DEFAULT_SEED = 20220131  # the default seed of every run (a date: 31 Jan 2022)
+METHOD_TARGET_PRICES = tuple(v[0] for v in METHOD_VARIABLES.values())
 
 
-def stored_names(scenarios: ScenarioSpec | None = None) -> list[str]:
-    """The predictive variables worth keeping on disk (reported lines, scalars, drivers, and the
-    intensity of each shock)."""
+def stored_names(company: Company, scenarios: ScenarioSpec | None = None) -> list[str]:
+    """The predictive variables worth keeping on disk (reported lines, scalars, the company's
+    unit drivers, the registry's stored drivers, and the intensity of each shock)."""
     shocks = [f"shock_{n}" for n in scenarios.shocks] if scenarios is not None else []
-    return (list(REPORTED_LINES + REPORTED_SCALARS + STORED_DRIVERS + VALUATION_VARIABLES
-                 + METHOD_TARGET_PRICES) + shocks)
+    drivers = [n for n, v in VARIABLES.items() if v.kind == "driver" and v.stored]
+    drivers += ["ev_sales_multiple"]
+    return (list(reported_lines(company) + REPORTED_SCALARS) + company.unit_drivers() + drivers
+            + list(VALUATION_VARIABLES + METHOD_TARGET_PRICES) + shocks)
 
 
 PRIOR_PATHS_PER_DRAW = 10
-#: Target price under each valuation method (``stforecast.multiples``), name -> variables.
-METHOD_VARIABLES = {"report": ("target_price_hkd_report", "ev_sales_multiple_report"),
-                    "peer-regression": ("target_price_hkd_peer", "ev_sales_multiple_peer")}
-METHOD_TARGET_PRICES = tuple(v[0] for v in METHOD_VARIABLES.values())
 
 
 @dataclass(frozen=True)
@@ -136,9 +128,9 @@ def _atomic_publish(tmp: Path, out: Path) -> None:
         os.replace(item, out / item.name)
 
 
-def _stats_block(predictive: xr.Dataset, price: float) -> dict:
-    out = line_item_stats(predictive)
-    out["p_upside"] = p_exceeds(predictive["target_price_hkd"], price)
+def _stats_block(predictive: xr.Dataset, company: Company) -> dict:
+    out = line_item_stats(predictive, company)
+    out["p_upside"] = p_exceeds(predictive["target_price"], company.market.price)
     return out
 
 
@@ -150,12 +142,12 @@ def _valuation_block(predictive: xr.Dataset, price: float) -> dict:
             out[method] = {"target_price_hkd": sample_stats(predictive[tp]),
                            "p_upside": p_exceeds(predictive[tp], price),
                            "ev_sales_multiple": sample_stats(predictive[multiple], mean=False)}
-    if "sales_cagr_fy20_fy23" in predictive:
-        out["sales_cagr_fy20_fy23"] = sample_stats(predictive["sales_cagr_fy20_fy23"], mean=False)
+    if "sales_cagr" in predictive:
+        out["sales_cagr"] = sample_stats(predictive["sales_cagr"], mean=False)
     return out
 
 
-def peer_fit_summary(peer_idata, peers: xr.Dataset, report, premium) -> dict:
+def peer_fit_summary(peer_idata, peers: xr.Dataset, company: Company, premium) -> dict:
     """Slopes, diagnostics and the multiple predicted at the report's own growth and margin."""
     post = peer_idata["posterior"].to_dataset()
 
@@ -164,8 +156,8 @@ def peer_fit_summary(peer_idata, peers: xr.Dataset, report, premium) -> dict:
         return {"q05": round(float(np.quantile(v, 0.05)), 4),
                 "q50": round(float(np.median(v)), 4), "q95": round(float(np.quantile(v, 0.95)), 4)}
 
-    cagr = float(peers.attrs["sensetime_sales_cagr_fy20_23e"])
-    margin = float(peers.attrs["sensetime_gross_margin_fy20"])
+    cagr = float(peers.attrs["target_sales_cagr"])
+    margin = float(peers.attrs["target_gross_margin"])
     rng = np.random.default_rng(0)
     plain = predict_multiple(post, cagr, margin, rng=rng).values
     with_premium = predict_multiple(post, cagr, margin, rng=rng, premium=premium.frozen().rvs(
@@ -178,7 +170,7 @@ def peer_fit_summary(peer_idata, peers: xr.Dataset, report, premium) -> dict:
         "at_report_growth_and_margin": {"sales_cagr": cagr, "gross_margin": round(margin, 4),
                                         "multiple": interval(plain),
                                         "multiple_with_premium": interval(with_premium),
-                                        "report_multiple": report.market.ev_sales_multiple},
+                                        "report_multiple": company.market.ev_sales_multiple},
     }
 
 
@@ -186,54 +178,56 @@ def peer_fit_summary(peer_idata, peers: xr.Dataset, report, premium) -> dict:
 SCENARIO_ONLY_KEYS = ("description", "shocks", "valuation_methods")
 
 
-def scenario_summaries(all_scenarios: xr.Dataset, scenarios: ScenarioSpec, price: float) -> dict:
+def scenario_summaries(all_scenarios: xr.Dataset, scenarios: ScenarioSpec,
+                       company: Company) -> dict:
     """``{scenario: {description, shocks, <line item stats>, p_upside, valuation_methods}}``."""
     out = {}
     for name, sc in scenarios.scenarios.items():
         one = all_scenarios.sel(scenario=name, drop=True)
         out[name] = {"description": sc.description,
                      "shocks": {k: v.describe() for k, v in sc.settings.items()},
-                     **_stats_block(one, price), "valuation_methods": _valuation_block(one, price)}
+                     **_stats_block(one, company),
+                     "valuation_methods": _valuation_block(one, company.market.price)}
     return out
 
 
-def resimulate(results: Path, scenarios_path: Path, priors_path: Path | None = None,
-               paths: int | None = None, seed: int | None = None, log=None) -> tuple[dict, xr.Dataset]:
+def resimulate(results: Path, scenarios_path: Path | None = None, priors_path: Path | None = None,
+               paths: int | None = None, seed: int | None = None, log=None,
+               company: Company | str | Path | None = None) -> tuple[dict, xr.Dataset]:
     """Every scenario of ``scenarios_path`` on the SAVED posterior of ``results`` (no refit).
 
     The driver model's posterior and the peer regression come from ``results/forecast.nc``;
     the priors file supplies only the valuation method and the peer premium. ``paths`` and
     ``seed`` default to the run's. Returns ``(scenario summaries, predictive draws)``; nothing
-    is written.
+    is written. ``company``: default the run's (by its folder).
     """
-    from .priors import default_priors_path
-
     results = Path(results)
     summary = json.loads((results / "summary.json").read_text())
     seed = summary["seed"] if seed is None else seed
     paths = summary["settings"]["paths"] if paths is None else paths
-    spec = load_priors(priors_path or default_priors_path())
+    if not isinstance(company, Company):
+        company = load_company(company if company is not None else summary["company"]["folder"])
+    spec = load_priors(priors_path or company.priors_path, company.growth_drivers())
     if log is not None and spec.sha256 != summary.get("priors_sha256"):
         log(f"note: {spec.path} differs from the priors file of the run in {results} "
             f"({summary.get('priors_file')}); its valuation settings are used, the driver "
             f"posterior is the run's")
-    report = load_report()
-    scenarios = load_scenarios(scenarios_path, report.forecast_years)
+    scenarios = load_scenarios(scenarios_path or company.scenarios_path, company)
     nc = results / "forecast.nc"
     posterior = xr.open_dataset(nc, group="posterior", engine="h5netcdf").load()
     relation = None
     if "peer_premium" in spec.valuation:
         peer_post = xr.open_dataset(nc, group="peer_posterior", engine="h5netcdf").load()
         relation = relation_from_fit(peer_post, spec.valuation["peer_premium"], seed,
-                                     load_peers())
+                                     load_peers(company.peers_path))
     valuation = Valuation(spec.valuation_method, relation)
     per_draw = paths_per_draw(posterior, paths)
-    obs = observations_from_report(report)
-    predictive = simulate(posterior.astype("float64"), report, obs, per_draw,
+    obs = observations_from_company(company)
+    predictive = simulate(posterior.astype("float64"), company, obs, per_draw,
                           np.random.default_rng(seed), scenarios=scenarios,
-                          keep=stored_names(scenarios), log=log, valuation=valuation,
+                          keep=stored_names(company, scenarios), log=log, valuation=valuation,
                           ceilings=spec.ceilings())
-    return scenario_summaries(predictive, scenarios, report.market.price_hkd), predictive
+    return scenario_summaries(predictive, scenarios, company), predictive
 
 
 def paths_per_draw(posterior: xr.Dataset, paths: int) -> int:
@@ -256,16 +250,20 @@ def _shock_table(scenarios: ScenarioSpec) -> list[dict]:
              "channels": s.channels, "source": s.source} for s in scenarios.shocks.values()]
 
 
-def run_forecast(out: Path, priors_path: Path, settings: RunSettings = RunSettings(),
-                 log=print, scenarios_path: Path | None = None) -> dict:
+def run_forecast(out: Path, company: Company | str | Path | None = None,
+                 settings: RunSettings = RunSettings(), log=print,
+                 priors_path: Path | None = None, scenarios_path: Path | None = None) -> dict:
     """Fit, simulate every scenario and write results to ``out``; returns the summary dict.
 
-    ``scenarios_path``: the shocks and scenarios file (default: ``scenarios.toml`` beside the
-    priors file, else the project's ``priors/scenarios.toml``). Headline statistics are those of
-    the ``risk-weighted`` scenario; ``summary["scenarios"]`` has the same per scenario.
+    ``company``: a ``Company``, a shipped company's name or a company folder (default: the
+    default shipped company). ``priors_path`` / ``scenarios_path``: override the company's
+    ``priors.toml`` / ``scenarios.toml``. Headline statistics are those of the headline
+    scenario; ``summary["scenarios"]`` has the same per scenario.
     """
+    if not isinstance(company, Company):
+        company = load_company(company)
     with _quiet_pymc():
-        return _run_forecast(out, priors_path, settings, log, scenarios_path)
+        return _run_forecast(out, company, settings, log, priors_path, scenarios_path)
 
 
 @contextmanager
@@ -280,19 +278,19 @@ def _quiet_pymc():
         logger.setLevel(level)
 
 
-def _run_forecast(out, priors_path, settings, log, scenarios_path) -> dict:
+def _run_forecast(out, company: Company, settings, log, priors_path, scenarios_path) -> dict:
     t_start = time.perf_counter()
     user_log = log
 
     def log(message: str) -> None:  # every step with the time since the start
         user_log(f"{message}  [{time.perf_counter() - t_start:.1f} s]")
 
-    spec = load_priors(priors_path)
-    report = load_report()
-    scenarios_path = Path(scenarios_path or default_scenarios_path(priors_path))
-    scenarios = load_scenarios(scenarios_path, report.forecast_years)  # checked before fitting
-    obs = observations_from_report(report)
-    model = build_model(spec, obs)
+    priors_path = Path(priors_path or company.priors_path)
+    spec = load_priors(priors_path, company.growth_drivers())
+    scenarios_path = Path(scenarios_path or company.scenarios_path)
+    scenarios = load_scenarios(scenarios_path, company)  # checked before fitting
+    obs = observations_from_company(company)
+    model = build_model(spec, obs, company)
     timings = {}
 
     log(f"sampling the prior ({settings.fit.prior_draws} draws)")
@@ -310,7 +308,7 @@ def _run_forecast(out, priors_path, settings, log, scenarios_path) -> dict:
     log(f"fitting the peer regression (Figure 69, {fs.chains} chains x {fs.draws} draws); "
         f"valuation method: {spec.valuation_method}")
     t = time.perf_counter()
-    peers = load_peers()
+    peers = load_peers(company.peers_path)
     with warnings.catch_warnings():  # its diagnostics are checked below, into "reasons"
         warnings.simplefilter("ignore", UserWarning)
         peer_idata = fit_peer_model(peers, draws=fs.draws, tune=fs.tune, chains=fs.chains,
@@ -326,44 +324,50 @@ def _run_forecast(out, priors_path, settings, log, scenarios_path) -> dict:
         f"{len(scenarios.scenarios)} scenarios")
     t = time.perf_counter()
     rng = np.random.default_rng(settings.seed)
-    all_scenarios = simulate(posterior, report, obs, per_draw, rng, scenarios=scenarios,
-                             keep=stored_names(scenarios), log=log, valuation=valuation,
+    all_scenarios = simulate(posterior, company, obs, per_draw, rng, scenarios=scenarios,
+                             keep=stored_names(company, scenarios), log=log, valuation=valuation,
                              ceilings=spec.ceilings())
     # The prior predictive checks the driver model itself: no shocks.
-    prior_predictive = simulate(prior, report, obs, PRIOR_PATHS_PER_DRAW, rng,
-                                keep=stored_names(), valuation=valuation,
+    prior_predictive = simulate(prior, company, obs, PRIOR_PATHS_PER_DRAW, rng,
+                                keep=stored_names(company), valuation=valuation,
                                 ceilings=spec.ceilings())
     timings["predictive"] = time.perf_counter() - t
     predictive = all_scenarios.sel(scenario=HEADLINE_SCENARIO, drop=True)
 
-    price = report.market.price_hkd
+    price = company.market.price
     t = time.perf_counter()
-    per_scenario = scenario_summaries(all_scenarios, scenarios, price)
+    per_scenario = scenario_summaries(all_scenarios, scenarios, company)
     headline = per_scenario[HEADLINE_SCENARIO]  # the top-level statistics are its own
     summary = {k: v for k, v in headline.items() if k not in SCENARIO_ONLY_KEYS}
     summary["headline_scenario"] = HEADLINE_SCENARIO
     summary["valuation_method"] = spec.valuation_method
     summary["valuation_methods"] = headline["valuation_methods"]
     if premium is not None:
-        summary["peer_fit"] = peer_fit_summary(peer_idata, peers, report, premium)
+        summary["peer_fit"] = peer_fit_summary(peer_idata, peers, company, premium)
     summary["diagnostics"] = diag.to_dict()
     summary["reasons"] = list(diag.reasons) + _peer_reasons(peer_idata)
     summary["ok"] = not summary["reasons"]
+    final = company.last_forecast_year
+    report_revenue = company.published_final("revenue")
     summary["report_percentiles"] = {
-        "revenue_fy23_8825": percentile_of(predictive["revenue"].sel(year="FY23"),
-                                           float(report.published["revenue"].sel(year="FY23"))),
-        "target_price_hkd_8.08": percentile_of(predictive["target_price_hkd"],
-                                               report.market.target_price_hkd_published),
+        "revenue": {"year": final, "report": report_revenue,
+                    "percentile": percentile_of(predictive["revenue"].sel(year=final),
+                                                report_revenue)},
+        "target_price": {"report": company.market.target_price_published,
+                         "percentile": percentile_of(predictive["target_price"],
+                                                     company.market.target_price_published)},
     }
-    revenue_fy20 = float(report.history["revenue"].sel(year="FY20"))
+    revenue_start = company.last_history_revenue()
+    period = f"{company.first_forecast_year}-{final}"
     summary["prior_predictive"] = {
-        "p_any_revenue_decline_fy21_fy23": probability_of_falling_revenue(prior_predictive,
-                                                                          revenue_fy20),
-        "p_upside": p_exceeds(prior_predictive["target_price_hkd"], price),
-        "revenue_fy23": line_item_stats(prior_predictive)["revenue"]["FY23"],
+        "p_any_revenue_decline": probability_of_falling_revenue(prior_predictive, revenue_start),
+        "p_upside": p_exceeds(prior_predictive["target_price"], price),
+        "revenue_final": line_item_stats(prior_predictive, company)["revenue"][final],
     }
-    summary["p_any_revenue_decline_fy21_fy23"] = probability_of_falling_revenue(predictive,
-                                                                               revenue_fy20)
+    summary["p_any_revenue_decline"] = probability_of_falling_revenue(predictive, revenue_start)
+    summary["periods"] = {"cash_burn": period, "p_any_revenue_decline": period,
+                          "sales_cagr": f"{company.last_history_year}-{final}",
+                          "revenue_final": final}
     summary["assumptions"] = [
         {"driver": name, "prior": f"long-run {p.long_run.describe()}, persistence "
          f"{p.persistence.describe()}, volatility {p.volatility.describe()}", "source": p.source}
@@ -372,8 +376,12 @@ def _run_forecast(out, priors_path, settings, log, scenarios_path) -> dict:
          for name, p in spec.valuation.items()]
     summary["scenarios"] = per_scenario
     summary["shocks"] = _shock_table(scenarios)
-    summary["sensitivity"] = summary_sensitivity(predictive)
+    summary["sensitivity"] = summary_sensitivity(predictive, company)
     timings["summaries"] = time.perf_counter() - t
+    summary["company"] = {"key": company.key, "name": company.name, "ticker": company.ticker,
+                          "currency": company.currency, "price_currency": company.price_currency,
+                          "price": company.market.price, "folder": str(company.folder),
+                          "report": company.report_title, "files": company.file_hashes()}
     summary["n_paths"] = int(per_draw * n_draws)
     summary["seed"] = settings.seed
     summary["priors_file"] = Path(priors_path).name
@@ -384,7 +392,7 @@ def _run_forecast(out, priors_path, settings, log, scenarios_path) -> dict:
     summary["versions"] = _versions()
 
     observed = xr.Dataset({k: xr.DataArray(np.atleast_1d(v), dims=f"{k}_dim") for k, v in
-                           observed_data_values(obs).items()})
+                           observed_data_values(obs, company).items()})
     out = Path(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

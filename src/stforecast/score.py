@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from .errors import StforecastError
 from .tomlfile import read_toml
 
 if TYPE_CHECKING:  # xarray is only needed for the datasets passed in
@@ -70,7 +71,7 @@ _ALLOWED_DIMS = frozenset(_SAMPLE_DIMS + ("year",))
 _SIGNIFICANT = 6
 
 
-class ActualsError(ValueError):
+class ActualsError(StforecastError):
     """Actuals that cannot be read or scored; the message is one line."""
 
     def __init__(self, message: str):

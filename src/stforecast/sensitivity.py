@@ -7,9 +7,9 @@ a higher outcome); the ranking is by absolute value, as in an @RISK tornado. Ran
 unit-free and robust to the heavy tails of some working-capital days. It measures association in
 the joint simulation, not a causal derivative: drivers that move together share credit.
 
-What counts as "the driver" on a path (forecast years FY21-FY23):
+What counts as "the driver" on a path (over the forecast years):
 
-* unit drivers (customers, revenue per customer, cities, revenue per city): their last-year level;
+* unit drivers (e.g. customers, revenue per customer): their last-year level;
 * ratio drivers (margins, opex ratios, days, capex): their mean over the forecast years;
 * the EV/sales multiple: its value (ranked for valuation outcomes only; see VALUATION_OUTPUTS);
 * shocks (``shock_<name>``): the intensity summed over the forecast years.
@@ -22,20 +22,15 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-SAMPLE_DIMS = ("chain", "draw", "path")
-LEVEL_DRIVERS = ("smart_business_customers", "smart_business_revenue_per_customer",
-                 "smart_city_cities", "smart_city_revenue_per_city")
+from .registry import SAMPLE_DIMS, VALUATION_OUTPUTS, VARIABLES
+
 MEAN_DRIVERS = ("gross_margin", "rnd_ratio", "selling_marketing_ratio", "admin_ratio",
                 "trade_receivable_days", "other_receivable_days", "inventory_days",
                 "trade_payable_days", "other_payable_days", "capex_ratio", "da_ratio")
-#: Outcomes ranked by ``stforecast run`` (key in summary.json -> (variable, year or None)).
-OUTCOMES = {"revenue_fy23": ("revenue", "FY23"), "target_price_hkd": ("target_price_hkd", None)}
 MAX_SAMPLES = 200_000
-#: Outcomes the EV/sales multiple feeds. For any other outcome (revenue, cash, ...) the multiple
-#: is left out: it cannot drive them, and under the peer-regression method it is itself computed
-#: from the path's growth, so its correlation with revenue would be credit taken, not given.
-VALUATION_OUTPUTS = ("target_price_hkd", "target_price_hkd_report", "target_price_hkd_peer",
-                     "enterprise_value", "equity_value")
+# VALUATION_OUTPUTS: outcomes the EV/sales multiple feeds. For any other outcome (revenue, cash,
+# ...) the multiple is left out: it cannot drive them, and under the peer-regression method it is
+# itself computed from the path's growth, so its correlation with revenue would be credit taken.
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
@@ -59,15 +54,16 @@ def _flat(da: xr.DataArray) -> np.ndarray:
                       dtype=float).reshape(-1)
 
 
-def driver_values(ds: xr.Dataset) -> dict[str, np.ndarray]:
-    """One value per sample for every driver and shock present in ``ds`` (see module doc)."""
+def driver_values(ds: xr.Dataset, level_drivers=()) -> dict[str, np.ndarray]:
+    """One value per sample for every driver and shock present in ``ds`` (see module doc);
+    ``level_drivers``: the company's unit drivers (``Company.unit_drivers()``)."""
     out = {}
     sample_size = int(np.prod([ds.sizes[d] for d in SAMPLE_DIMS if d in ds.sizes]))
     for name in ds.data_vars:
         da = ds[name]
         if not set(SAMPLE_DIMS) & set(da.dims):
             continue
-        if name in LEVEL_DRIVERS:
+        if name in level_drivers:
             da = da.isel(year=-1)
         elif name in MEAN_DRIVERS:
             da = da.mean("year")
@@ -81,7 +77,8 @@ def driver_values(ds: xr.Dataset) -> dict[str, np.ndarray]:
 
 
 def rank_sensitivity(ds: xr.Dataset, variable: str, year: str | None = None,
-                     max_samples: int = MAX_SAMPLES, seed: int = 0) -> list[dict]:
+                     max_samples: int = MAX_SAMPLES, seed: int = 0,
+                     level_drivers=()) -> list[dict]:
     """``[{"driver", "score"}]`` sorted by |score|, for ``variable`` (at ``year``) in ``ds``.
 
     ``ds``: predictive draws of ONE scenario (no ``scenario`` dimension). With more than
@@ -92,7 +89,7 @@ def rank_sensitivity(ds: xr.Dataset, variable: str, year: str | None = None,
         raise ValueError("select one scenario before ranking sensitivities")
     outcome = ds[variable] if year is None else ds[variable].sel(year=year)
     y = _flat(outcome)
-    drivers = driver_values(ds)
+    drivers = driver_values(ds, level_drivers)
     index = None
     if y.size > max_samples:
         index = np.sort(np.random.default_rng(seed).choice(y.size, max_samples, replace=False))
@@ -107,6 +104,13 @@ def rank_sensitivity(ds: xr.Dataset, variable: str, year: str | None = None,
     return sorted(ranked, key=lambda e: -abs(e["score"]))
 
 
-def summary_sensitivity(ds: xr.Dataset) -> dict[str, list[dict]]:
-    """The rankings ``stforecast run`` writes to summary.json (``OUTCOMES``)."""
-    return {key: rank_sensitivity(ds, var, year) for key, (var, year) in OUTCOMES.items()}
+def summary_sensitivity(ds: xr.Dataset, company) -> dict[str, dict]:
+    """The rankings ``stforecast run`` writes to summary.json: every registry variable marked
+    ``sensitivity``, per-year ones at the last forecast year."""
+    out = {}
+    for name, v in VARIABLES.items():
+        if v.sensitivity and name in ds:
+            year = company.last_forecast_year if "year" in ds[name].dims else None
+            out[name] = {"year": year, "ranking": rank_sensitivity(
+                ds, name, year, level_drivers=company.unit_drivers())}
+    return out

@@ -1,10 +1,11 @@
-"""Forward simulation: parameter draws -> driver paths FY21-FY23 -> the financial engine.
+"""Forward simulation: parameter draws -> driver paths over the forecast years -> the engine.
 
 For every (chain, draw) of the posterior (or the prior) ``n_paths`` future paths are drawn with
-the processes' own innovation noise (FY21 growth comes from the model, where the 1H21 facts
-inform it; FY22-FY23 growth and all FY21-FY23 ratio innovations are new per path). Drivers the
-model does not cover (non-operating items, tax, share-based compensation, financing, the small
-working-capital ratios) follow the report case. Pure numpy/xarray: no PyMC here.
+the processes' own innovation noise (first-year growth comes from the model, where the
+partial-year facts inform it; later growth and every ratio innovation are new per path).
+Drivers the model does not cover (non-operating items, tax, share-based compensation,
+financing, the small working-capital ratios) follow the report case. Pure numpy/xarray: no
+PyMC here (a test checks that importing this module does not load it).
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import xarray as xr
 
-from .data import SEGMENTS, Report
+from .company import Company
 from .engine import run_engine
-from .model import COMPOSITE, DIRECT, Observations, inverse_transform, transform
-from .priors import GROWTH_DRIVERS, RATIO_DRIVERS
 from .multiples import Valuation, method_target_prices, set_multiples
+from .processes import RATIO_DRIVERS, ar_step, from_scale, to_scale
+from .registry import SAMPLE_DIMS
 from .shocks import ScenarioSpec, ShockDraws, apply_shocks, draw_shocks, intensities
-
-SAMPLE_DIMS = ("chain", "draw", "path")
 
 
 def _param(params: xr.Dataset, name: str) -> np.ndarray:
@@ -30,25 +29,29 @@ def _param(params: xr.Dataset, name: str) -> np.ndarray:
     return params[name].transpose("chain", "draw").values[..., None]
 
 
-def _growth_paths(params, rng, shape, years) -> dict[str, np.ndarray]:
+def _growth_paths(params, rng, shape, years, names) -> dict[str, np.ndarray]:
     """Log growth per driver, shape (chain, draw, path, year)."""
-    company = _param(params, "company_growth_effect")
+    pooled = _param(params, "company_growth_effect")
+    first = params["first_year_growth"]
     out = {}
-    for name in GROWTH_DRIVERS:
-        mu = _param(params, f"{name}_long_run") + company
+    for name in names:
+        mu = _param(params, f"{name}_long_run") + pooled
         phi = _param(params, f"{name}_persistence")
         sigma = _param(params, f"{name}_volatility")
         g = np.empty(shape + (len(years),))
-        g[..., 0] = np.broadcast_to(_param(params, f"{name}_growth_fy21"), shape)
+        g[..., 0] = np.broadcast_to(
+            first.sel(growth_driver=name, drop=True).transpose("chain", "draw").values[..., None],
+            shape)
         for t in range(1, len(years)):
-            g[..., t] = mu + phi * (g[..., t - 1] - mu) + sigma * rng.standard_normal(shape)
+            g[..., t] = ar_step(mu, phi, sigma, g[..., t - 1], rng.standard_normal(shape))
         out[name] = g
     return out
 
 
-def _ratio_paths(params, obs: Observations, rng, shape, years,
+def _ratio_paths(params, ratios_last: dict[str, float], rng, shape, years,
                  ceilings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
-    """Ratio drivers in natural units, shape (chain, draw, path, year), from their FY20 value.
+    """Ratio drivers in natural units, shape (chain, draw, path, year), from the last history
+    year's value (``ratios_last``, on the process scale).
 
     ``ceilings``: per driver, an upper bound (natural units) that the process is held at (the
     state is capped, so the next year evolves from the ceiling).
@@ -58,57 +61,51 @@ def _ratio_paths(params, obs: Observations, rng, shape, years,
     for name in RATIO_DRIVERS:
         cap = np.inf
         if name in ceilings:
-            cap = float(transform(name, np.float64(ceilings[name])))
-        level = _param(params, f"{name}_long_run")
-        L = np.log(level / (1 - level)) if RATIO_DRIVERS[name][0] == "logit" else np.log(level)
+            cap = float(to_scale(name, np.float64(ceilings[name])))
+        L = to_scale(name, _param(params, f"{name}_long_run"))
         rho = _param(params, f"{name}_persistence")
         s = _param(params, f"{name}_volatility")
         x = np.empty(shape + (len(years),))
-        previous = obs.ratios[name][-1]
+        previous = ratios_last[name]
         for t in range(len(years)):
-            previous = np.minimum(L + rho * (previous - L) + s * rng.standard_normal(shape), cap)
+            previous = np.minimum(ar_step(L, rho, s, previous, rng.standard_normal(shape)), cap)
             x[..., t] = previous
-        out[name] = inverse_transform(name, x)
+        out[name] = from_scale(name, x)
     return out
 
 
-def driver_paths(params: xr.Dataset, report: Report, obs: Observations, n_paths: int,
+def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
                  rng: np.random.Generator,
                  ceilings: dict[str, float] | None = None) -> xr.Dataset:
     """Driver paths with dims (chain, draw, path, year[, segment]) ready for ``run_engine``.
 
-    Also returns the unit drivers in analyst terms: ``smart_business_customers`` (count),
-    ``smart_business_revenue_per_customer`` (RMB mn), ``smart_city_cities`` (count),
-    ``smart_city_revenue_per_city`` (RMB mn).
+    Also returns each units segment's drivers in analyst terms: ``<segment>_<unit>`` (a count)
+    and ``<segment>_<per_unit>`` (currency mn per unit). ``obs``: ``model.Observations`` (the
+    last history year's revenue, unit counts and ratios).
     """
-    case = report.report_case
+    case = company.report_case
     years = list(case["year"].values)
     shape = (params.sizes["chain"], params.sizes["draw"], n_paths)
-    growth = _growth_paths(params, rng, shape, years)
+    growth = _growth_paths(params, rng, shape, years, list(company.growth_drivers()))
     level = {name: np.exp(np.cumsum(g, axis=-1)) for name, g in growth.items()}
-    units = {
-        "smart_business_customers": obs.customers_fy20 * level["smart_business_customers"],
-        "smart_business_revenue_per_customer": obs.revenue_fy20["smart_business"]
-        / obs.customers_fy20 * level["smart_business_revenue_per_customer"],
-        "smart_city_cities": obs.cities_fy20 * level["smart_city_cities"],
-        "smart_city_revenue_per_city": obs.revenue_fy20["smart_city"] / obs.cities_fy20
-        * level["smart_city_revenue_per_city"],
-    }
-    revenue = {
-        "smart_business": units["smart_business_customers"]
-        * units["smart_business_revenue_per_customer"],
-        "smart_city": units["smart_city_cities"] * units["smart_city_revenue_per_city"],
-    }
-    for segment, name in DIRECT.items():
-        revenue[segment] = obs.revenue_fy20[segment] * level[name]
-    assert set(revenue) == set(SEGMENTS) and set(COMPOSITE) <= set(revenue)
+    units, revenue = {}, {}
+    for s in company.segments:
+        if s.kind == "units":
+            count = obs.units_last[s.name]
+            units[s.unit_driver] = count * level[s.unit_driver]
+            units[s.per_unit_driver] = obs.revenue_last[s.name] / count * level[s.per_unit_driver]
+            revenue[s.name] = units[s.unit_driver] * units[s.per_unit_driver]
+        else:
+            revenue[s.name] = obs.revenue_last[s.name] * level[s.growth_drivers[0]]
+    segments = company.segment_names
     coords = {"chain": params["chain"].values, "draw": params["draw"].values,
               "path": np.arange(n_paths), "year": years}
     dims = SAMPLE_DIMS + ("year",)
     segment_revenue = xr.DataArray(
-        np.stack([revenue[s] for s in SEGMENTS], axis=-2), dims=SAMPLE_DIMS + ("segment", "year"),
-        coords={**coords, "segment": list(SEGMENTS)})
-    ratios = _ratio_paths(params, obs, rng, shape, years, ceilings)
+        np.stack([revenue[s] for s in segments], axis=-2), dims=SAMPLE_DIMS + ("segment", "year"),
+        coords={**coords, "segment": segments})
+    ratios_last = {name: obs.ratios[name][-1] for name in RATIO_DRIVERS}
+    ratios = _ratio_paths(params, ratios_last, rng, shape, years, ceilings)
     drivers = case.drop_vars(["segment_revenue", "ev_sales_multiple", *ratios])
     drivers = drivers.assign(
         segment_revenue=segment_revenue,
@@ -121,13 +118,10 @@ def driver_paths(params: xr.Dataset, report: Report, obs: Observations, n_paths:
     return drivers
 
 
-VALUATION_VARIABLES = ("ev_sales_multiple_report", "ev_sales_multiple_peer",
-                       "sales_cagr_fy20_fy23")
-UNIT_DRIVERS = ("smart_business_customers", "smart_business_revenue_per_customer",
-                "smart_city_cities", "smart_city_revenue_per_city")
+VALUATION_VARIABLES = ("ev_sales_multiple_report", "ev_sales_multiple_peer", "sales_cagr")
 
 
-def statements(drivers: xr.Dataset, report: Report, keep: list[str] | None = None,
+def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = None,
                valuation: Valuation = Valuation()) -> xr.Dataset:
     """The engine on driver paths, with the drivers analysts read beside the line items.
 
@@ -135,11 +129,12 @@ def statements(drivers: xr.Dataset, report: Report, keep: list[str] | None = Non
     target prices are added when a peer relation is given. ``keep``: only these variables (all
     line items and drivers when ``None``).
     """
-    drivers = set_multiples(drivers, valuation, report)
-    out = run_engine(drivers, report.opening, report.market)
-    out = out.assign(method_target_prices(out, drivers, report))
+    drivers = set_multiples(drivers, valuation, company)
+    out = run_engine(drivers, company.opening, company.market)
+    out = out.assign(method_target_prices(out, drivers, company))
+    unit_drivers = company.unit_drivers()
     extra = [n for n in drivers.data_vars
-             if n not in out and (n in UNIT_DRIVERS or n in RATIO_DRIVERS or n.startswith("shock_")
+             if n not in out and (n in unit_drivers or n in RATIO_DRIVERS or n.startswith("shock_")
                                   or n in VALUATION_VARIABLES)]
     if keep is not None:
         return xr.merge([out[[k for k in keep if k in out]],
@@ -147,7 +142,7 @@ def statements(drivers: xr.Dataset, report: Report, keep: list[str] | None = Non
     return out.merge(drivers[extra])
 
 
-def simulate_scenarios(drivers: xr.Dataset, report: Report, spec: ScenarioSpec,
+def simulate_scenarios(drivers: xr.Dataset, company: Company, spec: ScenarioSpec,
                        draws: ShockDraws, keep: list[str] | None = None,
                        log=None, valuation: Valuation = Valuation()) -> xr.Dataset:
     """Every scenario of ``spec`` on the same driver paths; adds a ``scenario`` dimension.
@@ -161,7 +156,7 @@ def simulate_scenarios(drivers: xr.Dataset, report: Report, spec: ScenarioSpec,
         if log is not None:
             log(f"scenario {i + 1}/{len(names)}: {names[i]}")
         level = intensities(spec, spec.scenarios[names[i]], draws, years)
-        return statements(apply_shocks(drivers, spec, level, report), report, keep, valuation)
+        return statements(apply_shocks(drivers, spec, level, company), company, keep, valuation)
 
     # numpy releases the GIL in the array arithmetic, so scenarios run well on threads; every
     # random number is drawn beforehand, so the result does not depend on the thread schedule.
@@ -171,7 +166,7 @@ def simulate_scenarios(drivers: xr.Dataset, report: Report, spec: ScenarioSpec,
                      join="exact").assign_coords(scenario=names)
 
 
-def simulate(params: xr.Dataset, report: Report, obs: Observations, n_paths: int,
+def simulate(params: xr.Dataset, company: Company, obs, n_paths: int,
              rng: np.random.Generator, scenarios: ScenarioSpec | None = None,
              keep: list[str] | None = None, log=None,
              valuation: Valuation = Valuation(),
@@ -181,9 +176,9 @@ def simulate(params: xr.Dataset, report: Report, obs: Observations, n_paths: int
     With ``scenarios``, every scenario is simulated on the same driver paths and shock random
     numbers and the result has a ``scenario`` dimension (see ``stforecast.shocks``).
     """
-    drivers = driver_paths(params, report, obs, n_paths, rng, ceilings)
+    drivers = driver_paths(params, company, obs, n_paths, rng, ceilings)
     if scenarios is None:
-        return statements(drivers, report, keep, valuation)
+        return statements(drivers, company, keep, valuation)
     shape = tuple(drivers.sizes[d] for d in SAMPLE_DIMS)
     draws = draw_shocks(scenarios, shape, drivers.sizes["year"], rng)
-    return simulate_scenarios(drivers, report, scenarios, draws, keep, log, valuation)
+    return simulate_scenarios(drivers, company, scenarios, draws, keep, log, valuation)

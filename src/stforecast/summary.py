@@ -10,11 +10,13 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .engine import REPORTED_LINES, REPORTED_SCALARS
 from .mcse import probability
+from .registry import QUANTILES, REPORTED_LINES, REPORTED_SCALARS, SAMPLE_DIMS
 
-SAMPLE_DIMS = ("chain", "draw", "path")
-QUANTILES = {"q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95}
+
+def reported_lines(company) -> tuple[str, ...]:
+    """The registry's reported line items with the company's segment revenue lines."""
+    return company.reported_lines(REPORTED_LINES)
 
 
 def _stats(values: np.ndarray, mean: bool = True) -> dict[str, float]:
@@ -34,10 +36,10 @@ def _samples(da: xr.DataArray) -> np.ndarray:
     return da.transpose(*[d for d in SAMPLE_DIMS if d in da.dims], ...).values
 
 
-def line_item_stats(predictive: xr.Dataset) -> dict:
-    """``{line: {"FY21": {mean, q05, q25, q50, q75, q95}, ...}}`` plus the per-path scalars."""
+def line_item_stats(predictive: xr.Dataset, company) -> dict:
+    """``{line: {year: {mean, q05, q25, q50, q75, q95}, ...}}`` plus the per-path scalars."""
     out = {}
-    for name in REPORTED_LINES:
+    for name in reported_lines(company):
         if name in predictive:
             da = predictive[name]
             out[name] = {str(y): _stats(_samples(da.sel(year=y))) for y in da["year"].values}
@@ -58,8 +60,9 @@ def percentile_of(da: xr.DataArray, value: float) -> float:
     return round(float((_samples(da) < value).mean()), 4)
 
 
-def probability_of_falling_revenue(predictive: xr.Dataset, revenue_fy20: float) -> float:
-    """P(at least one year FY21-FY23 with revenue below the year before)."""
+def probability_of_falling_revenue(predictive: xr.Dataset, revenue_start: float) -> float:
+    """P(at least one forecast year with revenue below the year before); ``revenue_start``:
+    the last history year's revenue."""
     rev = _samples(predictive["revenue"].transpose(*SAMPLE_DIMS, "year"))
-    previous = np.concatenate([np.full(rev.shape[:-1] + (1,), revenue_fy20), rev[..., :-1]], -1)
+    previous = np.concatenate([np.full(rev.shape[:-1] + (1,), revenue_start), rev[..., :-1]], -1)
     return round(float((rev < previous).any(axis=-1).mean()), 4)
