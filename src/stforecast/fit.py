@@ -1,8 +1,8 @@
 """Fitting: NUTS on the driver model, prior sampling, and diagnostics checked against the bar.
 
-The default sampler is nutpie (see ``bench/bench_samplers.py`` for the comparison with PyMC's
-own NUTS); ``sampler="pymc"`` selects PyMC's. Diagnostics are part of the result: R-hat <= 1.01,
-bulk and tail ESS >= 400, zero divergences (DESIGN.md quality bar).
+The default sampler is nutpie; ``sampler="pymc"`` selects PyMC's own NUTS. Diagnostics are part
+of the result, checked against the quality bar of ``stforecast.registry`` (R-hat, bulk and tail
+ESS, divergences; DESIGN.md).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
-SAMPLERS = ("nutpie", "pymc")
-RHAT_MAX, ESS_MIN = 1.01, 400
+from .registry import DIVERGENCES_MAX, ESS_MIN, RHAT_MAX, SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def bar_reasons(rhat: float, ess_bulk: float, ess_tail: float, divergences: int)
         reasons.append(f"bulk ESS {ess_bulk:.0f} < {ESS_MIN}")
     if not ess_tail >= ESS_MIN:
         reasons.append(f"tail ESS {ess_tail:.0f} < {ESS_MIN}")
-    if divergences:
+    if divergences > DIVERGENCES_MAX:
         reasons.append(f"{int(divergences)} divergent transitions")
     return reasons
 
