@@ -292,7 +292,8 @@ BAD_COMPANY = {
                         "revenue_smart_life = { values = [330, 414]"),
         "history.revenue_smart_life.values", "3 finite numbers"),
     "valuation_year_not_a_forecast_year": (
-        lambda t: _edit(t, 'valuation_year = { value = "FY22"', 'valuation_year = { value = "FY20"'),
+        lambda t: _edit(t, 'valuation_year = { value = "FY22"',
+                        'valuation_year = { value = "FY20"'),
         "market.valuation_year", "forecast years"),
     "market_value_missing": (lambda t: _drop_company_line(t, "price = { value = 6.73"),
                              "market.price", "missing"),

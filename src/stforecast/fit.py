@@ -14,8 +14,7 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
-SAMPLERS = ("nutpie", "pymc")
-RHAT_MAX, ESS_MIN = 1.01, 400
+from .registry import ESS_MIN, RHAT_MAX, SAMPLERS
 
 
 @dataclass(frozen=True)
