@@ -1,6 +1,8 @@
-"""Tests for stforecast.priors: the real priors file, elicited ranges, and one-line errors for bad
-files (from the library and from `stforecast check-priors`)."""
+"""Tests for stforecast.priors and the company file: the real priors file, elicited ranges, and
+one-line errors for bad priors files (from the library and from `stforecast check-priors`) and
+for bad company folders."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,10 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stforecast.priors import (GROWTH_DRIVERS, RATIO_DRIVERS, PriorsError, default_priors_path,
-                               load_priors, parse_prior)
+from stforecast.company import load_company
+from stforecast.errors import DataFileError, StforecastError
+from stforecast.priors import PriorsError, load_priors, parse_prior
+from stforecast.processes import RATIO_DRIVERS
 
-REAL = Path(__file__).resolve().parents[1] / "priors" / "sensetime.toml"
+FOLDER = Path(__file__).resolve().parents[1] / "priors" / "sensetime"
+REAL = FOLDER / "priors.toml"
+COMPANY = load_company(FOLDER)
+DRIVERS = COMPANY.growth_drivers()
 _SCRIPT = Path(sys.executable).parent / "stforecast"
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "stforecast.cli"]
 
@@ -27,11 +34,11 @@ def _quantiles_match(prior, low, high, mass):
 # --- the real file ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def spec():
-    return load_priors(REAL)
+    return load_priors(REAL, DRIVERS)
 
 
 def test_real_file_loads(spec):
-    assert len(spec.growth) == 6 and set(spec.growth) == set(GROWTH_DRIVERS)
+    assert len(spec.growth) == 6 and set(spec.growth) == set(DRIVERS)
     assert len(spec.ratios) == 11 and set(spec.ratios) == set(RATIO_DRIVERS)
     assert "ev_sales_multiple" in spec.valuation
     assert "company_growth_effect" in spec.pooling
@@ -39,7 +46,12 @@ def test_real_file_loads(spec):
     assert spec.ratios["gross_margin"].transform == "logit"
     assert len(spec.sha256) == 64
     assert "\n" not in spec.summary()
-    assert default_priors_path().resolve() == REAL
+    assert COMPANY.priors_path.resolve() == REAL
+    assert all(spec.growth[name].units for name in DRIVERS)
+
+
+def test_without_a_company_the_file_names_the_growth_drivers():
+    assert set(load_priors(REAL).growth) == set(DRIVERS)
 
 
 def test_real_file_elicited_ranges_match(spec):
@@ -58,7 +70,7 @@ def test_real_file_with_mass_08(tmp_path):
                  'long_run = { dist = "Beta", range = [0.55, 0.75], mass = 0.8 }')
     path = tmp_path / "mass.toml"
     path.write_text(text)
-    prior = load_priors(path).ratios["gross_margin"].long_run
+    prior = load_priors(path, DRIVERS).ratios["gross_margin"].long_run
     assert prior.elicited == (0.55, 0.75, 0.8)
     _quantiles_match(prior, 0.55, 0.75, 0.8)
 
@@ -156,7 +168,7 @@ def bad_file(request, tmp_path):
 def test_bad_file_raises_one_line(bad_file):
     path, key, fragment = bad_file
     with pytest.raises(PriorsError) as info:
-        load_priors(path)
+        load_priors(path, DRIVERS)
     msg = str(info.value)
     assert "\n" not in msg
     assert str(path) in msg
@@ -202,7 +214,7 @@ def test_check_priors_console_script_bad_file_exits_2(bad_file):
 def test_unreadable_file_is_one_line(tmp_path):
     path = tmp_path / "nope.toml"
     with pytest.raises(PriorsError, match="cannot read") as info:
-        load_priors(path)
+        load_priors(path, DRIVERS)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
@@ -215,3 +227,128 @@ def test_check_priors_cli_valid_file():
     assert len(lines) == 1
     assert str(REAL) in lines[0] and "valid" in lines[0]
     assert "6 growth" in lines[0] and "11 ratio" in lines[0]
+
+
+def test_observation_section_points_to_the_company_file(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text(REAL.read_text() + "\n[observation]\ncity_count_noise = 0.05\n")
+    with pytest.raises(PriorsError) as info:
+        load_priors(path, DRIVERS)
+    msg = str(info.value)
+    assert "\n" not in msg and str(path) in msg and "'observation'" in msg
+    assert "company.toml" in msg and "sd" in msg
+
+
+def test_company_growth_driver_missing_from_the_priors_file(tmp_path):
+    text = REAL.read_text()
+    start = text.index("[growth.smart_auto_revenue]")
+    end = text.index("\n[", start + 1)
+    path = tmp_path / "short.toml"
+    path.write_text(text[:start] + text[end + 1:])
+    with pytest.raises(PriorsError, match="'growth.smart_auto_revenue'.*missing"):
+        load_priors(path, DRIVERS)
+    assert "smart_auto_revenue" not in load_priors(path).growth  # no company: the file decides
+
+
+# --- the company file ---------------------------------------------------------------------------
+COMPANY_TEXT = (FOLDER / "company.toml").read_text()
+OBS_YEAR = 'segment = "smart_city"\nyear = "FY21"\nfraction = 0.5'
+OBS_SD = 'value = 119\nsd = 0.05'
+LIFE = '[segments.smart_life]\nlabel = "Smart Life"\nkind = "direct"'
+CITY_UNITS_LAST = "units_last = { value = 94,"
+
+
+def _drop_company_line(text, startswith):
+    lines = text.splitlines(keepends=True)
+    hits = [i for i, line in enumerate(lines) if line.startswith(startswith)]
+    assert len(hits) == 1, f"the company file changed: {startswith!r}"
+    del lines[hits[0]]
+    return "".join(lines)
+
+
+# id -> (edit of the real company.toml, offending key, a fragment the message must contain)
+BAD_COMPANY = {
+    "segment_without_kind": (lambda t: _edit(t, LIFE, LIFE.replace('\nkind = "direct"', "")),
+                             "segments.smart_life.kind", "got None"),
+    "unknown_segment_kind": (lambda t: _edit(t, LIFE, LIFE.replace('"direct"', '"ratio"')),
+                             "segments.smart_life.kind", "'units'"),
+    "units_segment_without_units_last": (lambda t: _drop_company_line(t, CITY_UNITS_LAST),
+                                         "segments.smart_city.units_last", "unit count"),
+    "observation_not_in_the_first_year": (
+        lambda t: _edit(t, OBS_YEAR, OBS_YEAR.replace('"FY21"', '"FY22"')),
+        "observations[0].year", "first forecast year"),
+    "observation_sd_zero": (lambda t: _edit(t, OBS_SD, OBS_SD.replace("0.05", "0.0")),
+                            "observations[0].sd", "noise sd"),
+    "observation_sd_negative": (lambda t: _edit(t, OBS_SD, OBS_SD.replace("0.05", "-0.05")),
+                                "observations[0].sd", "noise sd"),
+    "observation_of_unknown_segment": (
+        lambda t: _edit(t, OBS_YEAR, OBS_YEAR.replace('"smart_city"', '"smart_home"')),
+        "observations[0].segment", "smart_home"),
+    "units_observation_of_a_direct_segment": (
+        lambda t: _edit(t, OBS_YEAR, OBS_YEAR.replace('"smart_city"', '"smart_life"')),
+        "observations[0].segment", "'units' segment"),
+    "history_series_too_short": (
+        lambda t: _edit(t, "revenue_smart_life = { values = [330, 414, 434]",
+                        "revenue_smart_life = { values = [330, 414]"),
+        "history.revenue_smart_life.values", "3 finite numbers"),
+    "valuation_year_not_a_forecast_year": (
+        lambda t: _edit(t, 'valuation_year = { value = "FY22"',
+                        'valuation_year = { value = "FY20"'),
+        "market.valuation_year", "forecast years"),
+    "market_value_missing": (lambda t: _drop_company_line(t, "price = { value = 6.73"),
+                             "market.price", "missing"),
+    "unknown_section": (lambda t: t + "\n[forecast]\nhorizon = 3\n", "forecast", "known section"),
+}
+
+
+def _company_folder(tmp_path, text: str | bytes) -> Path:
+    folder = tmp_path / "co"
+    shutil.copytree(FOLDER, folder)
+    target = folder / "company.toml"
+    target.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return folder
+
+
+@pytest.mark.parametrize("case", list(BAD_COMPANY))
+def test_bad_company_file_raises_one_line(tmp_path, case):
+    make, key, fragment = BAD_COMPANY[case]
+    text = make(COMPANY_TEXT)
+    assert text != COMPANY_TEXT
+    folder = _company_folder(tmp_path, text)
+    with pytest.raises(DataFileError) as info:
+        load_company(folder)
+    msg = str(info.value)
+    assert "\n" not in msg and str(folder / "company.toml") in msg, msg
+    assert f"'{key}'" in msg and fragment in msg, msg
+    assert isinstance(info.value, StforecastError)
+
+
+def test_non_utf8_company_file(tmp_path):
+    folder = _company_folder(tmp_path, COMPANY_TEXT.encode() + b"\n# \xff\xfe\n")
+    with pytest.raises(DataFileError) as info:
+        load_company(folder)
+    msg = str(info.value)
+    assert "\n" not in msg and str(folder / "company.toml") in msg and "UTF-8" in msg
+
+
+def test_folder_without_company_file(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    with pytest.raises(DataFileError) as info:
+        load_company(folder)
+    msg = str(info.value)
+    assert "\n" not in msg and str(folder) in msg and "company.toml" in msg
+
+
+def test_unknown_company_name():
+    with pytest.raises(DataFileError) as info:
+        load_company("no_such_company")
+    msg = str(info.value)
+    assert "\n" not in msg and "no_such_company" in msg and "sensetime" in msg
+
+
+def test_shipped_company_loads_by_name_and_by_folder():
+    by_name = load_company("sensetime")
+    assert by_name.key == COMPANY.key == "sensetime"
+    assert by_name.segment_names == COMPANY.segment_names
+    assert [o.name for o in by_name.observations] == [o.name for o in COMPANY.observations]

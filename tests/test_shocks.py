@@ -10,45 +10,53 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from stforecast.data import load_report
-from stforecast.model import observations_from_report
-from stforecast.priors import default_priors_path, load_priors
+from stforecast.company import load_company
+from stforecast.model import observations_from_company
+from stforecast.priors import load_priors
+from stforecast.registry import SAMPLE_DIMS
+from stforecast.scenarios import company_channels
 from stforecast.shocks import (CHANNELS, STICKY_COSTS, Scenario, ScenariosError, apply_shocks,
-                               default_scenarios_path, draw_shocks, intensities, load_scenarios,
-                               parse_setting)
-from stforecast.simulate import SAMPLE_DIMS, driver_paths, simulate, simulate_scenarios, statements
+                               draw_shocks, intensities, load_scenarios, parse_setting)
+from stforecast.simulate import driver_paths, simulate, simulate_scenarios, statements
 
-REPORT = load_report()
-OBS = observations_from_report(REPORT)
-YEARS = [str(y) for y in REPORT.report_case["year"].values]
-SCENARIOS_FILE = default_scenarios_path(default_priors_path())
-SPEC = load_scenarios(SCENARIOS_FILE, YEARS)
+COMPANY = load_company()
+REPORT = COMPANY  # the name other test modules import
+OBS = observations_from_company(COMPANY)
+YEARS = list(COMPANY.forecast_years)
+SCENARIOS_FILE = COMPANY.scenarios_path
+SPEC = load_scenarios(SCENARIOS_FILE, COMPANY)
+PRIORS = load_priors(COMPANY.priors_path, COMPANY.growth_drivers())
 
 
 def fake_posterior(chains=2, draws=200, seed=0) -> xr.Dataset:
-    """Parameters drawn from a narrow band around each prior's median (no fit needed)."""
+    """Parameters drawn from a narrow band around each prior's median (no fit needed); every
+    growth driver's first-year growth around its long-run median."""
     rng = np.random.default_rng(seed)
-    priors = load_priors(default_priors_path())
     values = {}
 
-    def put(name, centre, rel=0.05):
-        values[name] = centre * (1 + rel * rng.standard_normal((chains, draws)))
+    def draw(centre, rel=0.05):
+        return centre * (1 + rel * rng.standard_normal((chains, draws)))
 
-    for name, proc in priors.processes().items():
+    def put(name, centre, rel=0.05):
+        values[name] = (("chain", "draw"), draw(centre, rel))
+
+    first = []
+    for name, proc in PRIORS.processes().items():
         put(f"{name}_long_run", float(proc.long_run.frozen().median()))
         put(f"{name}_persistence", float(proc.persistence.frozen().median()))
         put(f"{name}_volatility", float(proc.volatility.frozen().median()))
-        if name in priors.growth:
-            put(f"{name}_growth_fy21", float(proc.long_run.frozen().median()))
+        if name in PRIORS.growth:
+            first.append(draw(float(proc.long_run.frozen().median())))
     put("company_growth_effect", 0.0)
-    put("ev_sales_multiple", float(priors.valuation["ev_sales_multiple"].frozen().median()))
-    return xr.Dataset({k: (("chain", "draw"), v) for k, v in values.items()},
-                      coords={"chain": np.arange(chains), "draw": np.arange(draws)})
+    put("ev_sales_multiple", float(PRIORS.valuation["ev_sales_multiple"].frozen().median()))
+    values["first_year_growth"] = (("chain", "draw", "growth_driver"), np.stack(first, axis=-1))
+    return xr.Dataset(values, coords={"chain": np.arange(chains), "draw": np.arange(draws),
+                                      "growth_driver": list(PRIORS.growth)})
 
 
 @pytest.fixture(scope="module")
 def paths():
-    drivers = driver_paths(fake_posterior(), REPORT, OBS, 25, np.random.default_rng(1))
+    drivers = driver_paths(fake_posterior(), COMPANY, OBS, 25, np.random.default_rng(1))
     shape = tuple(drivers.sizes[d] for d in SAMPLE_DIMS)
     return drivers, draw_shocks(SPEC, shape, len(YEARS), np.random.default_rng(2))
 
@@ -61,7 +69,7 @@ def scenario(settings: dict, default="off", name="user") -> Scenario:
 def run(paths, **scenarios) -> xr.Dataset:
     drivers, draws = paths
     spec = SPEC.with_scenarios({k: scenario(v) for k, v in scenarios.items()})
-    return simulate_scenarios(drivers, REPORT, spec, draws)
+    return simulate_scenarios(drivers, COMPANY, spec, draws)
 
 
 # --- the file ------------------------------------------------------------------------------------
@@ -128,7 +136,7 @@ def test_malformed_scenarios_file_gives_one_line_naming_the_key(tmp_path, case):
     path = tmp_path / "scenarios.toml"
     path.write_text(text)
     with pytest.raises(ScenariosError) as err:
-        load_scenarios(path, YEARS)
+        load_scenarios(path, COMPANY)
     message = str(err.value)
     assert "\n" not in message and str(path) in message and key in message, message
 
@@ -180,28 +188,39 @@ def test_fixed_probability_and_severity(paths):
     assert not never["aidc_capex_overrun"].any()
 
 
-TARGET = {  # channel -> the shocked driver it changes
-    "overseas_revenue": "segment_revenue", "revenue": "segment_revenue",
-    "smart_business_revenue": "smart_business_revenue_per_customer",
-    "smart_city_revenue": "smart_city_revenue_per_city",
-    "smart_life_revenue": "segment_revenue", "smart_auto_revenue": "segment_revenue",
-}
+def shocked_driver(channel: str) -> tuple[str, dict]:
+    """The driver a channel changes, and the selection of it that moves: a units segment's
+    revenue channel acts on its revenue per unit; a direct segment's on its revenue; revenue
+    and exposure channels on every segment's revenue; the others on the driver of that name."""
+    for s in COMPANY.segments:
+        if channel == f"{s.name}_revenue":
+            if s.kind == "units":
+                return s.per_unit_driver, {}
+            return "segment_revenue", {"segment": s.name}
+    if channel in CHANNELS and channel != "revenue":
+        return channel, {}
+    return "segment_revenue", {}
+
+
+def test_channels_cover_segments_and_exposures():
+    channels = company_channels(COMPANY)
+    assert set(CHANNELS) <= set(channels)
+    for s in COMPANY.segments:
+        assert channels[f"{s.name}_revenue"][0] == "relative"
+    for name in COMPANY.exposures:
+        assert channels[name[:-len("_share")]][0] == "relative"
+    assert len(channels) == len(CHANNELS) + len(COMPANY.segments) + len(COMPANY.exposures)
 
 
 @pytest.mark.parametrize("shock", sorted(SPEC.shocks))
 def test_every_channel_moves_its_driver_in_the_declared_direction(paths, shock):
     drivers, draws = paths
     sc = scenario({shock: "FY22"})
-    shocked = apply_shocks(drivers, SPEC, intensities(SPEC, sc, draws, YEARS), REPORT)
+    shocked = apply_shocks(drivers, SPEC, intensities(SPEC, sc, draws, YEARS), COMPANY)
     for channel, effect in SPEC.shocks[shock].channels.items():
-        name = TARGET.get(channel, channel)
-        before, after = drivers[name], shocked[name]
-        if channel == "ev_sales_multiple":
-            diff = (after - before).values
-        else:
-            diff = (after - before).sel(year="FY22").values
-        if channel.endswith("_revenue") and channel.startswith("smart_") and name == "segment_revenue":
-            diff = (after - before).sel(year="FY22", segment=channel[:-len("_revenue")]).values
+        name, where = shocked_driver(channel)
+        diff = (shocked[name] - drivers[name]).sel(where)
+        diff = (diff if channel == "ev_sales_multiple" else diff.sel(year="FY22")).values
         direction = np.sign(effect)
         assert (direction * diff >= -1e-9).all(), (shock, channel)
         assert (direction * diff).mean() > 0, (shock, channel)
@@ -211,7 +230,7 @@ def test_relative_effects_compose_by_multiplying(paths):
     drivers, draws = paths
     sc = scenario({"customer_concentration": {"year": "FY22", "severity": 1.0},
                    "talent_competition": {"year": "FY22", "severity": 1.0}})
-    shocked = apply_shocks(drivers, SPEC, intensities(SPEC, sc, draws, YEARS), REPORT)
+    shocked = apply_shocks(drivers, SPEC, intensities(SPEC, sc, draws, YEARS), COMPANY)
     e1 = SPEC.shocks["customer_concentration"].channels["revenue"]
     e2 = SPEC.shocks["talent_competition"].channels["revenue"]
     ratio = (shocked["segment_revenue"] / drivers["segment_revenue"]).sel(year="FY22")
@@ -221,7 +240,7 @@ def test_relative_effects_compose_by_multiplying(paths):
 def test_costs_are_sticky_when_revenue_is_cut(paths):
     drivers, draws = paths
     sc = scenario({"customer_concentration": "FY22"})
-    shocked = apply_shocks(drivers, SPEC, intensities(SPEC, sc, draws, YEARS), REPORT)
+    shocked = apply_shocks(drivers, SPEC, intensities(SPEC, sc, draws, YEARS), COMPANY)
     rev0 = drivers["segment_revenue"].sum("segment")
     rev1 = shocked["segment_revenue"].sum("segment")
     assert (rev1.sel(year="FY22") < rev0.sel(year="FY22")).all()
@@ -232,8 +251,8 @@ def test_costs_are_sticky_when_revenue_is_cut(paths):
 def test_base_scenario_is_the_unshocked_model(paths):
     drivers, _ = paths
     out = run(paths, base={})
-    plain = statements(drivers, REPORT)
-    for name in ("revenue", "cash", "target_price_hkd"):
+    plain = statements(drivers, COMPANY)
+    for name in ("revenue", "cash", "target_price"):
         np.testing.assert_array_equal(out[name].isel(scenario=0).values, plain[name].values)
 
 
@@ -248,7 +267,7 @@ def test_forced_shocks_move_outcomes_the_way_their_channels_say(paths):
     assert (us["gross_margin"].sel(**fy22) < base["gross_margin"].sel(**fy22)).all()
     assert (us["capex_ratio"].sel(**fy22) > base["capex_ratio"].sel(**fy22)).all()
     assert (us["ev_sales_multiple"] < base["ev_sales_multiple"]).all()
-    assert (us["target_price_hkd"] < base["target_price_hkd"]).all()
+    assert (us["target_price"] < base["target_price"]).all()
     # Public-sector squeeze: less Smart City revenue, longer receivable days, less cash
     assert (sq["revenue_smart_city"].sel(**fy22) < base["revenue_smart_city"].sel(**fy22)).all()
     assert (sq["revenue_smart_business"] == base["revenue_smart_business"]).all()
@@ -266,15 +285,15 @@ def test_forced_shocks_move_outcomes_the_way_their_channels_say(paths):
 
 
 def test_risk_weighted_lies_between_base_and_combined_stress():
-    drivers = driver_paths(fake_posterior(draws=400, seed=3), REPORT, OBS, 25,
+    drivers = driver_paths(fake_posterior(draws=400, seed=3), COMPANY, OBS, 25,
                            np.random.default_rng(4))
     draws = draw_shocks(SPEC, tuple(drivers.sizes[d] for d in SAMPLE_DIMS), len(YEARS),
                         np.random.default_rng(5))
-    out = simulate_scenarios(drivers, REPORT, SPEC, draws,
-                             keep=["revenue", "target_price_hkd"])
+    out = simulate_scenarios(drivers, COMPANY, SPEC, draws,
+                             keep=["revenue", "target_price"])
     med = out.median(SAMPLE_DIMS)
     for name, m in (("revenue", med["revenue"].sel(year="FY23")),
-                    ("target_price_hkd", med["target_price_hkd"])):
+                    ("target_price", med["target_price"])):
         base, risk, stress = (float(m.sel(scenario=s)) for s in
                               ("base", "risk-weighted", "combined-stress"))
         assert stress < risk < base, (name, base, risk, stress)
@@ -282,14 +301,14 @@ def test_risk_weighted_lies_between_base_and_combined_stress():
 
 def test_simulate_with_scenarios_is_reproducible():
     post = fake_posterior(draws=50)
-    a = simulate(post, REPORT, OBS, 4, np.random.default_rng(9), scenarios=SPEC,
-                 keep=["target_price_hkd"])
-    b = simulate(post, REPORT, OBS, 4, np.random.default_rng(9), scenarios=SPEC,
-                 keep=["target_price_hkd"])
+    a = simulate(post, COMPANY, OBS, 4, np.random.default_rng(9), scenarios=SPEC,
+                 keep=["target_price"])
+    b = simulate(post, COMPANY, OBS, 4, np.random.default_rng(9), scenarios=SPEC,
+                 keep=["target_price"])
     assert list(a["scenario"].values) == list(SPEC.scenarios)
     xr.testing.assert_identical(a, b)
 
 
 def test_channels_table_is_documented():
-    for channel, (kind, units) in CHANNELS.items():
-        assert kind in ("relative", "additive") and units
+    for channel, (kind, units) in company_channels(COMPANY).items():
+        assert kind in ("relative", "additive") and units, channel

@@ -329,7 +329,7 @@ def _is_number(x) -> bool:
 def _years(path, key, value) -> tuple[str, ...]:
     if not (isinstance(value, list) and value and all(isinstance(y, str) and y for y in value)
             and len(set(value)) == len(value)):
-        _fail(path, key, "a list of distinct year labels like \"FY21\"")
+        _fail(path, key, "a list of distinct year labels (non-empty strings)")
     return tuple(value)
 
 

@@ -155,10 +155,10 @@ def _shock(path, name, table, channels) -> Shock:
     source = table["source"]
     if not isinstance(source, str) or not source.strip():
         _fail(path, f"{key}.source", "a non-empty string saying where the report names the risk")
-    channels = table["channels"]
-    if not isinstance(channels, dict) or not channels:
+    effects = table["channels"]
+    if not isinstance(effects, dict) or not effects:
         _fail(path, f"{key}.channels", "a table of channel = effect, e.g. { gross_margin = -0.03 }")
-    for channel, effect in channels.items():
+    for channel, effect in effects.items():
         if channel not in channels:
             _fail(path, f"{key}.channels.{channel}", f"a known channel: one of {', '.join(channels)}")
         _number(path, f"{key}.channels.{channel}", effect)
@@ -170,7 +170,7 @@ def _shock(path, name, table, channels) -> Shock:
         probability=_prior(path, f"{key}.probability", table["probability"], "unit"),
         severity=_prior(path, f"{key}.severity", table["severity"], "positive"),
         persistence=_number(path, f"{key}.persistence", table["persistence"], 0.0, 1.0),
-        channels={c: float(v) for c, v in channels.items()},
+        channels={c: float(v) for c, v in effects.items()},
         source=source, reasoning=table.get("reasoning", ""))
 
 
