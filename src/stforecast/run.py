@@ -139,7 +139,7 @@ def _valuation_block(predictive: xr.Dataset, price: float) -> dict:
     out = {}
     for method, (tp, multiple) in METHOD_VARIABLES.items():
         if tp in predictive:
-            out[method] = {"target_price_hkd": sample_stats(predictive[tp]),
+            out[method] = {"target_price": sample_stats(predictive[tp]),
                            "p_upside": p_exceeds(predictive[tp], price),
                            "ev_sales_multiple": sample_stats(predictive[multiple], mean=False)}
     if "sales_cagr" in predictive:
