@@ -58,7 +58,7 @@ CASH_FLOOR_FACT = "cash_floor"
 FORMATS = ("money", "fraction", "price", "multiple", "days", "count", "decimal")
 
 
-# --- numbers ---------------------------------------------------------------------------------------
+# --- numbers --------------------------------------------------------------------------------------
 def _round(x: float) -> float | None:
     """``x`` to ``SIGNIFICANT`` significant digits (None for NaN/inf: JSON has no NaN)."""
     x = float(x)
@@ -113,7 +113,7 @@ def kde(values: np.ndarray, grid: np.ndarray, exact_max: int = 20_000) -> np.nda
     return out / (n * h * math.sqrt(2 * math.pi))
 
 
-# --- labels and units ------------------------------------------------------------------------------
+# --- labels and units -----------------------------------------------------------------------------
 def number_format(units: str) -> str:
     """How a value in ``units`` (a registry template or filled units) is written: one of
     ``FORMATS``."""
@@ -195,7 +195,7 @@ def channels_block(company: Company) -> dict:
     return out
 
 
-# --- the company's actuals and the report's forecast -----------------------------------------------
+# --- the company's actuals and the report's forecast ----------------------------------------------
 def _derived(ds: xr.Dataset, name: str) -> xr.DataArray | None:
     """``name`` from ``ds`` or from its lines (reports publish lines, not every ratio)."""
     if name in ds:
@@ -254,7 +254,7 @@ def published_block(company: Company) -> dict:
             "price": company.market.price}
 
 
-# --- fans ---------------------------------------------------------------------------------------------
+# --- fans -----------------------------------------------------------------------------------------
 def fan_variables(company: Company) -> list[str]:
     """The registry's fan variables, with the segment revenue lines after revenue and the units
     segments' drivers at the end."""
@@ -296,7 +296,7 @@ def fans_block(predictive: xr.Dataset, company: Company, variables: Mapping) -> 
     return out
 
 
-# --- densities ----------------------------------------------------------------------------------------
+# --- densities ------------------------------------------------------------------------------------
 def _axis(samples: Sequence[np.ndarray], marks: Sequence[float], bins: int) -> np.ndarray:
     """Histogram edges from the lower to the upper ``AXIS_QUANTILES`` of every sample set,
     widened to show ``marks``."""
@@ -386,7 +386,7 @@ def scenarios_block(predictive_all: xr.Dataset, company: Company, variables: Map
     return out
 
 
-# --- events -------------------------------------------------------------------------------------------
+# --- events ---------------------------------------------------------------------------------------
 def events_block(predictive: xr.Dataset, company: Company) -> dict:
     """P(final-year revenue beats the report's) and, when the company's facts name a cash
     floor, P(cash below it at some forecast year-end); each ``{value, mcse, n}``."""
@@ -405,7 +405,7 @@ def events_block(predictive: xr.Dataset, company: Company) -> dict:
     return out
 
 
-# --- peers --------------------------------------------------------------------------------------------
+# --- peers ----------------------------------------------------------------------------------------
 def peers_block(peers: xr.Dataset, peer_posterior: xr.Dataset, company: Company,
                 summary: Mapping, growth: str, margin: str, response: str) -> dict:
     """The peer scatter (``growth`` vs ``response`` columns of ``peers``), the fitted relation for
@@ -450,7 +450,7 @@ def peers_block(peers: xr.Dataset, peer_posterior: xr.Dataset, company: Company,
     }
 
 
-# --- parameters ---------------------------------------------------------------------------------------
+# --- parameters -----------------------------------------------------------------------------------
 def parameter_names(prior: xr.Dataset, posterior: xr.Dataset) -> list[str]:
     names = [str(n) for n in posterior.data_vars
              if n in prior and str(n).endswith(PARAMETER_SUFFIXES)
@@ -476,7 +476,7 @@ def prior_posterior_block(prior: xr.Dataset, posterior: xr.Dataset) -> list[dict
     return out
 
 
-# --- everything ---------------------------------------------------------------------------------------
+# --- everything -----------------------------------------------------------------------------------
 def chart_data(predictive_all: xr.Dataset, company: Company, summary: Mapping, *,
                prior: xr.Dataset | None = None, posterior: xr.Dataset | None = None,
                peers: xr.Dataset | None = None, peer_posterior: xr.Dataset | None = None

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import io
 import math
-import textwrap
 import os
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -223,7 +223,7 @@ def _reference_lines(ax: Axes, chart: Mapping, price_unit: str) -> None:
 
 
 def _price_unit(units: str) -> str:
-    """``"HKD per share"`` -> ``"HKD"`` (the legend's price currency)."""
+    """``"<price currency> per share"`` -> ``"<price currency>"`` (for legends)."""
     return units.split(" per ")[0] if " per " in units else ""
 
 
@@ -238,8 +238,8 @@ def target_price_distribution(chart: Mapping) -> Figure:
     """
     edges, grid = _floats(chart["edges"]), _floats(chart["grid"])
     fig, ax = _new_figure()
-    _, _, patches = ax.hist(edges[:-1], bins=edges, weights=_floats(chart["histogram"]),
-                            color=FAN_COLOUR, alpha=0.35, label="Draws")
+    patches = ax.bar(edges[:-1], _floats(chart["histogram"]), width=np.diff(edges),
+                     align="edge", color=FAN_COLOUR, alpha=0.35, label="Draws")
     for patch in patches:
         patch.set_gid("histogram")
     (kde,) = ax.plot(grid, _floats(chart["density"]), color=FAN_COLOUR, linewidth=2,
@@ -411,7 +411,7 @@ def prior_posterior(panels: Sequence[Mapping], ncols: int = 3) -> Figure:
     n = max(len(panels), 1)
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(2.9 * ncols, 2.1 * nrows), layout="constrained")
+    fig = Figure(figsize=(2.7 * ncols, 1.9 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, panel in zip(axes, panels):
         grid = _floats(panel["grid"])
@@ -609,7 +609,7 @@ def figures(charts: Mapping, sensitivity: Mapping | None = None,
 def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
     """The figure as PNG bytes."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, pil_kwargs={"optimize": True})
+    fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 

@@ -42,7 +42,8 @@ STAT_HEADERS = ("Mean",) + tuple(f"{p:.0%}" if k != "q50" else "Median"
                                  for k, p in QUANTILES.items())
 #: The quality bar beside the diagnostics (registry constants).
 THRESHOLDS = {"rhat_max": f"≤ {RHAT_MAX:g}", "ess_bulk_min": f"≥ {ESS_MIN:,}",
-              "ess_tail_min": f"≥ {ESS_MIN:,}", "divergences": f"≤ {DIVERGENCES_MAX:g}" if DIVERGENCES_MAX else "= 0"}
+              "ess_tail_min": f"≥ {ESS_MIN:,}",
+              "divergences": f"≤ {DIVERGENCES_MAX:g}" if DIVERGENCES_MAX else "= 0"}
 DIAGNOSTICS = (("rhat_max", "max R-hat"), ("ess_bulk_min", "min bulk ESS"),
                ("ess_tail_min", "min tail ESS"), ("divergences", "divergences"))
 
@@ -170,7 +171,7 @@ class _Words:
         return self.entry(name)["units"]
 
     def titled(self, name: str) -> str:
-        """``"Revenue (RMB mn)"``."""
+        """``"Revenue (<currency> mn)"``: the label with its units."""
         return plots.axis_label(_capital(self.label(name)), self.units(name))
 
     @property
@@ -513,8 +514,9 @@ def _sensitivity(summary: Mapping, w: _Words, images: Mapping[str, str]) -> str:
     for key, block in sens.items():
         ranked = block.get("ranking") or []
         title = _capital(w.label(key)) + (f" {block['year']}" if block.get("year") else "")
-        rows = [[str(i + 1), f"{_e(_capital(w.label(e['driver'])))}<br><code>{_e(e['driver'])}</code>",
-                 f"{float(e['score']):+.3f}"] for i, e in enumerate(ranked)]
+        rows = [[str(i + 1), f"{_e(_capital(w.label(e['driver'])))}<br>"
+                 f"<code>{_e(e['driver'])}</code>", f"{float(e['score']):+.3f}"]
+                for i, e in enumerate(ranked)]
         parts.append(f"<div><h3>{_e(title)}</h3>"
                      + _img(images, f"tornado_{key}", f"Sensitivity tornado for {title}")
                      + _table(("Rank", "Driver", "Score"), rows, "num sens") + "</div>")
@@ -652,7 +654,8 @@ def _render(summary: Mapping, images: Mapping[str, str]) -> str:
     ticker = company.get("ticker")
     title = f"{name} ({ticker})" if ticker else name
     scenario = charts.get("scenario")
-    scenario_note = f" Charts and probabilities show the “{scenario}” scenario." if scenario else ""
+    scenario_note = (f" Charts and probabilities show the “{scenario}” scenario." if scenario
+                     else "")
     years = charts.get("years") or {}
     history = years.get("history") or []
     actuals = f" {history[0]}A–{history[-1]}A" if history else ""
