@@ -1,20 +1,21 @@
-"""The HTML report: one self-contained page built from saved results.
+"""The HTML report: one self-contained page rendered from a results folder alone.
 
-``build_report(results_dir)`` reads ``results_dir/summary.json`` and ``results_dir/forecast.nc``
-(groups opened one by one with ``xarray.open_dataset(..., group=..., engine="h5netcdf")``),
-draws the charts of :mod:`stforecast.plots`, writes them as PNGs beside the page and embeds the
-same PNGs in ``report.html`` as base64 data URIs, so the page is one file that opens anywhere,
-with no script and no network access. All text is escaped with ``html.escape``; the page is
-written atomically (temporary file + ``os.replace``).
+``build_report(results_dir)`` reads ``results_dir/summary.json`` (its statistics and the chart
+data that ``stforecast.charts`` computed at run time, under ``charts``), draws the charts of
+:mod:`stforecast.plots`, writes them as PNGs beside the page and embeds the same PNGs in
+``report.html`` as base64 data URIs, so the page is one file that opens anywhere, with no script
+and no network access. Nothing is recomputed and nothing outside the results folder is read:
+the company's name, currencies, years, the report's figures and every label come from the
+summary. All text is escaped with ``html.escape``. Everything is rendered in memory first; the
+PNGs and then the page are written atomically (temporary file + ``os.replace``), so a failure
+leaves an earlier report untouched.
 
-Sections: a warning banner when sampler diagnostics fail; headline numbers (FY23 revenue, target
-price, P(upside) with its MCSE) and which scenario and valuation method they use; fan charts; the
-target-price distribution; valuation, report multiple vs peer regression (method table, peer-fit
-slopes, the peer-relation and valuation-method charts); the percentile table per line item and
-year; scenarios (one row per scenario, medians of the multiples by method); risk factors (the
+Sections: a banner (OK only when every fit met the quality bar, the peer regression's included;
+FAILED with the reasons otherwise); headline numbers and which scenario and valuation method
+they use; fan charts; the target-price distribution; valuation by method (method table, peer
+fit, two charts); the percentile table per line item and year; scenarios; risk factors (the
 shocks); sensitivity; prior vs posterior; sampler diagnostics; assumptions with sources;
-provenance (seed, priors hash, versions). A section whose summary keys are missing (older
-results) is left out. Nothing here imports PyMC.
+provenance. A section whose data are absent is left out. Nothing here imports PyMC.
 """
 
 from __future__ import annotations
@@ -28,54 +29,47 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import xarray as xr
+from . import plots
+from .errors import ResultsError
+from .registry import (DIVERGENCES_MAX, ESS_MIN, METHOD_VARIABLES, QUANTILES, RHAT_MAX,
+                       SUMMARY_FILE, VALUATION_METHODS, VARIABLES)
 
-from . import mcse, plots
-from .data import DataFileError, load_report
-from .engine import REPORTED_LINES
-from .peers import PREDICTION_PARAMS, load_peers
-
-__all__ = ["build_report", "FAN_VARIABLES", "REPORT_NAME"]
+__all__ = ["build_report", "REPORT_NAME"]
 
 REPORT_NAME = "report.html"
-GROUPS = ("posterior", "prior", "sample_stats", "observed_data", "posterior_predictive",
-          "prior_predictive", "peer_posterior")
-#: Fan charts in the report, in order.
-FAN_VARIABLES = (
-    "revenue", "revenue_smart_business", "revenue_smart_city", "revenue_smart_life",
-    "revenue_smart_auto", "gross_margin", "cash", "trade_receivable_days", "free_cash_flow",
-)
-STATS = ("mean", "q05", "q25", "q50", "q75", "q95")
-STAT_HEADERS = ("Mean", "5%", "25%", "Median", "75%", "95%")
-#: DESIGN.md's desk question: "that cash falls below RMB 3bn before FY23 year-end" (RMB mn).
-CASH_FLOOR = 3000.0
-#: Parameter-name endings compared in the prior-vs-posterior panel.
-PARAMETER_SUFFIXES = ("_long_run", "_persistence", "_volatility")
-MAX_PARAMETERS = 12
-#: Sampler thresholds shown beside the diagnostics (DESIGN.md quality bar).
-THRESHOLDS = {"rhat_max": "≤ 1.01", "ess_bulk_min": "≥ 400", "ess_tail_min": "≥ 400",
-              "divergences": "= 0"}
-#: Valuation methods in table order (summary.json ``valuation_methods`` keys).
-METHODS = ("report", "peer-regression")
-METHOD_NAMES = {"report": "Report multiple", "peer-regression": "Peer regression"}
+STATS = ("mean",) + tuple(QUANTILES)
+STAT_HEADERS = ("Mean",) + tuple(f"{p:.0%}" if k != "q50" else "Median"
+                                 for k, p in QUANTILES.items())
+#: The quality bar beside the diagnostics (registry constants).
+THRESHOLDS = {"rhat_max": f"≤ {RHAT_MAX:g}", "ess_bulk_min": f"≥ {ESS_MIN:,}",
+              "ess_tail_min": f"≥ {ESS_MIN:,}",
+              "divergences": f"≤ {DIVERGENCES_MAX:g}" if DIVERGENCES_MAX else "= 0"}
+DIAGNOSTICS = (("rhat_max", "max R-hat"), ("ess_bulk_min", "min bulk ESS"),
+               ("ess_tail_min", "min tail ESS"), ("divergences", "divergences"))
 
 
 # --------------------------------------------------------------------------------------------
-# Reading
+# Reading (the one loader: to be replaced by the typed results contract's)
 # --------------------------------------------------------------------------------------------
 
-def _open_groups(path: Path) -> dict[str, xr.Dataset]:
-    """Every group of the results file that exists, loaded into memory (the file is closed)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: results file not found (run the forecast first)")
-    groups = {}
-    for name in GROUPS:
-        try:
-            with xr.open_dataset(path, group=name, engine="h5netcdf") as ds:
-                groups[name] = ds.load()
-        except OSError:  # h5netcdf: "group not found"
-            continue
-    return groups
+def _load_results(results_dir: Path) -> dict:
+    """summary.json of ``results_dir`` as a dict, with its chart data; ``ResultsError`` (one
+    line) when it is missing, unreadable or written without chart data."""
+    path = results_dir / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: results file not found (run the forecast first)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ResultsError(f"{path}: expected a JSON summary ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0]})") from None
+    if not isinstance(summary, dict):
+        raise ResultsError(f"{path}: expected a JSON object")
+    for key in ("charts", "company"):
+        if not isinstance(summary.get(key), dict):
+            raise ResultsError(f"{path}: key '{key}': expected a table (results written by an "
+                               "older stforecast: run the forecast again)")
+    return summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,25 +80,25 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _num(value, variable: str) -> str:
-    """A number in the variable's units: RMB mn with separators, % for fractions, HK$ 2 dp."""
+def _num(value, fmt: str) -> str:
+    """A number in its format (``charts.FORMATS``): money with separators, fractions in %,
+    prices with 2 decimals, multiples with an x."""
     try:
         v = float(value)
     except (TypeError, ValueError):
-        return _e(value)
+        return "–"
     if not math.isfinite(v):
         return "–"
-    unit = plots.units(variable)
-    if unit == "%":
+    if fmt == "fraction":
         return f"{v * 100:.1f}%"
-    if unit == "HK$ per share":
-        return f"{v:.2f}"
-    if unit == "x":
+    if fmt in ("price", "decimal"):
+        return f"{v:,.2f}"
+    if fmt == "multiple":
         return f"{v:.1f}x"
     return f"{v:,.0f}"
 
 
-def _prob(p: Mapping | None) -> str:
+def _prob(p) -> str:
     if not isinstance(p, Mapping) or p.get("value") is None:
         return "–"
     text = f"{float(p['value']):.2f}"
@@ -121,18 +115,17 @@ def _pct(value, digits: int = 1) -> str:
     return f"{v * 100:.{digits}f}%" if math.isfinite(v) else "–"
 
 
-def _method_name(method) -> str:
-    return METHOD_NAMES.get(str(method), str(method).replace("-", " "))
-
-
 def _is_stats(obj) -> bool:
-    return isinstance(obj, Mapping) and "q50" in obj
+    return isinstance(obj, Mapping) and obj.get("q50") is not None
 
 
-def _interval(stats: Mapping, variable: str) -> str:
-    return (f"{_num(stats.get('q50'), variable)} "
-            f"<span class=muted>[{_num(stats.get('q05'), variable)} – "
-            f"{_num(stats.get('q95'), variable)}]</span>")
+def _interval(stats: Mapping, fmt: str) -> str:
+    return (f"{_num(stats.get('q50'), fmt)} <span class=muted>[{_num(stats.get('q05'), fmt)} – "
+            f"{_num(stats.get('q95'), fmt)}]</span>")
+
+
+def _cell(stats, fmt: str) -> str:
+    return _interval(stats, fmt) if _is_stats(stats) else "–"
 
 
 def _table(headers, rows, cls: str = "") -> str:
@@ -141,78 +134,69 @@ def _table(headers, rows, cls: str = "") -> str:
     return f"<table class='{_e(cls)}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _headline_tag(flag: bool) -> str:
+    return " <span class=tag>headline</span>" if flag else ""
+
+
+class _Words:
+    """Labels, units and formats of the run's variables (from its chart data, else the
+    registry with the company's currencies)."""
+
+    def __init__(self, summary: Mapping):
+        self.company = summary["company"]
+        self.variables = summary["charts"].get("variables") or {}
+
+    def entry(self, name: str) -> Mapping:
+        if name in self.variables:
+            return self.variables[name]
+        v = VARIABLES.get(name)
+        if v is None:
+            return {"label": name.replace("_", " "), "units": "", "format": "decimal"}
+        from .charts import number_format
+        return {"label": v.label, "format": number_format(v.units),
+                "units": v.unit_text(self.company.get("currency", ""),
+                                     self.company.get("price_currency", ""))}
+
+    def label(self, name: str) -> str:
+        return self.entry(name)["label"]
+
+    def fmt(self, name: str) -> str:
+        return self.entry(name)["format"]
+
+    def units(self, name: str) -> str:
+        return self.entry(name)["units"]
+
+    def titled(self, name: str) -> str:
+        """``"Revenue (<currency> mn)"``: the label with its units."""
+        return plots.axis_label(_capital(self.label(name)), self.units(name))
+
+    @property
+    def price_unit(self) -> str:
+        return self.company.get("price_currency", "")
+
+    def price(self, value) -> str:
+        return f"{_num(value, 'price')} {self.price_unit}".strip()
+
+    @property
+    def money(self) -> str:
+        return f"{self.company.get('currency', '')} mn".strip()
+
+
+def method_name(method) -> str:
+    """``"Report multiple"``, ``"Peer-regression multiple"``: from the registry's label of the
+    method's target price."""
+    variable = METHOD_VARIABLES.get(str(method), (None,))[0]
+    label = VARIABLES[variable].label if variable in VARIABLES else str(method)
+    return _capital(label.split(", ", 1)[-1])
+
+
 # --------------------------------------------------------------------------------------------
-# Figures
+# Sections
 # --------------------------------------------------------------------------------------------
-
-def _parameter_names(prior: xr.Dataset, posterior: xr.Dataset) -> list[str]:
-    names = [n for n in posterior.data_vars
-             if n in prior and str(n).endswith(PARAMETER_SUFFIXES)
-             and set(posterior[n].dims) == {"chain", "draw"}]
-    return names[:MAX_PARAMETERS]
-
-
-def _headline_scenario(summary: Mapping, pp: xr.Dataset | None) -> str | None:
-    """The summary's ``headline_scenario`` when the draws have it, else None (the default)."""
-    name = summary.get("headline_scenario")
-    if pp is None or "scenario" not in pp.dims or "scenario" not in pp.coords:
-        return None
-    return str(name) if name in [str(s) for s in pp["scenario"].values] else None
-
-
-def _figures(groups: Mapping[str, xr.Dataset], rep, summary: Mapping) -> dict:
-    figs = {}
-    pp = groups.get("posterior_predictive")
-    scenario = _headline_scenario(summary, pp)
-    if pp is not None:
-        for variable in FAN_VARIABLES:
-            if variable in pp:
-                figs[f"fan_{variable}"] = plots.fan_chart(pp, rep.history, variable,
-                                                          published=rep.published)
-        if "target_price_hkd" in pp:
-            figs["target_price"] = plots.target_price_distribution(
-                pp, price_hkd=rep.market.price_hkd, report_tp=rep.market.target_price_hkd_published,
-                p_upside=summary.get("p_upside"))
-            if "scenario" in pp["target_price_hkd"].dims:
-                figs["scenarios_target_price"] = plots.scenario_comparison(
-                    pp, "target_price_hkd",
-                    references={"Price": rep.market.price_hkd,
-                                "Report": rep.market.target_price_hkd_published})
-        if "revenue" in pp and "scenario" in pp["revenue"].dims:
-            figs["scenarios_revenue"] = plots.scenario_comparison(pp, "revenue")
-        if any(v in pp for v in plots.METHOD_VARIABLES.values()):
-            methods = summary.get("valuation_methods")
-            methods = methods if isinstance(methods, Mapping) else {}
-            figs["valuation_methods"] = plots.valuation_methods(
-                pp, price_hkd=rep.market.price_hkd,
-                report_tp=rep.market.target_price_hkd_published,
-                p_upside_by_method={m: v.get("p_upside") for m, v in methods.items()
-                                    if isinstance(v, Mapping) and v.get("p_upside")},
-                scenario=scenario, chosen=summary.get("valuation_method"))
-    peer_post = groups.get("peer_posterior")
-    if peer_post is not None and all(v in peer_post for v in PREDICTION_PARAMS):
-        try:
-            peers = load_peers()
-        except (DataFileError, OSError):
-            peers = None
-        if peers is not None:
-            growth = None
-            if pp is not None and "sales_cagr_fy20_fy23" in pp:
-                growth = plots.select_scenario(pp["sales_cagr_fy20_fy23"], scenario)
-            at_report = (summary.get("peer_fit") or {}).get("at_report_growth_and_margin") or {}
-            figs["peer_relation"] = plots.peer_relation(
-                peers, peer_post, growth, with_premium=at_report.get("multiple_with_premium"),
-                report_multiple=at_report.get("report_multiple"))
-    for key, entries in (summary.get("sensitivity") or {}).items():
-        if entries:
-            figs[f"tornado_{key}"] = plots.tornado(entries, f"Sensitivity: {key}")
-    prior, posterior = groups.get("prior"), groups.get("posterior")
-    if prior is not None and posterior is not None:
-        names = _parameter_names(prior, posterior)
-        if names:
-            figs["prior_posterior"] = plots.prior_posterior(prior, posterior, names)
-    return figs
-
 
 def _img(images: Mapping[str, str], name: str, alt: str) -> str:
     if name not in images:
@@ -221,85 +205,77 @@ def _img(images: Mapping[str, str], name: str, alt: str) -> str:
             f"</figure>")
 
 
-# --------------------------------------------------------------------------------------------
-# Sections
-# --------------------------------------------------------------------------------------------
-
-def _probability_from_draws(pp: xr.Dataset | None, make_indicator) -> str:
-    """``P ± MCSE`` of an event over the default scenario's paths, or '–'."""
-    if pp is None:
-        return "–"
-    try:
-        indicator = make_indicator(pp)
-    except KeyError:
-        return "–"
-    indicator = plots.select_scenario(indicator)
-    dims = [d for d in plots.SAMPLE_DIMS if d in indicator.dims]
-    if set(indicator.dims) != set(dims) or len(dims) < 2:
-        return "–"
-    p, err, _ = mcse.probability(indicator.transpose(*dims).values)
-    return _prob({"value": p, "mcse": err})
+def _final_year(summary: Mapping) -> str | None:
+    years = (summary["charts"].get("years") or {}).get("forecast") or []
+    return years[-1] if years else None
 
 
-def _headline(summary: Mapping, rep, pp: xr.Dataset | None) -> str:
-    report_rev = float(rep.published["revenue"].sel(year="FY23"))
-    price, report_tp = rep.market.price_hkd, rep.market.target_price_hkd_published
+def _headline(summary: Mapping, w: _Words) -> str:
+    charts = summary["charts"]
+    events = charts.get("events") or {}
+    published = charts.get("published") or {}
+    final = _final_year(summary)
     cards = []
-    rev = (summary.get("revenue") or {}).get("FY23")
+    rev = (summary.get("revenue") or {}).get(final)
     if _is_stats(rev):
-        p_beat = _probability_from_draws(
-            pp, lambda d: d["revenue"].sel(year="FY23") > report_rev)
-        cards.append((
-            "FY23 revenue (RMB mn)", _num(rev["q50"], "revenue"),
-            f"90% interval {_num(rev['q05'], 'revenue')} – {_num(rev['q95'], 'revenue')}<br>"
-            f"Report: {_num(report_rev, 'revenue')}<br>"
-            f"P(beats report) = {_e(p_beat)}"))
-    tp = summary.get("target_price_hkd")
+        beat = events.get("revenue_beats_report") or {}
+        report = beat.get("report")
+        detail = f"90% interval {_num(rev['q05'], 'money')} – {_num(rev['q95'], 'money')}"
+        if report is not None:
+            detail += (f"<br>Report: {_num(report, 'money')}<br>P(beats report) = "
+                       f"{_e(_prob(beat))}")
+        cards.append((f"{final} revenue ({w.money})", _num(rev["q50"], "money"), detail))
+    tp = summary.get("target_price")
     if _is_stats(tp):
-        cards.append((
-            "Target price (HK$)", _num(tp["q50"], "target_price_hkd"),
-            f"90% interval {_num(tp['q05'], 'target_price_hkd')} – "
-            f"{_num(tp['q95'], 'target_price_hkd')}<br>"
-            f"Report target: HK${report_tp:.2f}<br>Share price: HK${price:.2f}"
-            + (f"<br>Valuation method: {_e(_method_name(summary['valuation_method']))}"
-               if summary.get("valuation_method") else "")))
+        detail = f"90% interval {w.price(tp['q05'])} – {w.price(tp['q95'])}"
+        if published.get("target_price") is not None:
+            detail += f"<br>Report target: {_e(w.price(published['target_price']))}"
+        if published.get("price") is not None:
+            detail += f"<br>Share price: {_e(w.price(published['price']))}"
+        if summary.get("valuation_method"):
+            detail += f"<br>Valuation method: {_e(method_name(summary['valuation_method']))}"
+        cards.append((f"Target price ({w.units('target_price')})", _num(tp["q50"], "price"),
+                      detail))
+    price = published.get("price", w.company.get("price"))
     cards.append(("P(upside)", _e(_prob(summary.get("p_upside"))),
-                  f"P(target price &gt; HK${price:.2f}) ± Monte Carlo standard error"))
-    burn = summary.get("cash_burn_fy21_fy23")
+                  f"P(target price &gt; {_e(w.price(price))}) ± Monte Carlo standard error"))
+    burn = summary.get("cash_burn")
     if _is_stats(burn):
-        p_floor = _probability_from_draws(
-            pp, lambda d: (d["cash"] < CASH_FLOOR).any("year"))
-        cards.append((
-            "Cash burn FY21–FY23 (RMB mn)", _num(burn["q50"], "cash_burn_fy21_fy23"),
-            f"90% interval {_num(burn['q05'], 'cash')} – {_num(burn['q95'], 'cash')}<br>"
-            f"P(cash &lt; RMB {CASH_FLOOR:,.0f}mn at a year-end) = {_e(p_floor)}"))
+        period = (summary.get("periods") or {}).get("cash_burn", "")
+        detail = f"90% interval {_num(burn['q05'], 'money')} – {_num(burn['q95'], 'money')}"
+        floor = events.get("cash_below_floor")
+        if floor:
+            detail += (f"<br>P(cash &lt; {_num(floor['floor'], 'money')} {_e(w.money)} at a "
+                       f"year-end) = {_e(_prob(floor))}")
+        cards.append((f"Cash burn {period} ({w.money})".replace("  ", " "),
+                      _num(burn["q50"], "money"), detail))
     body = "".join(f"<div class=card><div class=card-title>{_e(t)}</div>"
                    f"<div class=big>{v}</div><div class=small>{d}</div></div>"
                    for t, v, d in cards)
-    return (f"<section id=headline><h2>Headline</h2>{_headline_basis(summary)}"
+    return (f"<section id=headline><h2>Headline</h2>{_headline_basis(summary, w)}"
             f"<div class=cards>{body}</div></section>")
 
 
-def _headline_basis(summary: Mapping) -> str:
+def _headline_basis(summary: Mapping, w: _Words) -> str:
     """Which scenario and which valuation method the headline numbers are, or ''."""
     bits = []
     scenario = summary.get("headline_scenario")
     if scenario:
-        desc = ((summary.get("scenarios") or {}).get(scenario) or {})
+        desc = (summary.get("scenarios") or {}).get(scenario) or {}
         desc = desc.get("description") if isinstance(desc, Mapping) else None
         bits.append(f"scenario <b>{_e(scenario)}</b>" + (f" — {_e(desc)}" if desc else ""))
     method = summary.get("valuation_method")
     if method:
-        text = f"valuation method <b>{_e(_method_name(method))}</b>"
-        others = summary.get("valuation_methods")
-        for other in METHODS:
-            block = others.get(other) if isinstance(others, Mapping) else None
+        text = f"valuation method <b>{_e(method_name(method))}</b>"
+        others = summary.get("valuation_methods") or {}
+        for other in VALUATION_METHODS:
+            block = others.get(other)
             if other == method or not isinstance(block, Mapping):
                 continue
-            tp = block.get("target_price_hkd")
+            tp = block.get("target_price")
             if _is_stats(tp):
-                text += (f"; with the {_e(_method_name(other).lower())} the median target "
-                         f"would be HK${float(tp['q50']):.2f}, P(upside) "
+                text += (f"; with the {_e(method_name(other).lower())} the median target "
+                         f"would be {_e(w.price(tp['q50']))}, P(upside) "
                          f"{_e(_prob(block.get('p_upside')))}")
         bits.append(text)
     if not bits:
@@ -307,103 +283,90 @@ def _headline_basis(summary: Mapping) -> str:
     return f"<p class=basis>Headline numbers: {'; '.join(bits)}.</p>"
 
 
-def _percentile_table(summary: Mapping, rep) -> str:
+def _percentile_table(summary: Mapping, w: _Words) -> str:
+    published = summary["charts"].get("published") or {}
+    lines = published.get("lines") or {}
     rows = []
-    for line in REPORTED_LINES:
-        by_year = summary.get(line)
-        if not isinstance(by_year, Mapping):
-            continue
-        years = [y for y, s in by_year.items() if _is_stats(s)]
-        for i, year in enumerate(years):
-            stats = by_year[year]
-            published = plots._derived(rep.published, line)
-            point = (float(published.sel(year=year))
-                     if published is not None and year in plots._years(published) else None)
-            name = f"<b>{_e(plots.label(line))}</b>" if i == 0 else ""
-            rows.append([name, _e(year)] + [_num(stats.get(k), line) for k in STATS]
-                        + [_num(point, line) if point is not None else "–"])
-    for scalar in ("cash_burn_fy21_fy23", "target_price_hkd"):
-        stats = summary.get(scalar)
-        if _is_stats(stats):
-            point = (rep.market.target_price_hkd_published if scalar == "target_price_hkd"
-                     else None)
-            rows.append([f"<b>{_e(plots.label(scalar))}</b>", "FY21–FY23" if "fy21" in scalar
-                         else ""] + [_num(stats.get(k), scalar) for k in STATS]
-                        + [_num(point, scalar) if point is not None else "–"])
+    for name, entry in w.variables.items():
+        data = summary.get(name)
+        fmt = entry["format"]
+        if entry["kind"] == "line" and isinstance(data, Mapping):
+            years = [y for y, s in data.items() if _is_stats(s)]
+            for i, year in enumerate(years):
+                point = (lines.get(name) or {}).get(year)
+                first = f"<b>{_e(_capital(entry['label']))}</b>" if i == 0 else ""
+                rows.append([first, _e(year)] + [_num(data[year].get(k), fmt) for k in STATS]
+                            + [_num(point, fmt) if point is not None else "–"])
+        elif entry["kind"] == "scalar" and _is_stats(data):
+            point = published.get("target_price") if name == "target_price" else None
+            period = (summary.get("periods") or {}).get(name, "")
+            rows.append([f"<b>{_e(_capital(entry['label']))}</b>", _e(period)]
+                        + [_num(data.get(k), fmt) for k in STATS]
+                        + [_num(point, fmt) if point is not None else "–"])
     if not rows:
         return ""
+    units = sorted({f"{w.label(n)}: {w.units(n).replace('fraction', '%', 1)}" for n in w.variables
+                    if w.variables[n]["kind"] in ("line", "scalar") and n in summary
+                    and w.variables[n]["format"] not in ("money",)})
     return ("<section id=percentiles><h2>Percentiles by line item and year</h2>"
-            "<p class=muted>RMB mn unless stated; margins in % of revenue; receivable days on "
-            "year-end balances; target price in HK$ per share. ‘Report’ is the initiation "
-            "report's point forecast.</p>"
+            f"<p class=muted>{_e(w.money)} unless stated ({_e('; '.join(units))}). ‘Report’ is "
+            "the report's point forecast.</p>"
             + _table(("Line item", "Year") + STAT_HEADERS + ("Report",), rows, "num yearcol")
             + "</section>")
 
 
 def _last_year(by_year) -> Mapping | None:
-    """The stats of the last year of a ``{year: stats}`` mapping (FY23), or None."""
+    """The stats of the last year of a ``{year: stats}`` mapping, or None."""
     if not isinstance(by_year, Mapping):
         return None
     years = [y for y, v in by_year.items() if _is_stats(v)]
     return by_year[years[-1]] if years else None
 
 
-def _cell(stats, variable: str) -> str:
-    return _interval(stats, variable) if _is_stats(stats) else "–"
-
-
-def _headline_tag(flag: bool) -> str:
-    return " <span class=tag>headline</span>" if flag else ""
-
-
-def _scenario_table(summary: Mapping, price: float) -> str:
-    """One row per scenario: FY23 revenue, cash burn FY21-FY23, FY23 cash, target price and
+def _scenario_table(summary: Mapping, w: _Words) -> str:
+    """One row per scenario: final-year revenue, cash burn, final-year cash, target price and
     P(upside), with the scenario's description; then the median multiple per method."""
     scenarios = summary.get("scenarios")
     if not isinstance(scenarios, Mapping) or not scenarios:
         return ""
     headline = summary.get("headline_scenario")
-    last_year = "FY23"
+    final = _final_year(summary) or ""
+    period = (summary.get("periods") or {}).get("cash_burn", "")
+    price = (summary["charts"].get("published") or {}).get("price", w.company.get("price"))
     rows, multiples = [], []
     for name, sc in scenarios.items():
-        if _is_stats(sc):  # older summaries: {name: target-price stats}
-            sc = {"target_price_hkd": sc}
         if not isinstance(sc, Mapping):
             continue
         desc = sc.get("description")
         first = (f"<b>{_e(name)}</b>{_headline_tag(name == headline)}"
                  + (f"<div class=desc>{_e(desc)}</div>" if desc else ""))
-        revenue = _last_year(sc.get("revenue"))
-        if isinstance(sc.get("revenue"), Mapping) and revenue is not None:
-            last_year = [y for y, v in sc["revenue"].items() if _is_stats(v)][-1]
-        rows.append([first, _cell(revenue, "revenue"),
-                     _cell(sc.get("cash_burn_fy21_fy23"), "cash_burn_fy21_fy23"),
-                     _cell(_last_year(sc.get("cash")), "cash"),
-                     _cell(sc.get("target_price_hkd"), "target_price_hkd"),
-                     _e(_prob(sc.get("p_upside")))])
-        methods = sc.get("valuation_methods")
-        if isinstance(methods, Mapping):
-            parts = []
-            for m in METHODS:
-                block = methods.get(m)
-                if not isinstance(block, Mapping):
-                    continue
-                mult, tp = block.get("ev_sales_multiple"), block.get("target_price_hkd")
-                text = f"{_e(_method_name(m).lower())} "
-                text += _num(mult["q50"], "ev_sales_multiple") if _is_stats(mult) else "–"
-                if _is_stats(tp):
-                    text += f" (target HK${float(tp['q50']):.2f})"
-                parts.append(text)
-            if parts:
-                multiples.append(f"<li><b>{_e(name)}</b>: {' · '.join(parts)}</li>")
+        rows.append([first, _cell(_last_year(sc.get("revenue")), "money"),
+                     _cell(sc.get("cash_burn"), "money"),
+                     _cell(_last_year(sc.get("cash")), "money"),
+                     _cell(sc.get("target_price"), "price"), _e(_prob(sc.get("p_upside")))])
+        parts = []
+        for m in VALUATION_METHODS:
+            block = (sc.get("valuation_methods") or {}).get(m)
+            if not isinstance(block, Mapping):
+                continue
+            mult, tp = block.get("ev_sales_multiple"), block.get("target_price")
+            text = f"{_e(method_name(m).lower())} "
+            text += _num(mult["q50"], "multiple") if _is_stats(mult) else "–"
+            if _is_stats(tp):
+                text += f" (target {_e(w.price(tp['q50']))})"
+            parts.append(text)
+        if parts:
+            multiples.append(f"<li><b>{_e(name)}</b>: {' · '.join(parts)}</li>")
     if not rows:
         return ""
-    table = _table(("Scenario", f"Revenue {last_year} (RMB mn)", "Cash burn FY21–FY23 (RMB mn)",
-                    f"Cash {last_year} (RMB mn)", "Target price (HK$)",
-                    f"P(target > HK${float(price):.2f}) ± MCSE"), rows, "num scen")
+    table = _table(("Scenario", f"Revenue {final} ({w.money})",
+                    f"Cash burn {period} ({w.money})", f"Cash {final} ({w.money})",
+                    f"Target price ({w.units('target_price')})",
+                    f"P(target > {w.price(price)}) ± MCSE"), rows, "num scen")
     mult = ""
     if multiples:
-        mult = ("<h3>Median EV/sales FY22E multiple by valuation method</h3>"
+        year = (summary["charts"].get("years") or {}).get("valuation", "")
+        mult = (f"<h3>Median EV/sales {_e(year)} multiple by valuation method</h3>"
                 f"<ul class=multiples>{''.join(multiples)}</ul>")
     return ("<section id=scenarios><h2>Scenarios</h2><p class=muted>Median "
             "<span class=muted>[5% – 95%]</span> per scenario; the target price and P(upside) "
@@ -412,34 +375,38 @@ def _scenario_table(summary: Mapping, price: float) -> str:
             + table + mult + "</section>")
 
 
-def _valuation(summary: Mapping, price: float, images: Mapping[str, str]) -> str:
-    """Report multiple vs peer regression: method table, peer-fit numbers and two charts."""
+def _valuation(summary: Mapping, w: _Words, images: Mapping[str, str]) -> str:
+    """Valuation by method: method table, peer-fit numbers and two charts."""
     methods = summary.get("valuation_methods")
     methods = methods if isinstance(methods, Mapping) else {}
     chosen = summary.get("valuation_method")
+    charts = summary["charts"]
+    year = (charts.get("years") or {}).get("valuation", "")
+    price = (charts.get("published") or {}).get("price", w.company.get("price"))
     rows = []
-    for m in [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]:
-        block = methods[m]
-        if not isinstance(block, Mapping) or not (
-                _is_stats(block.get("target_price_hkd")) or _is_stats(
-                    block.get("ev_sales_multiple"))):
+    for m in VALUATION_METHODS:
+        block = methods.get(m)
+        if not isinstance(block, Mapping) or not (_is_stats(block.get("target_price"))
+                                                   or _is_stats(block.get("ev_sales_multiple"))):
             continue
-        rows.append([f"<b>{_e(_method_name(m))}</b>{_headline_tag(m == chosen)}",
-                     _cell(block.get("target_price_hkd"), "target_price_hkd"),
+        rows.append([f"<b>{_e(method_name(m))}</b>{_headline_tag(m == chosen)}",
+                     _cell(block.get("target_price"), "price"),
                      _e(_prob(block.get("p_upside"))),
-                     _cell(block.get("ev_sales_multiple"), "ev_sales_multiple")])
+                     _cell(block.get("ev_sales_multiple"), "multiple")])
     parts = []
     if rows:
-        parts.append(_table(("Method", "Target price (HK$)",
-                             f"P(target > HK${float(price):.2f}) ± MCSE",
-                             "EV/sales FY22E multiple"), rows, "num"))
-    cagr = methods.get("sales_cagr_fy20_fy23")
+        parts.append(_table(("Method", f"Target price ({w.units('target_price')})",
+                             f"P(target > {w.price(price)}) ± MCSE",
+                             f"EV/sales {year} multiple"), rows, "num"))
+    growth_period = (summary.get("periods") or {}).get("sales_cagr", "")
+    cagr = methods.get("sales_cagr")
     if _is_stats(cagr):
-        parts.append(f"<p class=small>Simulated revenue CAGR FY20–FY23 (the peer regression's "
-                     f"growth input): median {_pct(cagr['q50'])} "
+        parts.append(f"<p class=small>Simulated revenue CAGR {_e(growth_period)} (the peer "
+                     f"regression's growth input): median {_pct(cagr['q50'])} "
                      f"<span class=muted>[{_pct(cagr['q05'])} – {_pct(cagr['q95'])}]</span>."
                      "</p>")
     fit = summary.get("peer_fit")
+    peers = charts.get("peers") or {}
     if isinstance(fit, Mapping):
         items = []
         for key, what in (("beta_growth_per_10pp", "sales CAGR"),
@@ -455,85 +422,79 @@ def _valuation(summary: Mapping, price: float, images: Mapping[str, str]) -> str
         at = fit.get("at_report_growth_and_margin")
         if isinstance(at, Mapping) and _is_stats(at.get("multiple")):
             text = (f"At the report's growth ({_pct(at.get('sales_cagr'), 0)} sales CAGR "
-                    f"FY20–23E) and gross margin ({_pct(at.get('gross_margin'))}): predicted "
-                    f"{_interval(at['multiple'], 'ev_sales_multiple')}")
+                    f"{_e(growth_period)}) and gross margin ({_pct(at.get('gross_margin'))}): "
+                    f"predicted {_interval(at['multiple'], 'multiple')}")
             if _is_stats(at.get("multiple_with_premium")):
                 text += (", with the premium prior "
-                         + _interval(at["multiple_with_premium"], "ev_sales_multiple"))
+                         + _interval(at["multiple_with_premium"], "multiple"))
             if at.get("report_multiple") is not None:
-                text += (f"; the report uses <b>{_num(at['report_multiple'], 'ev_sales_multiple')}"
-                         "</b>")
+                text += f"; the report uses <b>{_num(at['report_multiple'], 'multiple')}</b>"
             items.append(text)
         diag = fit.get("diagnostics")
         if isinstance(diag, Mapping):
-            def fmt(key, spec):
-                v = diag.get(key)
-                return format(float(v), spec) if isinstance(v, (int, float)) else "–"
-            items.append(f"Peer-fit diagnostics: max R-hat {fmt('rhat_max', '.3f')}, min bulk "
-                         f"ESS {fmt('ess_bulk_min', ',.0f')}, min tail ESS "
-                         f"{fmt('ess_tail_min', ',.0f')}, divergences "
-                         f"{fmt('divergences', ',.0f')}")
+            items.append("Peer-fit diagnostics: " + ", ".join(
+                f"{title} {_diagnostic(diag.get(key), key)}" for key, title in DIAGNOSTICS))
         if items:
-            parts.append("<h3>Peer regression (report Figure 69, 20 peers)</h3><ul class=fit>"
-                         + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+            n = len(peers.get("points") or [])
+            source = peers.get("source")
+            heading = "Peer regression" + (f" ({n} peers)" if n else "")
+            parts.append(f"<h3>{_e(heading)}</h3>"
+                         + (f"<p class=muted>{_e(source)}</p>" if source else "")
+                         + "<ul class=fit>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
     imgs = (_img(images, "valuation_methods", "Target price under each valuation method")
             + _img(images, "peer_relation", "Peer EV/sales multiples against sales growth, "
-                                            "with the fitted relation and SenseTime"))
+                                            "with the fitted relation and the company"))
     if not parts and not imgs:
         return ""
     intro = ("<p class=muted>Both methods are simulated on every path. The report method "
-             "takes the EV/sales FY22E multiple from a prior around the report's 34x, whatever "
-             "the path's growth; the peer regression predicts it from the path's own revenue "
-             "CAGR FY20–FY23 and FY22 gross margin (with the regression's parameter and residual "
-             "uncertainty and a premium prior), so slower paths get lower multiples."
-             + (f" The headline uses the <b>{_e(_method_name(chosen).lower())}</b>." if chosen
+             f"takes the EV/sales {_e(year)} multiple from a prior around the report's own, "
+             "whatever the path's growth; the peer regression predicts it from the path's own "
+             f"revenue CAGR {_e(growth_period)} and gross margin (with the regression's "
+             "parameter and residual uncertainty and a premium prior), so slower paths get "
+             "lower multiples."
+             + (f" The headline uses the <b>{_e(method_name(chosen).lower())}</b>." if chosen
                 else "") + "</p>")
-    return ("<section id=valuation><h2>Valuation: report multiple vs peer regression</h2>"
+    return ("<section id=valuation><h2>Valuation by method</h2>"
             + intro + "".join(parts) + (f"<div class=stack>{imgs}</div>" if imgs else "")
             + "</section>")
 
 
-def _channel(name: str, effect) -> str:
-    """A shock channel's effect at intensity 1 in its units (shocks.CHANNELS)."""
+def _channel(name: str, effect, channels: Mapping) -> str:
+    """A shock channel's effect at intensity 1, written in its style (% / pp / days)."""
+    info = channels.get(name) or {"label": name.replace("_", " "), "style": "relative"}
     try:
         v = float(effect)
     except (TypeError, ValueError):
-        return f"{_e(name)} {_e(effect)}"
-    words = {"ev_sales_multiple": "EV/sales multiple", "rnd_ratio": "R&D ratio"}.get(
-        name, name.replace("_", " "))
-    if name.endswith("_days"):
+        return f"{_e(info['label'])} {_e(effect)}"
+    if info["style"] == "days":
         text = f"{v:+g} days"
-    elif name in ("gross_margin", "impairment_rate") or name.endswith("_ratio"):
+    elif info["style"] == "pp":
         text = f"{v * 100:+.1f}pp"
-    else:  # relative channels: a fraction of the driver
+    else:  # relative: a fraction of the driver
         text = f"{v * 100:+.0f}%"
-    return f"{_e(words)} {_e(text.replace('-', '−'))}"
+    return f"{_e(info['label'])} {_e(text.replace('-', '−'))}"
 
 
 def _risk_factors(summary: Mapping) -> str:
     shocks = summary.get("shocks")
     if not isinstance(shocks, list) or not shocks:
         return ""
+    channels = summary["charts"].get("channels") or {}
     rows = []
     for s in shocks:
-        if not isinstance(s, Mapping):
-            continue
         prob = _e(s.get("annual_probability", "–"))
         if isinstance(s.get("annual_probability_mean"), (int, float)):
-            prob += f"<br><span class=muted>mean {_pct(s['annual_probability_mean'])} a year</span>"
-        channels = s.get("channels")
-        chan = ("<br>".join(f"<span class=nw>{_channel(str(k), v)}</span>"
-                            for k, v in channels.items())
-                if isinstance(channels, Mapping) else _e(channels or "–"))
+            prob += (f"<br><span class=muted>mean {_pct(s['annual_probability_mean'])} a year"
+                     "</span>")
+        chan = "<br>".join(f"<span class=nw>{_channel(str(k), v, channels)}</span>"
+                           for k, v in (s.get("channels") or {}).items())
         persistence = s.get("persistence")
         persistence = (f"{float(persistence):.2f}" if isinstance(persistence, (int, float))
-                       else _e(persistence if persistence is not None else "–"))
+                       else "–")
         rows.append([f"<b>{_e(s.get('label', s.get('shock', '')))}</b>"
                      + (f"<br><code>{_e(s['shock'])}</code>" if s.get("shock") else ""),
-                     prob, _e(s.get("severity", "–")), persistence, chan,
+                     prob, _e(s.get("severity", "–")), persistence, chan or "–",
                      _e(s.get("source", ""))])
-    if not rows:
-        return ""
     return ("<section id=risk-factors><h2>Risk factors</h2><p class=muted>The report's named "
             "risks as shocks. Each path draws an annual probability from its prior, then an "
             "occurrence each forecast year; severity scales one occurrence (1 = the typical "
@@ -545,56 +506,71 @@ def _risk_factors(summary: Mapping) -> str:
             + "</section>")
 
 
-def _sensitivity(summary: Mapping, images: Mapping[str, str]) -> str:
+def _sensitivity(summary: Mapping, w: _Words, images: Mapping[str, str]) -> str:
     sens = summary.get("sensitivity")
     if not isinstance(sens, Mapping) or not sens:
         return ""
     parts = []
-    for key, entries in sens.items():
-        ranked = sorted(entries or [], key=lambda e: abs(float(e["score"])), reverse=True)
-        rows = [[str(i + 1), _e(e["driver"]), f"{float(e['score']):+.3f}"]
+    for key, block in sens.items():
+        ranked = block.get("ranking") or []
+        title = _capital(w.label(key)) + (f" {block['year']}" if block.get("year") else "")
+        rows = [[str(i + 1), f"{_e(_capital(w.label(e['driver'])))}<br>"
+                 f"<code>{_e(e['driver'])}</code>", f"{float(e['score']):+.3f}"]
                 for i, e in enumerate(ranked)]
-        parts.append(f"<div><h3>{_e(key)}</h3>"
-                     + _img(images, f"tornado_{key}", f"Sensitivity tornado for {key}")
-                     + _table(("Rank", "Driver", "Score"), rows, "num") + "</div>")
-    return ("<section id=sensitivity><h2>Sensitivity ranking</h2><div class=grid2>"
-            + "".join(parts) + "</div></section>")
+        parts.append(f"<div><h3>{_e(title)}</h3>"
+                     + _img(images, f"tornado_{key}", f"Sensitivity tornado for {title}")
+                     + _table(("Rank", "Driver", "Score"), rows, "num sens") + "</div>")
+    return ("<section id=sensitivity><h2>Sensitivity ranking</h2><p class=muted>Spearman rank "
+            "correlation of each driver and shock with the outcome over the headline "
+            "scenario's paths (+: a higher driver goes with a higher outcome).</p>"
+            "<div class=grid2>" + "".join(parts) + "</div></section>")
 
 
-def _diagnostics_ok(diag: Mapping) -> bool:
-    return bool(diag.get("ok", False))
+def _ok(summary: Mapping) -> bool:
+    return summary.get("ok") is True
 
 
-def _warning(summary: Mapping) -> str:
-    diag = summary.get("diagnostics")
-    if not isinstance(diag, Mapping):
-        return ("<div class=warning role=alert><b>Warning:</b> no sampler diagnostics in "
-                "summary.json.</div>")
-    if _diagnostics_ok(diag):
-        return ""
-    reasons = "".join(f"<li>{_e(r)}</li>" for r in diag.get("reasons") or [])
-    return ("<div class=warning role=alert><b>Warning: sampler diagnostics failed.</b> "
+def _reasons(summary: Mapping) -> list[str]:
+    reasons = [str(r) for r in summary.get("reasons") or []]
+    if not reasons and not _ok(summary):
+        reasons = [f"{SUMMARY_FILE} has no quality verdict ('ok')"]
+    return reasons
+
+
+def _banner(summary: Mapping) -> str:
+    """OK only when the summary's ``ok`` is true (every fit, the peer regression's included);
+    FAILED with the reasons otherwise."""
+    if _ok(summary):
+        return ("<div class=banner-ok role=status><b>OK</b>: every fit meets the quality bar "
+                f"(R-hat {THRESHOLDS['rhat_max']}, bulk and tail ESS {THRESHOLDS['ess_bulk_min']}"
+                f", divergences {THRESHOLDS['divergences']}), the peer regression's "
+                "included.</div>")
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in _reasons(summary))
+    return ("<div class=warning role=alert><b>FAILED: the quality bar is not met.</b> "
             "The draws may not represent the posterior; treat every number below with caution."
-            + (f"<ul>{reasons}</ul>" if reasons else "") + "</div>")
+            f"<ul>{reasons}</ul></div>")
+
+
+def _diagnostic(value, key: str) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "–"
+    return f"{value:.3f}" if key == "rhat_max" else f"{value:,.0f}"
 
 
 def _diagnostics(summary: Mapping) -> str:
-    diag = summary.get("diagnostics")
-    if not isinstance(diag, Mapping):
+    fits = [("Driver model", summary.get("diagnostics")),
+            ("Peer regression", (summary.get("peer_fit") or {}).get("diagnostics"))]
+    fits = [(name, d) for name, d in fits if isinstance(d, Mapping)]
+    if not fits:
         return ""
-    ok = _diagnostics_ok(diag)
-    rows = []
-    for key, title in (("rhat_max", "max R-hat"), ("ess_bulk_min", "min bulk ESS"),
-                       ("ess_tail_min", "min tail ESS"), ("divergences", "divergences")):
-        value = diag.get(key)
-        text = (f"{value:.3f}" if key == "rhat_max" and isinstance(value, (int, float))
-                else f"{value:,.0f}" if isinstance(value, (int, float)) else "–")
-        rows.append([_e(title), text, _e(THRESHOLDS[key])])
-    status = ("<span class=ok>OK</span>" if ok else "<span class=bad>FAILED</span>")
-    reasons = "".join(f"<li>{_e(r)}</li>" for r in diag.get("reasons") or [])
+    rows = [[_e(title)] + [_diagnostic(d.get(key), key) for _, d in fits]
+            + [_e(THRESHOLDS[key])] for key, title in DIAGNOSTICS]
+    status = ("<span class=ok>OK</span>" if _ok(summary) else "<span class=bad>FAILED</span>")
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in _reasons(summary))
     return ("<section id=diagnostics><h2>Sampler diagnostics</h2>"
             f"<p>Status: {status}</p>"
-            + _table(("Diagnostic", "Value", "Target"), rows, "num narrow")
+            + _table(("Diagnostic",) + tuple(n for n, _ in fits) + ("Target",), rows,
+                     "num narrow")
             + (f"<ul class=reasons>{reasons}</ul>" if reasons else "") + "</section>")
 
 
@@ -610,10 +586,20 @@ def _assumptions(summary: Mapping) -> str:
 
 def _provenance(summary: Mapping) -> str:
     bits = []
+    company = summary["company"]
+    if company.get("key"):
+        bits.append(f"company <code>{_e(company['key'])}</code>")
     if "seed" in summary:
         bits.append(f"seed <code>{_e(summary['seed'])}</code>")
-    if "priors_sha256" in summary:
-        bits.append(f"priors sha256 <code>{_e(str(summary['priors_sha256'])[:16])}…</code>")
+    if "n_paths" in summary:
+        bits.append(f"{int(summary['n_paths']):,} paths")
+    for key, name in (("priors_sha256", "priors_file"), ("scenarios_sha256", "scenarios_file")):
+        if summary.get(key):
+            bits.append(f"{_e(summary.get(name) or key)} sha256 "
+                        f"<code>{_e(str(summary[key])[:16])}…</code>")
+    for name, digest in (company.get("files") or {}).items():
+        if name not in ("priors", "scenarios"):
+            bits.append(f"{_e(name)} sha256 <code>{_e(str(digest)[:16])}…</code>")
     versions = summary.get("versions")
     if isinstance(versions, Mapping):
         bits.append(", ".join(f"{_e(k)} {_e(v)}" for k, v in versions.items()))
@@ -636,9 +622,12 @@ figure{margin:0}img{max-width:100%;height:auto;border:1px solid #eee}
 table{border-collapse:collapse;font-size:13px;margin:8px 0;width:100%}
 table.narrow{width:auto}th,td{padding:4px 8px;border-bottom:1px solid #e5e5e5}
 th{background:#eef2f7;text-align:left}table.num td,table.num th{text-align:right}
-table.num td:first-child,table.num th:first-child,table.yearcol td:nth-child(2),table.yearcol th:nth-child(2){text-align:left}
+table.num td:first-child,table.num th:first-child,table.yearcol td:nth-child(2),
+table.yearcol th:nth-child(2),table.sens td:nth-child(2),table.sens th:nth-child(2){text-align:left}
 tbody tr:nth-child(even){background:#fafafa}
 .warning{background:#fdecea;border:2px solid #c0392b;color:#7b1d13;padding:12px 16px;
+border-radius:6px;margin:12px 0}
+.banner-ok{background:#e9f6ec;border:2px solid #1e7b34;color:#145524;padding:10px 16px;
 border-radius:6px;margin:12px 0}.ok{color:#1e7b34;font-weight:600}
 .bad{color:#c0392b;font-weight:700}footer{margin-top:30px;font-size:12px;color:#777}
 code{font-size:12px}
@@ -651,49 +640,57 @@ border-radius:3px;padding:0 5px;margin-left:4px;vertical-align:1px}
 table.scen td{white-space:nowrap}table.scen td:first-child{text-align:left;white-space:normal}
 .nw{white-space:nowrap}
 table.risks td{vertical-align:top;font-size:12px}table.risks td:nth-child(6){color:#555}
+table.sens code{color:#888;font-size:11px}
 ul.multiples,ul.fit{font-size:13px;margin:6px 0;padding-left:20px}
 ul.multiples li,ul.fit li{margin:2px 0}
 """
 
 
-def _render(summary: Mapping, rep, pp: xr.Dataset | None, images: Mapping[str, str]) -> str:
-    scenario_note = ""
-    if pp is not None and "scenario" in pp.dims:
-        labels = [str(s) for s in pp["scenario"].values] if "scenario" in pp.coords else []
-        chosen = plots.DEFAULT_SCENARIO if plots.DEFAULT_SCENARIO in labels else (
-            labels[0] if labels else "first")
-        scenario_note = f" Charts and probabilities show the “{chosen}” scenario."
-    fans = "".join(_img(images, f"fan_{v}", f"Fan chart of {plots.label(v)}")
-                   for v in FAN_VARIABLES)
+def _render(summary: Mapping, images: Mapping[str, str]) -> str:
+    w = _Words(summary)
+    charts = summary["charts"]
+    company = w.company
+    name = company.get("name") or company.get("key", "")
+    ticker = company.get("ticker")
+    title = f"{name} ({ticker})" if ticker else name
+    scenario = charts.get("scenario")
+    scenario_note = (f" Charts and probabilities show the “{scenario}” scenario." if scenario
+                     else "")
+    years = charts.get("years") or {}
+    history = years.get("history") or []
+    actuals = f" {history[0]}A–{history[-1]}A" if history else ""
+    fans = "".join(_img(images, f"fan_{v}", f"Fan chart of {w.label(v)}")
+                   for v in charts.get("fans") or {})
     scen_imgs = "".join(_img(images, n, f"Scenario comparison: {n}")
                         for n in ("scenarios_target_price", "scenarios_revenue"))
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         "<meta name=viewport content='width=device-width,initial-scale=1'>",
-        "<title>SenseTime (0020.HK): probabilistic forecast</title>",
+        f"<title>{_e(title)}: probabilistic forecast</title>",
         f"<style>{CSS}</style></head><body><main>",
-        "<h1>SenseTime (HKEX: 0020) — probabilistic forecast</h1>",
-        "<p class=sub>Distributions around the initiation report's point forecasts "
-        f"(BUY, target HK${rep.market.target_price_hkd_published:.2f}). "
-        f"Money in RMB mn unless stated.{_e(scenario_note)}</p>",
-        _warning(summary),
-        _headline(summary, rep, pp),
-        "<section id=fans><h2>Fan charts</h2><p class=muted>Shaded: 50/80/95% intervals of "
-        "the simulated paths; solid blue: median; black: actuals FY18A–FY20A; dashed red: "
-        f"the report's forecast.</p><div class=grid2>{fans}</div></section>",
+        f"<h1>{_e(title)} — probabilistic forecast</h1>",
+        f"<p class=sub>Distributions around the report's point forecasts"
+        + (f" ({_e(company['report'])})" if company.get("report") else "")
+        + f". Money in {_e(w.money)} unless stated.{_e(scenario_note)}</p>",
+        _banner(summary),
+        _headline(summary, w),
     ]
+    if fans:
+        parts.append("<section id=fans><h2>Fan charts</h2><p class=muted>Shaded: 50/80/95% "
+                     "intervals of the simulated paths; solid blue: median; black: actuals"
+                     f"{_e(actuals)}; dashed red: the report's forecast.</p>"
+                     f"<div class=grid2>{fans}</div></section>")
     if "target_price" in images:
         parts.append("<section id=target-price><h2>Target price distribution</h2>"
                      + _img(images, "target_price", "Target price distribution") + "</section>")
-    parts.append(_valuation(summary, rep.market.price_hkd, images))
-    parts.append(_percentile_table(summary, rep))
-    scen = _scenario_table(summary, rep.market.price_hkd)
+    parts.append(_valuation(summary, w, images))
+    parts.append(_percentile_table(summary, w))
+    scen = _scenario_table(summary, w)
     if scen or scen_imgs:
-        if not scen:
-            scen = "<section id=scenarios><h2>Scenarios</h2></section>"
+        scen = scen or "<section id=scenarios><h2>Scenarios</h2></section>"
         parts.append(scen.replace("</section>", f"<div class=grid2>{scen_imgs}</div></section>"))
     parts.append(_risk_factors(summary))
-    parts.append(_sensitivity(summary, images))
+    parts.append(_sensitivity(summary, w, images))
     if "prior_posterior" in images:
         parts.append("<section id=prior-posterior><h2>Prior vs posterior</h2>"
                      + _img(images, "prior_posterior", "Prior and posterior densities")
@@ -703,11 +700,11 @@ def _render(summary: Mapping, rep, pp: xr.Dataset | None, images: Mapping[str, s
     return "\n".join(p for p in parts if p)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; the page is meant to be shared
         os.replace(tmp, path)
     except BaseException:
@@ -716,22 +713,19 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def build_report(results_dir: Path | str, report=None) -> Path:
-    """Write ``results_dir/report.html`` (and its PNGs beside it); returns the page's path.
-
-    ``report`` is the :class:`stforecast.data.Report` giving history, the published forecasts
-    and market prices (default: the packaged SenseTime report).
-    """
+def build_report(results_dir: Path | str) -> Path:
+    """Write ``results_dir/report.html`` (and its PNGs beside it) from the results folder
+    alone; returns the page's path. ``ResultsError`` (one line) when the folder has no usable
+    summary; an earlier report is left as it was on any failure."""
     results_dir = Path(results_dir)
-    summary = json.loads((results_dir / "summary.json").read_text(encoding="utf-8"))
-    groups = _open_groups(results_dir / "forecast.nc")
-    rep = report if report is not None else load_report()
-    figs = _figures(groups, rep, summary)
-    paths = plots.save_all(figs, results_dir)
-    images = {name: base64.b64encode(p.read_bytes()).decode("ascii")
-              for name, p in paths.items()}
-    page = _render(summary, rep, groups.get("posterior_predictive"), images)
+    summary = _load_results(results_dir)
+    method_names = {m: method_name(m) for m in VALUATION_METHODS}
+    figs = plots.figures(summary["charts"], summary.get("sensitivity"), method_names)
+    pngs = {name: plots.png_bytes(fig) for name, fig in figs.items()}
+    images = {name: base64.b64encode(data).decode("ascii") for name, data in pngs.items()}
+    page = _render(summary, images).encode("utf-8")
+    for name, data in pngs.items():
+        _write_atomic(results_dir / f"{name}.png", data)
     out = results_dir / REPORT_NAME
     _write_atomic(out, page)
     return out
-

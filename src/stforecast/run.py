@@ -30,6 +30,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
+from .charts import chart_data
 from .company import Company, load_company
 from .fit import FitSettings, bar_reasons, sample_posterior, sample_prior
 from .model import build_model, observations_from_company, observed_data_values
@@ -377,6 +378,9 @@ def _run_forecast(out, company: Company, settings, log, priors_path, scenarios_p
     summary["scenarios"] = per_scenario
     summary["shocks"] = _shock_table(scenarios)
     summary["sensitivity"] = summary_sensitivity(predictive, company)
+    summary["charts"] = chart_data(all_scenarios, company, summary, prior=prior,
+                                   posterior=posterior, peers=peers,
+                                   peer_posterior=peer_idata["posterior"].to_dataset())
     timings["summaries"] = time.perf_counter() - t
     summary["company"] = {"key": company.key, "name": company.name, "ticker": company.ticker,
                           "currency": company.currency, "price_currency": company.price_currency,
