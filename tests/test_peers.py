@@ -178,6 +178,8 @@ def _edited_copy(tmp_path, old, new):
         ('growth = "sales_cagr_fy20_23e"', 'growth = "gross_margin_fy20"', "regression.growth"),
         ('margin = "gross_margin_fy20"', 'margin = "eps_cagr_fy20_23e"', "regression.margin"),
         ('groups = ["global_ai", "china_ai", "global_saas"]', 'groups = []', "regression.groups"),
+        ('groups = ["global_ai", "china_ai", "global_saas"]',
+         'groups = ["global_ai", "china_ai", "global_saas", "robotics"]', "regression.groups"),
         ('fcf_margin_fy20 = { kind = "margin"', 'fcf_margin_fy20 = { kind = "ratio"',
          "columns.fcf_margin_fy20.kind"),
         ("market_cap_usd_mn = { kind", "market_cap = { kind", "market_cap_usd_mn"),  # undeclared
@@ -315,6 +317,7 @@ def test_model_fits_real_peers_and_records_diagnostics():
     assert out.dims == ("chain", "draw") and bool((out > 0).all())
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:peer model")
 def test_recovery_slopes_in_90pct_intervals_and_coverage_near_nominal():
     seeds = range(1, 7)  # fixed seeds: deterministic (seed 0 misses beta_margin, a 10% event)

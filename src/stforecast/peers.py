@@ -284,6 +284,11 @@ def load_peers(path: str | Path) -> xr.Dataset:
         companies.append(row["company"])
         groups.append(row["group"])
 
+    empty = [g for g in reg.groups if g not in groups]
+    if empty:
+        raise DataFileError(f"{path}: regression.groups: expected at least one [[peer]] in every "
+                            f"group, none in {empty}")
+
     attrs: dict[str, Any] = {"path": str(path)}
     for key, value in meta.items():  # netCDF-friendly attrs: lists joined, dates as text
         if isinstance(value, list):
