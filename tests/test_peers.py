@@ -1,49 +1,163 @@
-"""Tests for stforecast.peers: the Figure 69 data file, the peer regression and prediction."""
+"""Tests for stforecast.peers: peers files (SenseTime's Figure 69, ToyCo's synthetic table), the
+peer regression and prediction."""
 
 import math
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
 from stforecast import peers as pe
+from stforecast.errors import DataFileError
 
 # --- data file ---------------------------------------------------------------------
 
+ROOT = Path(__file__).resolve().parents[1]
+SENSETIME_PEERS = ROOT / "priors" / "sensetime" / "peers.toml"
+TOYCO_PEERS = ROOT / "priors" / "toyco" / "peers.toml"
+
 
 def test_peer_table_loads_with_report_figures():
-    ds = pe.load_peers()
+    ds = pe.load_peers(SENSETIME_PEERS)
+    reg = pe.regression(ds)
+    assert reg == pe.Regression(("global_ai", "china_ai", "global_saas"), "ev_sales_fy22e",
+                                "sales_cagr_fy20_23e", "gross_margin_fy20")
     assert ds.sizes["peer"] == 20
-    counts = {g: int((ds["group"] == g).sum()) for g in pe.GROUPS}
+    counts = {g: int((ds["group"] == g).sum()) for g in reg.groups}
     assert counts == {"global_ai": 5, "china_ai": 2, "global_saas": 13}
     cambricon = ds.sel(peer="688256 CH")
     assert str(cambricon["company"].values) == "Cambricon"
     assert str(cambricon["group"].values) == "china_ai"
-    assert float(cambricon["ev_sales_fy22e"]) == pytest.approx(28.4)
-    assert float(cambricon["sales_cagr_fy20_23e"]) == pytest.approx(0.45)
-    assert float(cambricon["gross_margin_fy20"]) == pytest.approx(0.65)
+    assert float(cambricon[reg.response]) == pytest.approx(28.4)
+    assert float(cambricon[reg.growth]) == pytest.approx(0.45)
+    assert float(cambricon[reg.margin]) == pytest.approx(0.65)
     assert np.isnan(float(cambricon["eps_cagr_fy20_23e"]))  # n.a. in the report
     assert int(ds["eps_cagr_fy20_23e"].isnull().sum()) == 4
+    assert ds["ev_sales_fy22e"].attrs == {"units": "x (EV/sales FY22E)", "kind": "positive"}
     assert ds.attrs["source"].startswith("Figure 69: Peers comparison")
 
 
 def test_sensetime_reference_figures_are_consistent():
-    a = pe.load_peers().attrs
-    cambricon = float(pe.load_peers()["ev_sales_fy22e"].sel(peer=a["sensetime_premium_reference_ticker"]))
+    ds = pe.load_peers(SENSETIME_PEERS)
+    a = ds.attrs
+    cambricon = float(ds["ev_sales_fy22e"].sel(peer=a["target_premium_reference_ticker"]))
     # 34x target = 20% premium to Cambricon's 28.4x, to the report's rounding
-    assert cambricon * (1 + a["sensetime_target_premium_to_reference"]) == pytest.approx(
-        a["sensetime_target_ev_sales_fy22e"], abs=0.5
+    assert cambricon * (1 + a["target_target_premium_to_reference"]) == pytest.approx(
+        a["target_target_ev_sales"], abs=0.5
     )
-    cagr = (a["sensetime_revenue_fy23e_rmb_mn"] / a["sensetime_revenue_fy20_rmb_mn"]) ** (1 / 3) - 1
-    assert cagr == pytest.approx(a["sensetime_sales_cagr_fy20_23e"], abs=0.005)
-    assert a["sensetime_group"] == "china_ai"
-    assert (a["sensetime_gross_margin_fy20"], a["sensetime_gross_margin_fy23e"]) == (0.706, 0.659)
+    cagr = (a["target_revenue_final"] / a["target_revenue_start"]) ** (1 / 3) - 1
+    assert cagr == pytest.approx(a["target_sales_cagr"], abs=0.005)
+    assert a["target_group"] == "china_ai"
+    assert (a["target_gross_margin"], a["target_gross_margin_final"]) == (0.706, 0.659)
+
+
+# The SenseTime peer table and regression as the code before the peers file declared its own
+# groups and columns built them (read from commit 843e876: `load_peers()` and
+# `build_peer_model(load_peers())`, the deterministic then named `intercept_sensetime`).
+BEFORE = {
+    "variables": ["market_cap_usd_mn", "price_lc", "ev_sales_fy21e", "ev_sales_fy22e", "ps_fy21e",
+                  "ps_fy22e", "sales_cagr_fy20_23e", "eps_cagr_fy20_23e", "gross_margin_fy20",
+                  "fcf_margin_fy20"],
+    "peers": ["PLTR US", "PATH US", "AI US", "NVDA US", "AMBA US", "688256 CH", "688088 CH",
+              "MSFT US", "ADBE US", "ADSK US", "CRM US", "TEAM US", "DDOG US", "DOCU US",
+              "INTU US", "OKTA US", "NOW US", "SHOP US", "WDAY US", "VEEV US"],
+    "groups": ["global_ai"] * 5 + ["china_ai"] * 2 + ["global_saas"] * 13,
+    "ev_sales_fy22e": [11.7, 13.4, 6.0, 21.1, 13.1, 28.4, 14.7, 11.4, 13.5, 12.3, 8.5, 30.2, 29.8,
+                       11.2, 12.1, 22.1, 14.9, 17.2, 11.3, 17.5],
+    "sales_cagr_fy20_23e": [0.33, 0.52, 0.29, 0.43, 0.21, 0.45, 0.24, 0.17, 0.17, 0.16, 0.23, 0.27,
+                            0.47, 0.39, 0.23, 0.44, 0.27, 0.41, 0.19, 0.25],
+    "gross_margin_fy20": [0.68, 0.82, 0.75, 0.62, 0.58, 0.65, 0.9, 0.68, 0.87, 0.9, 0.75, 0.83,
+                          0.78, 0.75, 0.82, 0.73, 0.78, 0.53, 0.71, 0.73],
+    "eps_nan": ["PATH US", "AI US", "688256 CH", "OKTA US"],
+    "free": ["intercept", "group_sigma", "group_z", "beta_growth", "beta_margin", "sigma"],
+    "deterministics": ["growth_centre", "margin_centre", "residual_nu", "group_effect",
+                       "group_intercept", "intercept_target"],
+    "observed": ["log_ev_sales"],
+    "initial_point": {"intercept": 2.7, "group_sigma_log__": -0.6931471805599453,
+                      "group_z": [0.0, 0.0, 0.0], "beta_growth": 0.0, "beta_margin": 0.0,
+                      "sigma_log__": -0.6931471805599453},
+    "logp_initial": -22.426238525892035,
+    "logp_moved": -25.870904774204796,  # at initial point + 0.3 x N(0, 1) (default_rng(0))
+    "dlogp_moved": [-1.0376378570499645, -0.31609529812342907, -1.8119081595433477,
+                    0.4992206992192144, 0.7692586715215111, 0.8984606488907227,
+                    -0.30009577391931175, -12.855161442105784],
+}
+
+
+def _logp_checks(model):
+    ip = model.initial_point()
+    rng = np.random.default_rng(0)
+    moved = {k: np.asarray(v) + 0.3 * rng.standard_normal(np.shape(v)) for k, v in ip.items()}
+    return ip, float(model.compile_logp()(ip)), float(model.compile_logp()(moved)), \
+        np.asarray(model.compile_dlogp()(moved))
+
+
+def test_sensetime_peer_data_and_model_unchanged_by_declared_columns():
+    ds = pe.load_peers(SENSETIME_PEERS)
+    assert list(ds.data_vars) == BEFORE["variables"]
+    assert [str(p) for p in ds["peer"].values] == BEFORE["peers"]
+    assert [str(g) for g in ds["group"].values] == BEFORE["groups"]
+    for name in ("ev_sales_fy22e", "sales_cagr_fy20_23e", "gross_margin_fy20"):
+        assert ds[name].values.tolist() == BEFORE[name]
+    assert [str(p) for p in ds["peer"].values[ds["eps_cagr_fy20_23e"].isnull().values]] == \
+        BEFORE["eps_nan"]
+    model = pe.build_peer_model(ds)
+    assert [rv.name for rv in model.free_RVs] == BEFORE["free"]
+    assert [d.name for d in model.deterministics] == BEFORE["deterministics"]
+    assert [o.name for o in model.observed_RVs] == BEFORE["observed"]
+    assert model.coords["group"] == ("global_ai", "china_ai", "global_saas")
+    ip, logp_ip, logp_moved, dlogp = _logp_checks(model)
+    assert {k: np.asarray(v).tolist() for k, v in ip.items()} == BEFORE["initial_point"]
+    assert logp_ip == pytest.approx(BEFORE["logp_initial"], rel=1e-12)
+    assert logp_moved == pytest.approx(BEFORE["logp_moved"], rel=1e-12)
+    np.testing.assert_allclose(dlogp, BEFORE["dlogp_moved"], rtol=1e-10)
+
+
+def test_regression_follows_the_names_the_file_declares(tmp_path):
+    """Renaming every group and regression column in the file changes nothing but names."""
+    text = SENSETIME_PEERS.read_text()
+    renames = {"ev_sales_fy22e": "multiple_next_year", "sales_cagr_fy20_23e": "growth_3y",
+               "gross_margin_fy20": "gm_last", "global_ai": "ai_world", "china_ai": "ai_home",
+               "global_saas": "saas"}
+    for old, new in renames.items():
+        text = re.sub(rf"\b{old}\b", new, text)
+    path = tmp_path / "peers.toml"
+    path.write_text(text)
+    ds = pe.load_peers(path)
+    assert pe.regression(ds) == pe.Regression(("ai_world", "ai_home", "saas"),
+                                              "multiple_next_year", "growth_3y", "gm_last")
+    model = pe.build_peer_model(ds)
+    assert model.coords["group"] == ("ai_world", "ai_home", "saas")
+    _, logp_ip, logp_moved, _ = _logp_checks(model)
+    assert (logp_ip, logp_moved) == pytest.approx((BEFORE["logp_initial"], BEFORE["logp_moved"]),
+                                                  rel=1e-12)
+
+
+def test_toyco_peers_two_groups_and_its_target_group():
+    ds = pe.load_peers(TOYCO_PEERS)
+    reg = pe.regression(ds)
+    assert reg.groups == ("industrial_software", "horizontal_saas")
+    assert ds.attrs["target_group"] == "industrial_software"
+    assert 6 <= ds.sizes["peer"] <= 10
+    assert all("synthetic" in str(c).lower() for c in ds["company"].values)
+    model = pe.build_peer_model(ds)
+    assert model.coords["group"] == reg.groups
+    point = model.initial_point()
+    point["group_z"] = np.array([0.5, -1.0])
+    point["group_sigma_log__"] = np.log(0.4)
+    values = model.compile_fn([model["intercept_target"], model["group_intercept"]],
+                              inputs=model.value_vars, on_unused_input="ignore")(point)
+    assert values[0] == pytest.approx(values[1][0])  # the industrial-software intercept
+    with pytest.raises(ValueError, match="target_group"):
+        pe.build_peer_model(ds, target_group="china_ai")
 
 
 def _edited_copy(tmp_path, old, new):
-    text = pe.default_peers_path().read_text()
+    text = SENSETIME_PEERS.read_text()
     assert old in text
     path = tmp_path / "bad_peers.toml"
     path.write_text(text.replace(old, new, 1))
@@ -60,11 +174,23 @@ def _edited_copy(tmp_path, old, new):
         ('ticker = "AI US"', 'ticker = "PATH US"', "ticker"),  # duplicate
         ("source = ", "sauce = ", "meta.source"),
         ("ev_sales_fy22e = 28.4", "ev_sales_fy22e = ", "TOML"),  # syntax error
+        ('response = "ev_sales_fy22e"', 'response = "ev_sales"', "regression.response"),
+        ('growth = "sales_cagr_fy20_23e"', 'growth = "gross_margin_fy20"', "regression.growth"),
+        ('margin = "gross_margin_fy20"', 'margin = "eps_cagr_fy20_23e"', "regression.margin"),
+        ('groups = ["global_ai", "china_ai", "global_saas"]', 'groups = []', "regression.groups"),
+        ('groups = ["global_ai", "china_ai", "global_saas"]',
+         'groups = ["global_ai", "china_ai", "global_saas", "robotics"]', "regression.groups"),
+        ('fcf_margin_fy20 = { kind = "margin"', 'fcf_margin_fy20 = { kind = "ratio"',
+         "columns.fcf_margin_fy20.kind"),
+        ("market_cap_usd_mn = { kind", "market_cap = { kind", "market_cap_usd_mn"),  # undeclared
+        ('group = "china_ai"                       # peer', 'group = "asia"  # peer', "target.group"),
+        ("sales_cagr = 0.37 ", "growth = 0.37 ", "target.sales_cagr"),
+        ("gross_margin = 0.706 ", "gross_margin = 70.6 ", "target.gross_margin"),
     ],
 )
 def test_bad_peers_file_raises_one_line_value_error(tmp_path, old, new, key):
     path = _edited_copy(tmp_path, old, new)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(DataFileError) as err:
         pe.load_peers(path)
     message = str(err.value)
     assert "\n" not in message
@@ -75,9 +201,11 @@ def test_missing_file_and_bad_priors_raise_one_line_value_error(tmp_path):
     with pytest.raises(ValueError, match="nope.toml: cannot read file"):
         pe.load_peers(tmp_path / "nope.toml")
     with pytest.raises(ValueError, match="residual_sigma: expected a positive number"):
-        pe.build_peer_model(pe.load_peers(), priors={"residual_sigma": -1.0})
+        pe.build_peer_model(pe.load_peers(SENSETIME_PEERS), priors={"residual_sigma": -1.0})
     with pytest.raises(ValueError, match="expected keys among"):
-        pe.build_peer_model(pe.load_peers(), priors={"slope_sigma": 1.0})
+        pe.build_peer_model(pe.load_peers(SENSETIME_PEERS), priors={"slope_sigma": 1.0})
+    with pytest.raises(ValueError, match="regression_groups"):
+        pe.build_peer_model(xr.Dataset())  # not a loaded peer table
 
 
 # --- prediction (numpy/xarray only) ------------------------------------------------
@@ -87,7 +215,7 @@ def _synthetic_posterior(chains=4, draws=100, sigma=0.3, nu=math.inf, seed=0):
     rng = np.random.default_rng(seed)
     shape = (chains, draws)
     values = {
-        "intercept_sensetime": rng.normal(3.0, 0.1, shape),
+        "intercept_target": rng.normal(3.0, 0.1, shape),
         "beta_growth": np.abs(rng.normal(2.0, 0.3, shape)),  # positive growth slope
         "beta_margin": rng.normal(0.5, 0.3, shape),
         "sigma": np.full(shape, sigma),
@@ -117,7 +245,7 @@ def test_predict_multiple_dims_pairing_and_resampling():
     out = pe.predict_multiple(post, _paths(0.37), 0.706, rng=0)
     assert out.dims == ("chain", "draw", "path") and out.shape == (4, 100, 5)
     expected = np.exp(
-        post["intercept_sensetime"]
+        post["intercept_target"]
         + post["beta_growth"] * (0.37 - 0.3)
         + post["beta_margin"] * (0.706 - 0.75)
     )
@@ -135,7 +263,7 @@ def test_predict_multiple_dims_pairing_and_resampling():
 def test_predict_multiple_includes_residual_noise_and_premium():
     sigma = 0.3
     post = _synthetic_posterior(sigma=sigma).assign(beta_growth=lambda d: 0 * d["beta_growth"])
-    post["intercept_sensetime"] = xr.full_like(post["intercept_sensetime"], 3.0)
+    post["intercept_target"] = xr.full_like(post["intercept_target"], 3.0)
     post["beta_margin"] = xr.full_like(post["beta_margin"], 0.0)
     base = pe.predict_multiple(post, _paths(0.37, n_paths=50), 0.7, rng=3)
     assert float(np.log(base).std()) == pytest.approx(sigma, rel=0.05)
@@ -178,22 +306,25 @@ def _slope_intervals(idata, prob=0.9):
 
 @pytest.mark.filterwarnings("ignore:peer model")
 def test_model_fits_real_peers_and_records_diagnostics():
-    idata = pe.fit_peer_model(pe.load_peers(), seed=11, **FIT)
+    peers = pe.load_peers(SENSETIME_PEERS)
+    idata = pe.fit_peer_model(peers, seed=11, **FIT)
     for key in ("rhat_max", "ess_bulk_min", "divergences", "wall_time_s"):
         assert key in idata.attrs
     post = idata["posterior"]
     assert set(pe.PREDICTION_PARAMS) <= set(post.data_vars)
-    assert float(post["growth_centre"].mean()) == pytest.approx(float(pe.load_peers()[pe.GROWTH].mean()))
+    assert float(post["growth_centre"].mean()) == pytest.approx(float(peers["sales_cagr_fy20_23e"].mean()))
     out = pe.predict_multiple(idata, 0.37, 0.706, rng=0)
     assert out.dims == ("chain", "draw") and bool((out > 0).all())
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:peer model")
 def test_recovery_slopes_in_90pct_intervals_and_coverage_near_nominal():
     seeds = range(1, 7)  # fixed seeds: deterministic (seed 0 misses beta_margin, a 10% event)
     covered = 0
+    like = pe.load_peers(SENSETIME_PEERS)
     for seed in seeds:
-        data = pe.simulate_peer_data(40, TRUE, rng=seed)
+        data = pe.simulate_peer_data(40, TRUE, like, rng=seed)
         assert data.sizes["peer"] == 3 * 40
         idata = pe.fit_peer_model(data, seed=seed, **FIT)
         intervals = _slope_intervals(idata)

@@ -21,8 +21,9 @@ posterior draw per path and the premium are fixed by ``seed``, so every scenario
 ones (common random numbers): a scenario changes the peer multiple only through growth, margin
 and its shock channel.
 
-Peer gross margins may be from an earlier year than the valuation year; the company's is taken
-at the valuation year, so that a margin shock reaches the multiple.
+The peers' growth and margin columns are the ones their file's ``[regression]`` names (the
+peers' gross margin may be from an earlier year than the valuation year); the company's margin
+is taken at the valuation year, so that a margin shock reaches the multiple.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import xarray as xr
 
 from .company import Company
 from .engine import valuation
-from .peers import GROWTH, MARGIN, PREDICTION_PARAMS, predict_multiple
+from .peers import PREDICTION_PARAMS, predict_multiple, regression
 from .priors import Prior
 from .registry import METHOD_VARIABLES, SAMPLE_DIMS, VALUATION_METHODS as METHODS
 
@@ -158,7 +159,8 @@ def relation_from_fit(peer_idata, premium: Prior, seed: int,
         else peer_idata
     ranges = {}
     if peers is not None:
-        for key, var in (("growth_range", GROWTH), ("margin_range", MARGIN)):
+        reg = regression(peers)
+        for key, var in (("growth_range", reg.growth), ("margin_range", reg.margin)):
             values = peers[var].values.astype(float)
             ranges[key] = (float(np.nanmin(values)), float(np.nanmax(values)))
     return PeerRelation(post[list(PREDICTION_PARAMS)], premium, seed, **ranges)

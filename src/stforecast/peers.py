@@ -1,28 +1,29 @@
-"""Peer-multiple regression: SenseTime's EV/sales FY22E from its listed peers.
+"""Peer-multiple regression: the company's EV/sales multiple from its listed peers.
 
-The 20 peers of the report's Figure 69 (``datasets/peers.toml``) are regressed as
+A company's peers file (``peers.toml`` in its folder) holds one ``[[peer]]`` row per listed
+peer and declares what the regression uses (``[regression]``): the peer groups in order, the
+response column (an EV/sales multiple) and the two predictor columns (a sales CAGR and a gross
+margin), each named with its period in the data file, never here. The peers are regressed as
 
-    log(EV/sales FY22E)_i = intercept + group_effect[group_i]
-                            + beta_growth * (sales_cagr_i - growth_centre)
-                            + beta_margin * (gross_margin_i - margin_centre) + e_i,
+    log(response)_i = intercept + group_effect[group_i]
+                      + beta_growth * (growth_i - growth_centre)
+                      + beta_margin * (margin_i - margin_centre) + e_i,
     e_i ~ sigma * StudentT(residual_nu)        (Normal when residual_nu = inf)
 
-Units: multiples are times ("x"); growth (sales CAGR FY20-23E) and gross margin
-(FY20) are fractions, so the slopes are "log multiple per 1.00 (100pp)"; divide by
-10 for "per 10pp". The centring constants are the peer means of the fitted data and
-travel with the posterior (deterministics ``growth_centre`` / ``margin_centre``) so a
-prediction uses the same ones.
+Units: multiples are times ("x"); growth and gross margin are fractions, so the slopes are
+"log multiple per 1.00 (100pp)"; divide by 10 for "per 10pp". The centring constants are the
+peer means of the fitted data and travel with the posterior (deterministics
+``growth_centre`` / ``margin_centre``) so a prediction uses the same ones.
 
-Residuals are Student-t with fixed nu (default 5, from the data file): a handful of
-peers (Atlassian, Datadog, Cambricon) trade far above what growth and margin explain,
-and with 20 points a Normal likelihood would let them pull the slopes and inflate
-sigma, while nu itself is not identifiable from 20 points, so it is fixed.
+Residuals are Student-t with fixed nu (from the file's ``[priors]``): with a few dozen peers,
+a handful trading far above what growth and margin explain would let a Normal likelihood pull
+the slopes and inflate sigma, while nu itself is not identifiable from so few points.
 
-The intercept is partially pooled across the three groups (non-centred:
-``group_effect = group_sigma * group_z``), the slopes are common. SenseTime is a China
-AI company, so its intercept is ``intercept + group_effect["china_ai"]``
-(deterministic ``intercept_target``). With only two China AI peers (Cambricon and
-Arcsoft) that group effect is shrunk towards the population intercept.
+The intercept is partially pooled across the groups (non-centred:
+``group_effect = group_sigma * group_z``), the slopes are common. The company being valued
+(the file's ``[target]``) belongs to one group, so its intercept is ``intercept +
+group_effect[target group]`` (deterministic ``intercept_target``); a group with few peers is
+shrunk towards the population intercept.
 
 `predict_multiple` uses numpy/xarray only (pymc is imported inside the functions that
 need it), so it runs on saved posteriors.
@@ -35,6 +36,7 @@ import time
 import tomllib
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,27 +44,16 @@ import numpy as np
 import xarray as xr
 
 from stforecast.errors import DataFileError
+from stforecast.registry import DIVERGENCES_MAX, RHAT_MAX, SAMPLE_DIMS as _SAMPLE_DIMS
 
 if TYPE_CHECKING:
     import pymc
 
-GROUPS = ("global_ai", "china_ai", "global_saas")
-"""Peer groups of Figure 69, in report order."""
-
-DEFAULT_TARGET_GROUP = "china_ai"
-"""Group whose effect forms SenseTime's intercept when the data do not say."""
-
-RESPONSE = "ev_sales_fy22e"
-GROWTH = "sales_cagr_fy20_23e"
-MARGIN = "gross_margin_fy20"
-
-SAMPLE_DIMS = ("chain", "draw")
+SAMPLE_DIMS = _SAMPLE_DIMS[:2]
+"""Dimensions of one posterior draw of the peer regression: (chain, draw)."""
 
 MAX_FRACTION = 5.0
 """A ratio beyond +-5.00 (500%) is taken as a percentage typed as a number."""
-
-RHAT_MAX_OK = 1.01
-"""R-hat above this triggers a warning (Vehtari et al. 2021)."""
 
 PRIOR_KEYS = (
     "intercept_mu",
@@ -103,26 +94,50 @@ def _margin(v: float) -> bool:
     return -MAX_FRACTION <= v <= 1
 
 
-# column -> (check, what is expected, required)
-_COLUMNS: dict[str, tuple[Any, str, bool]] = {
-    "market_cap_usd_mn": (_positive, "a positive number (USD mn)", True),
-    "price_lc": (_positive, "a positive number (local currency)", False),
-    "ev_sales_fy21e": (_positive, "a positive multiple (x)", True),
-    "ev_sales_fy22e": (_positive, "a positive multiple (x)", True),
-    "ps_fy21e": (_positive, "a positive multiple (x)", False),
-    "ps_fy22e": (_positive, "a positive multiple (x)", False),
-    "sales_cagr_fy20_23e": (_growth, f"a fraction in (-1, {MAX_FRACTION}]", True),
-    "eps_cagr_fy20_23e": (_growth, f"a fraction in (-1, {MAX_FRACTION}]", False),
-    "gross_margin_fy20": (_unit, "a fraction in [0, 1]", True),
-    "fcf_margin_fy20": (_margin, f"a fraction in [-{MAX_FRACTION}, 1]", True),
+#: Kinds of numeric column a peers file may declare: kind -> (check, what is expected).
+COLUMN_KINDS: dict[str, tuple[Any, str]] = {
+    "positive": (_positive, "a positive number"),
+    "growth": (_growth, f"a fraction in (-1, {MAX_FRACTION}]"),
+    "fraction": (_unit, "a fraction in [0, 1]"),
+    "margin": (_margin, f"a fraction in [-{MAX_FRACTION}, 1]"),
 }
 
-_TARGET_KEYS: dict[str, tuple[Any, str]] = {
-    "target_ev_sales": (_positive, "a positive multiple (x)"),
-    "sales_cagr": (_growth, f"a fraction in (-1, {MAX_FRACTION}]"),
-    "gross_margin": (_unit, "a fraction in [0, 1]"),
-    "gross_margin_final": (_unit, "a fraction in [0, 1]"),
+#: What the regression uses -> the column kinds it accepts.
+ROLES: dict[str, tuple[str, ...]] = {
+    "response": ("positive",),
+    "growth": ("growth",),
+    "margin": ("fraction", "margin"),
 }
+
+#: ``[target]`` keys checked as numbers -> (column kind, required). Other keys are free text
+#: or numbers kept for reference (attrs ``target_<key>``).
+_TARGET_KEYS: dict[str, tuple[str, bool]] = {
+    "sales_cagr": ("growth", True),
+    "gross_margin": ("fraction", True),
+    "target_ev_sales": ("positive", False),
+    "gross_margin_final": ("fraction", False),
+}
+
+
+@dataclass(frozen=True)
+class Regression:
+    """What a peer table's regression uses: its groups (in order) and the names of the response
+    (a multiple, x) and of the growth and margin predictors (fractions)."""
+
+    groups: tuple[str, ...]
+    response: str
+    growth: str
+    margin: str
+
+
+def regression(peers: xr.Dataset) -> Regression:
+    """The regression a peer table declares (its ``regression_*`` attrs, set by `load_peers`)."""
+    try:
+        return Regression(tuple(str(g) for g in peers.attrs["regression_groups"]),
+                          *(str(peers.attrs[f"regression_{r}"]) for r in ROLES))
+    except KeyError as err:
+        raise ValueError(f"peers: expected the attrs of a loaded peer table "
+                         f"(stforecast.peers.load_peers), missing {err.args[0]!r}") from None
 
 
 def _read_toml(path: Path) -> dict:
@@ -145,15 +160,83 @@ def _check_number(path: Path, where: str, value: Any, check: Any, expected: str)
     return float(value)
 
 
+def _name(path: Path, where: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise DataFileError(f"{path}: {where}: expected a name in lower_snake_case, got {value!r}")
+    return value
+
+
+def _columns(path: Path, doc: dict) -> dict[str, tuple[str, str, bool]]:
+    """``[columns]``: column -> (kind, units, required)."""
+    table = doc.get("columns")
+    if not isinstance(table, dict) or not table:
+        raise DataFileError(f"{path}: columns: expected a [columns] table, one entry per numeric "
+                            f"column, e.g. ev_sales = {{ kind = \"positive\", units = \"x\" }}")
+    out = {}
+    for col, entry in table.items():
+        where = f"columns.{col}"
+        _name(path, where, col)
+        if col in ("company", "ticker", "group"):
+            raise DataFileError(f"{path}: {where}: expected a numeric column, got a reserved name")
+        if not isinstance(entry, dict) or set(entry) - {"kind", "units", "required"}:
+            raise DataFileError(f"{path}: {where}: expected a table with kind, units and "
+                                f"optional required, got {entry!r}")
+        if entry.get("kind") not in COLUMN_KINDS:
+            raise DataFileError(f"{path}: {where}.kind: expected one of {tuple(COLUMN_KINDS)}, "
+                                f"got {entry.get('kind')!r}")
+        units = entry.get("units", "")
+        required = entry.get("required", True)
+        if not isinstance(units, str) or not isinstance(required, bool):
+            raise DataFileError(f"{path}: {where}: expected units a string and required "
+                                f"true/false, got {entry!r}")
+        out[col] = (entry["kind"], units, required)
+    return out
+
+
+def _regression(path: Path, doc: dict, columns: dict) -> Regression:
+    """``[regression]``: the groups in order and the response / predictor columns."""
+    table = doc.get("regression")
+    if not isinstance(table, dict):
+        raise DataFileError(f"{path}: regression: expected a [regression] table with groups, "
+                            f"{', '.join(ROLES)}")
+    extra = sorted(set(table) - {"groups", *ROLES})
+    if extra:
+        raise DataFileError(f"{path}: regression.{extra[0]}: expected only groups, "
+                            f"{', '.join(ROLES)}")
+    groups = table.get("groups")
+    if not (isinstance(groups, list) and groups and len(set(groups)) == len(groups)):
+        raise DataFileError(f"{path}: regression.groups: expected a list of distinct group "
+                            f"names, got {groups!r}")
+    for i, group in enumerate(groups):
+        _name(path, f"regression.groups[{i}]", group)
+    names = []
+    for role, kinds in ROLES.items():
+        col = table.get(role)
+        if col not in columns:
+            raise DataFileError(f"{path}: regression.{role}: expected one of the [columns] "
+                                f"{tuple(columns)}, got {col!r}")
+        kind, _, required = columns[col]
+        if kind not in kinds or not required:
+            raise DataFileError(f"{path}: regression.{role}: expected a required column of "
+                                f"kind {' or '.join(map(repr, kinds))}, got {col!r} "
+                                f"(kind {kind!r}, required = {str(required).lower()})")
+        names.append(col)
+    return Regression(tuple(groups), *names)
+
+
 def load_peers(path: str | Path) -> xr.Dataset:
-    """Load the peer table (default: packaged Figure 69 data) as an xarray Dataset.
+    """Load a company's peer table as an xarray Dataset.
 
     Dim ``peer`` (coordinate = ticker), coordinates ``company`` and ``group``; one
-    variable per numeric column (multiples in x, market cap in USD mn, ratios as
-    fractions; NaN where the report prints n.a.). ``[meta]`` entries and the
-    ``[sensetime]`` reference figures become attrs (the latter prefixed
-    ``sensetime_``). Raises a one-line `DataFileError` (a ``ValueError``) naming the
-    file, the key and what was expected on an unreadable file or bad content.
+    variable per column of ``[columns]``, in the file's order (multiples in x, money in the
+    declared units, ratios as fractions; NaN where an optional value is omitted), with its
+    ``units`` and ``kind`` as attrs. ``[meta]`` entries become attrs; ``[regression]``
+    becomes ``regression_groups`` (a list) and ``regression_response`` / ``_growth`` /
+    ``_margin`` (column names; see `regression`); ``[target]`` becomes ``target_<key>``
+    (its ``group`` must be a regression group; ``sales_cagr`` and ``gross_margin`` are the
+    company's growth and margin at the report's case). Raises a one-line `DataFileError` (a
+    ``ValueError``) naming the file, the key and what was expected on an unreadable file or
+    bad content.
     """
     path = Path(path)
     doc = _read_toml(path)
@@ -161,11 +244,13 @@ def load_peers(path: str | Path) -> xr.Dataset:
     meta = doc.get("meta")
     if not isinstance(meta, dict) or not isinstance(meta.get("source"), str):
         raise DataFileError(f"{path}: meta.source: expected a [meta] table with a source string")
+    declared = _columns(path, doc)
+    reg = _regression(path, doc, declared)
     rows = doc.get("peer")
     if not isinstance(rows, list) or not rows:
         raise DataFileError(f"{path}: peer: expected a non-empty array of [[peer]] tables")
 
-    columns: dict[str, list[float]] = {col: [] for col in _COLUMNS}
+    columns: dict[str, list[float]] = {col: [] for col in declared}
     tickers, companies, groups = [], [], []
     for i, row in enumerate(rows):
         where = f"peer[{i}]"
@@ -179,14 +264,16 @@ def load_peers(path: str | Path) -> xr.Dataset:
         where = f"peer[{i}] ({row['ticker']})"
         if row["ticker"] in tickers:
             raise DataFileError(f"{path}: {where}.ticker: expected a unique ticker, got a duplicate")
-        if row.get("group") not in GROUPS:
+        if row.get("group") not in reg.groups:
             raise DataFileError(
-                f"{path}: {where}.group: expected one of {GROUPS}, got {row.get('group')!r}"
+                f"{path}: {where}.group: expected one of {reg.groups}, got {row.get('group')!r}"
             )
-        unknown = set(row) - set(_COLUMNS) - {"company", "ticker", "group"}
+        unknown = set(row) - set(declared) - {"company", "ticker", "group"}
         if unknown:
-            raise DataFileError(f"{path}: {where}: expected only known keys, got {sorted(unknown)}")
-        for col, (check, expected, required) in _COLUMNS.items():
+            raise DataFileError(f"{path}: {where}: expected only the [columns] and company, "
+                                f"ticker, group, got {sorted(unknown)}")
+        for col, (kind, _, required) in declared.items():
+            check, expected = COLUMN_KINDS[kind]
             if col not in row and not required:
                 columns[col].append(np.nan)
                 continue
@@ -197,26 +284,40 @@ def load_peers(path: str | Path) -> xr.Dataset:
         companies.append(row["company"])
         groups.append(row["group"])
 
+    empty = [g for g in reg.groups if g not in groups]
+    if empty:
+        raise DataFileError(f"{path}: regression.groups: expected at least one [[peer]] in every "
+                            f"group, none in {empty}")
+
     attrs: dict[str, Any] = {"path": str(path)}
     for key, value in meta.items():  # netCDF-friendly attrs: lists joined, dates as text
         if isinstance(value, list):
             value = "\n".join(map(str, value))
         attrs[key] = value if isinstance(value, str | int | float) else str(value)
-    sensetime = doc.get("target", {})
-    for key, (check, expected) in _TARGET_KEYS.items():
-        if key in sensetime:
-            _check_number(path, f"target.{key}", sensetime[key], check, expected)
-    if "group" in sensetime and sensetime["group"] not in GROUPS:
+    attrs["regression_groups"] = list(reg.groups)
+    attrs.update({f"regression_{role}": getattr(reg, role) for role in ROLES})
+    target = doc.get("target")
+    if not isinstance(target, dict):
+        raise DataFileError(f"{path}: target: expected a [target] table (the company being "
+                            f"valued: group, sales_cagr, gross_margin)")
+    if target.get("group") not in reg.groups:
         raise DataFileError(
-            f"{path}: target.group: expected one of {GROUPS}, got {sensetime['group']!r}"
+            f"{path}: target.group: expected one of {reg.groups}, got {target.get('group')!r}"
         )
-    attrs.update({f"target_{k}": v for k, v in sensetime.items()})
+    for key, (kind, required) in _TARGET_KEYS.items():
+        check, expected = COLUMN_KINDS[kind]
+        if key in target or required:
+            _check_number(path, f"target.{key}", target.get(key), check, expected)
+    attrs.update({f"target_{k}": v for k, v in target.items()})
 
-    return xr.Dataset(
+    ds = xr.Dataset(
         {col: ("peer", np.asarray(vals)) for col, vals in columns.items()},
         coords={"peer": tickers, "company": ("peer", companies), "group": ("peer", groups)},
         attrs=attrs,
     )
+    for col, (kind, units, _) in declared.items():
+        ds[col].attrs.update(units=units, kind=kind)
+    return ds
 
 
 def load_priors(path: str | Path) -> dict[str, float]:
@@ -258,14 +359,15 @@ def build_peer_model(
     priors: Mapping[str, float] | None = None,
     target_group: str | None = None,
 ) -> pymc.Model:
-    """Bayesian regression of log EV/sales FY22E on sales CAGR and gross margin.
+    """Bayesian regression of the log multiple on growth and gross margin.
 
-    ``peers`` needs variables ``ev_sales_fy22e`` (x), ``sales_cagr_fy20_23e`` and
-    ``gross_margin_fy20`` (fractions) and a ``group`` coordinate along ``peer``.
-    ``priors`` overrides entries of `load_priors` (see the ``[priors]`` table for the
-    rationale). ``target_group`` (default: ``peers.attrs["target_group"]``, else
-    ``"china_ai"``) selects the group effect added to the population intercept for
-    SenseTime's ``intercept_target``.
+    ``peers``: a peer table as from `load_peers` (or `simulate_peer_data`): the
+    `regression` it declares names the response (x) and the growth and margin predictors
+    (fractions); a ``group`` coordinate along ``peer``; the ``[priors]`` are read from the
+    file at ``peers.attrs["path"]``. ``priors`` overrides entries of `load_priors` (see the
+    ``[priors]`` table for the rationale). ``target_group`` (default:
+    ``peers.attrs["target_group"]``) selects the group effect added to the population
+    intercept for the valued company's ``intercept_target``.
 
     Free variables: ``intercept``, ``group_sigma``, ``group_z`` (dim group),
     ``beta_growth``, ``beta_margin``, ``sigma``. Deterministics carried in the
@@ -275,17 +377,19 @@ def build_peer_model(
     import pymc as pm
     import pytensor.tensor as pt
 
+    reg = regression(peers)
     prior = _validate_priors({**load_priors(peers.attrs["path"]), **(priors or {})}, "priors")
-    target_group = target_group or peers.attrs.get("target_group", DEFAULT_TARGET_GROUP)
-    if target_group not in GROUPS:
-        raise ValueError(f"target_group: expected one of {GROUPS}, got {target_group!r}")
+    groups = list(reg.groups)
+    target_group = target_group or peers.attrs.get("target_group")
+    if target_group not in groups:
+        raise ValueError(f"target_group: expected one of {reg.groups}, got {target_group!r}")
 
-    growth = peers[GROWTH].values.astype(float)
-    margin = peers[MARGIN].values.astype(float)
-    log_multiple = np.log(peers[RESPONSE].values.astype(float))
-    group_idx = np.array([GROUPS.index(g) for g in peers["group"].values])
+    growth = peers[reg.growth].values.astype(float)
+    margin = peers[reg.margin].values.astype(float)
+    log_multiple = np.log(peers[reg.response].values.astype(float))
+    group_idx = np.array([groups.index(g) for g in peers["group"].values])
 
-    coords = {"group": list(GROUPS), "peer": [str(p) for p in peers["peer"].values]}
+    coords = {"group": groups, "peer": [str(p) for p in peers["peer"].values]}
     with pm.Model(coords=coords) as model:
         growth_centre = pm.Deterministic("growth_centre", pt.as_tensor(growth.mean()))
         margin_centre = pm.Deterministic("margin_centre", pt.as_tensor(margin.mean()))
@@ -300,7 +404,7 @@ def build_peer_model(
         sigma = pm.HalfNormal("sigma", prior["residual_sigma"])
 
         pm.Deterministic("group_intercept", intercept + group_effect, dims="group")
-        pm.Deterministic("intercept_target", intercept + group_effect[GROUPS.index(target_group)])
+        pm.Deterministic("intercept_target", intercept + group_effect[groups.index(target_group)])
 
         mu = (
             intercept
@@ -344,10 +448,10 @@ def fit_peer_model(
     """Fit `build_peer_model` with NUTS and return the ArviZ 1.x DataTree.
 
     Diagnostics over the free variables are stored in the root attrs (and warned about
-    when R-hat > 1.01 or there are divergences): ``rhat_max``, ``ess_bulk_min``,
+    when R-hat > ``registry.RHAT_MAX`` or there are divergences): ``rhat_max``, ``ess_bulk_min``,
     ``ess_tail_min``, ``divergences``, and ``wall_time_s`` (seconds, including
     compilation). The default ``target_accept`` is high because the group sd is
-    weakly identified from three groups.
+    weakly identified from a few groups.
     """
     import pymc as pm
 
@@ -367,7 +471,7 @@ def fit_peer_model(
     diagnostics = peer_diagnostics(idata, [rv.name for rv in model.free_RVs])
     diagnostics["wall_time_s"] = time.perf_counter() - start
     idata.attrs.update(diagnostics)
-    if diagnostics["rhat_max"] > RHAT_MAX_OK or diagnostics["divergences"] > 0:
+    if diagnostics["rhat_max"] > RHAT_MAX or diagnostics["divergences"] > DIVERGENCES_MAX:
         warnings.warn(
             f"peer model: R-hat max {diagnostics['rhat_max']:.3f}, "
             f"{diagnostics['divergences']} divergences",
@@ -397,7 +501,7 @@ def predict_multiple(
     premium: float | np.ndarray | xr.DataArray | None = None,
     rng: np.random.Generator | int | None = None,
 ) -> xr.DataArray:
-    """Predicted EV/sales FY22E multiple (x) for SenseTime, with residual noise.
+    """Predicted EV/sales multiple (x) for the valued company, with residual noise.
 
     ``posterior``: Dataset of the variables in `PREDICTION_PARAMS`, dims (chain,
     draw) (or the fit's DataTree, whose ``posterior`` group is used).
@@ -458,39 +562,44 @@ def predict_multiple(
         log_multiple = log_multiple + _as_array(premium, "premium")
 
     result = np.exp(log_multiple.transpose(*out_dims))
-    result.name = RESPONSE
-    result.attrs["units"] = "x (EV/sales FY22E)"
+    result.name = "ev_sales_multiple"
+    result.attrs["units"] = "x (EV/sales)"
     return result
 
 
 def simulate_peer_data(
     n_per_group: int | Mapping[str, int],
     params: Mapping[str, Any],
+    like: xr.Dataset,
     rng: np.random.Generator | int | None = None,
 ) -> xr.Dataset:
     """Simulate a peer table from the regression at known parameters (for recovery tests).
 
+    ``like``: a loaded peer table (`load_peers`) whose groups, column names, target group and
+    priors file the simulated table shares (its attrs are copied), and whose predictor
+    moments are the defaults below. ``n_per_group``: peers per group (one count for every
+    group, or group -> count).
     ``params``: ``intercept``, ``group_effect`` (mapping group -> log effect),
     ``beta_growth``, ``beta_margin`` (per 1.00 of the fraction), ``sigma``,
     ``residual_nu`` (inf = Normal); optional ``growth_mean``, ``growth_sd``,
     ``margin_mean``, ``margin_sd`` for the Normal predictor draws (default: the
-    means/sds of the packaged peers; margins are clipped to [0, 1]).
+    means/sds of ``like``'s peers; margins are clipped to [0, 1]).
     Predictors are centred on their sample means, as `build_peer_model` does.
     Returns a Dataset with the variables the model needs and the ``group`` coordinate.
     """
     rng = np.random.default_rng(rng)
-    counts = n_per_group if isinstance(n_per_group, Mapping) else dict.fromkeys(GROUPS, n_per_group)
-    groups = np.concatenate([np.full(int(counts.get(g, 0)), g) for g in GROUPS])
+    reg = regression(like)
+    counts = n_per_group if isinstance(n_per_group, Mapping) else dict.fromkeys(reg.groups,
+                                                                              n_per_group)
+    groups = np.concatenate([np.full(int(counts.get(g, 0)), g) for g in reg.groups])
     n = groups.size
-    if any(k not in params for k in ("growth_mean", "growth_sd", "margin_mean", "margin_sd")):
-        real = load_peers()
-        defaults = {
-            "growth_mean": float(real[GROWTH].mean()),
-            "growth_sd": float(real[GROWTH].std(ddof=1)),
-            "margin_mean": float(real[MARGIN].mean()),
-            "margin_sd": float(real[MARGIN].std(ddof=1)),
-        }
-        params = {**defaults, **params}
+    defaults = {
+        "growth_mean": float(like[reg.growth].mean()),
+        "growth_sd": float(like[reg.growth].std(ddof=1)),
+        "margin_mean": float(like[reg.margin].mean()),
+        "margin_sd": float(like[reg.margin].std(ddof=1)),
+    }
+    params = {**defaults, **params}
     growth = rng.normal(params["growth_mean"], params["growth_sd"], n)
     margin = np.clip(rng.normal(params["margin_mean"], params["margin_sd"], n), 0.0, 1.0)
     effect = np.array([params["group_effect"][g] for g in groups])
@@ -503,9 +612,10 @@ def simulate_peer_data(
     noise = _standard_t(np.full(n, float(params["residual_nu"])), rng)
     return xr.Dataset(
         {
-            RESPONSE: ("peer", np.exp(log_mu + params["sigma"] * noise)),
-            GROWTH: ("peer", growth),
-            MARGIN: ("peer", margin),
+            reg.response: ("peer", np.exp(log_mu + params["sigma"] * noise)),
+            reg.growth: ("peer", growth),
+            reg.margin: ("peer", margin),
         },
         coords={"peer": [f"SIM{i:04d}" for i in range(n)], "group": ("peer", groups)},
+        attrs=dict(like.attrs),
     )
