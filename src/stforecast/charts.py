@@ -489,7 +489,7 @@ def chart_data(predictive_all: xr.Dataset, company: Company, summary: Mapping, *
     model's parameters; ``peers``/``peer_posterior``: the peer table and the regression's
     posterior (dims chain, draw).
     """
-    from .peers import GROWTH, MARGIN, RESPONSE  # the peer table's columns
+    from .peers import regression  # the columns the peer table declares
 
     scenario = str(summary.get("headline_scenario") or HEADLINE_SCENARIO)
     headline = xr.Dataset({n: _headline(predictive_all[n], scenario)
@@ -515,8 +515,9 @@ def chart_data(predictive_all: xr.Dataset, company: Company, summary: Mapping, *
         "peers": None, "prior_posterior": [],
     }
     if peers is not None and peer_posterior is not None:
-        out["peers"] = peers_block(peers, peer_posterior, company, summary, GROWTH, MARGIN,
-                                   RESPONSE)
+        reg = regression(peers)
+        out["peers"] = peers_block(peers, peer_posterior, company, summary, reg.growth,
+                                   reg.margin, reg.response)
     if prior is not None and posterior is not None:
         out["prior_posterior"] = prior_posterior_block(prior, posterior)
     return out
