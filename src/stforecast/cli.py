@@ -181,8 +181,8 @@ def cmd_run(args) -> int:
 
 # --- report -------------------------------------------------------------------------------------
 def cmd_report(args) -> int:
+    results = _load_results(args)  # a one-line error before the plotting stack is imported
     from .report import build_report
-    results = _load_results(args)
     print(build_report(results.folder))
     return 0
 
