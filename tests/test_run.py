@@ -24,6 +24,8 @@ from stforecast.run import RunSettings, resimulate, run_forecast
 
 SMALL = RunSettings(seed=5, paths=2000, report=False,
                     fit=FitSettings(draws=200, tune=200, chains=2, prior_draws=100))
+TINY = RunSettings(seed=5, paths=200, report=False,  # for runs that are interrupted anyway
+                   fit=FitSettings(draws=30, tune=30, chains=1, prior_draws=20))
 YEARS = ["FY21", "FY22", "FY23"]
 
 
@@ -232,7 +234,7 @@ def test_failed_run_leaves_previous_results_intact(tmp_path, monkeypatch, compan
 
     monkeypatch.setattr(run_module, "write_results", boom)
     with pytest.raises(KeyboardInterrupt):
-        run_forecast(out, company, SMALL)
+        run_forecast(out, company, TINY)
     assert (out / "summary.json").read_text() == '{"previous": true}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "results"]
 

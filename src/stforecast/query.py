@@ -22,7 +22,7 @@ passed to ``eval``/``exec``/``compile``)::
     NAME       := [A-Za-z_][A-Za-z0-9_]*        a data variable of the dataset, or an alias
     YEAR       := a NAME or digits matching a label of the ``year`` coordinate
     number     := digits ("." digits)? ([eE] [+-]? [0-9]+)?,  digits := [0-9] ("_"? [0-9])*
-                  e.g. 6.73, 8825, 3e3, 1_000 (no leading "." and no trailing "."; the
+                  e.g. 7.5, 8800, 3e3, 1_000 (no leading "." and no trailing "."; the
                   quantile level may be written with a leading "-" only to be rejected)
 
 ``and`` binds tighter than ``or``; ``and``, ``or`` and ``not`` are reserved words.
@@ -359,7 +359,7 @@ class _Parser:
             if self.tok.kind == "op" and self.tok.text == "[":
                 self._next()
                 if self.tok.kind not in ("name", "num"):
-                    self._fail("a year label such as FY23")
+                    self._fail("a year label (a label of the results' year coordinate)")
                 year = self._next().text
                 self._expect("]")
             elif self.tok.kind == "op" and self.tok.text == "(":

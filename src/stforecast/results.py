@@ -201,7 +201,8 @@ class PriorPredictive:
 
 @dataclass(frozen=True)
 class Periods:
-    """The years a statistic covers, e.g. ``cash_burn``: ``"FY21-FY23"``; ``revenue_final``:
+    """The years a statistic covers, e.g. ``cash_burn``: ``"<first>-<last forecast year>"``;
+    ``revenue_final``:
     the last forecast year."""
 
     cash_burn: str

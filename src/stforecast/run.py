@@ -34,6 +34,7 @@ import xarray as xr
 
 from . import __version__
 from .company import Company, load_company
+from .errors import ResultsError
 from .fit import FitSettings, bar_reasons, sample_posterior, sample_prior
 from .model import build_model, observations_from_company, observed_data_values
 from .priors import load_priors
@@ -95,7 +96,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-#: Mantissa bits kept when storing draws: relative precision 2**-13 = 1.2e-4 (RMB 1mn on 8,000),
+#: Mantissa bits kept when storing draws: relative precision 2**-13 = 1.2e-4 (1mn on 8,000),
 #: far below the Monte Carlo error of any statistic, and it lets gzip compress the draws.
 MANTISSA_BITS = 13
 
@@ -220,7 +221,12 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
                         f"{results.folder} ({summary.priors_file}); its valuation settings are "
                         f"used, the driver posterior is the run's")
         scenarios = load_scenarios(scenarios_path or stored["scenarios"], company)
-        peers = load_peers(stored["peers"]) if "peer_premium" in spec.valuation else None
+        peers = None
+        if "peer_premium" in spec.valuation:
+            if "peers" not in stored:
+                raise ResultsError(f"{results.draws_path}: key 'peers_text': expected the peers "
+                                   f"file the run read (the valuation needs the peer regression)")
+            peers = load_peers(stored["peers"])
     posterior = results.draws("posterior").load()
     relation = None
     if peers is not None:

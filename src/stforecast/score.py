@@ -114,21 +114,21 @@ def _read_toml(path: Path) -> dict:
 def load_actuals(path: str | Path) -> list[Actual]:
     """Read realised values from a TOML file, in file order.
 
-    A top-level table maps year labels to numbers (``[revenue] FY22 = 3809`` or
-    ``revenue.FY22 = 3809``); a top-level number is a scalar variable with no year.
+    A top-level table maps year labels to numbers (``[revenue] Y2 = 3809`` or
+    ``revenue.Y2 = 3809``); a top-level number is a scalar variable with no year.
     Names and years are checked against the results later, by :func:`score`.
     """
     path = Path(path)
     raw = _read_toml(path)
     if not raw:
-        raise ActualsError(f"{path}: expected at least one actual (e.g. revenue.FY22 = 3809), "
+        raise ActualsError(f"{path}: expected at least one actual (e.g. revenue.<year> = 3809), "
                            f"the file is empty")
     actuals: list[Actual] = []
     for name, entry in raw.items():
         if isinstance(entry, dict):
             if not entry:
                 raise ActualsError(f"{path}: key '{name}': expected year = number entries "
-                                   f"(e.g. FY22 = 3809), got an empty table")
+                                   f"(e.g. <year> = 3809), got an empty table")
             for year, value in entry.items():
                 actuals.append(Actual(name, str(year), _number(path, f"{name}.{year}", value)))
         elif isinstance(entry, (int, float)) and not isinstance(entry, bool):
