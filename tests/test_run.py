@@ -175,6 +175,25 @@ def test_forecast_nc_root_attrs_carry_company_seed_settings_and_inputs(small_run
                                                                "peers"}
 
 
+def test_altered_or_missing_provenance_is_one_line(tmp_path):
+    """The stored texts are checked against their hashes; results without them are refused."""
+    import h5netcdf
+
+    from results_folder import write_results_folder
+    folder = write_results_folder(xr.Dataset(), tmp_path / "res")
+    assert load_results(folder).provenance.inputs["company"].text.startswith("#")
+    with h5netcdf.File(folder / "forecast.nc", "a") as f:
+        f.attrs["priors_text"] = f.attrs["priors_text"] + "\n# edited\n"
+    with pytest.raises(ResultsError, match=r"forecast\.nc: key 'priors_sha256': expected the "
+                                           r"sha256 of priors_text") as info:
+        load_results(folder).company
+    assert "\n" not in str(info.value)
+    with h5netcdf.File(folder / "forecast.nc", "a") as f:
+        del f.attrs["schema_version"]
+    with pytest.raises(ResultsError, match="key 'schema_version': expected 2 in the file's root"):
+        load_results(folder).provenance
+
+
 def test_forecast_nc_loads_with_xarray_alone(small_run):
     out, _ = small_run
     pp = xr.open_dataset(out / "forecast.nc", group="posterior_predictive", engine="h5netcdf")

@@ -41,7 +41,7 @@ from typing import Any
 from .errors import ResultsError
 from .registry import DRAWS_FILE, SCHEMA_VERSION, SUMMARY_FILE, variable
 
-#: Input files a run records (name -> what it is).
+#: Input files a run records in forecast.nc (names as in ``Company.files``).
 INPUT_FILES = ("company", "priors", "scenarios", "peers")
 #: Written only when not None (``metadata``): e.g. the mean of a multiple's statistics.
 _OMIT_NONE = {"omit_none": True}
