@@ -36,7 +36,7 @@ SETTINGS = RunSettings(paths=2000, report=True,
 def run_dir(tmp_path_factory):
     """A small run of the default company, with its report."""
     out = tmp_path_factory.mktemp("run") / "results"
-    run_forecast(out, None, SETTINGS, log=lambda _message: None)
+    run_forecast(out, None, SETTINGS)
     return out
 
 
@@ -268,7 +268,7 @@ def test_one_line_errors(run_dir, tmp_path):
         build_report(tmp_path)
     assert "\n" not in str(err.value)
     (tmp_path / "summary.json").write_text("{not json")
-    with pytest.raises(ResultsError, match="expected a JSON summary") as err:
+    with pytest.raises(ResultsError, match="summary.json: not valid JSON") as err:
         build_report(tmp_path)
     assert "\n" not in str(err.value) and isinstance(err.value, StforecastError)
     old = _copy(run_dir, tmp_path / "old", lambda d: d.pop("charts"))

@@ -24,6 +24,8 @@ ratios are fractions, prices per share in the price currency, as in the registry
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import math
 from collections.abc import Mapping, Sequence
 
@@ -395,7 +397,8 @@ def events_block(predictive: xr.Dataset, company: Company) -> dict:
     report = company.published_final("revenue")
     if report is not None and "revenue" in predictive:
         out["revenue_beats_report"] = {"year": final, "report": report,
-                                       **p_exceeds(predictive["revenue"].sel(year=final), report)}
+                                       **asdict(p_exceeds(predictive["revenue"].sel(year=final),
+                                                          report))}
     floor = company.facts.get(CASH_FLOOR_FACT)
     if floor is not None and "cash" in predictive:
         below = (predictive["cash"] < floor).any("year")

@@ -44,13 +44,10 @@ import numpy as np
 import xarray as xr
 
 from stforecast.errors import DataFileError
-from stforecast.registry import DIVERGENCES_MAX, RHAT_MAX, SAMPLE_DIMS as _SAMPLE_DIMS
+from stforecast.registry import DIVERGENCES_MAX, POSTERIOR_DIMS, RHAT_MAX
 
 if TYPE_CHECKING:
     import pymc
-
-SAMPLE_DIMS = _SAMPLE_DIMS[:2]
-"""Dimensions of one posterior draw of the peer regression: (chain, draw)."""
 
 MAX_FRACTION = 5.0
 """A ratio beyond +-5.00 (500%) is taken as a percentage typed as a number."""
@@ -525,28 +522,28 @@ def predict_multiple(
     if missing:
         raise ValueError(f"posterior: expected variables {PREDICTION_PARAMS}, missing {missing}")
     params = post[list(PREDICTION_PARAMS)]
-    params = params.drop_vars([c for c in SAMPLE_DIMS if c in params.coords])
+    params = params.drop_vars([c for c in POSTERIOR_DIMS if c in params.coords])
 
     growth, margin = xr.broadcast(
         _as_array(sales_cagr, "sales_cagr"), _as_array(gross_margin, "gross_margin")
     )
-    present = [d for d in SAMPLE_DIMS if d in growth.dims]
-    if len(present) == len(SAMPLE_DIMS):
+    present = [d for d in POSTERIOR_DIMS if d in growth.dims]
+    if len(present) == len(POSTERIOR_DIMS):
         out_dims = growth.dims
-        target = tuple(growth.sizes[d] for d in SAMPLE_DIMS)
-        if target != tuple(params.sizes[d] for d in SAMPLE_DIMS):
+        target = tuple(growth.sizes[d] for d in POSTERIOR_DIMS)
+        if target != tuple(params.sizes[d] for d in POSTERIOR_DIMS):
             n_post = params.sizes["chain"] * params.sizes["draw"]
             pick = rng.integers(0, n_post, size=target)
             params = xr.Dataset(
                 {
-                    v: (SAMPLE_DIMS, params[v].transpose(*SAMPLE_DIMS).values.reshape(n_post)[pick])
+                    v: (POSTERIOR_DIMS, params[v].transpose(*POSTERIOR_DIMS).values.reshape(n_post)[pick])
                     for v in params.data_vars
                 }
             )
     elif present:
-        raise ValueError(f"predictors: expected both dims {SAMPLE_DIMS} or neither, got {growth.dims}")
+        raise ValueError(f"predictors: expected both dims {POSTERIOR_DIMS} or neither, got {growth.dims}")
     else:
-        out_dims = SAMPLE_DIMS + growth.dims
+        out_dims = POSTERIOR_DIMS + growth.dims
 
     log_mu = (
         params["intercept_target"]

@@ -569,7 +569,7 @@ def peer_relation(chart: Mapping, annotate: bool = True, ax: Axes | None = None)
         "  ", " "))
     ax.set_title(f"Peer multiples vs growth, and {chart.get('name', 'the company')}")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
     return fig
 
 

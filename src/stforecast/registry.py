@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 #: Dimensions of one sample of the predictive distribution (posterior draw x future path).
 SAMPLE_DIMS = ("chain", "draw", "path")
+#: Dimensions of one posterior draw (a fit's chains and draws).
+POSTERIOR_DIMS = SAMPLE_DIMS[:2]
 #: The scenario whose statistics are the headline (every risk at its prior probability).
 HEADLINE_SCENARIO = "risk-weighted"
 #: How the EV/sales multiple is set: the report's judgement, or the peer regression.
