@@ -413,10 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _PrintHandler(logging.Handler):
-    """Log records as ``[stforecast] message`` lines on (the current) stdout."""
+    """Log records as ``[stforecast] message  [seconds since start]`` lines on (the current)
+    stdout."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"[stforecast] {record.getMessage()}", flush=True)
+        print(f"[stforecast] {record.getMessage()}  [{record.relativeCreated / 1000:.1f} s]",
+              flush=True)
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -36,9 +36,10 @@ from . import __version__
 from .charts import chart_data
 from .company import Company, load_company
 from .errors import ResultsError
+from .fit import Diagnostics as FitDiagnostics
 from .fit import FitSettings, bar_reasons, sample_posterior, sample_prior
-from .model import build_model, observations_from_company, observed_data_values
-from .priors import load_priors
+from .model import Observations, build_model, observations_from_company, observed_data_values
+from .priors import PriorSpec, load_priors
 from .multiples import Valuation, relation_from_fit
 from .peers import fit_peer_model, load_peers, predict_multiple
 from .registry import HEADLINE_SCENARIO, METHOD_VARIABLES, REPORTED_SCALARS, VARIABLES
@@ -318,37 +319,77 @@ def _quiet_pymc():
         pymc_logger.setLevel(level)
 
 
-def _run_forecast(out, company: Company, settings, priors_path, scenarios_path) -> Summary:
-    t_start = time.perf_counter()
+@dataclass(frozen=True)
+class Inputs:
+    """A run's validated inputs: the company, its priors and scenarios, the observations."""
 
-    def log(message: str) -> None:  # every step with the time since the start
-        logger.info(f"{message}  [{time.perf_counter() - t_start:.1f} s]")
+    company: Company
+    spec: PriorSpec
+    scenarios: ScenarioSpec
+    obs: Observations
+    priors_path: Path
+    scenarios_path: Path
 
+
+@dataclass(frozen=True)
+class Fitted:
+    """The fitted models: the driver model's prior and posterior draws (dims chain, draw), its
+    sampler statistics and diagnostics, the peer table and regression, the valuation method."""
+
+    prior: xr.Dataset
+    posterior: xr.Dataset
+    sample_stats: xr.Dataset
+    diagnostics: FitDiagnostics
+    peers: xr.Dataset
+    peer_idata: xr.DataTree
+    valuation: Valuation
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The predictive draws: every scenario (dims scenario, chain, draw, path[, year]) and the
+    prior predictive of the driver model alone (no shocks)."""
+
+    predictive: xr.Dataset
+    prior_predictive: xr.Dataset
+    n_paths: int
+
+    @property
+    def headline(self) -> xr.Dataset:
+        return self.predictive.sel(scenario=HEADLINE_SCENARIO, drop=True)
+
+
+def prepare(company: Company | str | Path | None = None, priors_path: Path | None = None,
+            scenarios_path: Path | None = None) -> Inputs:
+    """Load and validate everything a run reads (one-line errors before any fitting)."""
+    if not isinstance(company, Company):
+        company = load_company(company)
     priors_path = Path(priors_path or company.priors_path)
-    spec = load_priors(priors_path, company.growth_drivers())
     scenarios_path = Path(scenarios_path or company.scenarios_path)
-    scenarios = load_scenarios(scenarios_path, company)  # checked before fitting
-    obs = observations_from_company(company)
-    model = build_model(spec, obs, company)
-    timings = {}
+    spec = load_priors(priors_path, company.growth_drivers())
+    scenarios = load_scenarios(scenarios_path, company)
+    return Inputs(company, spec, scenarios, observations_from_company(company), priors_path,
+                  scenarios_path)
 
-    log(f"sampling the prior ({settings.fit.prior_draws} draws)")
+
+def fit_models(inputs: Inputs, settings: RunSettings) -> Fitted:
+    """Sample the driver model's prior, fit it (NUTS), and fit the peer regression."""
+    spec, fs, timings = inputs.spec, settings.fit, {}
+    model = build_model(spec, inputs.obs, inputs.company)
+    logger.info(f"sampling the prior ({fs.prior_draws} draws)")
     t = time.perf_counter()
-    prior = sample_prior(model, settings.fit.prior_draws, settings.seed)
+    prior = sample_prior(model, fs.prior_draws, settings.seed)
     timings["prior"] = time.perf_counter() - t
-
-    fs = settings.fit
-    log(f"fitting: {fs.sampler} NUTS, {fs.chains} chains x {fs.draws} draws ({fs.tune} tune)")
+    logger.info(f"fitting: {fs.sampler} NUTS, {fs.chains} chains x {fs.draws} draws "
+                f"({fs.tune} tune)")
     fit = sample_posterior(model, fs, settings.seed, progressbar=settings.progress)
     timings.update(fit.timings)
-    posterior = fit.idata["posterior"].to_dataset()
-    diag = fit.diagnostics
-
-    log(f"fitting the peer regression ({fs.chains} chains x {fs.draws} draws); "
-        f"valuation method: {spec.valuation_method}")
+    logger.info(f"fitting the peer regression ({fs.chains} chains x {fs.draws} draws); "
+                f"valuation method: {spec.valuation_method}")
     t = time.perf_counter()
-    peers = load_peers(company.peers_path)
-    with warnings.catch_warnings():  # its diagnostics are checked below, into "reasons"
+    peers = load_peers(inputs.company.peers_path)
+    with warnings.catch_warnings():  # its diagnostics are checked into the summary's reasons
         warnings.simplefilter("ignore", UserWarning)
         peer_idata = fit_peer_model(peers, draws=fs.draws, tune=fs.tune, chains=fs.chains,
                                     seed=settings.seed)
@@ -356,63 +397,105 @@ def _run_forecast(out, company: Company, settings, priors_path, scenarios_path) 
     premium = spec.valuation.get("peer_premium")
     valuation = Valuation(spec.valuation_method, relation_from_fit(
         peer_idata, premium, settings.seed, peers) if premium is not None else None)
+    return Fitted(prior, fit.idata["posterior"].to_dataset(),
+                  fit.idata["sample_stats"].to_dataset(), fit.diagnostics, peers, peer_idata,
+                  valuation, timings)
 
-    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
-    per_draw = paths_per_draw(posterior, settings.paths)
-    log(f"simulating {per_draw * n_draws:,} paths ({per_draw} per posterior draw) x "
-        f"{len(scenarios.scenarios)} scenarios")
-    t = time.perf_counter()
-    rng = np.random.default_rng(settings.seed)
-    all_scenarios = simulate(posterior, company, obs, per_draw, rng, scenarios=scenarios,
-                             keep=stored_names(company, scenarios), log=log, valuation=valuation,
-                             ceilings=spec.ceilings())
-    # The prior predictive checks the driver model itself: no shocks.
-    prior_predictive = simulate(prior, company, obs, PRIOR_PATHS_PER_DRAW, rng,
-                                keep=stored_names(company), valuation=valuation,
-                                ceilings=spec.ceilings())
-    timings["predictive"] = time.perf_counter() - t
-    predictive = all_scenarios.sel(scenario=HEADLINE_SCENARIO, drop=True)
 
-    t = time.perf_counter()
+def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
+                   scenarios: ScenarioSpec | None = None) -> Draws:
+    """Posterior predictive paths under every scenario, and the prior predictive (no shocks).
+
+    ``paths``: at least this many in all (a whole number per posterior draw); ``scenarios``:
+    default the run's. The random numbers come from ``seed`` alone.
+    """
+    scenarios = scenarios or inputs.scenarios
+    posterior, company, ceilings = fitted.posterior, inputs.company, inputs.spec.ceilings()
+    per_draw = paths_per_draw(posterior, paths)
+    n_paths = per_draw * posterior.sizes["chain"] * posterior.sizes["draw"]
+    logger.info(f"simulating {n_paths:,} paths ({per_draw} per posterior draw) x "
+                f"{len(scenarios.scenarios)} scenarios")
+    rng = np.random.default_rng(seed)
+    predictive = simulate(posterior, company, inputs.obs, per_draw, rng, scenarios=scenarios,
+                          keep=stored_names(company, scenarios), log=logger.info,
+                          valuation=fitted.valuation, ceilings=ceilings)
+    prior_predictive = simulate(fitted.prior, company, inputs.obs, PRIOR_PATHS_PER_DRAW, rng,
+                                keep=stored_names(company), valuation=fitted.valuation,
+                                ceilings=ceilings)
+    return Draws(predictive, prior_predictive, int(n_paths))
+
+
+def summarise(inputs: Inputs, fitted: Fitted, draws: Draws, settings: RunSettings) -> Summary:
+    """The run's ``Summary``: statistics of every scenario, diagnostics, provenance, charts."""
+    company = inputs.company
+    premium = inputs.spec.valuation.get("peer_premium")
+    summary = _summary(company, inputs.spec, inputs.scenarios, fitted.diagnostics,
+                       fitted.peer_idata, fitted.peers, premium,
+                       scenario_summaries(draws.predictive, inputs.scenarios, company),
+                       draws.headline, draws.prior_predictive, provenance_of(inputs, settings),
+                       draws.n_paths)
+    return replace(summary, charts=chart_data(
+        draws.predictive, company, summary.to_dict(), prior=fitted.prior,
+        posterior=fitted.posterior, peers=fitted.peers,
+        peer_posterior=fitted.peer_idata["posterior"].to_dataset()))
+
+
+def provenance_of(inputs: Inputs, settings: RunSettings) -> Provenance:
     run_settings = Settings(paths=settings.paths, **asdict(settings.fit))
-    provenance = Provenance.for_run(company, settings.seed, run_settings, priors_path,
-                                    scenarios_path)
-    summary = _summary(company, spec, scenarios, diag, peer_idata, peers, premium,
-                       scenario_summaries(all_scenarios, scenarios, company), predictive,
-                       prior_predictive, provenance, int(per_draw * n_draws))
-    summary = replace(summary, charts=chart_data(
-        all_scenarios, company, summary.to_dict(), prior=prior, posterior=posterior, peers=peers,
-        peer_posterior=peer_idata["posterior"].to_dataset()))
-    timings["summaries"] = time.perf_counter() - t
+    return Provenance.for_run(inputs.company, settings.seed, run_settings, inputs.priors_path,
+                              inputs.scenarios_path)
 
+
+def write(out: Path, inputs: Inputs, fitted: Fitted, draws: Draws, summary: Summary,
+          settings: RunSettings, report: bool = True) -> dict[str, float]:
+    """Write the results folder ``out`` atomically: built beside it, moved in when complete.
+
+    Returns the seconds spent writing the draws and building the report.
+    """
+    timings = {}
     observed = xr.Dataset({k: xr.DataArray(np.atleast_1d(v), dims=f"{k}_dim") for k, v in
-                           observed_data_values(obs, company).items()})
+                           observed_data_values(inputs.obs, inputs.company).items()})
     out = Path(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        log("writing forecast.nc and summary.json")
+        logger.info("writing forecast.nc and summary.json")
         t = time.perf_counter()
         write_results(tmp, summary, compact_groups({
-            "posterior": posterior, "prior": prior,
-            "sample_stats": fit.idata["sample_stats"].to_dataset(),
-            "observed_data": observed, "posterior_predictive": all_scenarios,
-            "prior_predictive": prior_predictive,
-            "peer_posterior": peer_idata["posterior"].to_dataset()}), provenance)
+            "posterior": fitted.posterior, "prior": fitted.prior,
+            "sample_stats": fitted.sample_stats,
+            "observed_data": observed, "posterior_predictive": draws.predictive,
+            "prior_predictive": draws.prior_predictive,
+            "peer_posterior": fitted.peer_idata["posterior"].to_dataset()}),
+            provenance_of(inputs, settings))
         timings["write"] = time.perf_counter() - t
-        if settings.report:
+        if report:
             from .report import build_report
-            log("building report.html and the charts")
+            logger.info("building report.html and the charts")
             t = time.perf_counter()
             build_report(tmp)
             timings["report"] = time.perf_counter() - t
         _atomic_publish(tmp, out)
-        log(f"done: {out}")
-        timings["total"] = time.perf_counter() - t_start
-        summary.timings_s.update({k: round(v, 2) for k, v in timings.items()})
+        logger.info(f"done: {out}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return timings
+
+
+def _run_forecast(out, company: Company, settings, priors_path, scenarios_path) -> Summary:
+    t_start = time.perf_counter()
+    inputs = prepare(company, priors_path, scenarios_path)  # checked before fitting
+    fitted = fit_models(inputs, settings)
+    t = time.perf_counter()
+    draws = simulate_draws(inputs, fitted, settings.paths, settings.seed)
+    timings = {**fitted.timings, "predictive": time.perf_counter() - t}
+    t = time.perf_counter()
+    summary = summarise(inputs, fitted, draws, settings)
+    timings["summaries"] = time.perf_counter() - t
+    timings.update(write(out, inputs, fitted, draws, summary, settings, settings.report))
+    timings["total"] = time.perf_counter() - t_start
+    summary.timings_s.update({k: round(v, 2) for k, v in timings.items()})
     return summary
 
 
