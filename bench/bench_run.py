@@ -3,7 +3,7 @@ split into import, prior, compile, sampling, peer regression, predictive (all sc
 summaries, write and report time; and the two NUTS samplers compared on the default model
 (nutpie vs PyMC).
 
-Run: .venv/bin/python bench/bench_run.py [--samplers]
+Run: .venv/bin/python bench/bench_run.py [--samplers]   (the default shipped company)
 """
 
 import json
@@ -19,14 +19,12 @@ import json, sys, time
 t0 = time.perf_counter()
 from stforecast.run import RunSettings, run_forecast
 from stforecast.fit import FitSettings
-from stforecast.priors import default_priors_path
 t_import = time.perf_counter() - t0
-s = run_forecast(sys.argv[1], default_priors_path(),
-                 RunSettings(fit=FitSettings(sampler=sys.argv[2])), log=lambda m: None)
-t = dict(s["timings_s"]); t["import"] = round(t_import, 2)
+s = run_forecast(sys.argv[1], None, RunSettings(fit=FitSettings(sampler=sys.argv[2])))
+t = dict(s.timings_s); t["import"] = round(t_import, 2)
 t["wall"] = round(time.perf_counter() - t0, 2)
-print(json.dumps({"timings": t, "ess_bulk_min": s["diagnostics"]["ess_bulk_min"],
-                  "divergences": s["diagnostics"]["divergences"]}))
+print(json.dumps({"timings": t, "ess_bulk_min": s.diagnostics.ess_bulk_min,
+                  "divergences": s.diagnostics.divergences}))
 """
 
 

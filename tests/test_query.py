@@ -22,9 +22,13 @@ from stforecast.query import (
     QueryResult,
     Ref,
     evaluate,
-    load_predictive,
+    evaluate_file,
     parse,
 )
+from stforecast.errors import ResultsError
+from stforecast.results import load_results
+
+from results_folder import write_results_folder
 
 YEARS = ["FY21", "FY22", "FY23"]
 
@@ -44,8 +48,8 @@ def make_dataset(seed=0, chain=4, draw=200, path=25, scenarios=None):
             "revenue": (lead_dims + ("year",), revenue),
             "cash": (lead_dims + ("year",), cash),
             "revenue_smart_city": (lead_dims + ("year",), 0.3 * revenue),
-            "target_price_hkd": (lead_dims, rng.lognormal(1.8, 0.3, lead)),
-            "cash_burn_fy21_fy23": (lead_dims, rng.normal(2500.0, 400.0, lead)),
+            "target_price": (lead_dims, rng.lognormal(1.8, 0.3, lead)),
+            "cash_burn": (lead_dims, rng.normal(2500.0, 400.0, lead)),
             "growth": (("chain", "draw"), rng.normal(0.2, 0.05, (chain, draw))),  # per-draw
         },
         coords=coords,
@@ -66,10 +70,10 @@ def np_var(ds, name, year=None):
 def test_examples_agree_with_numpy(ds):
     rev = {y: np_var(ds, "revenue", y) for y in YEARS}
     cash23 = np_var(ds, "cash", "FY23")
-    tp = np_var(ds, "target_price_hkd")
-    burn = np_var(ds, "cash_burn_fy21_fy23")
+    tp = np_var(ds, "target_price")
+    burn = np_var(ds, "cash_burn")
     cases = {
-        "P(target_price_hkd > 6.73)": ("p", tp > 6.73),
+        "P(target_price > 6.73)": ("p", tp > 6.73),
         "P(revenue[FY23] > 8825)": ("p", rev["FY23"] > 8825),
         "P(cash[FY23] < 3000)": ("p", cash23 < 3000),
         "P(revenue[FY23] < 6000 and cash[FY23] < 3000)": ("p", (rev["FY23"] < 6000) & (cash23 < 3000)),
@@ -77,7 +81,7 @@ def test_examples_agree_with_numpy(ds):
         "P(not revenue[FY23] > 7000 or cash[FY23] >= 5_000)": ("p", (rev["FY23"] <= 7000) | (cash23 >= 5000)),
         "P((revenue[FY23] - revenue[FY22]) / revenue[FY22] > 0.25)": (
             "p", (rev["FY23"] - rev["FY22"]) / rev["FY22"] > 0.25),
-        "mean(cash_burn_fy21_fy23)": ("mean", burn),
+        "mean(cash_burn)": ("mean", burn),
         "mean(revenue[FY23] - revenue[FY21])": ("mean", rev["FY23"] - rev["FY21"]),
         "mean(-revenue[FY21] * 1e-3 + 2)": ("mean", -rev["FY21"] * 1e-3 + 2),
         "sd(revenue[FY23])": ("sd", rev["FY23"]),
@@ -98,8 +102,8 @@ def test_examples_agree_with_numpy(ds):
 
 
 def test_quantile_and_median(ds):
-    tp = np_var(ds, "target_price_hkd")
-    r = evaluate("quantile(target_price_hkd, 0.05)", ds)
+    tp = np_var(ds, "target_price")
+    r = evaluate("quantile(target_price, 0.05)", ds)
     assert r.value == pytest.approx(np.quantile(tp, 0.05))
     assert r.mcse == pytest.approx(mcse.mcse_quantile(tp, 0.05)[1])
     assert 0 < r.mcse < 0.1 * tp.std()
@@ -132,8 +136,8 @@ def test_parse_ast():
 
 
 def test_result_str_and_dict(ds):
-    r = QueryResult("P(target_price_hkd > 6.73)", 0.31234, 0.0041, 100000)
-    assert str(r) == "P(target_price_hkd > 6.73) = 0.312 ± 0.004  (n = 100,000)"
+    r = QueryResult("P(target_price > 6.73)", 0.31234, 0.0041, 100000)
+    assert str(r) == "P(target_price > 6.73) = 0.312 ± 0.004  (n = 100,000)"
     assert r.to_dict() == {"value": 0.31234, "mcse": 0.0041, "n": 100000}
     assert str(QueryResult("mean(x)", 8825.4, 12.3, 5000)) == "mean(x) = 8,825 ± 12  (n = 5,000)"
     assert json.loads(json.dumps(QueryResult("x", 1.0, float("nan"), 3).to_dict()))["mcse"] is None
@@ -147,7 +151,7 @@ def test_query_speed_100k_paths():
     big = make_dataset(seed=1, chain=4, draw=1000, path=25)  # 100,000 paths x 3 years
     for expression in ("P(revenue[FY23] > 1.2 * revenue[FY22])",
                        "P(revenue[FY23] < 6000 and cash[FY23] < 3000)",
-                       "quantile(target_price_hkd, 0.05)",
+                       "quantile(target_price, 0.05)",
                        "mean(revenue[FY23] - revenue[FY21])"):
         times = []
         for _ in range(3):
@@ -183,12 +187,12 @@ def test_scenarios(ds_scen):
 # ------------------------------------------------------------------------ errors
 ERRORS = [
     ("P(revenu[FY23] > 1)", ["unknown variable 'revenu'", "did you mean 'revenue'",
-                             "valid names: cash, cash_burn_fy21_fy23, growth, revenue"]),
+                             "valid names: cash, cash_burn, growth, revenue"]),
     ("P(revenue[FY24] > 1)", ["unknown year 'FY24'", "valid years: FY21, FY22, FY23"]),
     ("avg(revenue[FY23])", ["unknown function 'avg'", "valid functions: P, mean, median, sd, quantile"]),
     ("p(revenue[FY23] > 1)", ["unknown function 'p'", "valid functions: P, mean"]),
     ("P(revenue > 8825)", ["'revenue' has a year dimension", "FY21, FY22, FY23"]),
-    ("P(target_price_hkd[FY23] > 6)", ["'target_price_hkd' has no year dimension"]),
+    ("P(target_price[FY23] > 6)", ["'target_price' has no year dimension"]),
     ("P(revenue[FY23] > )", ["syntax error at character 19", "expected a number, a variable name or '('"]),
     ("P(revenue[FY23] > 1", ["syntax error at character 20", "expected ')'", "end of query"]),
     ("P(revenue[FY23] = 1)", ["syntax error at character 17", "'='", "<, <=, >, >="]),
@@ -196,10 +200,10 @@ ERRORS = [
     ("mean(cash[FY23]) extra", ["syntax error at character 18", "expected end of query"]),
     ("", ["syntax error at character 1", "expected a function"]),
     ("revenue[FY23] > 1", ["syntax error at character 1", "expected a function"]),
-    ("quantile(target_price_hkd, 1.5)", ["quantile level must be strictly between 0 and 1", "1.5"]),
-    ("quantile(target_price_hkd, 0)", ["strictly between 0 and 1"]),
-    ("quantile(target_price_hkd, -0.2)", ["strictly between 0 and 1"]),
-    ("quantile(target_price_hkd)", ["expected ','"]),
+    ("quantile(target_price, 1.5)", ["quantile level must be strictly between 0 and 1", "1.5"]),
+    ("quantile(target_price, 0)", ["strictly between 0 and 1"]),
+    ("quantile(target_price, -0.2)", ["strictly between 0 and 1"]),
+    ("quantile(target_price)", ["expected ','"]),
     ("P(revenue[FY23])", ["P(...) needs a condition"]),
     ("mean(cash[FY23] > 1)", ["mean(...) needs a number, not a condition"]),
     ("P(cash[FY23] > 1 and 3)", ["'and' needs a condition"]),
@@ -234,27 +238,44 @@ def test_unsupported_variable():
         evaluate("mean(segments)", odd)
 
 
-def test_load_predictive_missing(tmp_path):
-    with pytest.raises(QueryError, match=r"forecast\.nc.*run `stforecast run` first"):
-        load_predictive(tmp_path)
+def test_load_results_missing(tmp_path):
+    with pytest.raises(ResultsError, match=r"summary\.json.*run `stforecast run` first"):
+        load_results(tmp_path)
+    write_results_folder(make_dataset(chain=2, draw=4, path=2), tmp_path)
     (tmp_path / "forecast.nc").write_bytes(b"not a netcdf file")
-    with pytest.raises(QueryError, match="posterior_predictive"):
-        load_predictive(tmp_path)
+    with pytest.raises(ResultsError, match="posterior_predictive"):
+        load_results(tmp_path).draws()
+    (tmp_path / "forecast.nc").unlink()
+    with pytest.raises(ResultsError, match=r"forecast\.nc.*run `stforecast run` first"):
+        load_results(tmp_path)
 
 
-def write_forecast(ds, results_dir):
-    """Write like ArviZ does: a DataTree with a posterior_predictive group."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    tree = xr.DataTree.from_dict({"posterior_predictive": ds})
-    tree.to_netcdf(results_dir / "forecast.nc", engine="h5netcdf")
-
-
-def test_load_predictive_round_trip(tmp_path, ds):
-    write_forecast(ds, tmp_path)
-    loaded = load_predictive(tmp_path)
-    for expression in ("P(revenue[FY23] > 1.2 * revenue[FY22])", "quantile(target_price_hkd, 0.05)"):
+def test_load_results_round_trip(tmp_path, ds):
+    write_results_folder(ds, tmp_path)
+    loaded = load_results(tmp_path).draws()
+    for expression in ("P(revenue[FY23] > 1.2 * revenue[FY22])", "quantile(target_price, 0.05)"):
         assert evaluate(expression, loaded) == evaluate(expression, ds)
     loaded.close()
+
+
+def test_price_currency_alias(tmp_path, ds):
+    """``target_price_<price currency>`` (from the results' company block) is ``target_price``."""
+    import stforecast as st
+
+    write_results_folder(ds, tmp_path)
+    results = load_results(tmp_path)
+    assert results.summary.company.price_currency == "HKD"
+    plain = evaluate("P(target_price > 6)", ds)
+    for value in (evaluate("P(target_price_hkd > 6)", results.draws()),  # attrs of the draws
+                  evaluate_file("P(target_price_hkd > 6)", tmp_path),
+                  st.evaluate("P(target_price_hkd > 6)", results),
+                  st.evaluate("P(target_price_hkd > 6)", tmp_path)):
+        assert (value.value, value.mcse, value.n) == (plain.value, plain.mcse, plain.n)
+    assert value.expression == "P(target_price_hkd > 6)"
+    with pytest.raises(QueryError, match="unknown variable 'target_price_usd'"):
+        evaluate_file("P(target_price_usd > 6)", tmp_path)
+    with pytest.raises(QueryError, match="unknown variable 'target_price_hkd'"):
+        evaluate("P(target_price_hkd > 6)", ds)  # no company, no alias
 
 
 # ------------------------------------------------------------------------ fuzzing
@@ -283,7 +304,7 @@ def check_total(expression, ds, scenario=None):
     return result
 
 
-NAMES = ["revenue", "cash", "target_price_hkd", "cash_burn_fy21_fy23", "growth", "zero",
+NAMES = ["revenue", "cash", "target_price", "cash_burn", "growth", "zero",
          "missing", "nope", "P", "mean"]
 TOKENS = NAMES + ["FY21", "FY23", "FY99", "[", "]", "(", ")", ",", "<", "<=", ">", ">=", "+", "-",
                   "*", "/", "and", "or", "not", "median", "sd", "quantile", "0", "0.5", "1e308",
@@ -307,8 +328,8 @@ def test_fuzz_token_soup(ds_fuzz, tokens, sep, scenario):
     check_total("P(" + sep.join(tokens) + ")", ds_fuzz, scenario)
 
 
-refs = st.sampled_from(["revenue[FY23]", "cash[FY21]", "target_price_hkd", "growth", "zero",
-                        "missing", "revenue", "cash_burn_fy21_fy23[FY22]", "revenue[FY99]"])
+refs = st.sampled_from(["revenue[FY23]", "cash[FY21]", "target_price", "growth", "zero",
+                        "missing", "revenue", "cash_burn[FY22]", "revenue[FY99]"])
 numbers = st.one_of(st.integers(0, 10**6).map(str), st.sampled_from(["0.5", "1e308", "6.73", "0"]))
 exprs = st.recursive(
     st.one_of(refs, numbers),
@@ -363,14 +384,15 @@ def test_no_eval_in_source():
 
 # --------------------------------------------------------------- import hygiene
 def test_import_does_not_pull_heavy_modules(tmp_path, ds):
-    write_forecast(ds, tmp_path)
+    write_results_folder(ds, tmp_path)
     code = (
         "import sys, time\n"
         "t0 = time.perf_counter()\n"
-        "from stforecast.query import evaluate, load_predictive\n"
+        "from stforecast.query import evaluate\n"
+        "from stforecast.results import load_results\n"
         "heavy = ('pymc', 'pytensor', 'arviz')\n"
         "after_import = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
-        f"ds = load_predictive({str(tmp_path)!r})\n"
+        f"ds = load_results({str(tmp_path)!r}).draws()\n"
         "result = evaluate('P(revenue[FY23] > 8825)', ds)\n"
         "after_query = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
         "print(json.dumps([after_import, after_query, result.n, time.perf_counter() - t0]))\n"
@@ -385,13 +407,12 @@ def test_import_does_not_pull_heavy_modules(tmp_path, ds):
 
 # ------------------------------------------------- the command line's file-backed path
 def test_evaluate_file_agrees_with_evaluate(tmp_path, ds_scen):
-    """``evaluate_file`` (h5netcdf only, what ``stforecast query`` runs) == ``evaluate``."""
-    from stforecast.query import evaluate_file
-    write_forecast(ds_scen, tmp_path)
+    """``evaluate_file`` (h5py only, what ``stforecast query`` runs) == ``evaluate``."""
+    write_results_folder(ds_scen, tmp_path)
     names = [str(s) for s in ds_scen["scenario"].values]
     for scenario in (None, names[0], names[-1]):
         for expression in ("P(revenue[FY23] > 1.2 * revenue[FY22])",
-                           "quantile(target_price_hkd, 0.05)", "mean(cash[FY23])",
+                           "quantile(target_price, 0.05)", "mean(cash[FY23])", "mean(growth)",
                            "P(revenue[FY23] < 6000 and cash[FY23] < 3000)"):
             assert evaluate_file(expression, tmp_path, scenario) == \
                 evaluate(expression, ds_scen, scenario), (expression, scenario)
@@ -401,21 +422,37 @@ def test_evaluate_file_agrees_with_evaluate(tmp_path, ds_scen):
         with pytest.raises(QueryError, match=re.escape(fragment)):
             evaluate_file(bad, tmp_path)
     with pytest.raises(QueryError, match="valid scenarios"):
-        evaluate_file("P(target_price_hkd > 1)", tmp_path, "no-such-scenario")
-    with pytest.raises(QueryError, match="run `stforecast run` first"):
-        evaluate_file("P(target_price_hkd > 1)", tmp_path / "missing")
-    (tmp_path / "junk").mkdir()
+        evaluate_file("P(target_price > 1)", tmp_path, "no-such-scenario")
+    with pytest.raises(ResultsError, match="run `stforecast run` first"):
+        evaluate_file("P(target_price > 1)", tmp_path / "missing")
+    write_results_folder(ds_scen, tmp_path / "junk")
     (tmp_path / "junk" / "forecast.nc").write_bytes(b"not a netcdf file")
     with pytest.raises(QueryError, match="cannot read"):
-        evaluate_file("P(target_price_hkd > 1)", tmp_path / "junk")
+        evaluate_file("P(target_price > 1)", tmp_path / "junk")
+
+
+def test_evaluate_file_reads_the_store_like_xarray(tmp_path, ds_scen):
+    """The h5py store finds every variable's dimensions and the coordinates' labels."""
+    import h5py
+
+    from stforecast.query import _H5Store, _XrStore
+
+    write_results_folder(ds_scen, tmp_path)
+    with h5py.File(tmp_path / "forecast.nc", "r") as f:
+        h5 = _H5Store(f["posterior_predictive"])
+        xs = _XrStore(ds_scen)
+        assert h5.variables == xs.variables and h5.sizes == xs.sizes
+        for dim in ("scenario", "year", "chain", "path"):
+            assert h5.labels(dim) == xs.labels(dim), dim
 
 
 def test_cli_query_does_not_import_xarray(tmp_path, ds_scen):
-    write_forecast(ds_scen, tmp_path)
+    write_results_folder(ds_scen, tmp_path)
     code = ("import sys, json\nfrom stforecast.cli import main\n"
             f"rc = main(['query', 'P(target_price_hkd > 6.73)', '--results', {str(tmp_path)!r}])\n"
-            "print(json.dumps([rc, sorted(m for m in ('xarray', 'scipy', 'pymc', 'pytensor') "
-            "if m in sys.modules)]))\n")
+            "print(json.dumps([rc, sorted(m for m in ('xarray', 'scipy', 'pymc', 'pytensor', "
+            "'arviz') if m in sys.modules)]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "P(target_price_hkd > 6.73) = " in out.stdout
     rc, heavy = json.loads(out.stdout.strip().splitlines()[-1])
     assert rc == 0 and heavy == []

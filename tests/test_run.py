@@ -1,115 +1,339 @@
-"""``stforecast run``: reproducible with a seed, atomic, and a summary with every promised key."""
+"""``stforecast run``: reproducible with a seed, atomic, and results that follow the contract
+(``stforecast.results``): a typed, versioned summary.json and forecast.nc root attributes that
+name the company, seed and settings and carry every input file's text and hash."""
 
+import dataclasses
+import hashlib
+import inspect
 import json
+import logging
+import shutil
 
 import pytest
 import xarray as xr
 
 from stforecast import run as run_module
-from stforecast.engine import REPORTED_LINES
+from stforecast.company import load_company
+from stforecast.errors import ResultsError, StforecastError
 from stforecast.fit import FitSettings
-from stforecast.priors import PriorsError, default_priors_path
-from stforecast.run import RunSettings, run_forecast
+from stforecast.priors import PriorsError
+from stforecast.registry import (HEADLINE_SCENARIO, QUANTILES, REPORTED_LINES, REPORTED_SCALARS,
+                                 SCHEMA_VERSION)
+from stforecast.results import Stats, Summary, load_results
+from stforecast.run import RunSettings, resimulate, run_forecast
 
 SMALL = RunSettings(seed=5, paths=2000, report=False,
-                    fit=FitSettings(draws=150, tune=200, chains=2, prior_draws=100))
-STATS = {"mean", "q05", "q25", "q50", "q75", "q95"}
+                    fit=FitSettings(draws=200, tune=200, chains=2, prior_draws=100))
+TINY = RunSettings(seed=5, paths=200, report=False,  # for runs that are interrupted anyway
+                   fit=FitSettings(draws=30, tune=30, chains=1, prior_draws=20))
+YEARS = ["FY21", "FY22", "FY23"]
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("res") / "results"
-    run_forecast(out, default_priors_path(), SMALL, log=lambda m: None)
-    return out
+def company():
+    return load_company("sensetime")
 
 
-def test_summary_has_every_promised_key(small_run):
-    s = json.loads((small_run / "summary.json").read_text())
-    for name in REPORTED_LINES:
-        assert set(s[name]) == {"FY21", "FY22", "FY23"}, name
-        assert all(set(v) == STATS for v in s[name].values())
-    for name in ("cash_burn_fy21_fy23", "target_price_hkd"):
-        assert set(s[name]) >= STATS
-    assert set(s["p_upside"]) >= {"value", "mcse"} and 0 <= s["p_upside"]["value"] <= 1
-    assert set(s["diagnostics"]) >= {"rhat_max", "ess_bulk_min", "ess_tail_min", "divergences"}
-    assert s["seed"] == 5 and len(s["priors_sha256"]) == 64 and "pymc" in s["versions"]
-    assert s["headline_scenario"] == "risk-weighted" and len(s["scenarios_sha256"]) == 64
-    for name, block in s["scenarios"].items():
-        assert set(block["revenue"]["FY23"]) == STATS and "p_upside" in block, name
-    # the headline keys are the risk-weighted scenario's
-    assert s["scenarios"]["risk-weighted"]["target_price_hkd"] == s["target_price_hkd"]
-    assert {e["shock"] for e in s["shocks"]} >= {"us_restrictions", "public_sector_squeeze"}
-    for key in ("revenue_fy23", "target_price_hkd"):
-        drivers = [e["driver"] for e in s["sensitivity"][key]]
+class _Messages(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, company):
+    out = tmp_path_factory.mktemp("res") / "sensetime"
+    log, handler = logging.getLogger("stforecast"), _Messages()
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        summary = run_forecast(out, company, SMALL)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    RUN_LOG[:] = handler.messages
+    return out, summary
+
+
+RUN_LOG: list[str] = []
+
+
+# --- summary.json ---------------------------------------------------------------------------------
+def test_summary_has_every_promised_key(small_run, company):
+    out, returned = small_run
+    raw = json.loads((out / "summary.json").read_text())
+    assert raw["schema_version"] == SCHEMA_VERSION
+    s = load_results(out).summary
+    assert s == returned
+    for name in company.reported_lines(REPORTED_LINES):
+        assert set(s.headline.lines[name]) == set(YEARS), name
+        assert all(v.mean is not None for v in s.headline.lines[name].values())
+        assert set(raw[name]) == set(YEARS), name  # at the top level of the JSON
+    for name in REPORTED_SCALARS:
+        assert s.headline.scalars[name].mean is not None, name
+    assert s.headline.scalars["sales_cagr"].mean is None
+    assert 0 <= s.headline.p_upside.value <= 1 and s.headline.p_upside.n >= 2000
+    assert s.seed == 5 and len(s.priors_sha256) == 64 and "pymc" in s.versions
+    assert s.headline_scenario == HEADLINE_SCENARIO and len(s.scenarios_sha256) == 64
+    assert s.settings.paths == 2000 and s.settings.draws == 200
+    for name, block in s.scenarios.items():
+        assert set(block.lines["revenue"]["FY23"].__dict__) == {"mean", *QUANTILES}, name
+        assert block.description and set(block.valuation_methods) == {"report",
+                                                                      "peer-regression"}
+    # the headline is the risk-weighted scenario, written at the top level as well
+    assert raw["target_price"] == raw["scenarios"]["risk-weighted"]["target_price"]
+    assert {e.shock for e in s.shocks} >= {"us_restrictions", "public_sector_squeeze"}
+    for key in ("revenue", "target_price"):
+        drivers = [e.driver for e in s.sensitivity[key].ranking]
         assert "shock_us_restrictions" in drivers and "gross_margin" in drivers
+    assert s.sensitivity["revenue"].year == "FY23" and s.sensitivity["target_price"].year is None
+    assert s.report_percentiles.revenue.report == 8825 and s.report_percentiles.revenue.year == "FY23"
+    assert s.periods.cash_burn == "FY21-FY23" and s.periods.sales_cagr == "FY20-FY23"
     # a tiny fit misses the ESS bar: it must say so, not hide it
-    assert s["ok"] is False and any("ESS" in r for r in s["reasons"])
+    assert s.ok is False and any("ESS" in r for r in s.reasons)
+
+
+def test_results_name_their_company(small_run, company):
+    out, _ = small_run
+    c = load_results(out).summary.company
+    assert (c.key, c.name, c.ticker) == ("sensetime", company.name, company.ticker)
+    assert (c.currency, c.price_currency, c.price) == ("RMB", "HKD", company.market.price)
+    assert c.forecast_years == tuple(company.forecast_years) and c.final_year == "FY23"
+    assert c.segments == tuple(company.segment_names)
+    assert c.files == company.file_hashes()
+    assert c.aliases() == {"target_price_hkd": "target_price"}
+
+
+def test_summary_json_round_trips_exactly(small_run):
+    out, _ = small_run
+    text = (out / "summary.json").read_text()
+    summary = Summary.from_json(text, out / "summary.json")
+    assert summary.to_json() == text
+    assert Summary.from_json(summary.to_json()) == summary
+
+
+def test_the_stats_dataclass_has_the_registry_quantiles():
+    assert [f.name for f in dataclasses.fields(Stats)] == ["mean", *QUANTILES]
+
+
+def _error_line(text, tmp_path):
+    (tmp_path / "summary.json").write_text(text)
+    (tmp_path / "forecast.nc").write_bytes(b"")
+    with pytest.raises(ResultsError) as info:
+        load_results(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(tmp_path / "summary.json"))
+    return message
+
+
+def test_another_schema_or_a_bad_key_is_one_line(small_run, tmp_path):
+    raw = json.loads((small_run[0] / "summary.json").read_text())
+    message = _error_line(json.dumps({**raw, "schema_version": 1}), tmp_path)
+    assert "schema_version" in message and "expected 2, got 1" in message
+    message = _error_line(json.dumps({k: v for k, v in raw.items() if k != "schema_version"}),
+                          tmp_path)
+    assert "key 'schema_version'" in message
+    missing = {k: v for k, v in raw.items() if k != "seed"}
+    assert "key 'seed'" in _error_line(json.dumps(missing), tmp_path)
+    assert "the key is missing" in _error_line(json.dumps(missing), tmp_path)
+    bad = json.loads(json.dumps(raw))
+    bad["scenarios"]["base"]["revenue"]["FY23"]["q50"] = "lots"
+    assert "key 'scenarios.base.revenue.FY23.q50': expected a number" in _error_line(
+        json.dumps(bad), tmp_path)
+    bad = json.loads(json.dumps(raw))
+    del bad["company"]["price_currency"]
+    assert "key 'company.price_currency'" in _error_line(json.dumps(bad), tmp_path)
+    bad = json.loads(json.dumps(raw))
+    bad["target_price"]["q50"] += 1  # the top level must be the headline scenario's
+    assert "differ" in _error_line(json.dumps(bad), tmp_path)
+    assert "not valid JSON" in _error_line("{", tmp_path)
+    # the old (schema 1) summary of the fixtures is refused in one line
+    from pathlib import Path
+    old = Path(__file__).parent / "fixtures" / "summary_schema1_sensetime.json"
+    assert "schema_version" in _error_line(old.read_text(), tmp_path)
+
+
+# --- forecast.nc ----------------------------------------------------------------------------------
+def test_forecast_nc_root_attrs_carry_company_seed_settings_and_inputs(small_run, company):
+    out, _ = small_run
+    attrs = xr.open_datatree(out / "forecast.nc", engine="h5netcdf").attrs
+    assert attrs["schema_version"] == SCHEMA_VERSION
+    assert attrs["company"] == "sensetime" and attrs["company_name"] == company.name
+    assert attrs["price_currency"] == "HKD" and attrs["seed"] == 5
+    assert json.loads(attrs["settings"]) == {"paths": 2000, **dataclasses.asdict(SMALL.fit)}
+    for name in ("company", "priors", "scenarios", "peers"):
+        path, text = company.files[name]
+        assert attrs[f"{name}_text"] == text, name
+        assert attrs[f"{name}_sha256"] == hashlib.sha256(text.encode()).hexdigest(), name
+        assert attrs[f"{name}_file"] == path
+    provenance = load_results(out).provenance
+    assert provenance.seed == 5 and set(provenance.inputs) == {"company", "priors", "scenarios",
+                                                               "peers"}
+
+
+def test_altered_or_missing_provenance_is_one_line(tmp_path):
+    """The stored texts are checked against their hashes; results without them are refused."""
+    import h5netcdf
+
+    from results_folder import write_results_folder
+    folder = write_results_folder(xr.Dataset(), tmp_path / "res")
+    assert load_results(folder).provenance.inputs["company"].text.startswith("#")
+    with h5netcdf.File(folder / "forecast.nc", "a") as f:
+        f.attrs["priors_text"] = f.attrs["priors_text"] + "\n# edited\n"
+    with pytest.raises(ResultsError, match=r"forecast\.nc: key 'priors_sha256': expected the "
+                                           r"sha256 of priors_text") as info:
+        load_results(folder).company
+    assert "\n" not in str(info.value)
+    with h5netcdf.File(folder / "forecast.nc", "a") as f:
+        del f.attrs["schema_version"]
+    with pytest.raises(ResultsError, match="key 'schema_version': expected 2 in the file's root"):
+        load_results(folder).provenance
 
 
 def test_forecast_nc_loads_with_xarray_alone(small_run):
-    pp = xr.open_dataset(small_run / "forecast.nc", group="posterior_predictive",
-                         engine="h5netcdf")
+    out, _ = small_run
+    pp = xr.open_dataset(out / "forecast.nc", group="posterior_predictive", engine="h5netcdf")
     assert set(pp["revenue"].dims) == {"scenario", "chain", "draw", "path", "year"}
     assert list(pp["scenario"].values) == ["base", "risk-weighted", "us-restrictions",
                                            "public-sector-squeeze", "combined-stress"]
     assert "shock_us_restrictions" in pp and "scenario" not in xr.open_dataset(
-        small_run / "forecast.nc", group="prior_predictive", engine="h5netcdf").dims
+        out / "forecast.nc", group="prior_predictive", engine="h5netcdf").dims
     assert pp["revenue"].dtype == "float32"
     assert pp.sizes["chain"] * pp.sizes["draw"] * pp.sizes["path"] >= 2000
-    for group in ("posterior", "prior", "sample_stats", "observed_data", "prior_predictive"):
-        xr.open_dataset(small_run / "forecast.nc", group=group, engine="h5netcdf")
+    for group in ("posterior", "prior", "sample_stats", "observed_data", "prior_predictive",
+                  "peer_posterior"):
+        xr.open_dataset(out / "forecast.nc", group=group, engine="h5netcdf")
 
 
-def test_same_seed_same_summary(small_run, tmp_path):
+def test_results_are_self_contained(small_run, tmp_path):
+    """A copied results folder whose company folder is gone: the company, the draws and a
+    re-simulation come from the folder alone."""
+    out, summary = small_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    raw = json.loads((copy / "summary.json").read_text())
+    raw["company"]["folder"] = str(tmp_path / "gone" / "sensetime")
+    (copy / "summary.json").write_text(json.dumps(raw, indent=1) + "\n")
+    results = load_results(copy)
+    assert results.company.key == "sensetime" and not results.company.folder.exists()
+    assert results.company.segment_names == list(summary.company.segments)
+    draws = results.draws(scenario="base")
+    assert "scenario" not in draws.dims and draws.attrs["price_currency"] == "HKD"
+    summaries, predictive = resimulate(results)
+    assert list(summaries) == list(summary.scenarios)
+    assert predictive.sizes["scenario"] == len(summary.scenarios)
+    for name, block in summaries.items():  # the saved posterior is float32-rounded: close, not equal
+        assert block.p_upside.value == pytest.approx(summary.scenarios[name].p_upside.value,
+                                                     abs=0.05), name
+
+
+@pytest.mark.slow
+def test_same_seed_same_summary(small_run, tmp_path, company):
     again = tmp_path / "again"
-    run_forecast(again, default_priors_path(), SMALL, log=lambda m: None)
-    assert (again / "summary.json").read_text() == (small_run / "summary.json").read_text()
+    run_forecast(again, company, SMALL)
+    assert (again / "summary.json").read_text() == (small_run[0] / "summary.json").read_text()
 
 
-def test_failed_run_leaves_previous_results_intact(tmp_path, monkeypatch):
+# --- atomic writes and early checks -----------------------------------------------------------------
+def test_failed_run_leaves_previous_results_intact(tmp_path, monkeypatch, company):
     out = tmp_path / "results"
     out.mkdir()
     (out / "summary.json").write_text('{"previous": true}')
     bad = tmp_path / "bad.toml"
-    bad.write_text(default_priors_path().read_text().replace('dist = "Beta"', 'dist = "Bta"', 1))
+    bad.write_text(company.priors_path.read_text().replace('dist = "Beta"', 'dist = "Bta"', 1))
     with pytest.raises(PriorsError):
-        run_forecast(out, bad, SMALL, log=lambda m: None)
+        run_forecast(out, company, SMALL, priors_path=bad)
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt("interrupted while writing")
 
-    monkeypatch.setattr(run_module, "write_forecast_nc", boom)
+    monkeypatch.setattr(run_module, "write_results", boom)
     with pytest.raises(KeyboardInterrupt):
-        run_forecast(out, default_priors_path(), SMALL, log=lambda m: None)
+        run_forecast(out, company, TINY)
     assert (out / "summary.json").read_text() == '{"previous": true}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "results"]
 
 
-def test_bad_scenarios_file_fails_before_fitting_and_keeps_results(tmp_path):
+def test_bad_scenarios_file_fails_before_fitting_and_keeps_results(tmp_path, company):
     out = tmp_path / "results"
     out.mkdir()
     (out / "summary.json").write_text('{"previous": true}')
     bad = tmp_path / "scenarios.toml"
     bad.write_text("[shocks.x]\nprobability = 0.1\n[scenarios.risk-weighted]\n")
-    from stforecast.shocks import ScenariosError
-    with pytest.raises(ScenariosError, match="shocks.x.severity"):
-        run_forecast(out, default_priors_path(), SMALL, log=lambda m: None, scenarios_path=bad)
+    with pytest.raises(StforecastError, match="shocks.x.severity"):
+        run_forecast(out, company, SMALL, scenarios_path=bad)
     assert (out / "summary.json").read_text() == '{"previous": true}'
 
 
+# --- the commands on saved results ------------------------------------------------------------------
 def test_scenarios_and_sensitivity_commands(small_run, capsys):
     from stforecast.cli import main
-    assert main(["scenarios", "--results", str(small_run), "--json"]) == 0
+    out, summary = small_run
+    assert main(["scenarios", "--results", str(out), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["scenario"] for r in rows][:2] == ["base", "risk-weighted"]
-    assert set(rows[0]) == {"scenario", "revenue_fy23", "cash_burn_fy21_fy23", "cash_fy23",
-                            "target_price_hkd", "p_upside"}
-    assert main(["scenarios", "--results", str(small_run)]) == 0
-    assert "combined-stress" in capsys.readouterr().out
-    assert main(["sensitivity", "revenue[FY23]", "--results", str(small_run), "--json"]) == 0
+    assert set(rows[0]) == {"scenario", "revenue_fy23", "cash_burn", "cash_fy23",
+                            "target_price", "p_upside"}
+    assert rows[1]["target_price"]["q50"] == summary.headline.scalars["target_price"].q50
+    assert main(["scenarios", "--results", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "combined-stress" in text and "RMB mn, target price HKD" in text
+    assert main(["sensitivity", "revenue[FY23]", "--results", str(out), "--json"]) == 0
     ranked = json.loads(capsys.readouterr().out)
     scores = [abs(e["score"]) for e in ranked]
     assert scores == sorted(scores, reverse=True) and len(ranked) == 15
-    assert main(["sensitivity", "revenu[FY23]", "--results", str(small_run)]) == 2
+    # the command ranks as the summary does (the company's unit drivers at their level)
+    saved = [(e.driver, e.score) for e in summary.sensitivity["revenue"].ranking][:15]
+    assert [(e["driver"], e["score"]) for e in ranked] == saved
+    assert main(["sensitivity", "target_price_hkd", "--results", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["driver"] == "ev_sales_multiple"
+    assert main(["sensitivity", "revenu[FY23]", "--results", str(out)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
-    assert main(["scenarios", "--results", str(small_run / "nowhere")]) == 2
+    assert main(["scenarios", "--results", str(out / "nowhere")]) == 2
+
+
+def test_query_command_on_a_run(small_run, capsys):
+    from stforecast.cli import main
+    out, summary = small_run
+    assert main(["query", "P(target_price_hkd > 6.73)", "--results", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == {"value": summary.headline.p_upside.value,
+                      "mcse": pytest.approx(summary.headline.p_upside.mcse, abs=1e-5),
+                      "n": summary.headline.p_upside.n}
+
+
+def test_run_command_exits_3_when_the_bar_is_missed(small_run, tmp_path, monkeypatch, capsys):
+    """``stforecast run`` prints the summary and exits 3, with the reasons on one line."""
+    from stforecast.cli import main
+    out, summary = small_run
+    calls = []
+
+    def fake_run(folder, company, settings, priors_path=None, scenarios_path=None):
+        calls.append((folder, company.key, settings))
+        return summary
+
+    monkeypatch.setattr(run_module, "run_forecast", fake_run)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--company", "sensetime", "--draws", "200", "--no-report"]) == 3
+    folder, key, settings = calls[0]
+    assert str(folder) == "results/sensetime" and key == "sensetime"
+    assert settings.fit.draws == 200 and settings.seed == run_module.DEFAULT_SEED
+    captured = capsys.readouterr()
+    assert "P(target_price > 6.73) = " in captured.out and "FY23" in captured.out
+    assert captured.err.count("\n") == 1 and "; ".join(summary.reasons) in captured.err
+    ok = dataclasses.replace(summary, ok=True, reasons=())
+    monkeypatch.setattr(run_module, "run_forecast", lambda *a, **k: ok)
+    assert main(["run", "--out", str(tmp_path / "x")]) == 0
+
+
+def test_run_logs_through_logging(small_run):
+    """Progress goes to the ``stforecast`` loggers, each step with its time (no print callback)."""
+    assert RUN_LOG[0].startswith("sampling the prior (100 draws)")
+    assert any(m.startswith("scenario 5/5: combined-stress") for m in RUN_LOG)
+    assert RUN_LOG[-1].startswith(f"done: {small_run[0]}") and RUN_LOG[-1].endswith(" s]")
+    assert "log" not in inspect.signature(run_forecast).parameters
+    assert set(small_run[1].timings_s) >= {"prior", "sampling", "predictive", "write", "total"}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from stforecast.data import load_report
+from stforecast.company import load_company
 from stforecast.score import (
     Actual,
     ActualsError,
@@ -22,6 +22,8 @@ from stforecast.score import (
     run_score,
     score,
 )
+
+from results_folder import write_results_folder
 
 YEARS = ["FY21", "FY22", "FY23"]
 REQUIRED_KEYS = {"variable", "year", "actual", "pit", "in_50", "in_80", "in_95", "crps",
@@ -46,8 +48,8 @@ def make_predictive(seed=0, chain=2, draw=50, path=20, scenarios=None, dtype=np.
         {
             "revenue": (dims + ("year",), revenue.astype(dtype)),
             "cash": (dims + ("year",), rng.normal(4000.0, 1200.0, lead + (3,)).astype(dtype)),
-            "target_price_hkd": (dims, price.astype(dtype)),
-            "cash_burn_fy21_fy23": (dims, rng.normal(2500.0, 400.0, lead).astype(dtype)),
+            "target_price": (dims, price.astype(dtype)),
+            "cash_burn": (dims, rng.normal(2500.0, 400.0, lead).astype(dtype)),
         },
         coords=coords,
     )
@@ -55,7 +57,7 @@ def make_predictive(seed=0, chain=2, draw=50, path=20, scenarios=None, dtype=np.
 
 def make_published():
     return xr.Dataset(
-        {"revenue": (("year",), [4678.0, 6399.0, 8825.0]), "target_price_hkd": 8.08},
+        {"revenue": (("year",), [4678.0, 6399.0, 8825.0]), "target_price": 8.08},
         coords={"year": YEARS},
     )
 
@@ -83,10 +85,8 @@ def normal_crps(mu, sigma, y):
 
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("results")
-    make_predictive(scenarios=["base", "risk-weighted", "bear"]).to_netcdf(
-        folder / "forecast.nc", group="posterior_predictive", engine="h5netcdf")
-    return folder
+    return write_results_folder(make_predictive(scenarios=["base", "risk-weighted", "bear"]),
+                                tmp_path_factory.mktemp("results"))
 
 
 def write(tmp_path, text, name="actuals.toml"):
@@ -198,11 +198,11 @@ def test_overconfident_forecast_is_detected():
 # ------------------------------------------------------------------------------ score rows
 def test_score_row_contents_and_types():
     ds = make_predictive()
-    actuals = [Actual("revenue", "FY22", 3809.0), Actual("target_price_hkd", None, 2.1),
-               Actual("cash_burn_fy21_fy23", None, 2600.0)]
+    actuals = [Actual("revenue", "FY22", 3809.0), Actual("target_price", None, 2.1),
+               Actual("cash_burn", None, 2600.0)]
     rows = score(actuals, ds, make_published(), {})
-    assert [r["variable"] for r in rows] == ["revenue", "target_price_hkd",
-                                             "cash_burn_fy21_fy23"]
+    assert [r["variable"] for r in rows] == ["revenue", "target_price",
+                                             "cash_burn"]
     rev = rows[0]
     assert REQUIRED_KEYS <= set(rev) and rev["year"] == "FY22" and rev["n"] == 2 * 50 * 20
     samples = np.sort(ds["revenue"].sel(year="FY22").values.astype(float), axis=None)
@@ -220,9 +220,9 @@ def test_score_row_contents_and_types():
 
 
 def test_point_scalars_override_and_add():
-    rows = score([Actual("target_price_hkd", None, 2.1), Actual("cash_burn_fy21_fy23", None, 1.0)],
+    rows = score([Actual("target_price", None, 2.1), Actual("cash_burn", None, 1.0)],
                  make_predictive(), make_published(),
-                 {"target_price_hkd": 6.73, "cash_burn_fy21_fy23": 3.0})
+                 {"target_price": 6.73, "cash_burn": 3.0})
     assert rows[0]["point"] == 6.73 and rows[0]["crps_point"] == pytest.approx(4.63)
     assert rows[1]["crps_point"] == pytest.approx(2.0)
 
@@ -270,7 +270,7 @@ FY21 = 4700
 FY22 = 3809.5
 [cash]
 FY22 = 11000
-target_price_hkd = 2.1        # a per-path scalar, no year
+target_price = 2.1        # a per-path scalar, no year
 """
 
 
@@ -279,25 +279,25 @@ def test_load_actuals_tables_and_scalars(tmp_path):
     # TOML puts the trailing scalar inside [cash]; a top-level scalar must come before tables
     assert actuals[:3] == [Actual("revenue", "FY21", 4700.0), Actual("revenue", "FY22", 3809.5),
                            Actual("cash", "FY22", 11000.0)]
-    text = "target_price_hkd = 2.1\n[revenue]\nFY21 = 4700\n"
+    text = "target_price = 2.1\n[revenue]\nFY21 = 4700\n"
     top = load_actuals(write(tmp_path, text, "b.toml"))
-    assert top == [Actual("target_price_hkd", None, 2.1), Actual("revenue", "FY21", 4700.0)]
+    assert top == [Actual("target_price", None, 2.1), Actual("revenue", "FY21", 4700.0)]
     assert all(type(a.value) is float for a in top)
 
 
 def test_load_actuals_dotted_keys(tmp_path):
     dotted = load_actuals(write(tmp_path, "revenue.FY21 = 4700\nrevenue.FY22 = 3809\n"
-                                          "target_price_hkd = 2.1\n"))
+                                          "target_price = 2.1\n"))
     assert dotted == [Actual("revenue", "FY21", 4700.0), Actual("revenue", "FY22", 3809.0),
-                      Actual("target_price_hkd", None, 2.1)]
+                      Actual("target_price", None, 2.1)]
 
 
 LOAD_ERRORS = [
     ('revenue.FY22 = "3809"\n', r"key 'revenue\.FY22': expected a number, got '3809'"),
-    ("target_price_hkd = true\n", r"key 'target_price_hkd': expected a number.*got True"),
+    ("target_price = true\n", r"key 'target_price': expected a number.*got True"),
     ("revenue.FY22 = false\n", r"key 'revenue\.FY22': expected a number, got False"),
     ("revenue.FY22 = nan\n", r"key 'revenue\.FY22': expected a finite number"),
-    ("target_price_hkd = -inf\n", r"key 'target_price_hkd': expected a finite number"),
+    ("target_price = -inf\n", r"key 'target_price': expected a finite number"),
     ("revenue.FY22 = [1, 2]\n", r"key 'revenue\.FY22': expected a number, got an array"),
     ("revenue.FY22.low = 1\n", r"key 'revenue\.FY22': expected a number, got a table"),
     ("[revenue]\n", r"key 'revenue': expected year = number"),
@@ -322,9 +322,9 @@ def test_load_actuals_missing_file(tmp_path):
 
 SCORE_ERRORS = [
     ("revnue.FY22 = 3809\n", r"key 'revnue\.FY22': unknown variable 'revnue' "
-                             r"\(did you mean 'revenue'\?\); valid names: .*target_price_hkd"),
+                             r"\(did you mean 'revenue'\?\); valid names: .*target_price"),
     ("revenue.FY25 = 3809\n", r"key 'revenue\.FY25': unknown year 'FY25'.*FY21, FY22, FY23"),
-    ("target_price_hkd.FY22 = 2.1\n", r"key 'target_price_hkd\.FY22': .*has no year dimension"),
+    ("target_price.FY22 = 2.1\n", r"key 'target_price\.FY22': .*has no year dimension"),
     ("revenue = 3809\n", r"key 'revenue': 'revenue' has a year dimension"),
 ]
 
@@ -355,13 +355,13 @@ def test_run_score_missing_inputs(tmp_path, results_dir, capsys):
     path = write(tmp_path, "revenue.FY22 = 3809\n")
     assert run_score(path, tmp_path / "no-results") == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: no results file") and err.count("\n") == 1
+    assert err.startswith("error: ") and "no results file" in err and err.count("\n") == 1
     assert run_score(path, results_dir, scenario="bull") == 2
     assert "unknown scenario 'bull'" in capsys.readouterr().err
 
 
 def test_run_score_json_end_to_end(tmp_path, results_dir, capsys):
-    path = write(tmp_path, "target_price_hkd = 2.1\ncash_burn_fy21_fy23 = 2600\n"
+    path = write(tmp_path, "target_price = 2.1\ncash_burn = 2600\n"
                            "[revenue]\nFY21 = 4700\nFY22 = 3809\n")
     printed = []
     assert run_score(path, results_dir, as_json=True, out=printed.append) == 0
@@ -372,8 +372,10 @@ def test_run_score_json_end_to_end(tmp_path, results_dir, capsys):
         assert REQUIRED_KEYS <= set(row) <= REQUIRED_KEYS | {"point", "n"}
         assert 0.0 <= row["pit"] <= 1.0 and row["crps"] >= 0.0
     tp, burn, fy21, fy22 = rows
-    published = load_report().published
-    assert tp["year"] is None and tp["point"] == pytest.approx(float(published["target_price_hkd"]))
+    company = load_company("sensetime")  # the company stored with the results
+    published = company.published
+    assert tp["year"] is None
+    assert tp["point"] == pytest.approx(company.market.target_price_published)
     assert burn["crps_point"] is None
     point = float(published["revenue"].sel(year="FY21"))
     assert fy21["year"] == "FY21" and fy21["crps_point"] == pytest.approx(abs(point - 4700.0),
@@ -382,8 +384,17 @@ def test_run_score_json_end_to_end(tmp_path, results_dir, capsys):
     assert fy21["pit"] < 0.01 and fy22["n"] == 2 * 50 * 20
 
 
+def test_run_score_accepts_the_price_currency_alias(tmp_path, results_dir):
+    plain, alias = write(tmp_path, "target_price = 2.1\n"), write(tmp_path, "target_price_hkd = 2.1\n",
+                                                                  "alias.toml")
+    printed = []
+    assert run_score(plain, results_dir, as_json=True, out=printed.append) == 0
+    assert run_score(alias, results_dir, as_json=True, out=printed.append) == 0
+    assert printed[0] == printed[1] and json.loads(printed[0])[0]["variable"] == "target_price"
+
+
 def test_run_score_table(tmp_path, results_dir):
-    path = write(tmp_path, "cash_burn_fy21_fy23 = 2600\n[revenue]\nFY21 = 4700\nFY22 = 6900\n")
+    path = write(tmp_path, "cash_burn = 2600\n[revenue]\nFY21 = 4700\nFY22 = 6900\n")
     printed = []
     assert run_score(path, results_dir, scenario="base", out=printed.append) == 0
     table = printed[0]
@@ -419,6 +430,6 @@ def test_import_is_light():
 def test_scalar_after_table_gets_a_hint(tmp_path):
     # In TOML a plain key after [cash] belongs to the cash table: say so in the error.
     path = write(tmp_path, EXAMPLE)
-    with pytest.raises(ActualsError, match=r"key 'cash\.target_price_hkd': unknown year "
-                                           r".*put plain `target_price_hkd = \.\.\.` lines before"):
+    with pytest.raises(ActualsError, match=r"key 'cash\.target_price': unknown year "
+                                           r".*put plain `target_price = \.\.\.` lines before"):
         score(load_actuals(path), make_predictive(), make_published(), {}, source=str(path))

@@ -1,15 +1,17 @@
 """stforecast: probabilistic forecasting and risk simulation for equity research.
 
-Money is in RMB mn unless a name says otherwise (``target_price_hkd``); ratios are
-fractions; days are days; fiscal years are labels ``FY18`` ... ``FY23``.
+Money is in the company's currency (millions) unless a name says otherwise; prices are in its
+price currency per share; ratios are fractions; days are days; fiscal years are labels of the
+``year`` coordinate.
 
 In a notebook::
 
-    from stforecast.run import run_forecast, RunSettings       # fit + simulate + write results/
+    from stforecast.run import run_forecast, RunSettings       # fit + simulate + write results
     import stforecast as st
-    draws = st.load_results("results")                         # xarray Dataset, dims scenario, ...
-    st.evaluate("P(target_price_hkd > 6.73)", draws)           # value ± Monte Carlo error
-    st.evaluate("P(revenue[FY23] > 8825)", draws, scenario="combined-stress")
+    res = st.load_results("results/<company>")                 # summary, company, draws
+    res.summary.headline.p_upside                              # P(target price > price) ± MCSE
+    st.evaluate("P(target_price > 7.5)", res)                  # value ± Monte Carlo error
+    st.evaluate("P(cash[<year>] < 3000)", res, scenario="<scenario>")
 
 Importing the package is cheap: PyMC is imported only by the modules that fit.
 """
@@ -17,23 +19,27 @@ Importing the package is cheap: PyMC is imported only by the modules that fit.
 __version__ = "0.1.0"
 
 
-def load_results(results="results", group: str = "posterior_predictive"):
-    """One group of a results folder's ``forecast.nc``, lazily loaded.
+def load_results(results):
+    """A results folder (``stforecast.results.Results``): ``.summary`` (typed summary.json),
+    ``.company`` (as stored with the results), ``.draws(group, scenario)`` (lazy xarray),
+    ``.folder``. One-line ``ResultsError`` if the folder is not valid results."""
+    from .results import load_results as _load
 
-    ``group``: ``"posterior_predictive"`` (the draws, dims scenario, chain, draw, path, year),
-    ``"posterior"``, ``"prior"``, ``"prior_predictive"``, ``"peer_posterior"``, ``"sample_stats"``.
-    """
-    from pathlib import Path
-
-    from .query import load_predictive
-    return load_predictive(Path(results), group)
+    return _load(results)
 
 
-def evaluate(expression: str, draws=None, scenario: str | None = None, results="results"):
-    """A query such as ``"P(cash[FY23] < 3000)"`` on saved draws, with its MCSE.
+def evaluate(expression: str, draws, scenario: str | None = None):
+    """A query such as ``"P(cash[<year>] < 3000)"`` with its MCSE.
 
-    ``draws``: from :func:`load_results` (default: load ``results``). ``scenario``: default
-    ``"risk-weighted"``. Returns a ``QueryResult`` (``.value``, ``.mcse``, ``.n``).
+    ``draws``: a results folder (path), a ``Results`` from :func:`load_results`, or an xarray
+    Dataset of predictive draws (e.g. from ``resimulate``). ``scenario``: default the headline
+    scenario. Returns a ``QueryResult`` (``.value``, ``.mcse``, ``.n``).
     """
     from .query import evaluate as _evaluate
-    return _evaluate(expression, draws if draws is not None else load_results(results), scenario)
+    from .results import Results
+
+    if not hasattr(draws, "data_vars"):
+        draws = draws if isinstance(draws, Results) else load_results(draws)
+        aliases = draws.summary.company.aliases()
+        return _evaluate(expression, draws.draws(), scenario, aliases)
+    return _evaluate(expression, draws, scenario)

@@ -312,6 +312,14 @@ def load_company(name_or_dir: str | Path | None = None) -> Company:
     return _with_files(company, files)
 
 
+def company_from_text(text: str, path: str | Path, folder: str | Path,
+                      files: dict | None = None) -> Company:
+    """A company from the text of its ``company.toml`` (e.g. as a results file stores it);
+    ``path`` names it in error messages, ``folder`` is where it came from (its key is the
+    folder's name); ``files``: name -> (path, text) of its input files."""
+    return _with_files(_parse_company(text, str(path), str(folder)), dict(files or {}))
+
+
 def _with_files(company: Company, files: dict) -> Company:
     from dataclasses import replace
     return replace(company, files=files)

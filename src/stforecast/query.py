@@ -1,12 +1,12 @@
 """Query saved posterior predictive draws with a small expression language.
 
-Examples::
+Examples (years are labels of the results' ``year`` coordinate)::
 
-    P(target_price_hkd > 6.73)
-    P(revenue[FY23] < 6000 and cash[FY23] < 3000)
-    P(revenue[FY23] > 1.2 * revenue[FY22])
-    quantile(target_price_hkd, 0.05)
-    mean(revenue[FY23] - revenue[FY21])
+    P(target_price > 7.5)
+    P(revenue[Y3] < 6000 and cash[Y3] < 3000)
+    P(revenue[Y3] > 1.2 * revenue[Y2])
+    quantile(target_price, 0.05)
+    mean(revenue[Y3] - revenue[Y1])
 
 Grammar (hand-written tokenizer and recursive-descent parser; user text is never
 passed to ``eval``/``exec``/``compile``)::
@@ -18,11 +18,11 @@ passed to ``eval``/``exec``/``compile``)::
     comparison := expr ("<" | "<=" | ">" | ">=") expr
     expr       := term (("+" | "-") term)* ;  term := factor (("*" | "/") factor)*
     factor     := "-" factor | number | ref | "(" expr ")"
-    ref        := NAME ("[" YEAR "]")?          e.g. revenue[FY23], target_price_hkd
-    NAME       := [A-Za-z_][A-Za-z0-9_]*        a data variable of the dataset
+    ref        := NAME ("[" YEAR "]")?          e.g. revenue[Y3], target_price
+    NAME       := [A-Za-z_][A-Za-z0-9_]*        a data variable of the dataset, or an alias
     YEAR       := a NAME or digits matching a label of the ``year`` coordinate
     number     := digits ("." digits)? ([eE] [+-]? [0-9]+)?,  digits := [0-9] ("_"? [0-9])*
-                  e.g. 6.73, 8825, 3e3, 1_000 (no leading "." and no trailing "."; the
+                  e.g. 7.5, 8800, 3e3, 1_000 (no leading "." and no trailing "."; the
                   quantile level may be written with a leading "-" only to be rejected)
 
 ``and`` binds tighter than ``or``; ``and``, ``or`` and ``not`` are reserved words.
@@ -31,9 +31,15 @@ never ambiguous and there is no backtracking) and checks afterwards that
 conditions and numbers are used where the grammar puts them. Nesting is limited
 to ``MAX_DEPTH`` levels and queries to ``MAX_TOKENS`` tokens.
 
+Names are the draws' variables: the registry's (``stforecast.registry.VARIABLES``) and
+the company's (``revenue_<segment>``, its unit drivers, ``shock_<name>``).
+``target_price_<price currency>`` (e.g. ``target_price_usd``) is an alias of
+``target_price``, from the results' company block.
+
 Semantics: a query is computed over every ``(chain, draw, path)`` of the
-selected scenario; values are in the units of the variables (RMB mn unless the
-name says otherwise). ``P`` is the fraction of paths satisfying the condition;
+selected scenario (default: the registry's ``HEADLINE_SCENARIO``); values are in
+the units of the variables (the company's currency, millions, for money; its
+price currency per share for prices). ``P`` is the fraction of paths satisfying the condition;
 ``mean``/``sd`` (population sd, ddof=0)/``median``/``quantile`` (numpy linear
 interpolation) are taken over all paths. The reported MCSE comes from
 :mod:`stforecast.mcse` (per-draw means over ``path``, split-chain Geyer ESS).
@@ -56,8 +62,9 @@ import numpy as np
 
 from . import mcse as _mcse
 from .errors import StforecastError
+from .registry import HEADLINE_SCENARIO, SAMPLE_DIMS
 
-if TYPE_CHECKING:  # xarray is imported lazily (load_predictive) to keep start-up fast
+if TYPE_CHECKING:  # xarray is never imported here, to keep start-up fast
     import xarray as xr
 
 __all__ = [
@@ -67,16 +74,13 @@ __all__ = [
     "evaluate",
     "evaluate_file",
     "select_scenario",
-    "load_predictive",
     "parse",
 ]
 
 FUNCTIONS = ("P", "mean", "median", "sd", "quantile")
-DEFAULT_SCENARIO = "risk-weighted"
 MAX_DEPTH = 40  # nesting of "(", unary "-" and "not"
 MAX_TOKENS = 256
-_SAMPLE_DIMS = ("chain", "draw", "path")
-_ALLOWED_DIMS = frozenset(_SAMPLE_DIMS + ("year", "scenario"))
+_ALLOWED_DIMS = frozenset(SAMPLE_DIMS + ("year", "scenario"))
 
 
 class QueryError(StforecastError):
@@ -355,7 +359,7 @@ class _Parser:
             if self.tok.kind == "op" and self.tok.text == "[":
                 self._next()
                 if self.tok.kind not in ("name", "num"):
-                    self._fail("a year label such as FY23")
+                    self._fail("a year label (a label of the results' year coordinate)")
                 year = self._next().text
                 self._expect("]")
             elif self.tok.kind == "op" and self.tok.text == "(":
@@ -463,21 +467,48 @@ class _XrStore(_Store):
 
 
 class _H5Store(_Store):
-    """The ``posterior_predictive`` group of forecast.nc read with h5netcdf alone."""
+    """One group of a netCDF-4 file (forecast.nc) read with h5py alone.
+
+    netCDF-4 dimensions are HDF5 dimension scales: a variable's dimensions are the scales its
+    ``DIMENSION_LIST`` references, matched by object identity (resolving each reference to a
+    name would cost ~1 ms apiece). A scale whose ``NAME`` marks it as a bare dimension has no
+    labels; a coordinate variable's values are its labels.
+    """
+
+    _NON_COORD = "_nc4_non_coord_"
+    _BARE = b"This is a netCDF dimension but not a netCDF variable"
 
     def __init__(self, group):
+        import h5py
+
         self.group, self.fixed = group, {}
-        self.sizes = {str(k): int(d.size) for k, d in group.dimensions.items()}
-        self.variables = {str(k): (tuple(v.dimensions), v.dtype.kind)
-                          for k, v in group.variables.items() if k not in group.dimensions}
+        scales, data = {}, {}
+        for name, obj in group.items():
+            if isinstance(obj, h5py.Dataset):
+                is_scale = obj.attrs.get("CLASS") == b"DIMENSION_SCALE"
+                (scales if is_scale else data)[name.removeprefix(self._NON_COORD)] = obj
+        by_id = {obj.id: name for name, obj in scales.items()}
+        self.sizes = {name: int(obj.shape[0]) for name, obj in scales.items()}
+        self.coords = {name for name, obj in scales.items()
+                       if not bytes(obj.attrs.get("NAME", b"")).startswith(self._BARE)}
+        self.datasets = {**data, **{n: scales[n] for n in self.coords}}
+        self.variables = {}
+        for name, obj in data.items():
+            refs = obj.attrs.get("DIMENSION_LIST")
+            dims = () if refs is None else tuple(self._dim(group.file[r[0]], by_id) for r in refs)
+            self.variables[name] = (dims, obj.dtype.kind)
+
+    @staticmethod
+    def _dim(scale, by_id) -> str:
+        return by_id.get(scale.id) or scale.name.rsplit("/", 1)[-1]
 
     def labels(self, dim: str) -> list[str]:
-        if dim in self.group.variables:
-            return _decode(self.group.variables[dim][...])
+        if dim in self.coords:
+            return _decode(self.datasets[dim][...])
         return [str(i) for i in range(self.sizes[dim])]
 
     def _read(self, name, index):
-        return self.group.variables[name][index]
+        return self.datasets[name][index]
 
 
 def _labels(ds, dim: str) -> list[str]:
@@ -493,29 +524,38 @@ def _scenario_index(store: _Store, scenario: str | None) -> int | None:
         return None
     names = store.labels("scenario")
     if scenario is None:
-        if DEFAULT_SCENARIO not in names:
-            raise QueryError(f"the results have no {DEFAULT_SCENARIO!r} scenario; choose one of: "
+        if HEADLINE_SCENARIO not in names:
+            raise QueryError(f"the results have no {HEADLINE_SCENARIO!r} scenario; choose one of: "
                              f"{', '.join(names)}")
-        scenario = DEFAULT_SCENARIO
+        scenario = HEADLINE_SCENARIO
     if scenario not in names:
         raise QueryError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(names)}")
     return names.index(scenario)
 
 
 def select_scenario(ds, scenario: str | None):
-    """An xarray Dataset's one scenario (default ``risk-weighted``); ``QueryError`` otherwise."""
+    """An xarray Dataset's one scenario (default: the headline scenario); ``QueryError``
+    otherwise."""
     i = _scenario_index(_XrStore(ds), scenario)
     return ds if i is None else ds.isel(scenario=i)
 
 
+def aliases_of(attrs) -> dict[str, str]:
+    """Query aliases from a draws Dataset's attributes (``price_currency``, set by
+    ``Results.draws``): ``target_price_<ccy>`` -> ``target_price``."""
+    currency = attrs.get("price_currency") if attrs is not None else None
+    return {f"target_price_{str(currency).lower()}": "target_price"} if currency else {}
+
+
 class _Evaluator:
-    def __init__(self, store: _Store):
+    def __init__(self, store: _Store, aliases: dict[str, str] | None = None):
         for dim in ("chain", "draw"):
             if dim not in store.sizes:
                 raise QueryError(f"the results have no {dim!r} dimension (dimensions: "
                                  f"{', '.join(store.sizes)})")
         self.store = store
-        self.shape = tuple(int(store.sizes.get(d, 1)) for d in _SAMPLE_DIMS)
+        self.aliases = {a: n for a, n in (aliases or {}).items() if a not in store.variables}
+        self.shape = tuple(int(store.sizes.get(d, 1)) for d in SAMPLE_DIMS)
         if 0 in self.shape:
             raise QueryError(f"the results are empty (chain, draw, path = {self.shape})")
         self.names = sorted(
@@ -531,6 +571,8 @@ class _Evaluator:
         return self.cache[key]
 
     def _load(self, node: Ref) -> np.ndarray:
+        if node.name in self.aliases:
+            node = Ref(self.aliases[node.name], node.year, node.pos)
         variables = self.store.variables
         if node.name in variables and node.name not in self.names:
             dims, kind = variables[node.name]
@@ -559,11 +601,11 @@ class _Evaluator:
             raise QueryError(f"{node.name!r} has no year dimension: write {node.name} "
                              f"without [{node.year}]")
         values, dims = self.store.read(node.name, **more)
-        present = [d for d in _SAMPLE_DIMS if d in dims]
+        present = [d for d in SAMPLE_DIMS if d in dims]
         values = np.transpose(np.asarray(values, dtype=float), [dims.index(d) for d in present])
         # Insert length-1 axes for missing sample dims so the array broadcasts.
         return values.reshape([self.shape[i] if d in dims else 1
-                               for i, d in enumerate(_SAMPLE_DIMS)])
+                               for i, d in enumerate(SAMPLE_DIMS)])
 
     def compute(self, node: Node):
         if isinstance(node, Number):
@@ -592,39 +634,47 @@ class _Evaluator:
         raise TypeError(f"unknown AST node {node!r}")  # pragma: no cover
 
 
-def evaluate(expression: str, ds: "xr.Dataset", scenario: str | None = None) -> QueryResult:
+def evaluate(expression: str, ds: "xr.Dataset", scenario: str | None = None,
+             aliases: dict[str, str] | None = None) -> QueryResult:
     """Evaluate a query over posterior predictive draws ``ds`` (see module docstring).
 
-    ``scenario``: with a ``scenario`` dimension, ``None`` selects ``"risk-weighted"``.
-    Returns a :class:`QueryResult` (value in the expression's units, its MCSE, and
-    ``n`` = number of (chain, draw, path) elements used); raises :class:`QueryError`.
+    ``scenario``: with a ``scenario`` dimension, ``None`` selects the headline scenario.
+    ``aliases``: extra names (alias -> variable; default: from ``ds.attrs``, see
+    :func:`aliases_of`). Returns a :class:`QueryResult` (value in the expression's units, its
+    MCSE, and ``n`` = number of (chain, draw, path) elements used); raises :class:`QueryError`.
     """
-    return _evaluate(parse(expression), expression, _XrStore(ds), scenario)
+    aliases = aliases_of(ds.attrs) if aliases is None else aliases
+    return _evaluate(parse(expression), expression, _XrStore(ds), scenario, aliases)
 
 
 def evaluate_file(expression: str, results_dir: Path, scenario: str | None = None) -> QueryResult:
-    """:func:`evaluate` on ``results_dir / "forecast.nc"``, read with h5netcdf alone (no xarray):
-    what ``stforecast query`` runs, in a fraction of the start-up time."""
+    """:func:`evaluate` on a results folder's draws, read with h5py alone (no xarray):
+    what ``stforecast query`` runs, in a fraction of the start-up time. The folder is read
+    through ``stforecast.results.load_results`` (``ResultsError`` if it is not valid)."""
+    from .results import load_results
+
     query = parse(expression)  # a syntax error is reported before any file is opened
-    path = Path(results_dir) / "forecast.nc"
-    if not path.is_file():
-        raise QueryError(f"no results file {path}; run `stforecast run` first")
-    import h5netcdf
+    results = load_results(results_dir)
+    path = results.draws_path
+    import h5py
 
     try:
-        f = h5netcdf.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as exc:
-        raise QueryError(f"cannot read {path}: {exc}") from None
+        raise QueryError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
     with f:
-        if "posterior_predictive" not in f.groups:
+        group = f.get("posterior_predictive")
+        if not isinstance(group, h5py.Group):
             raise QueryError(f"{path} has no group 'posterior_predictive' (groups: "
-                             f"{', '.join(f.groups)})")
-        return _evaluate(query, expression, _H5Store(f.groups["posterior_predictive"]), scenario)
+                             f"{', '.join(k for k in f if isinstance(f[k], h5py.Group))})")
+        return _evaluate(query, expression, _H5Store(group), scenario,
+                         results.summary.company.aliases())
 
 
-def _evaluate(query: Query, expression: str, store: _Store, scenario: str | None) -> QueryResult:
+def _evaluate(query: Query, expression: str, store: _Store, scenario: str | None,
+              aliases: dict[str, str] | None = None) -> QueryResult:
     index = _scenario_index(store, scenario)
-    evaluator = _Evaluator(store if index is None else store.select("scenario", index))
+    evaluator = _Evaluator(store if index is None else store.select("scenario", index), aliases)
     with np.errstate(all="ignore"):
         try:
             raw = evaluator.compute(query.arg)
@@ -651,16 +701,3 @@ def _evaluate(query: Query, expression: str, store: _Store, scenario: str | None
     if not np.isfinite(value) or np.isinf(err) or (np.isnan(err) and evaluator.shape[1] >= 4):
         raise QueryError(f"{query.func}(...) overflows: the values are too large for float64")
     return QueryResult(" ".join(expression.split()), float(value), float(err), int(n))
-
-
-def load_predictive(results_dir: Path, group: str = "posterior_predictive") -> "xr.Dataset":
-    """Open ``results_dir / "forecast.nc"``, group ``posterior_predictive`` (lazily)."""
-    path = Path(results_dir) / "forecast.nc"
-    if not path.is_file():
-        raise QueryError(f"no results file {path}; run `stforecast run` first")
-    import xarray as xr
-
-    try:
-        return xr.open_dataset(path, group=group, engine="h5netcdf")
-    except (OSError, KeyError, ValueError) as exc:
-        raise QueryError(f"cannot read group {group!r} from {path}: {exc}") from None

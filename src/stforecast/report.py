@@ -31,6 +31,7 @@ from pathlib import Path
 
 from . import plots
 from .errors import ResultsError
+from .results import Summary
 from .registry import (DIVERGENCES_MAX, ESS_MIN, METHOD_VARIABLES, QUANTILES, RHAT_MAX,
                        SUMMARY_FILE, VALUATION_METHODS, VARIABLES)
 
@@ -53,22 +54,21 @@ DIAGNOSTICS = (("rhat_max", "max R-hat"), ("ess_bulk_min", "min bulk ESS"),
 # --------------------------------------------------------------------------------------------
 
 def _load_results(results_dir: Path) -> dict:
-    """summary.json of ``results_dir`` as a dict, with its chart data; ``ResultsError`` (one
-    line) when it is missing, unreadable or written without chart data."""
+    """summary.json of ``results_dir``, read and validated by the results contract
+    (``results.Summary``), as a dict with its chart data; ``ResultsError`` (one line) when it is
+    missing, unreadable, of another schema or written without chart data."""
     path = results_dir / SUMMARY_FILE
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ResultsError(f"{path}: results file not found (run the forecast first)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise ResultsError(f"{path}: expected a JSON summary ({type(err).__name__}: "
                            f"{str(err).splitlines()[0]})") from None
-    if not isinstance(summary, dict):
-        raise ResultsError(f"{path}: expected a JSON object")
-    for key in ("charts", "company"):
-        if not isinstance(summary.get(key), dict):
-            raise ResultsError(f"{path}: key '{key}': expected a table (results written by an "
-                               "older stforecast: run the forecast again)")
+    summary = Summary.from_json(text, path).to_dict()
+    if not summary.get("charts"):
+        raise ResultsError(f"{path}: key 'charts': expected the chart data (results written by "
+                           "an older stforecast: run the forecast again)")
     return summary
 
 

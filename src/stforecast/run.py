@@ -2,20 +2,23 @@
 
 ``run_forecast`` is what ``stforecast run`` calls. It writes, atomically (everything is built in
 a temporary folder beside the target and moved into place only when complete, so a failed or
-interrupted run leaves earlier results intact):
+interrupted run leaves earlier results intact), the results contract of ``stforecast.results``:
 
 * ``forecast.nc``: DataTree with ``posterior``, ``prior``, ``sample_stats``, ``observed_data``,
   ``posterior_predictive`` (dims scenario, chain, draw, path, year: every scenario of the
-  scenarios file, with the shock intensities ``shock_<name>``) and ``prior_predictive`` (the
-  driver model alone, no shocks); float32 and gzip-compressed;
-* ``summary.json``: percentiles per line item and year and P(upside) +- MCSE for the headline
-  ``risk-weighted`` scenario, the same per scenario under ``scenarios``, the shocks, the
+  scenarios file, with the shock intensities ``shock_<name>``), ``prior_predictive`` (the
+  driver model alone, no shocks) and ``peer_posterior``; float32 and gzip-compressed; its root
+  attributes carry the schema version, company, seed, settings and every input file's text and
+  sha256 (``results.Provenance``);
+* ``summary.json``: a ``results.Summary``: percentiles per line item and year and P(upside) +-
+  MCSE for the headline scenario, the same per scenario under ``scenarios``, the shocks, the
   sensitivity rankings, diagnostics, seed, the input files' hashes and the package versions.
+
+Progress is logged to the ``stforecast.run`` logger (the command line prints it).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,7 +26,7 @@ import shutil
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +35,24 @@ import xarray as xr
 from . import __version__
 from .charts import chart_data
 from .company import Company, load_company
+from .errors import ResultsError
 from .fit import FitSettings, bar_reasons, sample_posterior, sample_prior
 from .model import build_model, observations_from_company, observed_data_values
 from .priors import load_priors
 from .multiples import Valuation, relation_from_fit
 from .peers import fit_peer_model, load_peers, predict_multiple
 from .registry import HEADLINE_SCENARIO, METHOD_VARIABLES, REPORTED_SCALARS, VARIABLES
+from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, PeerFit,
+                      PeerPrediction, PriorPredictive, Provenance, Ranked, ReportPercentile,
+                      ReportPercentiles, Results, ScenarioSummary, Sensitivity, Settings, Shock,
+                      Summary, ValuationMethodSummary, load_results, write_results)
 from .scenarios import ScenarioSpec, load_scenarios
 from .sensitivity import summary_sensitivity
 from .simulate import VALUATION_VARIABLES, simulate
-from .summary import (line_item_stats, p_exceeds, percentile_of, sample_stats,
-                      probability_of_falling_revenue, reported_lines)
+from .summary import (line_stats, p_exceeds, percentile_of, probability_of_falling_revenue,
+                      reported_lines, sample_stats, scalar_stats)
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_SEED = 20220131  # the default seed of every run (a date: 31 Jan 2022)
 METHOD_TARGET_PRICES = tuple(v[0] for v in METHOD_VARIABLES.values())
@@ -87,7 +97,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-#: Mantissa bits kept when storing draws: relative precision 2**-13 = 1.2e-4 (RMB 1mn on 8,000),
+#: Mantissa bits kept when storing draws: relative precision 2**-13 = 1.2e-4 (1mn on 8,000),
 #: far below the Monte Carlo error of any statistic, and it lets gzip compress the draws.
 MANTISSA_BITS = 13
 
@@ -115,12 +125,10 @@ def _compact(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def write_forecast_nc(path: Path, groups: dict[str, xr.Dataset]) -> None:
-    mode = "w"
-    for name, ds in groups.items():
-        ds = _compact(ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object]))
-        ds.to_netcdf(path, group=name, mode=mode, engine="h5netcdf")
-        mode = "a"
+def compact_groups(groups: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
+    """The groups as stored: object variables dropped, floats rounded and compressed."""
+    return {name: _compact(ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object]))
+            for name, ds in groups.items()}
 
 
 def _atomic_publish(tmp: Path, out: Path) -> None:
@@ -129,105 +137,109 @@ def _atomic_publish(tmp: Path, out: Path) -> None:
         os.replace(item, out / item.name)
 
 
-def _stats_block(predictive: xr.Dataset, company: Company) -> dict:
-    out = line_item_stats(predictive, company)
-    out["p_upside"] = p_exceeds(predictive["target_price"], company.market.price)
-    return out
-
-
-def _valuation_block(predictive: xr.Dataset, price: float) -> dict:
-    """Both valuation methods side by side: target price, P(upside), the multiple."""
-    out = {}
+def scenario_summary(predictive: xr.Dataset, company: Company, description: str = "",
+                     shocks: dict[str, str] | None = None) -> ScenarioSummary:
+    """Line items per year, the per-path scalars, P(upside) and both valuation methods of one
+    scenario's draws (dims chain, draw, path[, year])."""
+    price = company.market.price
+    methods = {}
     for method, (tp, multiple) in METHOD_VARIABLES.items():
         if tp in predictive:
-            out[method] = {"target_price": sample_stats(predictive[tp]),
-                           "p_upside": p_exceeds(predictive[tp], price),
-                           "ev_sales_multiple": sample_stats(predictive[multiple], mean=False)}
-    if "sales_cagr" in predictive:
-        out["sales_cagr"] = sample_stats(predictive["sales_cagr"], mean=False)
-    return out
+            methods[method] = ValuationMethodSummary(
+                target_price=sample_stats(predictive[tp]), p_upside=p_exceeds(predictive[tp], price),
+                ev_sales_multiple=sample_stats(predictive[multiple], mean=False))
+    scalars = scalar_stats(predictive)
+    scalars.update(scalar_stats(predictive, ("sales_cagr",), mean=False))
+    return ScenarioSummary(lines=line_stats(predictive, company), scalars=scalars,
+                           p_upside=p_exceeds(predictive["target_price"], price),
+                           valuation_methods=methods, description=description,
+                           shocks=dict(shocks or {}))
 
 
-def peer_fit_summary(peer_idata, peers: xr.Dataset, company: Company, premium) -> dict:
+def _interval(x) -> Interval:
+    v = np.asarray(x).reshape(-1)
+    return Interval(round(float(np.quantile(v, 0.05)), 4), round(float(np.median(v)), 4),
+                    round(float(np.quantile(v, 0.95)), 4))
+
+
+def _diagnostics(rhat, ess_bulk, ess_tail, divergences, reasons, digits: int) -> Diagnostics:
+    return Diagnostics(round(float(rhat), 4), round(float(ess_bulk), digits),
+                       round(float(ess_tail), digits), int(divergences), not reasons,
+                       tuple(reasons))
+
+
+def peer_fit_summary(peer_idata, peers: xr.Dataset, company: Company, premium) -> PeerFit:
     """Slopes, diagnostics and the multiple predicted at the report's own growth and margin."""
     post = peer_idata["posterior"].to_dataset()
-
-    def interval(x):
-        v = np.asarray(x).reshape(-1)
-        return {"q05": round(float(np.quantile(v, 0.05)), 4),
-                "q50": round(float(np.median(v)), 4), "q95": round(float(np.quantile(v, 0.95)), 4)}
-
     cagr = float(peers.attrs["target_sales_cagr"])
     margin = float(peers.attrs["target_gross_margin"])
     rng = np.random.default_rng(0)
     plain = predict_multiple(post, cagr, margin, rng=rng).values
     with_premium = predict_multiple(post, cagr, margin, rng=rng, premium=premium.frozen().rvs(
         size=20_000, random_state=rng)).values
-    return {
-        "diagnostics": {k: round(float(peer_idata.attrs[k]), 4) for k in
-                        ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences")},
-        "beta_growth_per_10pp": interval(post["beta_growth"].values / 10),
-        "beta_margin_per_10pp": interval(post["beta_margin"].values / 10),
-        "at_report_growth_and_margin": {"sales_cagr": cagr, "gross_margin": round(margin, 4),
-                                        "multiple": interval(plain),
-                                        "multiple_with_premium": interval(with_premium),
-                                        "report_multiple": company.market.ev_sales_multiple},
-    }
-
-
-#: Keys of a scenario's summary block that the headline does not repeat at the top level.
-SCENARIO_ONLY_KEYS = ("description", "shocks", "valuation_methods")
+    a = peer_idata.attrs
+    return PeerFit(
+        diagnostics=_diagnostics(a["rhat_max"], a["ess_bulk_min"], a["ess_tail_min"],
+                                 a["divergences"], _peer_reasons(peer_idata), 4),
+        beta_growth_per_10pp=_interval(post["beta_growth"].values / 10),
+        beta_margin_per_10pp=_interval(post["beta_margin"].values / 10),
+        at_report_growth_and_margin=PeerPrediction(
+            sales_cagr=cagr, gross_margin=round(margin, 4), multiple=_interval(plain),
+            multiple_with_premium=_interval(with_premium),
+            report_multiple=float(company.market.ev_sales_multiple)))
 
 
 def scenario_summaries(all_scenarios: xr.Dataset, scenarios: ScenarioSpec,
-                       company: Company) -> dict:
-    """``{scenario: {description, shocks, <line item stats>, p_upside, valuation_methods}}``."""
-    out = {}
-    for name, sc in scenarios.scenarios.items():
-        one = all_scenarios.sel(scenario=name, drop=True)
-        out[name] = {"description": sc.description,
-                     "shocks": {k: v.describe() for k, v in sc.settings.items()},
-                     **_stats_block(one, company),
-                     "valuation_methods": _valuation_block(one, company.market.price)}
-    return out
+                       company: Company) -> dict[str, ScenarioSummary]:
+    """``{scenario: ScenarioSummary}`` for every scenario of the scenarios file."""
+    return {name: scenario_summary(all_scenarios.sel(scenario=name, drop=True), company,
+                                   sc.description,
+                                   {k: v.describe() for k, v in sc.settings.items()})
+            for name, sc in scenarios.scenarios.items()}
 
 
-def resimulate(results: Path, scenarios_path: Path | None = None, priors_path: Path | None = None,
-               paths: int | None = None, seed: int | None = None, log=None,
-               company: Company | str | Path | None = None) -> tuple[dict, xr.Dataset]:
+def resimulate(results: Path | Results, scenarios_path: Path | None = None,
+               priors_path: Path | None = None, paths: int | None = None,
+               seed: int | None = None) -> tuple[dict[str, ScenarioSummary], xr.Dataset]:
     """Every scenario of ``scenarios_path`` on the SAVED posterior of ``results`` (no refit).
 
-    The driver model's posterior and the peer regression come from ``results/forecast.nc``;
-    the priors file supplies only the valuation method and the peer premium. ``paths`` and
-    ``seed`` default to the run's. Returns ``(scenario summaries, predictive draws)``; nothing
-    is written. ``company``: default the run's (by its folder).
+    The company, the driver model's posterior and the peer regression come from the results
+    folder alone (the company, priors, scenarios and peers files as the run read them, stored
+    in ``forecast.nc``); ``scenarios_path`` (default: the run's scenarios) is the what-if, and
+    ``priors_path`` (default: the run's priors) supplies only the valuation method and the peer
+    premium. ``paths`` and ``seed`` default to the run's. Returns ``(scenario summaries,
+    predictive draws)``; nothing is written.
     """
-    results = Path(results)
-    summary = json.loads((results / "summary.json").read_text())
-    seed = summary["seed"] if seed is None else seed
-    paths = summary["settings"]["paths"] if paths is None else paths
-    if not isinstance(company, Company):
-        company = load_company(company if company is not None else summary["company"]["folder"])
-    spec = load_priors(priors_path or company.priors_path, company.growth_drivers())
-    if log is not None and spec.sha256 != summary.get("priors_sha256"):
-        log(f"note: {spec.path} differs from the priors file of the run in {results} "
-            f"({summary.get('priors_file')}); its valuation settings are used, the driver "
-            f"posterior is the run's")
-    scenarios = load_scenarios(scenarios_path or company.scenarios_path, company)
-    nc = results / "forecast.nc"
-    posterior = xr.open_dataset(nc, group="posterior", engine="h5netcdf").load()
+    results = results if isinstance(results, Results) else load_results(results)
+    summary = results.summary
+    seed = summary.seed if seed is None else seed
+    paths = summary.settings.paths if paths is None else paths
+    company = results.company
+    with results.input_files() as stored:
+        spec = load_priors(priors_path or stored["priors"], company.growth_drivers())
+        if spec.sha256 != summary.priors_sha256:
+            logger.info(f"note: {spec.path} differs from the priors file of the run in "
+                        f"{results.folder} ({summary.priors_file}); its valuation settings are "
+                        f"used, the driver posterior is the run's")
+        scenarios = load_scenarios(scenarios_path or stored["scenarios"], company)
+        peers = None
+        if "peer_premium" in spec.valuation:
+            if "peers" not in stored:
+                raise ResultsError(f"{results.draws_path}: key 'peers_text': expected the peers "
+                                   f"file the run read (the valuation needs the peer regression)")
+            peers = load_peers(stored["peers"])
+    posterior = results.draws("posterior").load()
     relation = None
-    if "peer_premium" in spec.valuation:
-        peer_post = xr.open_dataset(nc, group="peer_posterior", engine="h5netcdf").load()
-        relation = relation_from_fit(peer_post, spec.valuation["peer_premium"], seed,
-                                     load_peers(company.peers_path))
+    if peers is not None:
+        relation = relation_from_fit(results.draws("peer_posterior").load(),
+                                     spec.valuation["peer_premium"], seed, peers)
     valuation = Valuation(spec.valuation_method, relation)
     per_draw = paths_per_draw(posterior, paths)
     obs = observations_from_company(company)
     predictive = simulate(posterior.astype("float64"), company, obs, per_draw,
                           np.random.default_rng(seed), scenarios=scenarios,
-                          keep=stored_names(company, scenarios), log=log, valuation=valuation,
-                          ceilings=spec.ceilings())
+                          keep=stored_names(company, scenarios), log=logger.info,
+                          valuation=valuation, ceilings=spec.ceilings())
     return scenario_summaries(predictive, scenarios, company), predictive
 
 
@@ -243,48 +255,74 @@ def _peer_reasons(peer_idata) -> list[str]:
             bar_reasons(a["rhat_max"], a["ess_bulk_min"], a["ess_tail_min"], a["divergences"])]
 
 
-def _shock_table(scenarios: ScenarioSpec) -> list[dict]:
-    return [{"shock": s.name, "label": s.label,
-             "annual_probability": s.probability.describe(),
-             "annual_probability_mean": round(float(s.probability.frozen().mean()), 4),
-             "severity": s.severity.describe(), "persistence": s.persistence,
-             "channels": s.channels, "source": s.source} for s in scenarios.shocks.values()]
+def _shock_table(scenarios: ScenarioSpec) -> tuple[Shock, ...]:
+    return tuple(Shock(shock=s.name, label=s.label,
+                       annual_probability=s.probability.describe(),
+                       annual_probability_mean=round(float(s.probability.frozen().mean()), 4),
+                       severity=s.severity.describe(), persistence=float(s.persistence),
+                       channels={k: float(v) for k, v in s.channels.items()}, source=s.source)
+                 for s in scenarios.shocks.values())
+
+
+def _assumptions(spec) -> tuple[Assumption, ...]:
+    return tuple(
+        Assumption(name, f"long-run {p.long_run.describe()}, persistence "
+                   f"{p.persistence.describe()}, volatility {p.volatility.describe()}", p.source)
+        for name, p in spec.processes().items()
+    ) + tuple(Assumption(name, p.describe(), p.source) for name, p in spec.valuation.items())
+
+
+def company_info(company: Company, provenance: Provenance) -> CompanyInfo:
+    """The summary's company block (``files``: sha256 of the inputs the run read)."""
+    return CompanyInfo(
+        key=company.key, name=company.name, ticker=company.ticker, report=company.report_title,
+        currency=company.currency, price_currency=company.price_currency,
+        price=float(company.market.price),
+        target_price_published=float(company.market.target_price_published),
+        history_years=tuple(company.history_years), forecast_years=tuple(company.forecast_years),
+        valuation_year=company.market.valuation_year,
+        segments=tuple(company.segment_names), folder=str(company.folder),
+        files={name: f.sha256 for name, f in provenance.inputs.items()})
+
+
+def _report_percentile(da: xr.DataArray, report: float | None, year: str | None = None):
+    return ReportPercentile(report, None if report is None else percentile_of(da, report), year)
 
 
 def run_forecast(out: Path, company: Company | str | Path | None = None,
-                 settings: RunSettings = RunSettings(), log=print,
-                 priors_path: Path | None = None, scenarios_path: Path | None = None) -> dict:
-    """Fit, simulate every scenario and write results to ``out``; returns the summary dict.
+                 settings: RunSettings = RunSettings(), priors_path: Path | None = None,
+                 scenarios_path: Path | None = None) -> Summary:
+    """Fit, simulate every scenario and write results to ``out``; returns the ``Summary``.
 
     ``company``: a ``Company``, a shipped company's name or a company folder (default: the
     default shipped company). ``priors_path`` / ``scenarios_path``: override the company's
     ``priors.toml`` / ``scenarios.toml``. Headline statistics are those of the headline
-    scenario; ``summary["scenarios"]`` has the same per scenario.
+    scenario; ``summary.scenarios`` has the same per scenario. Progress goes to the
+    ``stforecast.run`` logger; ``summary.timings_s`` has the seconds per step.
     """
     if not isinstance(company, Company):
         company = load_company(company)
     with _quiet_pymc():
-        return _run_forecast(out, company, settings, log, priors_path, scenarios_path)
+        return _run_forecast(out, company, settings, priors_path, scenarios_path)
 
 
 @contextmanager
 def _quiet_pymc():
     """PyMC's INFO lines ("Sampling: [...]", NUTS start-up) would drown the run's own log."""
-    logger = logging.getLogger("pymc")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+    pymc_logger = logging.getLogger("pymc")
+    level = pymc_logger.level
+    pymc_logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        pymc_logger.setLevel(level)
 
 
-def _run_forecast(out, company: Company, settings, log, priors_path, scenarios_path) -> dict:
+def _run_forecast(out, company: Company, settings, priors_path, scenarios_path) -> Summary:
     t_start = time.perf_counter()
-    user_log = log
 
     def log(message: str) -> None:  # every step with the time since the start
-        user_log(f"{message}  [{time.perf_counter() - t_start:.1f} s]")
+        logger.info(f"{message}  [{time.perf_counter() - t_start:.1f} s]")
 
     priors_path = Path(priors_path or company.priors_path)
     spec = load_priors(priors_path, company.growth_drivers())
@@ -306,7 +344,7 @@ def _run_forecast(out, company: Company, settings, log, priors_path, scenarios_p
     posterior = fit.idata["posterior"].to_dataset()
     diag = fit.diagnostics
 
-    log(f"fitting the peer regression (Figure 69, {fs.chains} chains x {fs.draws} draws); "
+    log(f"fitting the peer regression ({fs.chains} chains x {fs.draws} draws); "
         f"valuation method: {spec.valuation_method}")
     t = time.perf_counter()
     peers = load_peers(company.peers_path)
@@ -335,65 +373,17 @@ def _run_forecast(out, company: Company, settings, log, priors_path, scenarios_p
     timings["predictive"] = time.perf_counter() - t
     predictive = all_scenarios.sel(scenario=HEADLINE_SCENARIO, drop=True)
 
-    price = company.market.price
     t = time.perf_counter()
-    per_scenario = scenario_summaries(all_scenarios, scenarios, company)
-    headline = per_scenario[HEADLINE_SCENARIO]  # the top-level statistics are its own
-    summary = {k: v for k, v in headline.items() if k not in SCENARIO_ONLY_KEYS}
-    summary["headline_scenario"] = HEADLINE_SCENARIO
-    summary["valuation_method"] = spec.valuation_method
-    summary["valuation_methods"] = headline["valuation_methods"]
-    if premium is not None:
-        summary["peer_fit"] = peer_fit_summary(peer_idata, peers, company, premium)
-    summary["diagnostics"] = diag.to_dict()
-    summary["reasons"] = list(diag.reasons) + _peer_reasons(peer_idata)
-    summary["ok"] = not summary["reasons"]
-    final = company.last_forecast_year
-    report_revenue = company.published_final("revenue")
-    summary["report_percentiles"] = {
-        "revenue": {"year": final, "report": report_revenue,
-                    "percentile": percentile_of(predictive["revenue"].sel(year=final),
-                                                report_revenue)},
-        "target_price": {"report": company.market.target_price_published,
-                         "percentile": percentile_of(predictive["target_price"],
-                                                     company.market.target_price_published)},
-    }
-    revenue_start = company.last_history_revenue()
-    period = f"{company.first_forecast_year}-{final}"
-    summary["prior_predictive"] = {
-        "p_any_revenue_decline": probability_of_falling_revenue(prior_predictive, revenue_start),
-        "p_upside": p_exceeds(prior_predictive["target_price"], price),
-        "revenue_final": line_item_stats(prior_predictive, company)["revenue"][final],
-    }
-    summary["p_any_revenue_decline"] = probability_of_falling_revenue(predictive, revenue_start)
-    summary["periods"] = {"cash_burn": period, "p_any_revenue_decline": period,
-                          "sales_cagr": f"{company.last_history_year}-{final}",
-                          "revenue_final": final}
-    summary["assumptions"] = [
-        {"driver": name, "prior": f"long-run {p.long_run.describe()}, persistence "
-         f"{p.persistence.describe()}, volatility {p.volatility.describe()}", "source": p.source}
-        for name, p in spec.processes().items()
-    ] + [{"driver": name, "prior": p.describe(), "source": p.source}
-         for name, p in spec.valuation.items()]
-    summary["scenarios"] = per_scenario
-    summary["shocks"] = _shock_table(scenarios)
-    summary["sensitivity"] = summary_sensitivity(predictive, company)
-    summary["charts"] = chart_data(all_scenarios, company, summary, prior=prior,
-                                   posterior=posterior, peers=peers,
-                                   peer_posterior=peer_idata["posterior"].to_dataset())
+    run_settings = Settings(paths=settings.paths, **asdict(settings.fit))
+    provenance = Provenance.for_run(company, settings.seed, run_settings, priors_path,
+                                    scenarios_path)
+    summary = _summary(company, spec, scenarios, diag, peer_idata, peers, premium,
+                       scenario_summaries(all_scenarios, scenarios, company), predictive,
+                       prior_predictive, provenance, int(per_draw * n_draws))
+    summary = replace(summary, charts=chart_data(
+        all_scenarios, company, summary.to_dict(), prior=prior, posterior=posterior, peers=peers,
+        peer_posterior=peer_idata["posterior"].to_dataset()))
     timings["summaries"] = time.perf_counter() - t
-    summary["company"] = {"key": company.key, "name": company.name, "ticker": company.ticker,
-                          "currency": company.currency, "price_currency": company.price_currency,
-                          "price": company.market.price, "folder": str(company.folder),
-                          "report": company.report_title, "files": company.file_hashes()}
-    summary["n_paths"] = int(per_draw * n_draws)
-    summary["seed"] = settings.seed
-    summary["priors_file"] = Path(priors_path).name
-    summary["priors_sha256"] = spec.sha256
-    summary["scenarios_file"] = scenarios_path.name
-    summary["scenarios_sha256"] = scenarios.sha256
-    summary["settings"] = {"paths": settings.paths, **asdict(settings.fit)}
-    summary["versions"] = _versions()
 
     observed = xr.Dataset({k: xr.DataArray(np.atleast_1d(v), dims=f"{k}_dim") for k, v in
                            observed_data_values(obs, company).items()})
@@ -404,15 +394,13 @@ def _run_forecast(out, company: Company, settings, log, priors_path, scenarios_p
     try:
         log("writing forecast.nc and summary.json")
         t = time.perf_counter()
-        write_forecast_nc(tmp / "forecast.nc", {
+        write_results(tmp, summary, compact_groups({
             "posterior": posterior, "prior": prior,
             "sample_stats": fit.idata["sample_stats"].to_dataset(),
             "observed_data": observed, "posterior_predictive": all_scenarios,
             "prior_predictive": prior_predictive,
-            "peer_posterior": peer_idata["posterior"].to_dataset()})
+            "peer_posterior": peer_idata["posterior"].to_dataset()}), provenance)
         timings["write"] = time.perf_counter() - t
-        # Timings vary run to run; keep them out of summary.json so a seed reproduces it exactly.
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         if settings.report:
             from .report import build_report
             log("building report.html and the charts")
@@ -422,7 +410,53 @@ def _run_forecast(out, company: Company, settings, log, priors_path, scenarios_p
         _atomic_publish(tmp, out)
         log(f"done: {out}")
         timings["total"] = time.perf_counter() - t_start
-        summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+        summary.timings_s.update({k: round(v, 2) for k, v in timings.items()})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+def _summary(company: Company, spec, scenarios: ScenarioSpec, diag, peer_idata, peers, premium,
+             per_scenario: dict[str, ScenarioSummary], predictive: xr.Dataset,
+             prior_predictive: xr.Dataset, provenance: Provenance, n_paths: int) -> Summary:
+    """The ``Summary`` of a run (the headline statistics are ``per_scenario``'s headline)."""
+    final = company.last_forecast_year
+    price = company.market.price
+    revenue_start = company.last_history_revenue()
+    period = f"{company.first_forecast_year}-{final}"
+    reasons = tuple(diag.reasons) + tuple(_peer_reasons(peer_idata))
+    d = diag.to_dict()
+    return Summary(
+        company=company_info(company, provenance),
+        headline_scenario=HEADLINE_SCENARIO,
+        valuation_method=spec.valuation_method,
+        peer_fit=(peer_fit_summary(peer_idata, peers, company, premium)
+                  if premium is not None else None),
+        diagnostics=_diagnostics(d["rhat_max"], d["ess_bulk_min"], d["ess_tail_min"],
+                                 d["divergences"], d["reasons"], 1),
+        reasons=reasons, ok=not reasons,
+        report_percentiles=ReportPercentiles(
+            revenue=_report_percentile(predictive["revenue"].sel(year=final),
+                                       company.published_final("revenue"), final),
+            target_price=_report_percentile(predictive["target_price"],
+                                            float(company.market.target_price_published))),
+        prior_predictive=PriorPredictive(
+            p_any_revenue_decline=probability_of_falling_revenue(prior_predictive, revenue_start),
+            p_upside=p_exceeds(prior_predictive["target_price"], price),
+            revenue_final=sample_stats(prior_predictive["revenue"].sel(year=final))),
+        p_any_revenue_decline=probability_of_falling_revenue(predictive, revenue_start),
+        periods=Periods(cash_burn=period, p_any_revenue_decline=period,
+                        sales_cagr=f"{company.last_history_year}-{final}", revenue_final=final),
+        assumptions=_assumptions(spec),
+        scenarios=per_scenario,
+        shocks=_shock_table(scenarios),
+        sensitivity={name: Sensitivity(block["year"], tuple(
+            Ranked(e["driver"], float(e["score"])) for e in block["ranking"]))
+            for name, block in summary_sensitivity(predictive, company).items()},
+        n_paths=n_paths, seed=provenance.seed,
+        priors_file=Path(provenance.inputs["priors"].path).name,
+        priors_sha256=spec.sha256,
+        scenarios_file=Path(provenance.inputs["scenarios"].path).name,
+        scenarios_sha256=scenarios.sha256,
+        settings=provenance.settings,
+        versions=_versions())

@@ -14,19 +14,25 @@ of that variable and year) and with the report's single point forecast:
     included). Over many outcomes about 50/80/95% of them should.
 ``crps`` (continuous ranked probability score)
     How far the whole distribution was from the outcome, in the variable's own units
-    (RMB mn unless the name says otherwise); lower is better. For a forecast that is a
+    (the company's currency, millions, for money; its price currency per share for prices);
+    lower is better. For a forecast that is a
     single number it is just the absolute error, so ``crps`` can be compared directly
     with ``crps_point`` = |report's point forecast - outcome|: the distribution "beats"
     the point forecast when its CRPS is lower.
 
-Actuals come from a small TOML file, e.g.::
+Actuals come from a small TOML file whose years are labels of the results' ``year``
+coordinate, e.g. (plain numbers first, then tables)::
 
+    target_price = 2.1            # a per-path scalar, no year
     [revenue]
-    FY21 = 4700
-    FY22 = 3809
+    Y1 = 4700
+    Y2 = 3809
     [cash]
-    FY22 = 11000
-    target_price_hkd = 2.1        # a per-path scalar, no year
+    Y2 = 11000
+
+``target_price_<price currency>`` is accepted for ``target_price`` (as in queries). The report's
+point forecasts come from the company stored in the results (its published figures and
+published target price).
 
 This module uses numpy and xarray only (no PyMC, PyTensor, ArviZ or SciPy): it runs on
 saved results in a light process and never writes files. Every problem with the actuals
@@ -46,6 +52,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .errors import StforecastError
+from .registry import SAMPLE_DIMS
 from .tomlfile import read_toml
 
 if TYPE_CHECKING:  # xarray is only needed for the datasets passed in
@@ -66,8 +73,7 @@ __all__ = [
 
 #: Central predictive intervals checked for each outcome.
 COVERAGE_LEVELS = (0.50, 0.80, 0.95)
-_SAMPLE_DIMS = ("chain", "draw", "path")
-_ALLOWED_DIMS = frozenset(_SAMPLE_DIMS + ("year",))
+_ALLOWED_DIMS = frozenset(SAMPLE_DIMS + ("year",))
 _SIGNIFICANT = 6
 
 
@@ -108,21 +114,21 @@ def _read_toml(path: Path) -> dict:
 def load_actuals(path: str | Path) -> list[Actual]:
     """Read realised values from a TOML file, in file order.
 
-    A top-level table maps year labels to numbers (``[revenue] FY22 = 3809`` or
-    ``revenue.FY22 = 3809``); a top-level number is a scalar variable with no year.
+    A top-level table maps year labels to numbers (``[revenue] Y2 = 3809`` or
+    ``revenue.Y2 = 3809``); a top-level number is a scalar variable with no year.
     Names and years are checked against the results later, by :func:`score`.
     """
     path = Path(path)
     raw = _read_toml(path)
     if not raw:
-        raise ActualsError(f"{path}: expected at least one actual (e.g. revenue.FY22 = 3809), "
+        raise ActualsError(f"{path}: expected at least one actual (e.g. revenue.<year> = 3809), "
                            f"the file is empty")
     actuals: list[Actual] = []
     for name, entry in raw.items():
         if isinstance(entry, dict):
             if not entry:
                 raise ActualsError(f"{path}: key '{name}': expected year = number entries "
-                                   f"(e.g. FY22 = 3809), got an empty table")
+                                   f"(e.g. <year> = 3809), got an empty table")
             for year, value in entry.items():
                 actuals.append(Actual(name, str(year), _number(path, f"{name}.{year}", value)))
         elif isinstance(entry, (int, float)) and not isinstance(entry, bool):
@@ -289,7 +295,7 @@ def score(actuals: list[Actual], predictive: "xr.Dataset", published: "xr.Datase
     """Score each actual against the predictive samples and the report's point forecast.
 
     ``predictive``: the ``posterior_predictive`` group (dims ``chain, draw, path`` [, ``year``]
-    [, ``scenario``]); with a ``scenario`` dimension ``None`` selects ``"risk-weighted"``.
+    [, ``scenario``]); with a ``scenario`` dimension ``None`` selects the headline scenario.
     ``published``: the report's point forecasts (over ``year``, plus scalars);
     ``point_scalars`` overrides or adds scalar point forecasts. ``source`` names the actuals
     file in error messages. Returns one dict per actual, in order (see the module docstring).
@@ -356,22 +362,26 @@ def _verdict(rows: list[dict]) -> str:
 
 def run_score(actuals_path: str | Path, results_dir: str | Path, scenario: str | None = None,
               as_json: bool = False, out: Callable[[str], object] = print) -> int:
-    """Load actuals, results and report; print the JSON rows or the table. Returns 0, or 2
-    after printing one ``error: ...`` line to stderr. Never writes files."""
-    from .data import DataFileError, load_report
-    from .query import QueryError, load_predictive
+    """Load actuals and a results folder (``stforecast.results.load_results``: the draws and the
+    company stored with them); print the JSON rows or the table. Returns 0, or 2 after printing
+    one ``error: ...`` line to stderr. Never writes files."""
+    from .results import load_results
 
     try:
         actuals = load_actuals(actuals_path)
-        predictive = load_predictive(Path(results_dir))
+        results = load_results(results_dir)
+        aliases = results.summary.company.aliases()
+        actuals = [Actual(aliases.get(a.variable, a.variable), a.year, a.value) for a in actuals]
+        company = results.company
+        predictive = results.draws()
         try:
-            published = load_report().published
-            rows = score(actuals, predictive, published, {}, scenario=scenario,
-                         source=str(actuals_path))
+            rows = score(actuals, predictive, company.published,
+                         {"target_price": company.market.target_price_published},
+                         scenario=scenario, source=str(actuals_path))
         finally:
             predictive.close()
-    except (ActualsError, QueryError, DataFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except StforecastError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"error: cannot read results in {results_dir}: {exc}".replace("\n", " "),

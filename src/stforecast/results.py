@@ -1,0 +1,699 @@
+"""The results contract: a results folder's ``summary.json`` and ``forecast.nc``, typed and versioned.
+
+A results folder (what ``stforecast run`` writes) holds
+
+* ``summary.json``: a :class:`Summary` (``schema_version`` = ``registry.SCHEMA_VERSION``): the
+  company it belongs to, statistics per line item and year and per-path scalars for the headline
+  scenario (at the top level) and for every scenario (under ``scenarios``), P(upside) with its
+  Monte Carlo error, both valuation methods, the peer fit, sampler diagnostics against the quality
+  bar, the prior predictive, the shocks, the sensitivity rankings, settings, seed, input hashes and
+  package versions;
+* ``forecast.nc``: the draws (groups ``posterior``, ``prior``, ``sample_stats``,
+  ``observed_data``, ``posterior_predictive``, ``prior_predictive``, ``peer_posterior``) whose
+  ROOT attributes are a :class:`Provenance`: schema version, company, seed, settings and the text
+  and sha256 of every input file (company, priors, scenarios, peers), so a results folder is
+  self-contained.
+
+:func:`load_results` is the one loader (the command line, re-simulation, scoring, the report and
+the Python API read results through it). Reading validates: a missing file, another schema
+version, or a missing or mistyped key is a one-line :class:`~stforecast.errors.ResultsError`
+naming the file and the key, never a traceback.
+
+Standard library only at import (``stforecast query`` imports it without numpy or xarray);
+h5netcdf, xarray and the company parser are imported by the functions that need them.
+Units: money in the company's currency (millions), prices in its price currency per share,
+ratios as fractions, probabilities as fractions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import types
+import typing
+from contextlib import contextmanager
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import ResultsError
+from .registry import DRAWS_FILE, SCHEMA_VERSION, SUMMARY_FILE, variable
+
+#: Input files a run records in forecast.nc (names as in ``Company.files``).
+INPUT_FILES = ("company", "priors", "scenarios", "peers")
+#: Written only when not None (``metadata``): e.g. the mean of a multiple's statistics.
+_OMIT_NONE = {"omit_none": True}
+
+
+# --------------------------------------------------------------------------- the dataclasses
+@dataclass(frozen=True, kw_only=True)
+class Stats:
+    """Mean (omitted for some scalars) and the registry's ``QUANTILES`` of one variable over all
+    ``(chain, draw, path)`` samples, in the variable's units."""
+
+    mean: float | None = field(default=None, metadata=_OMIT_NONE)
+    q05: float
+    q25: float
+    q50: float
+    q75: float
+    q95: float
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A median and a 90% interval."""
+
+    q05: float
+    q50: float
+    q95: float
+
+
+@dataclass(frozen=True)
+class Probability:
+    """A probability (fraction of samples), its Monte Carlo standard error and the sample size."""
+
+    value: float
+    mcse: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Sampler diagnostics of one fit and whether they meet the quality bar (``reasons``: what
+    misses it, one line each)."""
+
+    rhat_max: float
+    ess_bulk_min: float
+    ess_tail_min: float
+    divergences: int
+    ok: bool
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ValuationMethodSummary:
+    """One valuation method: target price (price currency per share), P(target price > price)
+    and the EV/sales multiple (x)."""
+
+    target_price: Stats
+    p_upside: Probability
+    ev_sales_multiple: Stats
+
+
+@dataclass(frozen=True)
+class ScenarioSummary:
+    """One scenario's statistics.
+
+    ``lines``: line item -> year -> :class:`Stats`; ``scalars``: per-path scalar -> Stats
+    (``target_price``, ``cash_burn``, ...; which names are scalars is the registry's ``kind``);
+    ``p_upside``: P(target_price > price); ``valuation_methods``: method -> its summary.
+    In JSON, lines and scalars are keys of the scenario's block (and, for the headline scenario,
+    of the top level); ``description`` and ``shocks`` (shock -> its setting) only under
+    ``scenarios``.
+    """
+
+    lines: dict[str, dict[str, Stats]]
+    scalars: dict[str, Stats]
+    p_upside: Probability
+    valuation_methods: dict[str, ValuationMethodSummary]
+    description: str = ""
+    shocks: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self, texts: bool = True) -> dict:
+        out = {"description": self.description, "shocks": dict(self.shocks)} if texts else {}
+        for name, by_year in self.lines.items():
+            out[name] = {y: _encode(s) for y, s in by_year.items()}
+        out.update({name: _encode(s) for name, s in self.scalars.items()})
+        out["p_upside"] = _encode(self.p_upside)
+        out["valuation_methods"] = _encode(self.valuation_methods)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str, src: str, texts: bool = True) -> ScenarioSummary:
+        d = _table(d, where, src)
+        known = {"p_upside": Probability, "valuation_methods": dict[str, ValuationMethodSummary]}
+        if texts:
+            known.update(description=str, shocks=dict[str, str])
+        values, lines, scalars = {}, {}, {}
+        for key, value in d.items():
+            at = _join(where, key)
+            if key in known:
+                values[key] = _decode(known[key], value, at, src)
+            elif _is_scalar(key):
+                scalars[key] = _decode(Stats, value, at, src)
+            else:
+                lines[key] = _decode(dict[str, Stats], value, at, src)
+        for key in ("p_upside", "valuation_methods"):
+            if key not in values:
+                _fail(src, _join(where, key), "a value (the key is missing)")
+        if not lines:
+            _fail(src, where or "(top level)", "line items (e.g. 'revenue': {year: stats})")
+        return cls(lines=lines, scalars=scalars, **values)
+
+
+@dataclass(frozen=True)
+class PeerPrediction:
+    """The peer regression's multiple at the report's own growth and margin (x EV/sales)."""
+
+    sales_cagr: float
+    gross_margin: float
+    multiple: Interval
+    multiple_with_premium: Interval
+    report_multiple: float
+
+
+@dataclass(frozen=True)
+class PeerFit:
+    """The peer regression: its diagnostics, slopes (multiple points per 10pp) and prediction."""
+
+    diagnostics: Diagnostics
+    beta_growth_per_10pp: Interval
+    beta_margin_per_10pp: Interval
+    at_report_growth_and_margin: PeerPrediction
+
+
+@dataclass(frozen=True)
+class ReportPercentile:
+    """Where the report's own figure falls in the forecast (fraction of samples below it);
+    ``None`` when the report publishes no such figure."""
+
+    report: float | None
+    percentile: float | None
+    year: str | None = field(default=None, metadata=_OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class ReportPercentiles:
+    revenue: ReportPercentile
+    target_price: ReportPercentile
+
+
+@dataclass(frozen=True)
+class PriorPredictive:
+    """The driver model's prior predictive (no shocks): a check of the priors."""
+
+    p_any_revenue_decline: float
+    p_upside: Probability
+    revenue_final: Stats
+
+
+@dataclass(frozen=True)
+class Periods:
+    """The years a statistic covers, e.g. ``cash_burn``: ``"<first>-<last forecast year>"``;
+    ``revenue_final``:
+    the last forecast year."""
+
+    cash_burn: str
+    p_any_revenue_decline: str
+    sales_cagr: str
+    revenue_final: str
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """A driver's prior as the priors file states it, with its source."""
+
+    driver: str
+    prior: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Shock:
+    """A scenario shock as the scenarios file defines it."""
+
+    shock: str
+    label: str
+    annual_probability: str
+    annual_probability_mean: float
+    severity: str
+    persistence: float
+    channels: dict[str, float]
+    source: str
+
+
+@dataclass(frozen=True)
+class Ranked:
+    driver: str
+    score: float  # Spearman rank correlation with the outcome
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """The tornado ranking of one outcome (``year``: None for a per-path scalar)."""
+
+    year: str | None
+    ranking: tuple[Ranked, ...]
+
+
+@dataclass(frozen=True)
+class CompanyInfo:
+    """The company the results belong to. ``price`` and ``target_price_published``: price
+    currency per share; ``files``: sha256 of each input file the run read."""
+
+    key: str
+    name: str
+    ticker: str
+    report: str
+    currency: str
+    price_currency: str
+    price: float
+    target_price_published: float
+    history_years: tuple[str, ...]
+    forecast_years: tuple[str, ...]
+    valuation_year: str
+    segments: tuple[str, ...]
+    folder: str
+    files: dict[str, str]
+
+    @property
+    def final_year(self) -> str:
+        return self.forecast_years[-1]
+
+    def units(self, name: str) -> str:
+        """The units of a registry variable for this company (e.g. ``"HKD per share"``)."""
+        v = variable(name)
+        return v.unit_text(self.currency, self.price_currency) if v else ""
+
+    def aliases(self) -> dict[str, str]:
+        """Names accepted for a variable in queries: ``target_price_<price currency>``
+        (e.g. ``target_price_hkd``) for ``target_price``."""
+        return {f"target_price_{self.price_currency.lower()}": "target_price"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the run was made: posterior predictive paths and the fit's settings."""
+
+    paths: int
+    draws: int
+    tune: int
+    chains: int
+    target_accept: float
+    sampler: str
+    prior_draws: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Summary:
+    """Everything ``summary.json`` holds (see the module docstring); the headline scenario's
+    statistics are ``summary.headline`` (written at the top level of the JSON)."""
+
+    schema_version: int = SCHEMA_VERSION
+    company: CompanyInfo
+    headline_scenario: str
+    valuation_method: str
+    peer_fit: PeerFit | None = field(default=None, metadata=_OMIT_NONE)
+    diagnostics: Diagnostics
+    reasons: tuple[str, ...]
+    ok: bool
+    report_percentiles: ReportPercentiles
+    prior_predictive: PriorPredictive
+    p_any_revenue_decline: float
+    periods: Periods
+    assumptions: tuple[Assumption, ...]
+    scenarios: dict[str, ScenarioSummary]
+    shocks: tuple[Shock, ...]
+    sensitivity: dict[str, Sensitivity]
+    n_paths: int
+    seed: int
+    priors_file: str
+    priors_sha256: str
+    scenarios_file: str
+    scenarios_sha256: str
+    settings: Settings
+    versions: dict[str, str]
+    #: What the charts and the report show, computed at run time (``stforecast.charts``): plain
+    #: JSON, so presentation reads it and computes nothing.
+    charts: dict[str, Any] = field(default_factory=dict)
+    #: Seconds per step of the run that made it; never written (a seed reproduces the file).
+    timings_s: dict[str, float] = field(default_factory=dict, compare=False, repr=False,
+                                        metadata={"stored": False})
+
+    @property
+    def headline(self) -> ScenarioSummary:
+        return self.scenarios[self.headline_scenario]
+
+    # --- JSON ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"schema_version": self.schema_version,
+                               "company": _encode(self.company)}
+        out.update(self.headline.to_dict(texts=False))
+        for f in fields(self):
+            if f.name not in out and _stored(f, getattr(self, f.name)):
+                out[f.name] = _encode(getattr(self, f.name))
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, path: str | Path = SUMMARY_FILE) -> Summary:
+        """Parse and validate ``summary.json``; one-line ``ResultsError`` on any problem."""
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ResultsError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_dict(d, str(path))
+
+    @classmethod
+    def from_dict(cls, d: Any, src: str = SUMMARY_FILE) -> Summary:
+        d = _table(d, "", src)
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            got = "none" if version is None else repr(version)
+            _fail(src, "schema_version", f"{SCHEMA_VERSION}, got {got} (results of another "
+                                         f"stforecast version: rerun `stforecast run`)")
+        names = {f.name for f in fields(cls) if f.metadata.get("stored", True)}
+        own = {k: v for k, v in d.items() if k in names}
+        summary = _decode_dataclass(cls, own, "", src)
+        headline = ScenarioSummary.from_dict({k: v for k, v in d.items() if k not in names}, "",
+                                             src, texts=False)
+        if summary.headline_scenario not in summary.scenarios:
+            _fail(src, "headline_scenario", f"one of the scenarios {list(summary.scenarios)}, "
+                                            f"got {summary.headline_scenario!r}")
+        own_block = summary.headline
+        if (headline.lines, headline.scalars, headline.p_upside, headline.valuation_methods) != (
+                own_block.lines, own_block.scalars, own_block.p_upside,
+                own_block.valuation_methods):
+            _fail(src, "(top level)", f"the statistics of scenarios.{summary.headline_scenario} "
+                                      f"(the headline scenario); they differ")
+        return summary
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An input file as the run read it: where from, its text and its sha256."""
+
+    path: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """``forecast.nc``'s root attributes: what made the draws.
+
+    As attributes: ``schema_version``, ``company`` (key), ``company_name``, ``currency``,
+    ``price_currency``, ``seed``, ``settings`` (JSON), ``stforecast_version`` and, per input
+    file ``<name>`` of ``INPUT_FILES``, ``<name>_file`` (path), ``<name>_text`` and
+    ``<name>_sha256``.
+    """
+
+    company: str
+    company_name: str
+    currency: str
+    price_currency: str
+    seed: int
+    settings: Settings
+    inputs: dict[str, InputFile]
+    stforecast_version: str
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def for_run(cls, company, seed: int, settings: Settings, priors_path=None,
+                scenarios_path=None) -> Provenance:
+        """The provenance of a run of ``company`` (a ``stforecast.company.Company``); the priors
+        and scenarios files default to the company's own."""
+        from . import __version__
+
+        inputs = {name: InputFile(*company.files[name]) for name in INPUT_FILES
+                  if name in company.files}
+        for name, path in (("priors", priors_path), ("scenarios", scenarios_path)):
+            if path is not None:
+                inputs[name] = InputFile(str(path), Path(path).read_text())
+        return cls(company.key, company.name, company.currency, company.price_currency,
+                   int(seed), settings, inputs, __version__)
+
+    def to_attrs(self) -> dict[str, str | int]:
+        out: dict[str, str | int] = {
+            "schema_version": self.schema_version, "company": self.company,
+            "company_name": self.company_name, "currency": self.currency,
+            "price_currency": self.price_currency, "seed": self.seed,
+            "settings": json.dumps(_encode(self.settings)),
+            "stforecast_version": self.stforecast_version}
+        for name, f in self.inputs.items():
+            out.update({f"{name}_file": f.path, f"{name}_text": f.text,
+                        f"{name}_sha256": f.sha256})
+        return out
+
+    @classmethod
+    def from_attrs(cls, attrs: dict, src: str) -> Provenance:
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in attrs.items()}
+        if attrs.get("schema_version") != SCHEMA_VERSION:
+            _fail(src, "schema_version", f"{SCHEMA_VERSION} in the file's root attributes, got "
+                                         f"{attrs.get('schema_version')!r} (rerun `stforecast run`)")
+        try:
+            settings = json.loads(attrs.get("settings", ""))
+        except (TypeError, json.JSONDecodeError):
+            _fail(src, "settings", "a JSON object (the run's settings)")
+        inputs = {}
+        for name in INPUT_FILES:
+            if f"{name}_text" not in attrs:
+                continue
+            path = _decode(str, attrs.get(f"{name}_file"), f"{name}_file", src)
+            f = InputFile(path, _decode(str, attrs[f"{name}_text"], f"{name}_text", src))
+            if f.sha256 != attrs.get(f"{name}_sha256"):
+                _fail(src, f"{name}_sha256", f"the sha256 of {name}_text ({f.sha256}); the stored "
+                                             f"text was altered")
+            inputs[name] = f
+        if "company" not in inputs:
+            _fail(src, "company_text", "the text of the run's company file (it is missing)")
+        values = {k: _decode(str, attrs.get(k), k, src) for k in (
+            "company", "company_name", "currency", "price_currency", "stforecast_version")}
+        return cls(**values, seed=_decode(int, attrs.get("seed"), "seed", src),
+                   settings=_decode(Settings, settings, "settings", src), inputs=inputs)
+
+
+# --------------------------------------------------------------------------- the loader
+class Results:
+    """A results folder, read through the contract.
+
+    ``summary``: the typed :class:`Summary`; ``provenance``: ``forecast.nc``'s root attributes;
+    ``company``: the ``Company`` re-parsed from the stored company file (the folder it came from
+    is not needed); ``draws(group, scenario)``: one group of ``forecast.nc`` as a lazily loaded
+    xarray Dataset.
+    """
+
+    def __init__(self, folder: Path, summary: Summary):
+        self.folder = Path(folder)
+        self.summary = summary
+
+    def __repr__(self) -> str:
+        c = self.summary.company
+        return f"Results({str(self.folder)!r}, company={c.key!r}, n_paths={self.summary.n_paths})"
+
+    @property
+    def draws_path(self) -> Path:
+        return self.folder / DRAWS_FILE
+
+    @cached_property
+    def provenance(self) -> Provenance:
+        return Provenance.from_attrs(read_root_attrs(self.draws_path), str(self.draws_path))
+
+    @cached_property
+    def company(self):
+        """The results' ``Company`` (from the stored company text; ``files``: every stored input)."""
+        from .company import company_from_text
+
+        stored = self.provenance.inputs
+        c = stored["company"]
+        return company_from_text(c.text, c.path, self.summary.company.folder,
+                                 files={k: (f.path, f.text) for k, f in stored.items()})
+
+    def draws(self, group: str = "posterior_predictive", scenario: str | None = None):
+        """One group of ``forecast.nc`` (lazily loaded; ``attrs`` carry the company key and its
+        currencies). ``scenario``: select one scenario of ``posterior_predictive``."""
+        import xarray as xr
+
+        try:
+            ds = xr.open_dataset(self.draws_path, group=group, engine="h5netcdf")
+        except (OSError, KeyError, ValueError) as exc:
+            raise ResultsError(f"{self.draws_path}: cannot read group {group!r} "
+                               f"({' '.join(str(exc).split())})") from None
+        c = self.summary.company
+        ds.attrs.update(company=c.key, currency=c.currency, price_currency=c.price_currency)
+        if scenario is not None:
+            from .query import select_scenario
+            ds = select_scenario(ds, scenario)
+        return ds
+
+    @contextmanager
+    def input_files(self):
+        """The stored input files written to a temporary folder: ``{name: path}`` (for the
+        parsers that read files), removed afterwards."""
+        with tempfile.TemporaryDirectory(prefix=f"stforecast-{self.summary.company.key}-") as tmp:
+            out = {}
+            for name, f in self.provenance.inputs.items():
+                path = Path(tmp) / Path(f.path).name
+                path.write_text(f.text)
+                out[name] = path
+            yield out
+
+
+def load_results(folder: str | Path) -> Results:
+    """Read a results folder (``summary.json`` validated; ``forecast.nc`` opened on demand)."""
+    folder = Path(folder)
+    path = folder / SUMMARY_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no results file; run `stforecast run` first") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: cannot read ({exc})") from None
+    if not (folder / DRAWS_FILE).is_file():
+        raise ResultsError(f"{folder / DRAWS_FILE}: no draws file; run `stforecast run` first")
+    return Results(folder, Summary.from_json(text, path))
+
+
+# --------------------------------------------------------------------------- forecast.nc I/O
+def write_results(folder: Path, summary: Summary, groups: dict, provenance: Provenance) -> None:
+    """Write ``forecast.nc`` (each xarray Dataset of ``groups`` as a group, with its variables'
+    encodings, then the provenance as root attributes) and ``summary.json`` into ``folder``."""
+    folder = Path(folder)
+    mode = "w"
+    for name, ds in groups.items():
+        ds.to_netcdf(folder / DRAWS_FILE, group=name, mode=mode, engine="h5netcdf")
+        mode = "a"
+    write_root_attrs(folder / DRAWS_FILE, provenance.to_attrs())
+    (folder / SUMMARY_FILE).write_text(summary.to_json())
+
+
+def write_root_attrs(path: Path, attrs: dict) -> None:
+    import h5netcdf
+
+    with h5netcdf.File(path, "a") as f:
+        for key, value in attrs.items():
+            f.attrs[key] = value
+
+
+def read_root_attrs(path: Path) -> dict:
+    import h5netcdf
+
+    try:
+        with h5netcdf.File(path, "r") as f:
+            return dict(f.attrs)
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read ({' '.join(str(exc).split())})") from None
+
+
+# --------------------------------------------------------------------------- encoding
+def _stored(f, value) -> bool:
+    if not f.metadata.get("stored", True):
+        return False
+    return not (f.metadata.get("omit_none") and value is None)
+
+
+def _encode(obj):
+    if is_dataclass(obj):
+        if hasattr(obj, "to_dict"):
+            return obj.to_dict()
+        return {f.name: _encode(getattr(obj, f.name)) for f in fields(obj)
+                if _stored(f, getattr(obj, f.name))}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    return obj
+
+
+# --------------------------------------------------------------------------- decoding
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _fail(src: str, where: str, expected: str):
+    raise ResultsError(f"{src}: key '{where}': expected {expected}")
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _table(d, where: str, src: str) -> dict:
+    if not isinstance(d, dict):
+        _fail(src, where or "(top level)", f"a table, got {_short(d)}")
+    return d
+
+
+def _is_scalar(name: str) -> bool:
+    v = variable(name)
+    return v is not None and v.kind == "scalar"
+
+
+@lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp) -> str:
+    if is_dataclass(tp):
+        return f"a table ({tp.__name__})"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is dict:
+        return f"a table of {_describe(typing.get_args(tp)[1])}"
+    if origin in (list, tuple):
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    return {float: "a number", int: "an integer", bool: "true or false", str: "a string",
+            type(None): "null"}.get(tp, str(tp))
+
+
+def _decode(tp, value, where: str, src: str):
+    """``value`` (parsed JSON) as type ``tp``; ``ResultsError`` naming ``where`` otherwise."""
+    if tp is Any:  # opaque JSON (chart data)
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _decode(inner, value, where, src) if value is not None else \
+            _fail(src, where, f"{_describe(tp)}, got null")
+    if is_dataclass(tp):
+        if hasattr(tp, "from_dict"):
+            return tp.from_dict(value, where, src)
+        return _decode_dataclass(tp, value, where, src)
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        d = _table(value, where, src)
+        return {str(k): _decode(item, v, _join(where, k), src) for k, v in d.items()}
+    if origin in (list, tuple):
+        item = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            _fail(src, where, f"{_describe(tp)}, got {_short(value)}")
+        out = [_decode(item, v, f"{where}[{i}]", src) for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    ok = {float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          bool: isinstance(value, bool), str: isinstance(value, str)}.get(tp)
+    if ok is None:  # pragma: no cover - a type the contract does not use
+        raise TypeError(f"cannot decode {tp!r}")
+    if not ok:
+        _fail(src, where, f"{_describe(tp)}, got {_short(value)}")
+    return float(value) if tp is float else value
+
+
+def _decode_dataclass(cls, value, where: str, src: str):
+    d = _table(value, where, src)
+    hints = _hints(cls)
+    known = {f.name: f for f in fields(cls) if f.metadata.get("stored", True)}
+    extra = [k for k in d if k not in known]
+    if extra:
+        _fail(src, _join(where, extra[0]), f"only the keys of {cls.__name__}: "
+                                           f"{', '.join(known)}")
+    kwargs = {}
+    for name, f in known.items():
+        if name in d:
+            kwargs[name] = _decode(hints[name], d[name], _join(where, name), src)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            _fail(src, _join(where, name), f"{_describe(hints[name])} (the key is missing)")
+    return cls(**kwargs)
