@@ -52,13 +52,12 @@ def bench_calibrate(n_fits: int, workers: int, inputs, settings) -> dict:
 
 def bench_sweep(results: Path, n_settings: int, workers: int) -> dict:
     from stforecast.distributed import client
+    from stforecast.results import load_results
     from stforecast.scenarios import load_scenarios
-    from stforecast.company import load_company
     from stforecast.sweep import base_from_results, load_sweep, run_sweep
-    import json
-    folder = json.loads((results / "summary.json").read_text())["company"]["folder"]
-    company = load_company(folder)
-    shocks = load_scenarios(company.scenarios_path, company).shocks
+    saved = load_results(results)
+    with saved.input_files() as stored:
+        shocks = load_scenarios(stored["scenarios"], saved.company).shocks
     first = next(iter(shocks))
     per_side = max(1, int(round(n_settings ** 0.5)))
     probs = [round(0.4 * i / max(per_side - 1, 1), 4) for i in range(per_side)]
@@ -68,7 +67,7 @@ def bench_sweep(results: Path, n_settings: int, workers: int) -> dict:
         path.write_text(f'[sweep]\npaths = 100000\n[shocks.{first}]\nprobability = {probs}\n'
                         f'severity = {sevs}\n')
         spec = load_sweep(path, shocks)
-        base = base_from_results(results, spec)
+        base = base_from_results(saved, spec)
         with client(n_workers=workers) as c:
             c.wait_for_workers(workers)
             t = time.perf_counter()

@@ -208,3 +208,23 @@ def test_a_worker_killed_mid_sweep_loses_nothing(cluster, tmp_path, sweep_base, 
     assert killed, "no worker was busy after the first result"
     assert rows == serial_sweep
     assert len(list((tmp_path / "k" / "settings").glob("*.json"))) == len(serial_sweep)
+
+
+def test_the_scale_commands_are_stforecast_commands(capsys):
+    from stforecast.cli import build_parser
+    parser = build_parser()
+    for command in ("calibrate", "sweep", "run-many"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        assert "--scheduler ADDRESS" in capsys.readouterr().out
+    args = parser.parse_args(["sweep", "s.toml", "--scheduler", "tcp://127.0.0.1:8786"])
+    assert args.scheduler == "tcp://127.0.0.1:8786" and args.func.__name__ == "cmd_sweep"
+
+
+def test_scheduler_address_from_the_environment(monkeypatch):
+    from stforecast.distributed import scheduler_address
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    assert scheduler_address() is None
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9999")
+    assert scheduler_address() == "tcp://127.0.0.1:9999"
+    assert scheduler_address("tcp://127.0.0.1:1") == "tcp://127.0.0.1:1"

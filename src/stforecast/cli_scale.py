@@ -31,6 +31,12 @@ def _seed(args) -> int:
     return DEFAULT_SEED if args.seed is None else args.seed
 
 
+def _default_results() -> Path:
+    from .cli import RESULTS_ROOT
+    from .company import default_company
+    return RESULTS_ROOT / default_company()
+
+
 def _log(message: str) -> None:
     print(f"[stforecast] {message}", file=sys.stderr, flush=True)
 
@@ -68,20 +74,14 @@ def cmd_calibrate(args) -> int:
 
 # --- sweep --------------------------------------------------------------------------------------
 def cmd_sweep(args) -> int:
-    from .company import load_company
+    from .results import load_results
     from .scenarios import load_scenarios
     from .sweep import base_from_results, load_sweep, run_sweep, sweep_table
 
-    results = Path(args.results)
-    summary_path = results / "summary.json"
-    try:
-        folder = json.loads(summary_path.read_text())["company"]["folder"]
-    except (OSError, ValueError, KeyError):
-        print(f"error: {summary_path}: expected the summary of a `stforecast run` (run it "
-              f"first, or pass --results)", file=sys.stderr)
-        return EXIT_USAGE
-    company = load_company(folder)
-    scenarios = load_scenarios(args.scenarios or company.scenarios_path, company)
+    results = load_results(args.results or _default_results())
+    company = results.company
+    with results.input_files() as stored:
+        scenarios = load_scenarios(args.scenarios or stored["scenarios"], company)
     spec = load_sweep(args.sweep, scenarios.shocks)
     if args.paths is not None:
         from dataclasses import replace
@@ -89,7 +89,7 @@ def cmd_sweep(args) -> int:
     base = base_from_results(results, spec, args.scenarios)
     out = Path(args.out or Path(args.sweep).with_suffix(""))
     _log(f"sweep {spec.path}: {len(spec.settings())} settings ({spec.design}) x "
-         f"{base.n_paths:,} paths on the posterior of {results}")
+         f"{base.n_paths:,} paths on the posterior of {results.folder}")
     with _engine(args) as c:
         rows = run_sweep(base, spec, out, c, per_task=args.per_task, log=_progress_log())
     print(sweep_table(rows, base.company))
@@ -174,9 +174,10 @@ def register(sub) -> None:
     p = sub.add_parser("sweep", help="sweep shock probabilities and severities on a saved "
                                      "posterior", formatter_class=raw,
                        epilog="example:\n  stforecast sweep sweeps/us.toml --results "
-                              "results/sensetime\n\nsee stforecast.sweep for the file format")
+                              "results/NAME\n\nsee stforecast.sweep for the file format")
     p.add_argument("sweep", help="the SWEEP.toml file")
-    p.add_argument("--results", default="results", help="a `stforecast run` results folder")
+    p.add_argument("--results", default=None,
+                   help="a `stforecast run` results folder (default: results/<default company>)")
     p.add_argument("--scenarios", default=None,
                    help="the scenarios file whose shocks are swept (default: the company's)")
     p.add_argument("--paths", type=int, default=None, help="paths per setting (default: the "
@@ -189,7 +190,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("run-many", help="one forecast per company as Dask tasks, and a "
                                         "universe table", formatter_class=raw,
-                       epilog="example:\n  stforecast run-many sensetime toyco --out universe")
+                       epilog="example:\n  stforecast run-many NAME1 NAME2 --out universe")
     p.add_argument("companies", nargs="*", help="shipped companies or company folders")
     p.add_argument("--universe", default=None, help="a file with one company per line")
     p.add_argument("--out", default="universe", help="results go to OUT/<company>")

@@ -166,38 +166,34 @@ class SweepBase:
         return self.per_draw * self.posterior.sizes["chain"] * self.posterior.sizes["draw"]
 
 
-def base_from_results(results: Path, spec: SweepSpec | None = None,
+def base_from_results(results, spec: SweepSpec | None = None,
                       scenarios_path: Path | None = None) -> SweepBase:
-    """The ``SweepBase`` of a results folder (``stforecast run``'s): its company, posterior and
-    peer regression; paths and seed from ``spec`` when it sets them, else the run's."""
-    from .company import load_company
+    """The ``SweepBase`` of a results folder (``stforecast run``'s, read through
+    ``results.load_results``): its company, posterior and peer regression and the priors and
+    scenarios files it stored; paths and seed from ``spec`` when it sets them, else the run's.
+    ``scenarios_path``: another scenarios file whose shocks are swept."""
     from .model import observations_from_company
     from .multiples import Valuation, relation_from_fit
     from .peers import load_peers
     from .priors import load_priors
+    from .results import Results, load_results
     from .run import paths_per_draw
     from .scenarios import load_scenarios
 
-    results = Path(results)
-    try:
-        summary = json.loads((results / "summary.json").read_text())
-        folder = summary["company"]["folder"]
-        run_seed, run_paths = summary["seed"], summary["settings"]["paths"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise SweepError(f"{results / 'summary.json'}: expected the summary of a "
-                         f"`stforecast run` ({exc})") from None
-    seed = spec.seed if spec is not None and spec.seed is not None else run_seed
-    paths = spec.paths if spec is not None and spec.paths is not None else run_paths
-    company = load_company(folder)
-    priors = load_priors(company.priors_path, company.growth_drivers())
-    scenarios = load_scenarios(scenarios_path or company.scenarios_path, company)
-    nc = results / "forecast.nc"
-    posterior = xr.open_dataset(nc, group="posterior", engine="h5netcdf").load()
+    results = results if isinstance(results, Results) else load_results(results)
+    summary = results.summary
+    seed = spec.seed if spec is not None and spec.seed is not None else summary.seed
+    paths = spec.paths if spec is not None and spec.paths is not None else summary.settings.paths
+    company = results.company
+    with results.input_files() as stored:
+        priors = load_priors(stored["priors"], company.growth_drivers())
+        scenarios = load_scenarios(scenarios_path or stored["scenarios"], company)
+        peers = load_peers(stored["peers"]) if "peer_premium" in priors.valuation else None
+    posterior = results.draws("posterior").load()
     relation = None
-    if "peer_premium" in priors.valuation:
-        peer_post = xr.open_dataset(nc, group="peer_posterior", engine="h5netcdf").load()
-        relation = relation_from_fit(peer_post, priors.valuation["peer_premium"], seed,
-                                     load_peers(company.peers_path))
+    if peers is not None:
+        relation = relation_from_fit(results.draws("peer_posterior").load(),
+                                     priors.valuation["peer_premium"], seed, peers)
     return SweepBase(company, observations_from_company(company), scenarios,
                      posterior.astype("float64"), Valuation(priors.valuation_method, relation),
                      priors.ceilings(), paths_per_draw(posterior, paths), seed,
@@ -227,11 +223,18 @@ def setting_summary(predictive: xr.Dataset, company) -> dict:
     P(any revenue decline) of one setting's predictive draws."""
     from .summary import p_exceeds, probability_of_falling_revenue, sample_stats
     final = company.last_forecast_year
-    return {"p_upside": p_exceeds(predictive["target_price"], company.market.price),
-            "revenue": {"year": final, **sample_stats(predictive["revenue"].sel(year=final))},
-            "target_price": sample_stats(predictive["target_price"]),
+    return {"p_upside": _plain(p_exceeds(predictive["target_price"], company.market.price)),
+            "revenue": {"year": final,
+                        **_plain(sample_stats(predictive["revenue"].sel(year=final)))},
+            "target_price": _plain(sample_stats(predictive["target_price"])),
             "p_any_revenue_decline": probability_of_falling_revenue(
                 predictive, company.last_history_revenue())}
+
+
+def _plain(stats) -> dict:
+    """A summary dataclass (``results.Stats``, ``results.Probability``) as a plain dict."""
+    from dataclasses import asdict
+    return {k: v for k, v in asdict(stats).items() if v is not None}
 
 
 def sweep_task(chunk: list[tuple[int, dict]], base: SweepBase) -> list[tuple[int, dict]]:

@@ -59,7 +59,7 @@ def forecast_company(inputs: ModelInputs, out: str, settings) -> dict:
     folder = Path(out) / inputs.key
     summary = _finished(folder, inputs, settings)
     if summary is None:
-        run_forecast(folder, inputs.company(), settings, log=lambda message: None)
+        run_forecast(folder, inputs.company(), settings)
         summary = json.loads((folder / SUMMARY_FILE).read_text())
     return universe_row(summary)
 
