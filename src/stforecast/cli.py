@@ -409,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print a list of {variable, year, actual, pit, in_50, ..., crps_point}")
     p.set_defaults(func=cmd_score)
+    from .cli_scale import register  # calibrate, sweep, run-many: Dask tasks
+    register(sub)
     return parser
 
 
