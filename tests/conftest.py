@@ -11,14 +11,22 @@ the company's own history on it.
 """
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+#: Every test session fits into a fit cache of its own (never the user's).
+os.environ["STFORECAST_CACHE"] = tempfile.mkdtemp(prefix="stforecast-test-fit-cache-")
 
 #: Settings of the shared small fit: enough draws for posterior means and sds, not for the bar.
 SMALL_FIT = {"draws": 300, "tune": 300, "chains": 2}
 SMALL_FIT_SEED = 20220131
+
+
+def pytest_unconfigure(config):
+    import shutil
+    shutil.rmtree(os.environ["STFORECAST_CACHE"], ignore_errors=True)
 
 
 def pytest_addoption(parser):

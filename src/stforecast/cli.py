@@ -165,6 +165,7 @@ def cmd_run(args) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     settings = RunSettings(seed=DEFAULT_SEED if args.seed is None else args.seed,
                            paths=args.paths, report=not args.no_report, progress=progress,
+                           refit=args.refit,
                            fit=FitSettings(draws=args.draws, tune=args.tune, chains=args.chains,
                                            sampler=args.sampler))
     out = Path(args.out) if args.out else RESULTS_ROOT / company.key
@@ -334,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0])
     p.add_argument("--no-report", action="store_true", help="skip report.html and the PNGs")
+    p.add_argument("--refit", action="store_true",
+                   help="fit again even when the fit cache has this fit (the cache folder is "
+                        "$STFORECAST_CACHE, else ~/.cache/stforecast)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="sampler progress bars (default: on in a terminal)")
     p.set_defaults(func=cmd_run)

@@ -33,15 +33,18 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
+from .cache import FitCache, fit_key, source_hash
 from .charts import chart_data
 from .company import Company, load_company
 from .errors import ResultsError
 from .fit import Diagnostics as FitDiagnostics
-from .fit import FitSettings, bar_reasons, sample_posterior, sample_prior
+from .fit import (FitSettings, bar_reasons, diagnose, free_parameter_names, sample_posterior,
+                  sample_prior)
 from .model import Observations, build_model, observations_from_company, observed_data_values
 from .priors import PriorSpec, load_priors
 from .multiples import Valuation, relation_from_fit
-from .peers import fit_peer_model, load_peers, predict_multiple
+from .peers import (build_peer_model, fit_peer_model, load_peers, peer_diagnostics,
+                    predict_multiple)
 from .registry import HEADLINE_SCENARIO, METHOD_VARIABLES, REPORTED_SCALARS, VARIABLES
 from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, PeerFit,
                       PeerPrediction, PriorPredictive, Provenance, Ranked, ReportPercentile,
@@ -79,6 +82,7 @@ class RunSettings:
     report: bool = True
     fit: FitSettings = field(default_factory=FitSettings)
     progress: bool = False  # the samplers' progress bars (the CLI turns them on in a terminal)
+    refit: bool = False  # fit again even when the fit cache has the fit (and replace the entry)
 
 
 def _versions() -> dict[str, str]:
@@ -373,10 +377,66 @@ def prepare(company: Company | str | Path | None = None, priors_path: Path | Non
                   scenarios_path)
 
 
-def fit_models(inputs: Inputs, settings: RunSettings) -> Fitted:
-    """Sample the driver model's prior, fit it (NUTS), and fit the peer regression."""
+def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = True) -> Fitted:
+    """Sample the driver model's prior, fit it (NUTS), and fit the peer regression.
+
+    ``cache``: a ``FitCache``, True for the user's (``stforecast.cache.cache_dir``) or False
+    for none. A fit whose inputs are in the cache is read from it (its diagnostics computed
+    again from the stored draws); ``settings.refit`` fits again and replaces the entry.
+    """
     spec, fs, timings = inputs.spec, settings.fit, {}
-    model = build_model(spec, inputs.obs, inputs.company)
+    cache = FitCache() if cache is True else (cache or None)
+    driver = _driver_fit(inputs, settings, cache, timings)
+    logger.info(f"valuation method: {spec.valuation_method}")
+    peers = load_peers(inputs.company.peers_path)
+    peer_idata = _peer_fit(peers, settings, cache, timings)
+    premium = spec.valuation.get("peer_premium")
+    valuation = Valuation(spec.valuation_method, relation_from_fit(
+        peer_idata, premium, settings.seed, peers) if premium is not None else None)
+    return Fitted(driver["prior"], driver["posterior"], driver["sample_stats"],
+                  driver["diagnostics"], peers, peer_idata, valuation, timings)
+
+
+#: stforecast's modules whose source decides the driver fit and the peer fit.
+DRIVER_SOURCES = ("model", "processes", "priors", "fit", "company")
+PEER_SOURCES = ("peers",)
+
+
+def driver_fit_key(inputs: Inputs, settings: RunSettings) -> str:
+    """The fit cache's key of the driver model's fit: the model's source, the company file, the
+    observations, the resolved prior values, the fit settings and the seed."""
+    return fit_key("driver", sources=source_hash(*DRIVER_SOURCES),
+                   company=inputs.company.files["company"][1], observations=inputs.obs,
+                   priors=inputs.spec, fit=asdict(settings.fit), seed=settings.seed)
+
+
+def peer_fit_key(peers: xr.Dataset, settings: RunSettings) -> str:
+    """The fit cache's key of the peer regression: its source, the peer table (values and
+    attributes), the draws, tuning steps and chains, and the seed."""
+    fs = settings.fit
+    table = {"attrs": {k: str(v) for k, v in peers.attrs.items()},
+             "coords": {k: [str(x) for x in v.values] for k, v in peers.coords.items()},
+             "values": {k: v.values for k, v in peers.data_vars.items()}}
+    return fit_key("peers", sources=source_hash(*PEER_SOURCES), table=table, draws=fs.draws,
+                   tune=fs.tune, chains=fs.chains, seed=settings.seed)
+
+
+def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
+                timings: dict) -> dict:
+    """Prior draws, posterior, sampler statistics and diagnostics of the driver model."""
+    fs = settings.fit
+    key = driver_fit_key(inputs, settings) if cache is not None else None
+    if cache is not None and not settings.refit:
+        t = time.perf_counter()
+        entry = cache.load("driver", key)
+        if entry is not None:
+            groups, attrs = entry
+            diagnostics = diagnose(groups["posterior"], groups["sample_stats"],
+                                   list(attrs["free_parameters"]))
+            timings["fit_cache"] = time.perf_counter() - t
+            logger.info(f"driver model: fit read from the cache ({cache.path('driver', key)})")
+            return {**groups, "diagnostics": diagnostics}
+    model = build_model(inputs.spec, inputs.obs, inputs.company)
     logger.info(f"sampling the prior ({fs.prior_draws} draws)")
     t = time.perf_counter()
     prior = sample_prior(model, fs.prior_draws, settings.seed)
@@ -385,21 +445,39 @@ def fit_models(inputs: Inputs, settings: RunSettings) -> Fitted:
                 f"({fs.tune} tune)")
     fit = sample_posterior(model, fs, settings.seed, progressbar=settings.progress)
     timings.update(fit.timings)
-    logger.info(f"fitting the peer regression ({fs.chains} chains x {fs.draws} draws); "
-                f"valuation method: {spec.valuation_method}")
+    groups = {"prior": prior, "posterior": fit.idata["posterior"].to_dataset(),
+              "sample_stats": fit.idata["sample_stats"].to_dataset()}
+    if cache is not None:
+        cache.store("driver", key, groups, {"free_parameters": free_parameter_names(model)})
+    return {**groups, "diagnostics": fit.diagnostics}
+
+
+def _peer_fit(peers: xr.Dataset, settings: RunSettings, cache: FitCache | None,
+              timings: dict) -> xr.DataTree:
+    """The peer regression's DataTree (posterior, sample_stats; diagnostics as root attrs)."""
+    fs = settings.fit
+    key = peer_fit_key(peers, settings) if cache is not None else None
+    if cache is not None and not settings.refit:
+        t = time.perf_counter()
+        entry = cache.load("peers", key)
+        if entry is not None:
+            groups, attrs = entry
+            idata = xr.DataTree.from_dict(groups)
+            idata.attrs.update(peer_diagnostics(idata, list(attrs["free_parameters"])))
+            timings["peers_cache"] = time.perf_counter() - t
+            logger.info(f"peer regression: fit read from the cache ({cache.path('peers', key)})")
+            return idata
+    logger.info(f"fitting the peer regression ({fs.chains} chains x {fs.draws} draws)")
     t = time.perf_counter()
-    peers = load_peers(inputs.company.peers_path)
     with warnings.catch_warnings():  # its diagnostics are checked into the summary's reasons
         warnings.simplefilter("ignore", UserWarning)
-        peer_idata = fit_peer_model(peers, draws=fs.draws, tune=fs.tune, chains=fs.chains,
-                                    seed=settings.seed)
+        idata = fit_peer_model(peers, draws=fs.draws, tune=fs.tune, chains=fs.chains,
+                               seed=settings.seed)
     timings["peers"] = time.perf_counter() - t
-    premium = spec.valuation.get("peer_premium")
-    valuation = Valuation(spec.valuation_method, relation_from_fit(
-        peer_idata, premium, settings.seed, peers) if premium is not None else None)
-    return Fitted(prior, fit.idata["posterior"].to_dataset(),
-                  fit.idata["sample_stats"].to_dataset(), fit.diagnostics, peers, peer_idata,
-                  valuation, timings)
+    if cache is not None:
+        cache.store("peers", key, {g: idata[g].to_dataset() for g in ("posterior", "sample_stats")},
+                    {"free_parameters": [rv.name for rv in build_peer_model(peers).free_RVs]})
+    return idata
 
 
 def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,

@@ -1,0 +1,252 @@
+"""A content-addressed cache of fits: the same inputs never pay for the same fit twice.
+
+An entry is one file ``<kind>-<key>.fit`` in the cache folder (``$STFORECAST_CACHE``, else
+``$XDG_CACHE_HOME/stforecast``, else ``~/.cache/stforecast``). ``key`` is the sha256 of
+everything the fit depends on (`fit_key`): the model's source files, the data it conditions
+on, the resolved prior values (not the priors file's text: a changed source or comment is not
+a new fit), the sampler settings, the seed and the versions of the packages that sample. Two
+runs with one key would sample the same draws, so the second reads them instead.
+
+The file is one JSON header line (format, kind, key, the groups and their byte lengths, free
+attributes and the sha256 of the rest of the header and the payload) followed by each group
+as netCDF (h5netcdf) bytes: float64 exactly as sampled. Writes go to a temporary file beside
+the entry and are moved in with ``os.replace`` (a reader sees a whole entry or none); a
+truncated or altered entry fails its checksum, is logged, deleted and refitted, never used.
+After each write the folder is pruned to the newest ``max_entries`` entries and
+``max_bytes`` bytes (a hit refreshes an entry's modification time).
+
+PyTensor note (measured): the first compilation of a graph into an empty PyTensor compile
+cache can give gradients that differ in the last bits from the cached module later processes
+load, so a fit made by a cold-compile process may differ in the last digits from the same fit
+made warm. Whichever fit is stored first is served to every later run with the same key (runs
+agree with each other from then on); ``stforecast run --refit`` replaces it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "STFORECAST_CACHE"
+FORMAT = 1
+SUFFIX = ".fit"
+MAX_ENTRIES = 32
+MAX_BYTES = 1 << 30  # 1 GiB
+#: The packages whose versions are part of every key (they make the draws).
+PACKAGES = ("stforecast", "pymc", "pytensor", "nutpie", "numba", "numpy", "scipy")
+#: Fields of the priors' dataclasses that document and do not enter the model.
+DOCUMENTATION_FIELDS = frozenset({"source", "reasoning", "path", "sha256", "meta"})
+_SRC = Path(__file__).parent
+
+
+def cache_dir() -> Path:
+    """``$STFORECAST_CACHE``, else ``$XDG_CACHE_HOME/stforecast``, else ``~/.cache/stforecast``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "stforecast"
+
+
+def source_hash(*modules: str) -> str:
+    """sha256 over the source files of ``modules`` (names of stforecast's modules)."""
+    h = hashlib.sha256()
+    for name in modules:
+        h.update(name.encode() + b"\0" + (_SRC / f"{name}.py").read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of ``PACKAGES`` (from their metadata: nothing is imported)."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def canonical(obj: Any) -> Any:
+    """``obj`` as plain JSON values, exactly: floats as their hex form, arrays as dtype, shape
+    and the sha256 of their bytes, dataclasses as dicts without their documentation fields."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.name not in DOCUMENTATION_FIELDS}
+    if isinstance(obj, dict):
+        return {str(k): canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        a = np.ascontiguousarray(obj)
+        return {"dtype": a.dtype.str, "shape": list(a.shape),
+                "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj).hex()
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    raise TypeError(f"fit cache key: cannot hash a {type(obj).__name__}")
+
+
+def fit_key(kind: str, **parts: Any) -> str:
+    """The sha256 (hex) of ``kind``, the cache format, the package versions and ``parts``."""
+    doc = {"kind": kind, "format": FORMAT, "versions": package_versions(),
+           "parts": canonical(parts)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _checksum(header: dict, payload: bytes) -> str:
+    h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    h.update(payload)
+    return h.hexdigest()
+
+
+def _jsonable_attrs(ds: xr.Dataset) -> xr.Dataset:
+    """netCDF attributes are strings, numbers and lists of them (ArviZ's may be other types)."""
+    ds = ds.copy()
+    ds.attrs = {k: (v if isinstance(v, (str, int, float)) else json.dumps(v))
+                for k, v in ds.attrs.items()}
+    return ds
+
+
+class FitCache:
+    """The fit cache in ``root`` (see the module docstring)."""
+
+    def __init__(self, root: str | Path | None = None, max_entries: int = MAX_ENTRIES,
+                 max_bytes: int = MAX_BYTES):
+        self.root = Path(root) if root is not None else cache_dir()
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+
+    def __repr__(self) -> str:
+        return f"FitCache({str(self.root)!r})"
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / f"{kind}-{key}{SUFFIX}"
+
+    def load(self, kind: str, key: str) -> tuple[dict[str, xr.Dataset], dict] | None:
+        """``(groups, attrs)`` of the entry, or None when there is none or it is damaged
+        (checksum, header or netCDF: logged and deleted)."""
+        path = self.path(kind, key)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            logger.warning(f"fit cache: {path}: cannot read ({exc.strerror}); refitting")
+            return None
+        try:
+            groups, attrs = self._decode(raw, kind, key)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            logger.warning(f"fit cache: {path}: damaged entry ({exc}); deleted, refitting")
+            path.unlink(missing_ok=True)
+            return None
+        try:
+            os.utime(path)  # recently used: pruned last
+        except OSError:
+            pass
+        return groups, attrs
+
+    @staticmethod
+    def _decode(raw: bytes, kind: str, key: str) -> tuple[dict[str, xr.Dataset], dict]:
+        end = raw.find(b"\n")
+        if end < 0:
+            raise ValueError("no header line")
+        header = json.loads(raw[:end])
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        checksum = header.pop("sha256", None)
+        payload = raw[end + 1:]
+        if checksum != _checksum(header, payload):
+            raise ValueError("checksum mismatch (truncated or altered)")
+        if (header.get("format"), header.get("kind"), header.get("key")) != (FORMAT, kind, key):
+            raise ValueError("format, kind or key differ from the file's name")
+        groups, offset = {}, 0
+        for name, size in header["groups"]:
+            chunk = payload[offset:offset + size]
+            offset += size
+            with xr.open_dataset(io.BytesIO(chunk), engine="h5netcdf") as ds:
+                groups[name] = ds.load()
+        if offset != len(payload):
+            raise ValueError("payload length differs from the header's")
+        return groups, header["attrs"]
+
+    def store(self, kind: str, key: str, groups: dict[str, xr.Dataset],
+              attrs: dict | None = None) -> Path:
+        """Write the entry atomically (object-dtype variables are not stored), then prune."""
+        chunks = []
+        for name, ds in groups.items():
+            ds = _jsonable_attrs(ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object]))
+            chunks.append((name, bytes(ds.to_netcdf(engine="h5netcdf"))))
+        payload = b"".join(c for _, c in chunks)
+        header = {"format": FORMAT, "kind": kind, "key": key,
+                  "groups": [[name, len(c)] for name, c in chunks], "attrs": dict(attrs or {})}
+        header["sha256"] = _checksum(header, payload)
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path(kind, key)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(json.dumps(header, sort_keys=True).encode() + b"\n")
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.prune()
+        return path
+
+    def entries(self) -> list[Path]:
+        """The entries, newest (most recently written or used) first."""
+        if not self.root.is_dir():
+            return []
+        items = []
+        for p in self.root.glob(f"*{SUFFIX}"):
+            try:
+                items.append((p.stat().st_mtime, p))
+            except FileNotFoundError:  # pruned by another process
+                continue
+        return [p for _, p in sorted(items, reverse=True)]
+
+    def prune(self) -> list[Path]:
+        """Delete all but the newest ``max_entries`` entries within ``max_bytes`` (and temporary
+        files left by interrupted writes more than an hour ago); returns what was deleted."""
+        removed, total = [], 0
+        for i, p in enumerate(self.entries()):
+            try:
+                size = p.stat().st_size
+            except FileNotFoundError:
+                continue
+            total += size
+            if i >= self.max_entries or total > self.max_bytes:
+                p.unlink(missing_ok=True)
+                removed.append(p)
+        for p in self.root.glob(f".*{SUFFIX}.tmp-*"):
+            try:
+                if time.time() - p.stat().st_mtime > 3600:
+                    p.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def clear(self) -> None:
+        for p in self.entries():
+            p.unlink(missing_ok=True)
+

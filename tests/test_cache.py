@@ -1,0 +1,222 @@
+"""The fit cache (``stforecast.cache``): content-addressed keys, exact round trips, atomic
+entries whose damage is detected (and refitted, never used), pruning; and through
+``run_forecast``: a cache hit gives the same summary.json as a fresh fit."""
+
+import dataclasses
+import logging
+import os
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from stforecast.cache import FitCache, cache_dir, fit_key
+from stforecast.fit import FitSettings
+from stforecast.run import RunSettings, driver_fit_key, peer_fit_key, prepare, run_forecast
+
+#: Tiny fits: the diagnostics miss the bar, which does not matter for equality.
+TINY = RunSettings(seed=11, paths=400, report=False,
+                   fit=FitSettings(draws=60, tune=60, chains=2, prior_draws=40))
+
+
+def _groups(seed=0):
+    rng = np.random.default_rng(seed)
+    post = xr.Dataset({"a": (("chain", "draw"), rng.normal(size=(2, 50))),
+                       "b": (("chain", "draw", "segment"), rng.normal(size=(2, 50, 3)))},
+                      coords={"chain": [0, 1], "draw": np.arange(50),
+                              "segment": ["x", "y", "z"]},
+                      attrs={"sample_dims": ["chain", "draw"], "created_at": "now"})
+    stats = xr.Dataset({"diverging": (("chain", "draw"), rng.random((2, 50)) < 0.1),
+                        "depth": (("chain", "draw"), rng.integers(0, 9, (2, 50)).astype("uint64")),
+                        "message": (("chain", "draw"), np.full((2, 50), None, dtype=object))},
+                       coords={"chain": [0, 1], "draw": np.arange(50)})
+    return {"posterior": post, "sample_stats": stats}
+
+
+# --- the store ------------------------------------------------------------------------------
+def test_round_trip_is_exact(tmp_path):
+    cache = FitCache(tmp_path)
+    groups = _groups()
+    cache.store("driver", "k1", groups, {"free_parameters": ["a", "b"]})
+    back, attrs = cache.load("driver", "k1")
+    assert attrs == {"free_parameters": ["a", "b"]}
+    for name in ("posterior", "sample_stats"):
+        for var in back[name].data_vars:
+            np.testing.assert_array_equal(back[name][var].values, groups[name][var].values)
+            assert back[name][var].dtype == groups[name][var].dtype
+    assert "message" not in back["sample_stats"]  # object variables are not stored
+    assert back["posterior"]["b"].coords["segment"].values.tolist() == ["x", "y", "z"]
+    assert [p.name for p in tmp_path.iterdir()] == ["driver-k1.fit"]  # no temporary files left
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "header", "empty"])
+def test_a_damaged_entry_is_detected_deleted_and_never_used(tmp_path, damage, caplog):
+    cache = FitCache(tmp_path)
+    path = cache.store("driver", "k1", _groups(), {})
+    raw = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flip":  # one bit deep in the payload
+        i = len(raw) - 100
+        path.write_bytes(raw[:i] + bytes([raw[i] ^ 1]) + raw[i + 1:])
+    elif damage == "header":
+        path.write_bytes(raw.replace(b'"kind": "driver"', b'"kind": "driveR"', 1))
+    else:
+        path.write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="stforecast.cache"):
+        assert cache.load("driver", "k1") is None
+    assert "damaged entry" in caplog.text and not path.exists()
+
+
+def test_an_entry_answers_only_its_own_kind_and_key(tmp_path):
+    cache = FitCache(tmp_path)
+    path = cache.store("driver", "k1", _groups(), {})
+    os.replace(path, cache.path("driver", "k2"))  # a file renamed is not the other key's entry
+    assert cache.load("driver", "k2") is None
+    assert cache.load("peers", "k1") is None
+
+
+def test_prune_keeps_the_newest_entries(tmp_path):
+    cache = FitCache(tmp_path)
+    for i, key in enumerate(["old", "mid", "new"]):
+        cache.store("driver", key, _groups(i), {})
+        os.utime(cache.path("driver", key), (time.time() - 100 + i, time.time() - 100 + i))
+    cache.load("driver", "old")  # used: the most recent now
+    assert cache.prune() == []
+    cache = FitCache(tmp_path, max_entries=2)
+    assert cache.prune() == [cache.path("driver", "mid")]
+    assert sorted(p.name for p in cache.entries()) == ["driver-new.fit", "driver-old.fit"]
+    size = cache.path("driver", "new").stat().st_size
+    small = FitCache(tmp_path, max_bytes=size + 1)
+    small.prune()
+    assert len(small.entries()) == 1
+
+
+def test_cache_folder_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("STFORECAST_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c" and FitCache().root == tmp_path / "c"
+    monkeypatch.delenv("STFORECAST_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "stforecast"
+
+
+# --- the keys -------------------------------------------------------------------------------
+def test_keys_follow_values_not_documentation():
+    inputs = prepare("sensetime")
+    key = driver_fit_key(inputs, TINY)
+    assert key == driver_fit_key(prepare("sensetime"), TINY)
+    # one prior's value -> another fit
+    name, proc = next(iter(inputs.spec.growth.items()))
+    long_run = dataclasses.replace(proc.long_run, params={
+        k: v * 1.01 for k, v in proc.long_run.params.items()})
+    spec = dataclasses.replace(inputs.spec, growth={
+        **inputs.spec.growth, name: dataclasses.replace(proc, long_run=long_run)})
+    assert driver_fit_key(dataclasses.replace(inputs, spec=spec), TINY) != key
+    # a source sentence, the file's path or hash -> the same fit
+    spec = dataclasses.replace(inputs.spec, path="elsewhere.toml", sha256="0" * 64, growth={
+        **inputs.spec.growth, name: dataclasses.replace(proc, source="another sentence")})
+    assert driver_fit_key(dataclasses.replace(inputs, spec=spec), TINY) == key
+    # seed and settings
+    assert driver_fit_key(inputs, dataclasses.replace(TINY, seed=12)) != key
+    assert driver_fit_key(inputs, dataclasses.replace(
+        TINY, fit=dataclasses.replace(TINY.fit, draws=61))) != key
+    # paths and the report do not enter a fit
+    assert driver_fit_key(inputs, dataclasses.replace(TINY, paths=9, report=True)) == key
+
+
+def test_peer_key_follows_the_table_and_settings():
+    from stforecast.peers import load_peers
+    peers = load_peers(prepare("sensetime").company.peers_path)
+    key = peer_fit_key(peers, TINY)
+    changed = peers.copy(deep=True)
+    var = changed.attrs["regression_response"]
+    changed[var].values[0] *= 1.01
+    assert peer_fit_key(changed, TINY) != key
+    assert peer_fit_key(peers, dataclasses.replace(TINY, seed=12)) != key
+    assert peer_fit_key(peers, dataclasses.replace(TINY, paths=9)) == key
+
+
+def test_package_versions_enter_the_key(monkeypatch):
+    from stforecast import cache
+    key = fit_key("driver", x=1.0)
+    monkeypatch.setattr(cache, "package_versions", lambda: {"pymc": "0"})
+    assert fit_key("driver", x=1.0) != key
+
+
+# --- through run_forecast ---------------------------------------------------------------------
+def _summary_text(folder):
+    return (folder / "summary.json").read_text()
+
+
+@pytest.fixture(scope="module")
+def cached_runs(tmp_path_factory):
+    """Runs of one company and settings into an empty fit cache: ``fresh`` (``refit``: a fit,
+    with PyTensor's compile cache warm from earlier runs, stored), ``hit`` (read from the
+    cache), ``damaged`` (after the peer regression's entry was truncated: that fit is made
+    again, the driver fit read)."""
+    root = tmp_path_factory.mktemp("cached-runs")
+    cache = FitCache(root / "cache")
+    out, logs = {}, {}
+    handler = _Messages()
+    log = logging.getLogger("stforecast")
+    log.addHandler(handler)
+    level, log.level = log.level, logging.INFO
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STFORECAST_CACHE", str(cache.root))
+    try:
+        for name, settings in (("fresh", dataclasses.replace(TINY, refit=True)), ("hit", TINY)):
+            handler.messages.clear()
+            out[name] = run_forecast(root / name, "sensetime", settings)
+            logs[name] = list(handler.messages)
+        entry = next(p for p in cache.entries() if p.name.startswith("peers-"))
+        entry.write_bytes(entry.read_bytes()[:-1000])
+        handler.messages.clear()
+        out["damaged"] = run_forecast(root / "damaged", "sensetime", TINY)
+        logs["damaged"] = list(handler.messages)
+    finally:
+        mp.undo()
+        log.removeHandler(handler)
+        log.setLevel(level)
+    return root, out, logs, cache
+
+
+class _Messages(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.slow  # one fit of the driver model (~40-60 s, mostly nutpie's compilation)
+def test_a_cache_hit_gives_the_summary_of_a_fresh_fit(cached_runs):
+    root, out, logs, _ = cached_runs
+    assert any("read from the cache" in m for m in logs["hit"])
+    assert not any(m.startswith("fitting") for m in logs["hit"])
+    assert any(m.startswith("fitting") for m in logs["fresh"])
+    assert _summary_text(root / "hit") == _summary_text(root / "fresh")
+    assert out["hit"] == out["fresh"]
+    with xr.open_dataset(root / "hit" / "forecast.nc", group="posterior") as a, \
+            xr.open_dataset(root / "fresh" / "forecast.nc", group="posterior") as b:
+        xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+    assert "fit_cache" in out["hit"].timings_s and "sampling" not in out["hit"].timings_s
+
+
+@pytest.mark.slow
+def test_a_truncated_entry_is_refitted_not_used(cached_runs):
+    root, out, logs, cache = cached_runs
+    assert any("damaged entry" in m for m in logs["damaged"])
+    assert any(m.startswith("fitting the peer regression") for m in logs["damaged"])
+    assert any(m.startswith("driver model: fit read from the cache") for m in logs["damaged"])
+    assert _summary_text(root / "damaged") == _summary_text(root / "fresh")
+    assert len([p for p in cache.entries() if p.name.startswith("peers-")]) == 1  # stored again
+
+
+@pytest.mark.slow
+def test_the_diagnostics_are_computed_again_on_a_hit(cached_runs):
+    _, out, _, _ = cached_runs
+    assert out["hit"].diagnostics == out["fresh"].diagnostics
+    assert out["hit"].reasons == out["fresh"].reasons  # tiny fits miss the bar: it says so
+    assert not out["hit"].ok
