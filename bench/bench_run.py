@@ -1,59 +1,150 @@
-"""Speed of ``stforecast run``, cold (fresh PyTensor compile cache) and warm (second run),
-split into import, prior, compile, sampling, peer regression, predictive (all scenarios),
-summaries, write and report time; and the two NUTS samplers compared on the default model
-(nutpie vs PyMC).
+"""Speed of ``stforecast run`` as a user meets it (issue 13), process wall time of the real
+command line, each in a fresh Python process:
 
-Run: .venv/bin/python bench/bench_run.py [--samplers]   (the default shipped company)
+* ``cold``: a first run with empty caches: a fresh PyTensor ``base_compiledir`` (which also
+  moves PyTensor's numba cache; ``compiledir=`` alone does not) and an empty fit cache;
+* ``cache_hit``: the same command again (driver and peer fits read from the fit cache);
+* ``prior_change``: one prior's value changed (a copy of the priors file): the driver model is
+  fitted again (PyTensor's cache now warm), the peer regression read from the cache;
+* ``scenarios``: ``stforecast scenarios --scenarios FILE`` (re-simulation on the saved posterior);
+* ``query``: ``stforecast query`` on the saved results.
+
+Each run prints its breakdown (seconds per stage, from the run's ``Summary.timings_s``, plus
+the import time); ``--json`` prints one JSON object; every invocation appends one line to
+``bench/history_run.tsv`` so that regressions show.
+
+Run: .venv/bin/python bench/bench_run.py [--json] [--paths N] [--no-history]
 """
 
+from __future__ import annotations
+
+import argparse
+import datetime
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+HERE = Path(__file__).parent
+HISTORY = HERE / "history_run.tsv"
+STAGES = ("import", "fit_cache", "peers_cache", "prior", "compile", "sampling", "peers",
+          "predictive", "summaries", "write", "report")
+
+#: The command line in this process, with the run's timings written to $BENCH_TIMINGS.
 CHILD = r"""
-import json, sys, time
+import json, os, sys, time
 t0 = time.perf_counter()
-from stforecast.run import RunSettings, run_forecast
-from stforecast.fit import FitSettings
+import stforecast.cli as cli
+import stforecast.run as run
 t_import = time.perf_counter() - t0
-s = run_forecast(sys.argv[1], None, RunSettings(fit=FitSettings(sampler=sys.argv[2])))
-t = dict(s.timings_s); t["import"] = round(t_import, 2)
-t["wall"] = round(time.perf_counter() - t0, 2)
-print(json.dumps({"timings": t, "ess_bulk_min": s.diagnostics.ess_bulk_min,
-                  "divergences": s.diagnostics.divergences}))
+timings = {"import": round(t_import, 2)}
+original = run.run_forecast
+def run_forecast(*args, **kwargs):
+    summary = original(*args, **kwargs)
+    timings.update(summary.timings_s)
+    return summary
+run.run_forecast = run_forecast
+code = cli.main(sys.argv[1:])
+timings["in_process"] = round(time.perf_counter() - t0, 2)
+with open(os.environ["BENCH_TIMINGS"], "w") as fh:
+    json.dump(timings, fh)
+sys.exit(code)
 """
 
 
-def one_run(compiledir: str, sampler: str) -> dict:
-    env = dict(os.environ, PYTENSOR_FLAGS=f"compiledir={compiledir}")
-    with tempfile.TemporaryDirectory() as out:
+def command(args: list[str], env: dict) -> dict:
+    """Run ``stforecast ARGS`` in a fresh process; its wall time and the run's timings."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as tf:
+        env = dict(env, BENCH_TIMINGS=tf.name)
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", CHILD, out, sampler], env=env,
-                              capture_output=True, text=True, check=True)
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        result["process_wall"] = round(time.perf_counter() - t, 2)
-        return result
+        proc = subprocess.run([sys.executable, "-c", CHILD, *args], env=env,
+                              capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if proc.returncode not in (0, 3):  # 3: results written, the bar missed
+            sys.exit(f"stforecast {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        text = Path(tf.name).read_text()
+        timings = json.loads(text) if text else {}
+    return {"process_wall": round(wall, 2), "timings": timings}
+
+
+def changed_prior(priors: Path, out: Path) -> str:
+    """A copy of ``priors`` with the first ``sigma = x`` scaled by 1.1; returns what changed."""
+    text = priors.read_text()
+    m = re.search(r"sigma\s*=\s*([0-9.]+)", text)
+    new = f"{float(m.group(1)) * 1.1:.6g}"
+    out.write_text(text[:m.start(1)] + new + text[m.end(1):])
+    line = text.count("\n", 0, m.start()) + 1
+    return f"{priors.name} line {line}: sigma {m.group(1)} -> {new}"
+
+
+def size_mb(folder: Path) -> float:
+    return round(sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6, 1)
+
+
+def line(name: str, r: dict) -> str:
+    t = r["timings"]
+    parts = ", ".join(f"{k} {t[k]:.1f}" for k in STAGES if k in t)
+    return f"{name:>13}: {r['process_wall']:6.1f} s" + (f"  ({parts})" if parts else "")
 
 
 def main():
-    samplers = ["nutpie", "pymc"] if "--samplers" in sys.argv else ["nutpie"]
-    for sampler in samplers:
-        with tempfile.TemporaryDirectory() as cache:
-            cold = one_run(cache, sampler)
-            warm = one_run(cache, sampler)
-        for label, r in (("cold", cold), ("warm", warm)):
-            t = r["timings"]
-            parts = ", ".join(f"{k} {t[k]:.1f}" for k in
-                              ("import", "prior", "compile", "sampling", "peers", "predictive",
-                               "summaries", "write", "report") if k in t)
-            print(f"{sampler:>6} {label}: process {r['process_wall']:.1f} s ({parts}); "
-                  f"ESS bulk min {r['ess_bulk_min']:.0f}, divergences {r['divergences']}; "
-                  f"ESS/s of sampling {r['ess_bulk_min'] / t['sampling']:.0f}")
-        print(f"{sampler:>6} warm/cold ratio: {warm['process_wall'] / cold['process_wall']:.2f}")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--paths", type=int, default=100_000)
+    ap.add_argument("--company", default=None)
+    ap.add_argument("--no-history", action="store_true", help=f"do not append to {HISTORY.name}")
+    args = ap.parse_args()
+
+    from stforecast.company import load_company
+    company = load_company(args.company)
+    work = Path(tempfile.mkdtemp(prefix="bench-run-"))
+    try:
+        env = dict(os.environ, PYTENSOR_FLAGS=f"base_compiledir={work / 'pytensor'}",
+                   STFORECAST_CACHE=str(work / "fit-cache"), MPLBACKEND="Agg")
+        base = ["run", "--company", company.key, "--paths", str(args.paths), "--no-progress"]
+        res = work / "results"
+        out = {"company": company.key, "paths": args.paths}
+        out["cold"] = command(base + ["--out", str(res)], env)
+        out["cache_hit"] = command(base + ["--out", str(res)], env)
+        out["stored_mb"] = size_mb(res)
+        priors = work / "priors.toml"
+        out["prior_changed"] = changed_prior(company.priors_path, priors)
+        out["prior_change"] = command(base + ["--out", str(work / "res2"), "--priors",
+                                              str(priors)], env)
+        out["scenarios"] = command(["scenarios", "--results", str(res), "--scenarios",
+                                    str(company.scenarios_path)], env)
+        final = company.last_forecast_year
+        out["query"] = command(["query", f"P(revenue[{final}] > 0)", "--results", str(res)], env)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        print(f"stforecast run, {company.key}, {args.paths:,} paths; process wall time")
+        for name in ("cold", "cache_hit", "prior_change", "scenarios", "query"):
+            print(line(name, out[name]))
+        print(f"{'':>13}  prior changed: {out['prior_changed']}")
+        print(f"{'stored':>13}: {out['stored_mb']} MB (results folder)")
+    if not args.no_history:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
+                                capture_output=True, text=True).stdout.strip()
+        cols = ["date", "commit", "cores", "paths", "cold_s", "cache_hit_s", "prior_change_s",
+                "scenarios_s", "query_s", "stored_mb"]
+        row = [datetime.date.today().isoformat(), commit, str(os.cpu_count()), str(args.paths),
+               *(str(out[k]["process_wall"]) for k in ("cold", "cache_hit", "prior_change",
+                                                        "scenarios", "query")),
+               str(out["stored_mb"])]
+        new = not HISTORY.exists()
+        with open(HISTORY, "a") as fh:
+            if new:
+                fh.write("\t".join(cols) + "\n")
+            fh.write("\t".join(row) + "\n")
 
 
 if __name__ == "__main__":

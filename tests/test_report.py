@@ -365,3 +365,12 @@ def test_renders_in_headless_chromium(run_dir, tmp_path):
     pixels = _decode(shot.read_bytes())
     assert pixels.shape[:2] == (4000, 1280)
     assert float(pixels[..., :3].std()) > 0.05  # not a blank page
+
+
+def test_the_run_renders_from_memory_what_summary_json_renders(run_dir, tmp_path):
+    """The run builds its report from the Summary in memory; the same page comes from the
+    written summary.json alone."""
+    copy = _copy(run_dir, tmp_path / "copy")
+    build_report(copy)
+    assert (copy / "report.html").read_text(encoding="utf-8") == \
+        (run_dir / "report.html").read_text(encoding="utf-8")

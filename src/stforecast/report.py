@@ -65,10 +65,13 @@ def _load_results(results_dir: Path) -> dict:
     except (OSError, UnicodeDecodeError) as err:
         raise ResultsError(f"{path}: expected a JSON summary ({type(err).__name__}: "
                            f"{str(err).splitlines()[0]})") from None
-    summary = Summary.from_json(text, path).to_dict()
+    return _checked(Summary.from_json(text, path).to_dict(), results_dir)
+
+
+def _checked(summary: dict, results_dir: Path) -> dict:
     if not summary.get("charts"):
-        raise ResultsError(f"{path}: key 'charts': expected the chart data (results written by "
-                           "an older stforecast: run the forecast again)")
+        raise ResultsError(f"{results_dir / SUMMARY_FILE}: key 'charts': expected the chart data "
+                           "(results written by an older stforecast: run the forecast again)")
     return summary
 
 
@@ -713,12 +716,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def build_report(results_dir: Path | str) -> Path:
+def build_report(results_dir: Path | str, summary: Summary | None = None) -> Path:
     """Write ``results_dir/report.html`` (and its PNGs beside it) from the results folder
     alone; returns the page's path. ``ResultsError`` (one line) when the folder has no usable
-    summary; an earlier report is left as it was on any failure."""
+    summary; an earlier report is left as it was on any failure. ``summary``: the run's
+    ``Summary`` in memory (what ``summary.json`` holds), so that a run does not read back
+    what it has just written."""
     results_dir = Path(results_dir)
-    summary = _load_results(results_dir)
+    summary = _load_results(results_dir) if summary is None else _checked(summary.to_dict(),
+                                                                          results_dir)
     method_names = {m: method_name(m) for m in VALUATION_METHODS}
     figs = plots.figures(summary["charts"], summary.get("sensitivity"), method_names)
     pngs = {name: plots.png_bytes(fig) for name, fig in figs.items()}

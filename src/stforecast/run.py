@@ -552,7 +552,7 @@ def write(out: Path, inputs: Inputs, fitted: Fitted, draws: Draws, summary: Summ
             from .report import build_report
             logger.info("building report.html and the charts")
             t = time.perf_counter()
-            build_report(tmp)
+            build_report(tmp, summary)  # from memory: nothing is read back
             timings["report"] = time.perf_counter() - t
         _atomic_publish(tmp, out)
         logger.info(f"done: {out}")
