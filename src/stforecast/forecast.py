@@ -3,13 +3,13 @@
 ::
 
     import stforecast
-    fc = stforecast.Forecast.from_company("sensetime")   # a shipped company, or a folder
+    fc = stforecast.Forecast.from_company("<company>")   # a shipped company, or a folder
     fc.fit()                                             # driver model + peer regression
     fc.simulate()                                        # 100,000 paths under every scenario
-    fc.query("P(target_price_hkd > 6.73)")               # value ± Monte Carlo error
+    fc.query("P(target_price > 7.5)")                    # value ± Monte Carlo error
     fc.plot.fan("revenue")                               # a matplotlib Figure
-    fc.save("results/sensetime")                         # the results folder (and report)
-    res = stforecast.load("results/sensetime")           # read it back, no PyMC needed
+    fc.save("results/<company>")                         # the results folder (and report)
+    res = stforecast.load("results/<company>")           # read it back, no PyMC needed
 
 Each step returns the forecast, so the calls chain (``Forecast.from_company(...).fit().
 simulate()``). Every step is the same stage function ``stforecast run`` uses
@@ -97,7 +97,7 @@ class Forecast:
 
     def query(self, expression: str, scenario: str | None = None):
         """A probability or statistic of the draws with its Monte Carlo error, e.g.
-        ``"P(revenue[FY23] > 8825)"`` (see ``stforecast.query``); ``scenario``: default the
+        ``"P(revenue[<year>] > 9000)"`` (see ``stforecast.query``); ``scenario``: default the
         headline scenario."""
         from .query import evaluate
 
