@@ -397,8 +397,10 @@ def fit_models(inputs: Inputs, settings: RunSettings) -> Fitted:
     premium = spec.valuation.get("peer_premium")
     valuation = Valuation(spec.valuation_method, relation_from_fit(
         peer_idata, premium, settings.seed, peers) if premium is not None else None)
-    return Fitted(prior, fit.idata["posterior"].to_dataset(),
-                  fit.idata["sample_stats"].to_dataset(), fit.diagnostics, peers, peer_idata,
+    posterior = fit.idata["posterior"].to_dataset()
+    if "first_year_growth" in posterior:  # its year is a coordinate of the data, not of the name
+        posterior["first_year_growth"].attrs["year"] = inputs.company.first_forecast_year
+    return Fitted(prior, posterior, fit.idata["sample_stats"].to_dataset(), fit.diagnostics, peers, peer_idata,
                   valuation, timings)
 
 
