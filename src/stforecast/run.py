@@ -400,8 +400,8 @@ def fit_models(inputs: Inputs, settings: RunSettings) -> Fitted:
     posterior = fit.idata["posterior"].to_dataset()
     if "first_year_growth" in posterior:  # its year is a coordinate of the data, not of the name
         posterior["first_year_growth"].attrs["year"] = inputs.company.first_forecast_year
-    return Fitted(prior, posterior, fit.idata["sample_stats"].to_dataset(), fit.diagnostics, peers, peer_idata,
-                  valuation, timings)
+    return Fitted(prior, posterior, fit.idata["sample_stats"].to_dataset(), fit.diagnostics,
+                  peers, peer_idata, valuation, timings)
 
 
 def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
