@@ -130,6 +130,7 @@ def fast_runs(tmp_path_factory):
     return out, executed
 
 
+@pytest.mark.slow  # three kernels, each fitting: the full lane, not the fast one
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_in_fast_mode(name, fast_runs):
     out, executed = fast_runs
