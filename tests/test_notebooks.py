@@ -28,9 +28,9 @@ pytest.importorskip("ipykernel")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ("01-quickstart", "02-scenarios", "03-priors-and-sensitivity")
-#: Figures each notebook draws (fan chart, target price; two scenario charts; two tornadoes
-#: and the side-by-side fan charts).
-MIN_FIGURES = {"01-quickstart": 2, "02-scenarios": 2, "03-priors-and-sensitivity": 3}
+#: Figures each notebook draws (fan chart, target price; two scenario charts; two tornadoes,
+#: the side-by-side fan charts and the valuation methods).
+MIN_FIGURES = {"01-quickstart": 2, "02-scenarios": 2, "03-priors-and-sensitivity": 4}
 CELL_TIMEOUT_S = 600
 
 
@@ -73,21 +73,31 @@ def _check_content(name: str, nb) -> None:
     assert len(_outputs(nb, "image/png")) >= MIN_FIGURES[name]
     assert "Traceback" not in text
     if name == "01-quickstart":
-        assert re.search(r"P\(target price > HK\$6\.73\) = 0\.\d+ ± 0\.\d+", text)
+        assert re.search(r"P\(target price > HKD 6\.73\) = 0\.\d+ ± 0\.\d+  \([\d,]+ paths\)",
+                         text)
         for query in ("P(target_price_hkd > 6.73)", "P(revenue[FY23] > 8825)",
                       "P(cash[FY23] < 3000)"):
             assert re.search(re.escape(query) + r" = [\d.]+ ± [\d.]+", text), query
         assert "Sampler: R-hat max" in text
-        assert any("FY23E revenue" in t and "Target price" in t for t in tables)
+        assert any("FY23E revenue" in t and "Cash burn FY21-FY23" in t and "Target price" in t
+                   for t in tables)
+        # the saved folder read back gives the same headline
+        assert re.search(r"results in 01-quickstart/: .*forecast\.nc.*summary\.json", text)
+        assert "same as above: True" in text
     elif name == "02-scenarios":
         assert re.search(r"7 scenarios x [\d,]+ paths re-simulated in [\d.]+ s", text)
         comparison = [t for t in tables if "gpu-export-ban" in t]
-        assert comparison and "combined-stress" in comparison[-1] and "P(upside)" in comparison[-1]
+        assert comparison and "P(upside)" in comparison[-1]
+        assert all(f"<th>{name}</th>" in comparison[-1] for name in (
+            "base", "risk-weighted", "combined-stress", "gpu-ban-and-combined-stress"))
         assert re.search(r"gpu-export-ban +P\(upside\) = 0\.\d+ ± 0\.\d+", text)
+        assert re.search(r"GPU ban: target price lower by HKD [\d.]+ on the median path", text)
     else:
         assert "report's view  long-run log growth" in text
         before_after = [t for t in tables if "our prior" in t and "view</th>" in t]
         assert any("P(upside)" in t and "posterior median" in t for t in before_after)
+        assert "headline method: peer-regression" in text
+        assert any("peer-regression</th>" in t and "EV/sales multiple" in t for t in tables)
 
 
 def _execute_or_error(name: str):
@@ -120,6 +130,7 @@ def fast_runs(tmp_path_factory):
     return out, executed
 
 
+@pytest.mark.slow  # three kernels, each fitting: the full lane, not the fast one
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_in_fast_mode(name, fast_runs):
     out, executed = fast_runs

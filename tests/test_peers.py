@@ -223,7 +223,7 @@ def _synthetic_posterior(chains=4, draws=100, sigma=0.3, nu=math.inf, seed=0):
         "growth_centre": np.full(shape, 0.3),
         "margin_centre": np.full(shape, 0.75),
     }
-    return xr.Dataset({k: (pe.SAMPLE_DIMS, v) for k, v in values.items()})
+    return xr.Dataset({k: (pe.POSTERIOR_DIMS, v) for k, v in values.items()})
 
 
 def _paths(value, chains=4, draws=100, n_paths=5):

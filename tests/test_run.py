@@ -307,7 +307,8 @@ def test_query_command_on_a_run(small_run, capsys):
 
 
 def test_run_command_exits_3_when_the_bar_is_missed(small_run, tmp_path, monkeypatch, capsys):
-    """``stforecast run`` prints the summary and exits 3, with the reasons on one line."""
+    """``stforecast run --strict`` prints the summary and exits 3, with the reasons on one line;
+    without ``--strict`` the same line is a warning and the exit status 0."""
     from stforecast.cli import main
     out, summary = small_run
     calls = []
@@ -318,13 +319,16 @@ def test_run_command_exits_3_when_the_bar_is_missed(small_run, tmp_path, monkeyp
 
     monkeypatch.setattr(run_module, "run_forecast", fake_run)
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "--company", "sensetime", "--draws", "200", "--no-report"]) == 3
+    assert main(["run", "--company", "sensetime", "--draws", "200", "--no-report",
+                 "--strict"]) == 3
     folder, key, settings = calls[0]
     assert str(folder) == "results/sensetime" and key == "sensetime"
     assert settings.fit.draws == 200 and settings.seed == run_module.DEFAULT_SEED
     captured = capsys.readouterr()
     assert "P(target_price > 6.73) = " in captured.out and "FY23" in captured.out
     assert captured.err.count("\n") == 1 and "; ".join(summary.reasons) in captured.err
+    assert main(["run", "--no-report"]) == 0
+    assert "WARNING: the fit misses the quality bar" in capsys.readouterr().err
     ok = dataclasses.replace(summary, ok=True, reasons=())
     monkeypatch.setattr(run_module, "run_forecast", lambda *a, **k: ok)
     assert main(["run", "--out", str(tmp_path / "x")]) == 0

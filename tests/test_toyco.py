@@ -174,3 +174,47 @@ def test_renamed_and_shifted_copy_runs_and_summarises(tmp_path):
     assert summary["periods"]["sales_cagr"] == "FY25-FY28"
     assert summary["company"]["key"] == "toyco_next"
     assert "seats_revenue" in {a["driver"] for a in summary["assumptions"]}
+
+
+# --- the command line, end to end ----------------------------------------------------------------
+@pytest.mark.slow
+def test_toyco_end_to_end_on_the_command_line(tmp_path):
+    """run (with its report), scenarios, query, sensitivity, score and report, from the data
+    files alone, through the installed command line in subprocesses."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "toyco"
+
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "stforecast.cli", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600,
+                              env={**__import__("os").environ, "MPLBACKEND": "Agg"})
+        assert done.returncode in (0, 3), done.stderr[-2000:]  # 3: tiny fit misses the bar
+        return done.stdout
+
+    printed = cli("run", "--company", "toyco", "--out", str(out), "--draws", "100", "--tune",
+                  "100", "--chains", "2", "--paths", "500")
+    assert (out / "report.html").exists() and (out / "fan_revenue.png").exists()
+    assert "EUR" in (out / "report.html").read_text() and "FY27" in printed
+    scenarios = json.loads(cli("scenarios", "--results", str(out), "--json"))
+    assert {"base", "risk-weighted", "downturn"} <= set(_names(scenarios))
+    q = cli("query", "P(revenue_subscriptions[FY27] > 0) ", "--results", str(out))
+    assert re.search(r"= 1(\.0+)? ± 0", q), q
+    assert "subscriptions_revenue_per_subscriber" in cli("sensitivity", "revenue[FY27]", "--results",
+                                                         str(out))
+    actuals = tmp_path / "actuals.toml"
+    actuals.write_text("target_price = 25.0\n[revenue]\nFY25 = 300\n")
+    scored = json.loads(cli("score", str(actuals), "--results", str(out), "--json"))
+    assert {row["variable"] for row in scored} == {"target_price", "revenue"}
+    (out / "report.html").unlink()
+    cli("report", "--results", str(out))
+    assert (out / "report.html").exists()
+
+
+def _names(scenarios) -> list[str]:
+    """Scenario names from ``stforecast scenarios --json`` (a list of rows or a mapping)."""
+    if isinstance(scenarios, dict):
+        return list(scenarios.get("scenarios", scenarios))
+    return [row.get("scenario") for row in scenarios]

@@ -4,19 +4,34 @@ Money is in the company's currency (millions) unless a name says otherwise; pric
 price currency per share; ratios are fractions; days are days; fiscal years are labels of the
 ``year`` coordinate.
 
-In a notebook::
+In a notebook (``stforecast.forecast``)::
 
-    from stforecast.run import run_forecast, RunSettings       # fit + simulate + write results
-    import stforecast as st
-    res = st.load_results("results/<company>")                 # summary, company, draws
-    res.summary.headline.p_upside                              # P(target price > price) ± MCSE
-    st.evaluate("P(target_price > 7.5)", res)                  # value ± Monte Carlo error
-    st.evaluate("P(cash[<year>] < 3000)", res, scenario="<scenario>")
+    import stforecast
+    fc = stforecast.Forecast.from_company("<company>")          # a shipped company or a folder
+    fc.fit().simulate()                                         # fit, then 100,000 paths
+    fc.query("P(target_price > 7.5)")                           # value ± Monte Carlo error
+    fc.plot.fan("revenue")
+    fc.save("results/<company>")
+    res = stforecast.load("results/<company>")                  # summary, company, draws
 
-Importing the package is cheap: PyMC is imported only by the modules that fit.
+Importing the package is cheap: PyMC is imported only by the modules that fit (``Forecast`` is
+imported on first use).
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name == "Forecast":
+        from .forecast import Forecast
+        return Forecast
+    raise AttributeError(f"module 'stforecast' has no attribute {name!r}")
+
+
+def load(folder):
+    """A saved results folder (``results.Results``: ``.summary``, ``.company``, ``.draws()``);
+    the same as :func:`load_results`. Imports neither PyMC nor PyTensor."""
+    return load_results(folder)
 
 
 def load_results(results):

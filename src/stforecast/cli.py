@@ -174,9 +174,9 @@ def cmd_run(args) -> int:
                            scenarios_path=Path(args.scenarios) if args.scenarios else None)
     _print_run_summary(summary, out)
     if not summary.ok:
-        print(f"stforecast run: the fit misses the quality bar ({'; '.join(summary.reasons)}); "
-              f"results written to {out}", file=sys.stderr)
-        return EXIT_DIAGNOSTICS
+        print(f"stforecast run: WARNING: the fit misses the quality bar "
+              f"({'; '.join(summary.reasons)}); results written to {out}", file=sys.stderr)
+        return EXIT_DIAGNOSTICS if args.strict else 0
     return 0
 
 
@@ -338,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refit", action="store_true",
                    help="fit again even when the fit cache has this fit (the cache folder is "
                         "$STFORECAST_CACHE, else ~/.cache/stforecast)")
+    p.add_argument("--strict", action="store_true",
+                   help=f"exit {EXIT_DIAGNOSTICS} when a fit misses the quality bar (R-hat, ESS, "
+                        "divergences); without it the miss is a warning on stderr, in "
+                        "summary.json and in the report's banner")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="sampler progress bars (default: on in a terminal)")
     p.set_defaults(func=cmd_run)

@@ -393,8 +393,11 @@ def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = T
     premium = spec.valuation.get("peer_premium")
     valuation = Valuation(spec.valuation_method, relation_from_fit(
         peer_idata, premium, settings.seed, peers) if premium is not None else None)
-    return Fitted(driver["prior"], driver["posterior"], driver["sample_stats"],
-                  driver["diagnostics"], peers, peer_idata, valuation, timings)
+    posterior = driver["posterior"]
+    if "first_year_growth" in posterior:  # its year is a coordinate of the data, not of the name
+        posterior["first_year_growth"].attrs["year"] = inputs.company.first_forecast_year
+    return Fitted(driver["prior"], posterior, driver["sample_stats"], driver["diagnostics"],
+                  peers, peer_idata, valuation, timings)
 
 
 #: stforecast's modules whose source decides the driver fit and the peer fit.
