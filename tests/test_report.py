@@ -28,8 +28,10 @@ from stforecast.fit import FitSettings
 from stforecast.report import build_report
 from stforecast.run import RunSettings, run_forecast
 
-SETTINGS = RunSettings(paths=2000, report=True,
-                       fit=FitSettings(draws=100, tune=100, chains=2, prior_draws=100))
+#: The same fit as tests/test_run.py's small run (seed, draws, ...), so one of the two is a hit of
+#: the session's fit cache rather than a second compile and fit.
+SETTINGS = RunSettings(seed=5, paths=2000, report=True,
+                       fit=FitSettings(draws=200, tune=200, chains=2, prior_draws=100))
 
 
 @pytest.fixture(scope="module")
