@@ -101,10 +101,7 @@ class Forecast:
         headline scenario."""
         from .query import evaluate
 
-        draws = self.draws
-        draws.attrs.update(currency=self.company.currency,
-                           price_currency=self.company.price_currency)
-        return evaluate(expression, draws, scenario or HEADLINE_SCENARIO)
+        return evaluate(expression, self.draws, scenario or HEADLINE_SCENARIO)
 
     @property
     def plot(self) -> _Plots:

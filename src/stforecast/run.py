@@ -245,6 +245,7 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
                           np.random.default_rng(seed), scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
                           valuation=valuation, ceilings=spec.ceilings())
+    predictive.attrs.update(draws_attrs(company))
     return scenario_summaries(predictive, scenarios, company), predictive
 
 
@@ -503,7 +504,15 @@ def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
     prior_predictive = simulate(fitted.prior, company, inputs.obs, PRIOR_PATHS_PER_DRAW, rng,
                                 keep=stored_names(company), valuation=fitted.valuation,
                                 ceilings=ceilings)
+    predictive.attrs.update(draws_attrs(company))
     return Draws(predictive, prior_predictive, int(n_paths))
+
+
+def draws_attrs(company: Company) -> dict[str, str]:
+    """What predictive draws say of themselves: the company and its currencies (queries accept
+    ``target_price_<price currency>`` as ``target_price`` from these)."""
+    return {"company": company.key, "currency": company.currency,
+            "price_currency": company.price_currency}
 
 
 def summarise(inputs: Inputs, fitted: Fitted, draws: Draws, settings: RunSettings) -> Summary:
