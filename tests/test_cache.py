@@ -145,11 +145,13 @@ def test_package_versions_enter_the_key(monkeypatch):
 
 
 # --- through run_forecast ---------------------------------------------------------------------
+#: The tests below share one set of fits: under pytest-xdist they go to the same worker.
+pytestmark = pytest.mark.xdist_group("cache")
 def _summary_text(folder):
     return (folder / "summary.json").read_text()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cached_runs(tmp_path_factory):
     """Runs of one company and settings into an empty fit cache: ``fresh`` (``refit``: a fit,
     with PyTensor's compile cache warm from earlier runs, stored), ``hit`` (read from the

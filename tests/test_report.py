@@ -38,7 +38,7 @@ SETTINGS = RunSettings(seed=5, paths=2000, report=True,
 #: under pytest-xdist they go to the same worker.
 pytestmark = pytest.mark.xdist_group("small_run")
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """A small run of the default company, with its report."""
     out = tmp_path_factory.mktemp("run") / "results"
@@ -46,12 +46,12 @@ def run_dir(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def summary(run_dir):
     return json.loads((run_dir / "summary.json").read_text())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def page(run_dir):
     return (run_dir / "report.html").read_text(encoding="utf-8")
 

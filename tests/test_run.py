@@ -31,7 +31,7 @@ SMALL = RunSettings(seed=5, paths=2000, report=False,
 YEARS = ["FY21", "FY22", "FY23"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def company():
     return load_company("sensetime")
 
@@ -45,7 +45,7 @@ class _Messages(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_run(tmp_path_factory, company):
     out = tmp_path_factory.mktemp("res") / "sensetime"
     log, handler = logging.getLogger("stforecast"), _Messages()
