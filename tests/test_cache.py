@@ -145,8 +145,6 @@ def test_package_versions_enter_the_key(monkeypatch):
 
 
 # --- through run_forecast ---------------------------------------------------------------------
-#: The tests below share one set of fits: under pytest-xdist they go to the same worker.
-pytestmark = pytest.mark.xdist_group("cache")
 def _summary_text(folder):
     return (folder / "summary.json").read_text()
 

@@ -34,10 +34,6 @@ SETTINGS = RunSettings(seed=5, paths=2000, report=True,
                        fit=FitSettings(draws=200, tune=200, chains=2, prior_draws=100))
 
 
-#: The run and report tests share one small run (a session fixture fit once per test worker):
-#: under pytest-xdist they go to the same worker.
-pytestmark = pytest.mark.xdist_group("small_run")
-
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """A small run of the default company, with its report."""

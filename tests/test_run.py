@@ -22,10 +22,6 @@ from stforecast.registry import (HEADLINE_SCENARIO, QUANTILES, REPORTED_LINES, R
 from stforecast.results import Stats, Summary, load_results
 from stforecast.run import RunSettings, resimulate, run_forecast
 
-#: The run and report tests share one small run (a session fixture fit once per test worker):
-#: under pytest-xdist they go to the same worker.
-pytestmark = pytest.mark.xdist_group("small_run")
-
 SMALL = RunSettings(seed=5, paths=2000, report=False,
                     fit=FitSettings(draws=200, tune=200, chains=2, prior_draws=100))
 YEARS = ["FY21", "FY22", "FY23"]
