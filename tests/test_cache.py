@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from log_capture import Messages
 from stforecast.cache import FitCache, cache_dir, fit_key
 from stforecast.fit import FitSettings
 from stforecast.run import RunSettings, driver_fit_key, peer_fit_key, prepare, run_forecast
@@ -158,7 +159,7 @@ def cached_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cached-runs")
     cache = FitCache(root / "cache")
     out, logs = {}, {}
-    handler = _Messages()
+    handler = Messages()
     log = logging.getLogger("stforecast")
     log.addHandler(handler)
     level, log.level = log.level, logging.INFO
@@ -179,15 +180,6 @@ def cached_runs(tmp_path_factory):
         log.removeHandler(handler)
         log.setLevel(level)
     return root, out, logs, cache
-
-
-class _Messages(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
 
 
 @pytest.mark.slow  # one fit of the driver model (~40-60 s, mostly nutpie's compilation)

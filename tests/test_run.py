@@ -12,6 +12,7 @@ import shutil
 import pytest
 import xarray as xr
 
+from log_capture import Messages
 from stforecast import run as run_module
 from stforecast.company import load_company
 from stforecast.errors import ResultsError, StforecastError
@@ -32,19 +33,10 @@ def company():
     return load_company("sensetime")
 
 
-class _Messages(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory, company):
     out = tmp_path_factory.mktemp("res") / "sensetime"
-    log, handler = logging.getLogger("stforecast"), _Messages()
+    log, handler = logging.getLogger("stforecast"), Messages()
     log.addHandler(handler)
     level = log.level
     log.setLevel(logging.INFO)

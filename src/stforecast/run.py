@@ -425,21 +425,30 @@ def peer_fit_key(peers: xr.Dataset, settings: RunSettings) -> str:
                    tune=fs.tune, chains=fs.chains, seed=settings.seed)
 
 
+def _cached(cache: FitCache | None, kind: str, key, settings: RunSettings, timings: dict,
+            timing: str, what: str):
+    """A cache entry ``(groups, attrs)`` of ``kind`` for ``key``, or None (no cache, ``refit``,
+    or a miss); the seconds spent reading go to ``timings[timing]``."""
+    if cache is None or settings.refit:
+        return None
+    t = time.perf_counter()
+    entry = cache.load(kind, key)
+    if entry is not None:
+        timings[timing] = time.perf_counter() - t
+        logger.info(f"{what}: fit read from the cache ({cache.path(kind, key)})")
+    return entry
+
+
 def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
                 timings: dict) -> dict:
     """Prior draws, posterior, sampler statistics and diagnostics of the driver model."""
     fs = settings.fit
     key = driver_fit_key(inputs, settings) if cache is not None else None
-    if cache is not None and not settings.refit:
-        t = time.perf_counter()
-        entry = cache.load("driver", key)
-        if entry is not None:
-            groups, attrs = entry
-            diagnostics = diagnose(groups["posterior"], groups["sample_stats"],
-                                   list(attrs["free_parameters"]))
-            timings["fit_cache"] = time.perf_counter() - t
-            logger.info(f"driver model: fit read from the cache ({cache.path('driver', key)})")
-            return {**groups, "diagnostics": diagnostics}
+    entry = _cached(cache, "driver", key, settings, timings, "fit_cache", "driver model")
+    if entry is not None:
+        groups, attrs = entry
+        return {**groups, "diagnostics": diagnose(groups["posterior"], groups["sample_stats"],
+                                                  list(attrs["free_parameters"]))}
     model = build_model(inputs.spec, inputs.obs, inputs.company)
     logger.info(f"sampling the prior ({fs.prior_draws} draws)")
     t = time.perf_counter()
@@ -461,16 +470,12 @@ def _peer_fit(peers: xr.Dataset, settings: RunSettings, cache: FitCache | None,
     """The peer regression's DataTree (posterior, sample_stats; diagnostics as root attrs)."""
     fs = settings.fit
     key = peer_fit_key(peers, settings) if cache is not None else None
-    if cache is not None and not settings.refit:
-        t = time.perf_counter()
-        entry = cache.load("peers", key)
-        if entry is not None:
-            groups, attrs = entry
-            idata = xr.DataTree.from_dict(groups)
-            idata.attrs.update(peer_diagnostics(idata, list(attrs["free_parameters"])))
-            timings["peers_cache"] = time.perf_counter() - t
-            logger.info(f"peer regression: fit read from the cache ({cache.path('peers', key)})")
-            return idata
+    entry = _cached(cache, "peers", key, settings, timings, "peers_cache", "peer regression")
+    if entry is not None:
+        groups, attrs = entry
+        idata = xr.DataTree.from_dict(groups)
+        idata.attrs.update(peer_diagnostics(idata, list(attrs["free_parameters"])))
+        return idata
     logger.info(f"fitting the peer regression ({fs.chains} chains x {fs.draws} draws)")
     t = time.perf_counter()
     with warnings.catch_warnings():  # its diagnostics are checked into the summary's reasons
