@@ -38,6 +38,12 @@ LONG = "x" * 100_000       # echoed back in full before
 
 
 # --- fixtures --------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    """Internal-error logs go to the test's folder, never the user's."""
+    monkeypatch.setenv("STFORECAST_STATE", str(tmp_path / "state"))
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     """An existing results folder (synthetic draws, a real summary.json)."""
@@ -397,7 +403,8 @@ COMPANY_EDITS = {
                          "export_revenue_share = { value = 2, x = ", "[0, 1]"),
     "unknown-section": ("[company]", "[company]\n[magic]\n[company2]", "known section"),
     "valuation-year-unknown": ('valuation_year = { value = "FY26"',
-                               'valuation_year = { value = "FY99"', "valuation_year"),
+                               'valuation_year = { value = "FY99", source = "x" }',
+                               "valuation_year"),
 }
 
 
@@ -618,7 +625,7 @@ QUERIES = {
     "quantile-level-2": "quantile(target_price, 2)",
     "quantile-level-nan": "quantile(target_price, nan)",
     "number-1e400": "P(target_price > 1e400)",
-    "newline": "P(target_price\n> 1)\nTraceback",
+    "newline": "P(target_price\n> 1)\nsecond line",
     "nul": "P(target_price > 1)\x00",
     "escape": "P(target_price > \x1b[31m1)",
     "unicode": "P(target_price > ١)",

@@ -201,9 +201,15 @@ def _check_run_inputs(company, args) -> None:
     from .run import prepare, stored_names
     inputs = prepare(company, Path(args.priors) if args.priors else None,
                      Path(args.scenarios) if args.scenarios else None)
-    if company.peers_path is not None:
+    if company.peers_path is None:
+        from .errors import DataFileError
+        raise DataFileError(f"{company.folder / COMPANY_FILE}: key 'company.peers': expected the "
+                            "name of the company's peers file (a run fits the peer regression)")
+    else:
         from .peers import load_peers
+        from .peers import load_priors as load_peer_priors
         load_peers(company.peers_path)  # read after the driver fit otherwise
+        load_peer_priors(company.peers_path)
     per_draw = math.ceil(args.paths / (args.chains * args.draws))
     check_memory(per_draw * args.chains * args.draws, len(company.forecast_years),
                  len(stored_names(company, inputs.scenarios)), len(inputs.scenarios.scenarios))

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .errors import DataFileError, show
+from .errors import DataFileError, show, show_path
 from .registry import (COMPANY_FILE, DAYS_PER_YEAR, MAX_COMPANY_VALUE, MAX_NAME_CHARS,
                        PRIORS_FILE, SCENARIOS_FILE)
 from .tomlfile import parse_toml, read_toml, text_or_none
@@ -280,16 +280,19 @@ def resolve_company(name_or_dir: str | Path | None = None) -> Path:
     """The folder of a company given by name or by path (default: ``default_company()``)."""
     target = str(name_or_dir) if name_or_dir is not None else default_company()
     path = Path(target)
-    if (path / COMPANY_FILE).is_file():
-        return path
-    if path.is_file() and path.name == COMPANY_FILE:
-        return path.parent
+    try:
+        if (path / COMPANY_FILE).is_file():
+            return path
+        if path.is_file() and path.name == COMPANY_FILE:
+            return path.parent
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        pass
     shipped = list_companies()
     if target in shipped:
         return shipped[target]
     known = ", ".join(shipped) or "none"
-    raise DataFileError(f"{target}: company: expected a shipped company ({known}) or a folder "
-                        f"holding {COMPANY_FILE}")
+    raise DataFileError(f"{show_path(target)}: company: expected a shipped company ({known}) "
+                        f"or a folder holding {COMPANY_FILE}")
 
 
 def load_company(name_or_dir: str | Path | None = None) -> Company:
@@ -538,9 +541,9 @@ def _parse_company(text: str, path: str, folder: str) -> Company:
         if name not in history or "year" not in history[name].dims:
             _fail(path, f"history.{name}", "a history series (it is missing)")
         _check_positive(path, history, name)
-    over = history["gross_profit"] >= history["revenue"]
+    over = (history["gross_profit"] >= history["revenue"]).values
     if bool(over.any()):
-        year = str(history["year"].values[int(over.argmax())])
+        year = str(history["year"].values[int(np.argmax(over))])
         _fail(path, "history.gross_profit.values", f"gross profit below revenue in every year (the "
                                                    f"model works on the margin's logit), not in "
                                                    f"{year}")
@@ -553,7 +556,7 @@ def _parse_company(text: str, path: str, folder: str) -> Company:
         if k not in market_raw:
             _fail(path, f"market.{k}", "a { value = ..., source = \"...\" } (it is missing)")
         if k != "valuation_year" and not _is_number(market_raw[k]):
-            _fail(path, f"market.{k}.value", "a finite number")
+            _fail(path, f"market.{k}.value", f"{_NUMBER}, got {show(market_raw[k])}")
     extra = sorted(set(market_raw) - set(fields))
     if extra:
         _fail(path, f"market.{extra[0]}", f"only {', '.join(fields)}")

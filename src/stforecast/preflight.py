@@ -67,6 +67,9 @@ def check_out(path: str | Path, what: str = "--out") -> Path:
     text = str(path)
     if not text.strip():
         raise OptionError(f"option {what}: expected a folder name, got an empty one")
+    if not text.isprintable():
+        raise OptionError(f"option {what}: expected a folder name of printable characters, got "
+                          f"{show(text)}")
     out = Path(text)
     name = show_path(text)
     if out.exists() and not out.is_dir():
