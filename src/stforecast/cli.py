@@ -170,18 +170,18 @@ def _print_run_summary(summary, out: Path) -> None:
 
 
 def cmd_run(args) -> int:
+    company = _company(args)
+    out = check_out(args.out if args.out is not None else RESULTS_ROOT / company.key)
+    _check_run_inputs(company, args)  # before PyMC is imported, and before any fit
+
     from .fit import FitSettings
     from .run import DEFAULT_SEED, RunSettings, run_forecast
-
-    company = _company(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     settings = RunSettings(seed=DEFAULT_SEED if args.seed is None else args.seed,
                            paths=args.paths, report=not args.no_report, progress=progress,
                            refit=args.refit,
                            fit=FitSettings(draws=args.draws, tune=args.tune, chains=args.chains,
                                            sampler=args.sampler))
-    out = check_out(args.out if args.out is not None else RESULTS_ROOT / company.key)
-    _check_run_inputs(company, args)
     summary = run_forecast(out, company, settings,
                            priors_path=Path(args.priors) if args.priors else None,
                            scenarios_path=Path(args.scenarios) if args.scenarios else None)
@@ -198,9 +198,10 @@ def _check_run_inputs(company, args) -> None:
     import math
 
     from .preflight import check_memory
-    from .run import prepare, stored_names
-    inputs = prepare(company, Path(args.priors) if args.priors else None,
-                     Path(args.scenarios) if args.scenarios else None)
+    from .priors import load_priors
+    from .scenarios import load_scenarios
+    load_priors(args.priors or company.priors_path, company.growth_drivers())
+    scenarios = load_scenarios(args.scenarios or company.scenarios_path, company)
     if company.peers_path is None:
         from .errors import DataFileError
         raise DataFileError(f"{company.folder / COMPANY_FILE}: key 'company.peers': expected the "
@@ -210,9 +211,10 @@ def _check_run_inputs(company, args) -> None:
         from .peers import load_priors as load_peer_priors
         load_peers(company.peers_path)  # read after the driver fit otherwise
         load_peer_priors(company.peers_path)
+    from .run import stored_names
     per_draw = math.ceil(args.paths / (args.chains * args.draws))
     check_memory(per_draw * args.chains * args.draws, len(company.forecast_years),
-                 len(stored_names(company, inputs.scenarios)), len(inputs.scenarios.scenarios))
+                 len(stored_names(company, scenarios)), len(scenarios.scenarios))
 
 
 # --- report -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -215,16 +216,26 @@ def _check_support(path, key, dist, support, values) -> None:
 
 def _elicit(path, key, dist, low, high, mass) -> dict[str, float]:
     """Parameters whose central ``mass`` interval is [low, high]."""
+    params = _solve(dist, low, high, mass)
+    if params is None:
+        _fail(path, f"{key}.range", f"a range a {dist} can match, [{low:g}, {high:g}] cannot")
+    return dict(params)
+
+
+@lru_cache(maxsize=512)
+def _solve(dist, low, high, mass) -> tuple[tuple[str, float], ...] | None:
+    """``_elicit``'s parameters as pairs (cached: a numerical solve for Beta and Gamma), or
+    None when no member of the family matches."""
     z = stats.norm.ppf(0.5 + mass / 2)
     match dist:
         case "Normal":
-            return {"mu": (low + high) / 2, "sigma": (high - low) / (2 * z)}
+            return (("mu", (low + high) / 2), ("sigma", (high - low) / (2 * z)))
         case "LogNormal":
             a, b = math.log(low), math.log(high)
-            return {"mu": (a + b) / 2, "sigma": (b - a) / (2 * z)}
+            return (("mu", (a + b) / 2), ("sigma", (b - a) / (2 * z)))
         case "LogitNormal":
             a, b = math.log(low / (1 - low)), math.log(high / (1 - high))
-            return {"mu": (a + b) / 2, "sigma": (b - a) / (2 * z)}
+            return (("mu", (a + b) / 2), ("sigma", (b - a) / (2 * z)))
     q = np.array([0.5 - mass / 2, 0.5 + mass / 2])
     target = np.array([low, high])
     make = {"Beta": lambda a, b: stats.beta(a, b),
@@ -244,9 +255,7 @@ def _elicit(path, key, dist, low, high, mass) -> dict[str, float]:
         ok = sol.success and bool(np.all(np.isfinite(sol.fun))) and np.max(np.abs(sol.fun)) <= 1e-3
     except (ArithmeticError, ValueError):
         ok = False
-    if not ok:
-        _fail(path, f"{key}.range", f"a range a {dist} can match, [{low:g}, {high:g}] cannot")
-    return dict(zip(names, map(float, np.exp(sol.x))))
+    return tuple(zip(names, map(float, np.exp(sol.x)))) if ok else None
 
 
 def parse_prior(path, key, entry, support_needed: str | None = None,
