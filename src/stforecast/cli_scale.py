@@ -56,7 +56,9 @@ def cmd_calibrate(args) -> int:
     from .company import load_company
     from .distributed import ModelInputs, atomic_write_text, map_tasks
 
+    from .priors import load_priors
     company = load_company(args.company)
+    load_priors(args.priors or company.priors_path, company.growth_drivers())  # before any fit
     inputs = ModelInputs.from_company(company, priors_path=args.priors)
     settings = CalibrationSettings(draws=args.draws, tune=args.tune, chains=args.chains,
                                    thin_to=args.thin_to, seed=_seed(args))
@@ -125,7 +127,12 @@ def cmd_run_many(args) -> int:
     from .run import RunSettings
     from .universe import run_many, universe_table
 
+    from .priors import load_priors
+    from .scenarios import load_scenarios
     companies = [load_company(n) for n in _companies(args.companies, args.universe)]
+    for company in companies:  # every company's inputs, before any fit
+        load_priors(company.priors_path, company.growth_drivers())
+        load_scenarios(company.scenarios_path, company)
     paths = {"paths": args.paths} if args.paths is not None else {}
     settings = RunSettings(seed=_seed(args), **paths, report=not args.no_report,
                            fit=FitSettings(**{

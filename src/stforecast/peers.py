@@ -345,8 +345,9 @@ def _validate_priors(
         if not ok:
             expected = (f"a number of magnitude at most {MAX_PRIOR_PARAMETER:g}"
                         if key == "intercept_mu" else
-                        f"a number in [{MIN_PRIOR_SCALE:g}, {MAX_PRIOR_PARAMETER:g}]"
-                        + (" or inf" if key == "residual_nu" else ""))
+                        f"a positive number (between {MIN_PRIOR_SCALE:g} and "
+                        f"{MAX_PRIOR_PARAMETER:g}" + (", or inf)" if key == "residual_nu"
+                                                      else ")"))
             raise error(f"{where}.{key}: expected {expected}, got {show(value)}")
         out[key] = float(value)
     return out
