@@ -596,6 +596,13 @@ OTHER_OPTIONS = {
                               "--serial"],
     "calibrate-priors-dev-zero": ["calibrate", "--company", "toyco", "--priors", "/dev/zero",
                                   "--serial"],
+    "sensitivity-outcome-100kb": ["sensitivity", "x" * 100_000, "--results", "{results}"],
+    "sensitivity-outcome-unknown-year": ["sensitivity", "revenue[FY99]", "--results",
+                                         "{results}"],
+    "sensitivity-scenario-100kb": ["sensitivity", "--scenario", "x" * 100_000, "--results",
+                                   "{results}"],
+    "score-scenario-100kb": ["score", "{actuals}", "--scenario", "x" * 100_000, "--results",
+                             "{results}"],
     "no-command": [],
     "unknown-command": ["magic"],
     "query-without-expression": ["query", "--results", "{results}"],
@@ -606,7 +613,8 @@ OTHER_OPTIONS = {
 @pytest.mark.parametrize("case", list(OTHER_OPTIONS))
 def test_other_options(case, tmp_path, capsys, results, no_fit):
     fifo = special(tmp_path, "fifo")
-    argv = [a.format(results=results, fifo=fifo) for a in OTHER_OPTIONS[case]]
+    actuals = write(tmp_path, "[revenue]\nFY21 = 4700\n", "actuals.toml")
+    argv = [a.format(results=results, fifo=fifo, actuals=actuals) for a in OTHER_OPTIONS[case]]
     assert_refused(argv, capsys, results)
 
 
