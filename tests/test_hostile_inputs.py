@@ -732,6 +732,6 @@ def test_trial_logp_accepts_the_shipped_priors_and_refuses_impossible_history():
     ok = trial_logp(build_model(spec, obs, company))
     assert np.isfinite(ok["logp"])
     ratios = dict(obs.ratios)
-    ratios["inventory_days"] = np.array([np.nan, *ratios["inventory_days"][1:]])
+    ratios["inventory_days"] = np.array([1e200, *ratios["inventory_days"][1:]])  # (x-mu)^2 = inf
     with pytest.raises(ModelCheckError, match="inventory_days"):
         trial_logp(build_model(spec, replace(obs, ratios=ratios), company))
