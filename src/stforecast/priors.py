@@ -182,17 +182,23 @@ def check_plausible(path, key, prior: "Prior", kind: str) -> None:
     """The prior's central ``PLAUSIBLE_MASS`` interval lies in the kind's plausible range
     (``registry.PLAUSIBLE_RANGES``); ``PriorsError`` with the allowed range otherwise."""
     low, high, units = PLAUSIBLE_RANGES[kind]
-    tail = (1 - PLAUSIBLE_MASS) / 2
-    try:
-        with np.errstate(all="ignore"):
-            frozen = prior.frozen()
-            lo, hi = (float(frozen.ppf(q)) for q in (tail, 1 - tail))
-    except (ArithmeticError, ValueError):
-        lo = hi = math.nan
+    lo, hi = _central(prior.dist, tuple(prior.params.items()))
     if not (math.isfinite(lo) and math.isfinite(hi) and low <= lo and hi <= high):
         _fail(path, key, f"a prior whose central {PLAUSIBLE_MASS:.0%} lies in the plausible "
                          f"range [{low:g}, {high:g}] ({units}), got {prior.describe()} with "
                          f"{PLAUSIBLE_MASS:.0%} in [{lo:.3g}, {hi:.3g}]")
+
+
+@lru_cache(maxsize=1024)
+def _central(dist: str, params: tuple) -> tuple[float, float]:
+    """The central ``PLAUSIBLE_MASS`` interval of a distribution (NaN when it has none)."""
+    tail = (1 - PLAUSIBLE_MASS) / 2
+    try:
+        with np.errstate(all="ignore"):
+            frozen = Prior(dist, dict(params)).frozen()
+            return tuple(float(frozen.ppf(q)) for q in (tail, 1 - tail))
+    except (ArithmeticError, ValueError):
+        return math.nan, math.nan
 
 
 def _check_params(path, key, dist, params) -> None:
