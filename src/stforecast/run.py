@@ -452,7 +452,10 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
                                                   list(attrs["free_parameters"]))}
     model = build_model(inputs.spec, inputs.obs, inputs.company)
     # the log-density and its gradient at the sampler's starting point, before any sampling
-    timings["trial_logp"] = trial_logp(model, str(inputs.priors_path))["seconds"]
+    trial = trial_logp(model, str(inputs.priors_path))
+    timings["trial_logp"] = trial["seconds"]
+    logger.info(f"the model evaluates at the prior's centre (log-density {trial['logp']:.1f}, "
+                f"{trial['seconds']:.1f} s)")
     logger.info(f"sampling the prior ({fs.prior_draws} draws)")
     t = time.perf_counter()
     prior = sample_prior(model, fs.prior_draws, settings.seed)
