@@ -51,8 +51,8 @@ def int_option(name: str):
     def convert(text: str) -> int:
         try:
             return parse_int(name, text)
-        except OptionError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+        except OptionError as exc:  # argparse names the option itself
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
     convert.__name__ = name  # argparse names the type in its messages
     return convert
 
