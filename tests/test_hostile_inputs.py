@@ -545,6 +545,8 @@ OPTIONS = {
     "tune-negative": (["--tune", "-1"], "--tune"),
     "tune-zero": (["--tune", "0"], "--tune"),
     "sampler-unknown": (["--sampler", "gibbs"], "--sampler"),
+    "priors-empty-name": (["--priors", ""], "empty"),
+    "scenarios-empty-name": (["--scenarios", ""], "empty"),
     "unknown-option": (["--magic"], "unrecognized"),
     "company-unknown": (["--company", "no-such-company"], "no-such-company"),
     "company-empty": (["--company", ""], "company"),

@@ -200,17 +200,19 @@ def _check_run_inputs(company, args) -> None:
     from .preflight import check_memory
     from .priors import load_priors
     from .scenarios import load_scenarios
-    load_priors(args.priors or company.priors_path, company.growth_drivers())
-    scenarios = load_scenarios(args.scenarios or company.scenarios_path, company)
+    from .peers import load_peers
+    from .peers import load_priors as load_peer_priors
+    # an empty --priors '' is an empty file name, not "the default"
+    load_priors(company.priors_path if args.priors is None else args.priors,
+                company.growth_drivers())
+    scenarios = load_scenarios(company.scenarios_path if args.scenarios is None
+                               else args.scenarios, company)
     if company.peers_path is None:
         from .errors import DataFileError
         raise DataFileError(f"{company.folder / COMPANY_FILE}: key 'company.peers': expected the "
                             "name of the company's peers file (a run fits the peer regression)")
-    else:
-        from .peers import load_peers
-        from .peers import load_priors as load_peer_priors
-        load_peers(company.peers_path)  # read after the driver fit otherwise
-        load_peer_priors(company.peers_path)
+    load_peers(company.peers_path)  # read after the driver fit otherwise
+    load_peer_priors(company.peers_path)
     from .run import stored_names
     per_draw = math.ceil(args.paths / (args.chains * args.draws))
     check_memory(per_draw * args.chains * args.draws, len(company.forecast_years),
