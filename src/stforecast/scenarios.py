@@ -139,6 +139,19 @@ def _prior(path, key, entry, support, kind: str | None = None) -> Prior:
         raise ScenariosError(str(exc)) from None
 
 
+def check_counts_and_names(path, raw: dict) -> None:
+    """At most ``MAX_SHOCKS`` shocks and ``MAX_SCENARIOS`` scenarios, with safe names unique
+    regardless of case (``check_names``)."""
+    for section, cap, pattern in (("shocks", MAX_SHOCKS, SHOCK_NAME_PATTERN),
+                                  ("scenarios", MAX_SCENARIOS, SCENARIO_NAME_PATTERN)):
+        table = raw.get(section) or {}
+        if isinstance(table, dict):
+            if len(table) > cap:
+                _fail(path, section, f"at most {cap} {section} (each scenario simulates every "
+                                     f"path again), got {len(table)}")
+            check_names(path, section, table, pattern)
+
+
 def channel_range(channel: str, channels: dict[str, tuple[str, str]]) -> tuple[float, float, str]:
     """The plausible effect of a channel at intensity 1 (``registry.CHANNEL_RANGES``)."""
     kind, units = channels[channel]
@@ -272,12 +285,7 @@ def load_scenarios(path: str | Path, company) -> ScenarioSpec:
     for section in ("shocks", "scenarios"):
         if not isinstance(raw.get(section), dict) or not raw[section]:
             _fail(path, section, "a non-empty table")
-    for section, cap in (("shocks", MAX_SHOCKS), ("scenarios", MAX_SCENARIOS)):
-        if len(raw[section]) > cap:
-            _fail(path, section, f"at most {cap} {section} (each scenario simulates every path "
-                                 f"again), got {len(raw[section])}")
-    check_names(path, "shocks", raw["shocks"], SHOCK_NAME_PATTERN)
-    check_names(path, "scenarios", raw["scenarios"], SCENARIO_NAME_PATTERN)
+    check_counts_and_names(path, raw)
     for name, t in raw["shocks"].items():
         if not isinstance(t, dict):
             _fail(path, f"shocks.{name}", f"a table, got {show(t)}")
