@@ -705,9 +705,8 @@ def test_memory_estimate_says_how_many_paths_fit():
 # --- real processes: nothing reaches a terminal but one line ----------------------------------------
 @pytest.mark.parametrize("argv", [
     ["run", "--company", "toyco", "--priors", "/dev/zero", "--out", "{results}"],
-    ["run", "--company", "toyco", "--paths", "0", "--out", "{results}"],
     ["query", "P(" + "x" * 100_000 + " > 1)", "--results", "{results}"],
-], ids=["priors-dev-zero", "paths-zero", "query-100kb"])
+], ids=["priors-dev-zero", "query-100kb"])
 def test_console_script(argv, results):
     before = snapshot(results)
     exe = Path(sys.executable).with_name("stforecast")
