@@ -694,12 +694,14 @@ def test_interrupt_is_one_line(monkeypatch, capsys):
 def test_memory_estimate_says_how_many_paths_fit():
     from stforecast.errors import OptionError
     from stforecast.preflight import BASE_BYTES, check_memory, estimate_bytes
-    check_memory(100_000, 3, 47, 5, available=16e9)  # the default run fits in 16 GB
+    from stforecast.registry import MEMORY_FRACTION
+    check_memory(100_000, 3, 47, 5, available=4e9)  # the default run fits in 4 GB
     with pytest.raises(OptionError) as err:
         check_memory(10_000_000, 3, 47, 5, available=16e9)
     fit = int(str(err.value).split("at most about ")[1].split(" paths")[0].replace(",", ""))
-    assert estimate_bytes(fit, 3, 47, 5) <= 16e9 * 0.7 < estimate_bytes(fit * 1.2, 3, 47, 5)
-    assert fit > (16e9 * 0.7 - BASE_BYTES) / estimate_bytes(1, 3, 47, 5) * 0.9
+    budget = 16e9 * MEMORY_FRACTION
+    assert estimate_bytes(fit, 3, 47, 5) <= budget < estimate_bytes(fit * 1.2, 3, 47, 5)
+    assert fit > (budget - BASE_BYTES) / (estimate_bytes(1, 3, 47, 5) - BASE_BYTES) * 0.9
 
 
 # --- real processes: nothing reaches a terminal but one line ----------------------------------------

@@ -204,6 +204,6 @@ OPTION_RANGES: dict[str, tuple[int, int]] = {
     "per_task": (1, 100_000),
     "workers": (1, 1_024),
 }
-#: The memory estimate of a run refuses paths whose draws would not fit in this fraction of
-#: the memory available.
-MEMORY_FRACTION = 0.7
+#: The memory estimate of a run (``preflight.estimate_bytes``, itself generous) refuses paths
+#: whose draws would not fit in this fraction of the memory available.
+MEMORY_FRACTION = 0.9
