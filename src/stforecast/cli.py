@@ -126,7 +126,7 @@ def cmd_check_priors(args) -> int:
     from .priors import load_priors
     company = _company(args)
     spec = load_priors(args.path or company.priors_path, company.growth_drivers())
-    if not args.no_trial:  # a trial evaluation of the model at the prior's centre (compiles)
+    if not args.no_trial:  # a trial evaluation of the model at the prior's centre (3-4 s)
         from .model import build_model, observations_from_company
         from .preflight import trial_logp
         trial_logp(build_model(spec, observations_from_company(company), company), spec.path)
@@ -430,8 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="priors file (default: the company's priors.toml)")
     _company_option(p)
     p.add_argument("--no-trial", action="store_true",
-                   help="skip the trial evaluation of the model at the prior's centre (it "
-                        "compiles the model: a few seconds)")
+                   help="skip the trial evaluation of the model's log-density at the prior's "
+                        "centre (it builds the model: a few seconds)")
     p.set_defaults(func=cmd_check_priors)
 
     p = sub.add_parser("report", help="rebuild report.html and the PNGs from saved results",
