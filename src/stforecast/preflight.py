@@ -94,12 +94,12 @@ def check_out(path: str | Path, what: str = "--out") -> Path:
 # --- memory --------------------------------------------------------------------------------------
 #: Peak bytes per path, per forecast year and per (stored variable x (scenarios + 1)). Measured:
 #: the simulation alone peaks at 9-11 (tracemalloc, both shipped companies, 10,000-40,000
-#: paths); a whole ToyCo run (`stforecast run --company toyco --no-report`, fit cached) grew
-#: from 0.51 GB of resident memory at 40,000 paths to 1.74 GB at 200,000, i.e. 16 per value.
+#: paths); a whole run of the smaller shipped company (`stforecast run --no-report`, fit cached)
+#: grew from 0.51 GB of resident memory at 40,000 paths to 1.74 GB at 200,000: 16 per value.
 #: 20 leaves a quarter more for the summaries and charts.
 BYTES_PER_VALUE = 20.0
 #: Memory a run holds besides the predictive draws (libraries, the compiled model, the
-#: posterior; a ToyCo run with its fit peaked at 0.66 GB with 2,400 paths).
+#: posterior; that run with its fit peaked at 0.66 GB with 2,400 paths).
 BASE_BYTES = 1.0e9
 
 
