@@ -219,8 +219,8 @@ def test_unreadable_file_is_one_line(tmp_path):
 
 
 def test_check_priors_cli_valid_file():
-    proc = subprocess.run(CLI + ["check-priors", str(REAL)], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(CLI + ["check-priors", str(REAL), "--no-trial"], capture_output=True,
+                          text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     lines = proc.stdout.strip().splitlines()

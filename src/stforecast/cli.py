@@ -6,10 +6,13 @@ shipped company); commands that read results take ``--results DIR`` (default
 ``results/<company>``) and read them through ``stforecast.results.load_results``. Prices,
 currencies and years come from the company or the results, never from here.
 
-Errors in user input (a company folder, a priors or scenarios file, a query, a results folder)
-print ONE line to stderr and exit with status 2; ``run`` exits with status 3 when the fit misses
-the quality bar (its results are still written). Heavy libraries (PyMC) are imported only by
-the commands that fit; ``query`` imports neither PyMC nor xarray.
+Errors in user input (a company folder, a priors or scenarios file, a query, a results folder,
+an option out of its range) print ONE line to stderr and exit with status 2, before any fit
+(``stforecast.preflight``); ``run`` exits with status 3 when the fit misses the quality bar (its
+results are still written). Any other error prints one line, ``internal error: ...``, with the
+traceback written to a log file it names (exit status 70); an interrupt exits with status 130.
+Heavy libraries (PyMC) are imported only by the commands that fit; ``query`` imports neither
+PyMC nor xarray.
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from .errors import StforecastError
+from .errors import StforecastError, one_line
+from .preflight import check_out, int_option
 from .registry import COMPANY_FILE, SAMPLERS, VARIABLES
 
 EXIT_USAGE = 2
 EXIT_DIAGNOSTICS = 3
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in stforecast, not in the input
+EXIT_INTERRUPTED = 130
 RESULTS_ROOT = Path("results")
 
 
@@ -119,7 +126,12 @@ def cmd_check_priors(args) -> int:
     from .priors import load_priors
     company = _company(args)
     spec = load_priors(args.path or company.priors_path, company.growth_drivers())
-    print(spec.summary())
+    if not args.no_trial:  # a trial evaluation of the model at the prior's centre (3-4 s)
+        from .model import build_model, observations_from_company
+        from .preflight import trial_logp
+        trial_logp(build_model(spec, observations_from_company(company), company), spec.path)
+    print(spec.summary() + ("" if args.no_trial else "; the model evaluates at the prior's "
+                                                      "centre"))
     return 0
 
 
@@ -158,17 +170,18 @@ def _print_run_summary(summary, out: Path) -> None:
 
 
 def cmd_run(args) -> int:
+    company = _company(args)
+    out = check_out(args.out if args.out is not None else RESULTS_ROOT / company.key)
+    _check_run_inputs(company, args)  # before PyMC is imported, and before any fit
+
     from .fit import FitSettings
     from .run import DEFAULT_SEED, RunSettings, run_forecast
-
-    company = _company(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     settings = RunSettings(seed=DEFAULT_SEED if args.seed is None else args.seed,
                            paths=args.paths, report=not args.no_report, progress=progress,
                            refit=args.refit,
                            fit=FitSettings(draws=args.draws, tune=args.tune, chains=args.chains,
                                            sampler=args.sampler))
-    out = Path(args.out) if args.out else RESULTS_ROOT / company.key
     summary = run_forecast(out, company, settings,
                            priors_path=Path(args.priors) if args.priors else None,
                            scenarios_path=Path(args.scenarios) if args.scenarios else None)
@@ -178,6 +191,32 @@ def cmd_run(args) -> int:
               f"({'; '.join(summary.reasons)}); results written to {out}", file=sys.stderr)
         return EXIT_DIAGNOSTICS if args.strict else 0
     return 0
+
+
+def _check_run_inputs(company, args) -> None:
+    """Before any fit: the priors and scenarios files, and the memory ``--paths`` needs."""
+    import math
+
+    from .preflight import check_memory
+    from .priors import load_priors
+    from .scenarios import load_scenarios
+    from .peers import load_peers
+    from .peers import load_priors as load_peer_priors
+    # an empty --priors '' is an empty file name, not "the default"
+    load_priors(company.priors_path if args.priors is None else args.priors,
+                company.growth_drivers())
+    scenarios = load_scenarios(company.scenarios_path if args.scenarios is None
+                               else args.scenarios, company)
+    if company.peers_path is None:
+        from .errors import DataFileError
+        raise DataFileError(f"{company.folder / COMPANY_FILE}: key 'company.peers': expected the "
+                            "name of the company's peers file (a run fits the peer regression)")
+    load_peers(company.peers_path)  # read after the driver fit otherwise
+    load_peer_priors(company.peers_path)
+    from .run import stored_names
+    per_draw = math.ceil(args.paths / (args.chains * args.draws))
+    check_memory(per_draw * args.chains * args.draws, len(company.forecast_years),
+                 len(stored_names(company, scenarios)), len(scenarios.scenarios))
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -205,6 +244,22 @@ def scenario_rows(scenarios: dict, final_year: str) -> list[dict]:
     return rows
 
 
+def _check_resimulate(results, args) -> None:
+    """Before re-simulating: the scenarios file, and the memory its paths need."""
+    import math
+
+    from .preflight import check_memory
+    from .run import stored_names
+    from .scenarios import load_scenarios
+    company = results.company
+    spec = load_scenarios(Path(args.scenarios), company)
+    s = results.summary.settings
+    paths = s.paths if args.paths is None else args.paths
+    draws = s.chains * s.draws
+    check_memory(math.ceil(paths / draws) * draws, len(company.forecast_years),
+                 len(stored_names(company, spec)), len(spec.scenarios))
+
+
 #: (variable, per year?) of the scenarios table.
 SCENARIO_COLUMNS = (("revenue", True), ("cash_burn", False), ("cash", True),
                     ("target_price", False))
@@ -216,6 +271,7 @@ def cmd_scenarios(args) -> int:
     scenarios = results.summary.scenarios
     if args.scenarios:  # what-if: re-simulate a scenarios file on the saved posterior
         from .run import resimulate
+        _check_resimulate(results, args)
         scenarios, _ = resimulate(results, Path(args.scenarios),
                                   priors_path=Path(args.priors) if args.priors else None,
                                   paths=args.paths)
@@ -303,9 +359,19 @@ def _results_options(p) -> None:
     _company_option(p, "whose results to read when --results is not given")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors in ONE line (``error: stforecast run: ...``), exit status 2;
+    the sub-command parsers are of this class too."""
+
+    def error(self, message: str):
+        print(f"error: {one_line(f'{self.prog}: {message} (see {self.prog} --help)')}",
+              file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="stforecast", formatter_class=raw,
         description="Probabilistic forecasts for equity research: a company's history, an "
                     "analyst's report and the outside view, turned into probabilities.",
@@ -328,11 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenarios", default=None,
                    help="shocks and scenarios file (default: the company's scenarios.toml)")
     p.add_argument("--out", default=None, help="results folder (default: results/<company>)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: stforecast's fixed seed)")
-    p.add_argument("--paths", type=int, default=100_000, help="posterior predictive paths")
-    p.add_argument("--draws", type=int, default=1000, help="posterior draws per chain")
-    p.add_argument("--tune", type=int, default=1000, help="tuning steps per chain")
-    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--seed", type=int_option("seed"), default=None,
+                   help="random seed (default: stforecast's fixed seed)")
+    p.add_argument("--paths", type=int_option("paths"), default=100_000,
+                   help="posterior predictive paths")
+    p.add_argument("--draws", type=int_option("draws"), default=1000,
+                   help="posterior draws per chain")
+    p.add_argument("--tune", type=int_option("tune"), default=1000,
+                   help="tuning steps per chain")
+    p.add_argument("--chains", type=int_option("chains"), default=4)
     p.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0])
     p.add_argument("--no-report", action="store_true", help="skip report.html and the PNGs")
     p.add_argument("--refit", action="store_true",
@@ -359,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", default=None,
                    help="priors file (default: the company's priors.toml)")
     _company_option(p)
+    p.add_argument("--no-trial", action="store_true",
+                   help="skip the trial evaluation of the model's log-density at the prior's "
+                        "centre (it builds the model: a few seconds)")
     p.set_defaults(func=cmd_check_priors)
 
     p = sub.add_parser("report", help="rebuild report.html and the PNGs from saved results",
@@ -391,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priors", default=None,
                    help="with --scenarios: priors file for the valuation settings "
                         "(default: the run's)")
-    p.add_argument("--paths", type=int, default=None,
+    p.add_argument("--paths", type=int_option("paths"), default=None,
                    help="with --scenarios: paths (default: the run's)")
     p.set_defaults(func=cmd_scenarios)
 
@@ -403,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="variable, with [YEAR] when it has years (default target_price)")
     _results_options(p)
     p.add_argument("--scenario", default=None, help="scenario (default: the headline scenario)")
-    p.add_argument("--top", type=int, default=15, help="rows to show (default 15)")
+    p.add_argument("--top", type=int_option("top"), default=15, help="rows to show (default 15)")
     p.add_argument("--json", action="store_true", help='print [{"driver", "score"}, ...]')
     p.set_defaults(func=cmd_sensitivity)
 
@@ -439,14 +512,60 @@ def configure_logging(level: int = logging.INFO) -> None:
     log.setLevel(level)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging()
+def state_dir() -> Path:
+    """Where stforecast keeps its logs: ``$STFORECAST_STATE``, else ``$XDG_STATE_HOME/stforecast``,
+    else ``~/.local/state/stforecast``."""
+    if os.environ.get("STFORECAST_STATE"):
+        return Path(os.environ["STFORECAST_STATE"])
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "stforecast"
+
+
+def write_error_log(exc: BaseException) -> Path | None:
+    """The traceback of ``exc`` in a new file of ``state_dir()/logs`` (else the temp folder)."""
+    import tempfile
+    import time
+    import traceback
+
+    text = (f"stforecast {' '.join(sys.argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S')}\n\n"
+            + "".join(traceback.format_exception(exc)))
+    name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (state_dir() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return folder / name
+        except OSError:
+            continue
+    return None
+
+
+def guarded(func, *args) -> int:
+    """``func(*args)`` with every failure as ONE line on stderr: a user error (exit 2), an
+    interrupt (130), anything else an internal error whose traceback goes to a log file (70)."""
     try:
-        return args.func(args)
+        return func(*args)
     except StforecastError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted (results, if any, are as they were before this command)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place every other error is reported
+        log = write_error_log(exc)
+        where = f"details in {log}" if log else "no log could be written"
+        print(f"internal error: {one_line(f'{type(exc).__name__}: {exc}', 300)} "
+              f"({where})", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def main(argv: list[str] | None = None) -> int:
+    def run() -> int:
+        args = build_parser().parse_args(argv)
+        configure_logging()
+        return args.func(args)
+    return guarded(run)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,8 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
+from .preflight import check_out, int_option
+
 EXIT_USAGE = 2
 
 
@@ -48,16 +50,22 @@ def _progress_log():
 
 # --- calibrate ----------------------------------------------------------------------------------
 def cmd_calibrate(args) -> int:
+    from .errors import StforecastError
     from .calibration_runs import (CalibrationSettings, calibration_fit, calibration_report,
                                    calibration_table)
     from .company import load_company
     from .distributed import ModelInputs, atomic_write_text, map_tasks
 
+    from .priors import load_priors
     company = load_company(args.company)
+    load_priors(args.priors or company.priors_path, company.growth_drivers())  # before any fit
     inputs = ModelInputs.from_company(company, priors_path=args.priors)
     settings = CalibrationSettings(draws=args.draws, tune=args.tune, chains=args.chains,
                                    thin_to=args.thin_to, seed=_seed(args))
     out = Path(args.out or f"results/calibration-{company.key}.json")
+    if out.is_dir():
+        raise StforecastError(f"option --out: expected a file name, {out} is a folder")
+    check_out(out.parent if str(out.parent) else ".")
     _log(f"calibrate {company.key}: {args.fits} fits ({settings.chains} chains x "
          f"{settings.draws} draws, {settings.tune} tune); the first fit on each worker compiles "
          f"the model")
@@ -87,7 +95,7 @@ def cmd_sweep(args) -> int:
         from dataclasses import replace
         spec = replace(spec, paths=args.paths)
     base = base_from_results(results, spec, args.scenarios)
-    out = Path(args.out or Path(args.sweep).with_suffix(""))
+    out = check_out(args.out if args.out is not None else Path(args.sweep).with_suffix(""))
     _log(f"sweep {spec.path}: {len(spec.settings())} settings ({spec.design}) x "
          f"{base.n_paths:,} paths on the posterior of {results.folder}")
     with _engine(args) as c:
@@ -103,11 +111,8 @@ def _companies(names: list[str], universe: str | None) -> list[str]:
     from .errors import StforecastError
     names = list(names)
     if universe:
-        try:
-            text = Path(universe).read_text()
-        except OSError as exc:
-            raise StforecastError(f"{universe}: cannot read the universe file "
-                                  f"({exc.strerror or exc})") from None
+        from .tomlfile import read_text
+        text = read_text(universe, StforecastError)
         names += [line.split("#")[0].strip() for line in text.splitlines()
                   if line.split("#")[0].strip()]
     if not names:
@@ -122,12 +127,17 @@ def cmd_run_many(args) -> int:
     from .run import RunSettings
     from .universe import run_many, universe_table
 
+    from .priors import load_priors
+    from .scenarios import load_scenarios
     companies = [load_company(n) for n in _companies(args.companies, args.universe)]
+    for company in companies:  # every company's inputs, before any fit
+        load_priors(company.priors_path, company.growth_drivers())
+        load_scenarios(company.scenarios_path, company)
     paths = {"paths": args.paths} if args.paths is not None else {}
     settings = RunSettings(seed=_seed(args), **paths, report=not args.no_report,
                            fit=FitSettings(**{
         k: getattr(args, k) for k in ("draws", "tune", "chains") if getattr(args, k) is not None}))
-    out = Path(args.out)
+    out = check_out(args.out)
     _log(f"run-many: {len(companies)} companies into {out}/<company>")
     with _engine(args) as c:
         rows = run_many(companies, out, settings, c, log=_progress_log())
@@ -145,7 +155,7 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="a Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: "
                         "$DASK_SCHEDULER_ADDRESS, else an embedded LocalCluster)")
-    g.add_argument("--workers", type=int, default=None,
+    g.add_argument("--workers", type=int_option("workers"), default=None,
                    help="workers of the embedded LocalCluster (default: one per core)")
     g.add_argument("--serial", action="store_true",
                    help="run every task in this process, in order (no Dask)")
@@ -159,12 +169,12 @@ def register(sub) -> None:
                        "--scheduler tcp://10.0.0.5:8786")
     p.add_argument("--company", default=None, help="a shipped company or a company folder")
     p.add_argument("--priors", default=None, help="another priors file for the company")
-    p.add_argument("--fits", type=int, default=100)
-    p.add_argument("--draws", type=int, default=400)
-    p.add_argument("--tune", type=int, default=400)
-    p.add_argument("--chains", type=int, default=2)
-    p.add_argument("--thin-to", type=int, default=99, help="posterior draws a rank is among")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--fits", type=int_option("fits"), default=100)
+    p.add_argument("--draws", type=int_option("draws"), default=400)
+    p.add_argument("--tune", type=int_option("tune"), default=400)
+    p.add_argument("--chains", type=int_option("chains"), default=2)
+    p.add_argument("--thin-to", type=int_option("thin_to"), default=99, help="posterior draws a rank is among")
+    p.add_argument("--seed", type=int_option("seed"), default=None,
                    help="default: the seed of `stforecast run`")
     p.add_argument("--out", default=None,
                    help="the JSON file (default results/calibration-<company>.json)")
@@ -180,9 +190,9 @@ def register(sub) -> None:
                    help="a `stforecast run` results folder (default: results/<default company>)")
     p.add_argument("--scenarios", default=None,
                    help="the scenarios file whose shocks are swept (default: the company's)")
-    p.add_argument("--paths", type=int, default=None, help="paths per setting (default: the "
+    p.add_argument("--paths", type=int_option("paths"), default=None, help="paths per setting (default: the "
                                                            "sweep file's, else the run's)")
-    p.add_argument("--per-task", type=int, default=4,
+    p.add_argument("--per-task", type=int_option("per_task"), default=4,
                    help="settings per task (they share one set of driver paths)")
     p.add_argument("--out", default=None, help="output folder (default: the sweep file's name)")
     _engine_options(p)
@@ -194,26 +204,28 @@ def register(sub) -> None:
     p.add_argument("companies", nargs="*", help="shipped companies or company folders")
     p.add_argument("--universe", default=None, help="a file with one company per line")
     p.add_argument("--out", default="universe", help="results go to OUT/<company>")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=int_option("seed"), default=None,
                    help="default: the seed of `stforecast run`")
-    p.add_argument("--paths", type=int, default=None, help="default: as `stforecast run`")
+    p.add_argument("--paths", type=int_option("paths"), default=None,
+                   help="default: as `stforecast run`")
     for name in ("draws", "tune", "chains"):
-        p.add_argument(f"--{name}", type=int, default=None, help="default: as `stforecast run`")
+        p.add_argument(f"--{name}", type=int_option(name), default=None,
+                       help="default: as `stforecast run`")
     p.add_argument("--no-report", action="store_true", help="skip report.html and the charts")
     _engine_options(p)
     p.set_defaults(func=cmd_run_many)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import StforecastError
-    parser = argparse.ArgumentParser(prog="stforecast", description=__doc__.splitlines()[0])
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
+    """These commands alone, with the main command line's one-line errors (``cli.guarded``)."""
+    from .cli import Parser, guarded
+
+    def run() -> int:
+        parser = Parser(prog="stforecast", description=__doc__.splitlines()[0])
+        register(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(argv)
         return args.func(args)
-    except StforecastError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return guarded(run)
 
 
 if __name__ == "__main__":

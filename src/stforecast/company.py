@@ -19,6 +19,7 @@ A company is found by folder path, or by name among the shipped ones: the folder
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .errors import DataFileError
-from .registry import COMPANY_FILE, DAYS_PER_YEAR, PRIORS_FILE, SCENARIOS_FILE
-from .tomlfile import read_toml
+from .errors import DataFileError, show, show_path
+from .registry import (COMPANY_FILE, DAYS_PER_YEAR, MAX_COMPANY_VALUE, MAX_NAME_CHARS,
+                       PRIORS_FILE, SCENARIOS_FILE)
+from .tomlfile import parse_toml, read_toml, text_or_none
 
 #: Engine drivers of the report case that carry a ``year`` dimension (besides segment revenue).
 YEARLY_DRIVERS = (
@@ -259,12 +261,12 @@ def list_companies() -> dict[str, Path]:
 
 def default_company() -> str:
     """The shipped company whose ``company.toml`` says ``default = true`` (else the first)."""
-    import tomllib
     shipped = list_companies()
     for name, folder in shipped.items():
+        text = text_or_none(folder / COMPANY_FILE)
         try:
-            info = tomllib.loads((folder / COMPANY_FILE).read_text()).get("company", {})
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            info = parse_toml(text, folder / COMPANY_FILE, ValueError).get("company", {})
+        except (TypeError, ValueError):
             continue
         if isinstance(info, dict) and info.get("default") is True:
             return name
@@ -278,16 +280,19 @@ def resolve_company(name_or_dir: str | Path | None = None) -> Path:
     """The folder of a company given by name or by path (default: ``default_company()``)."""
     target = str(name_or_dir) if name_or_dir is not None else default_company()
     path = Path(target)
-    if (path / COMPANY_FILE).is_file():
-        return path
-    if path.is_file() and path.name == COMPANY_FILE:
-        return path.parent
+    try:
+        if (path / COMPANY_FILE).is_file():
+            return path
+        if path.is_file() and path.name == COMPANY_FILE:
+            return path.parent
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        pass
     shipped = list_companies()
     if target in shipped:
         return shipped[target]
     known = ", ".join(shipped) or "none"
-    raise DataFileError(f"{target}: company: expected a shipped company ({known}) or a folder "
-                        f"holding {COMPANY_FILE}")
+    raise DataFileError(f"{show_path(target)}: company: expected a shipped company ({known}) "
+                        f"or a folder holding {COMPANY_FILE}")
 
 
 def load_company(name_or_dir: str | Path | None = None) -> Company:
@@ -297,17 +302,15 @@ def load_company(name_or_dir: str | Path | None = None) -> Company:
     _, blob = read_toml(path, DataFileError)
     files = {}
     for label, name in (("priors", PRIORS_FILE), ("scenarios", SCENARIOS_FILE)):
-        try:
-            files[label] = (str(folder / name), (folder / name).read_text())
-        except (OSError, UnicodeDecodeError):
-            pass  # checked where the file is used, with its own one-line error
+        text = text_or_none(folder / name)  # never blocks on a pipe; checked where it is used
+        if text is not None:
+            files[label] = (str(folder / name), text)
     company = _parse_company(blob.decode("utf-8"), str(path), str(folder.resolve()))
     peers = company.peers_path
     if peers is not None:
-        try:
-            files["peers"] = (str(peers), peers.read_text())
-        except (OSError, UnicodeDecodeError):
-            pass
+        text = text_or_none(peers)
+        if text is not None:
+            files["peers"] = (str(peers), text)
     files = {"company": (str(path), blob.decode("utf-8")), **files}
     return _with_files(company, files)
 
@@ -331,7 +334,12 @@ def _fail(path, key, expected):
 
 
 def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+    """A finite number of magnitude at most ``MAX_COMPANY_VALUE`` (not a bool)."""
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)
+            and abs(x) <= MAX_COMPANY_VALUE and math.isfinite(x))
+
+
+_NUMBER = f"a finite number of magnitude at most {MAX_COMPANY_VALUE:g}"
 
 
 def _years(path, key, value) -> tuple[str, ...]:
@@ -355,14 +363,15 @@ def _series_table(path, section: str, table: dict, sources: dict, years: tuple) 
         sources[where] = entry["source"]
         if "value" in entry:
             if not _is_number(entry["value"]):
-                _fail(path, f"{where}.value", "a finite number")
+                _fail(path, f"{where}.value", f"{_NUMBER}, got {show(entry['value'])}")
             data[key] = xr.DataArray(float(entry["value"]))
             continue
         values = entry.get("values")
         if not (isinstance(values, list) and len(values) == len(years)
                 and all(_is_number(v) for v in values)):
             _fail(path, f"{where}.values", f"a list of {len(years)} finite numbers (one per year "
-                                           f"{list(years)})")
+                                           f"{list(years)}, each of magnitude at most "
+                                           f"{MAX_COMPANY_VALUE:g}), got {show(values)}")
         data[key] = xr.DataArray(np.asarray(values, dtype=float), dims="year",
                                  coords={"year": list(years)})
         attrs[key] = entry["source"]
@@ -381,7 +390,7 @@ def _scalar_table(path, section: str, table: dict, sources: dict, numbers: bool 
         if not isinstance(entry, dict) or "value" not in entry or "source" not in entry:
             _fail(path, where, "a table with 'value' and 'source'")
         if numbers and not _is_number(entry["value"]):
-            _fail(path, f"{where}.value", "a finite number")
+            _fail(path, f"{where}.value", f"{_NUMBER}, got {show(entry['value'])}")
         sources[where] = entry["source"]
         out[key] = entry["value"]
     return out
@@ -403,8 +412,9 @@ def _segments(path, raw: dict, sources: dict) -> tuple[Segment, ...]:
     out = []
     for name, entry in table.items():
         key = f"segments.{name}"
-        if not name.isidentifier() or name != name.lower():
-            _fail(path, key, "a segment name in lower_snake_case")
+        if not name.isidentifier() or name != name.lower() or len(name) > MAX_NAME_CHARS:
+            _fail(path, key, f"a segment name in lower_snake_case of at most {MAX_NAME_CHARS} "
+                             "characters")
         if not isinstance(entry, dict):
             _fail(path, key, "a table")
         kind = entry.get("kind")
@@ -468,12 +478,12 @@ def _observations(path, raw, segments, forecast_years, sources) -> tuple[Observa
         if not name.isidentifier():
             _fail(path, f"{key}.name", "an identifier (letters, digits, _)")
         quantity = row.get("quantity")
-        if quantity not in OBSERVATION_QUANTITIES:
+        if not isinstance(quantity, str) or quantity not in OBSERVATION_QUANTITIES:
             _fail(path, f"{key}.quantity", f"one of {', '.join(map(repr, OBSERVATION_QUANTITIES))}"
-                                           f", got {quantity!r}")
+                                           f", got {show(quantity)}")
         segment = row.get("segment")
-        if segment not in names:
-            _fail(path, f"{key}.segment", f"one of the segments {list(names)}, got {segment!r}")
+        if not isinstance(segment, str) or segment not in names:
+            _fail(path, f"{key}.segment", f"one of the segments {list(names)}, got {show(segment)}")
         if quantity == "units" and names[segment].kind != "units":
             _fail(path, f"{key}.segment", "a 'units' segment for quantity = \"units\"")
         year = row.get("year")
@@ -504,8 +514,7 @@ def _observations(path, raw, segments, forecast_years, sources) -> tuple[Observa
 
 @lru_cache(maxsize=8)
 def _parse_company(text: str, path: str, folder: str) -> Company:
-    import tomllib
-    raw = tomllib.loads(text)
+    raw = parse_toml(text, path, DataFileError)
     for name in raw:
         if name not in SECTIONS:
             _fail(path, name, f"a known section: one of {', '.join(SECTIONS)}")
@@ -531,6 +540,13 @@ def _parse_company(text: str, path: str, folder: str) -> Company:
     for name in HISTORY_LINES + tuple(s.revenue for s in segments):
         if name not in history or "year" not in history[name].dims:
             _fail(path, f"history.{name}", "a history series (it is missing)")
+        _check_positive(path, history, name)
+    over = (history["gross_profit"] >= history["revenue"]).values
+    if bool(over.any()):
+        year = str(history["year"].values[int(np.argmax(over))])
+        _fail(path, "history.gross_profit.values", f"gross profit below revenue in every year (the "
+                                                   f"model works on the margin's logit), not in "
+                                                   f"{year}")
     for name in YEARLY_DRIVERS + tuple(s.revenue for s in segments):
         if name not in case:
             _fail(path, f"report_case.{name}", "a driver series (it is missing)")
@@ -540,7 +556,7 @@ def _parse_company(text: str, path: str, folder: str) -> Company:
         if k not in market_raw:
             _fail(path, f"market.{k}", "a { value = ..., source = \"...\" } (it is missing)")
         if k != "valuation_year" and not _is_number(market_raw[k]):
-            _fail(path, f"market.{k}.value", "a finite number")
+            _fail(path, f"market.{k}.value", f"{_NUMBER}, got {show(market_raw[k])}")
     extra = sorted(set(market_raw) - set(fields))
     if extra:
         _fail(path, f"market.{extra[0]}", f"only {', '.join(fields)}")
@@ -558,7 +574,12 @@ def _parse_company(text: str, path: str, folder: str) -> Company:
         if name not in opening:
             _fail(path, f"opening.{name}", "a closing balance of the last history year (missing)")
     observations = _observations(path, raw, segments, forecast_years, sources)
+    if not isinstance(raw.get("exposures", {}), dict):
+        _fail(path, "exposures", "a table")
     exposures = _scalar_table(path, "exposures", raw.get("exposures", {}), sources)
+    for name, share in exposures.items():
+        if name.endswith("_share") and not 0 <= share <= 1:
+            _fail(path, f"exposures.{name}.value", f"a share of revenue in [0, 1], got {share:g}")
     facts = _scalar_table(path, "facts", raw.get("facts", {}), sources)
     seg_names = [s.name for s in segments]
     drivers = case[list(YEARLY_DRIVERS)].assign(
@@ -582,6 +603,17 @@ def _parse_company(text: str, path: str, folder: str) -> Company:
         opening={k: float(v) for k, v in opening.items()},
         facts={k: float(v) for k, v in facts.items() if _is_number(v)}, sources=sources,
         peers_path=Path(folder) / peers if peers else None)
+
+
+def _check_positive(path, history: xr.Dataset, name: str) -> None:
+    """Every year's ``history.<name>`` is > 0: the model takes the log of revenue growth and of
+    each ratio built on these lines (costs, balances over revenue or cost of sales)."""
+    values = history[name].values
+    bad = np.flatnonzero(~(values > 0))
+    if bad.size:
+        year = str(history["year"].values[bad[0]])
+        _fail(path, f"history.{name}.values", f"numbers > 0 (the model works on their "
+                                              f"logarithm), got {values[bad[0]]:g} in {year}")
 
 
 def _segment_revenue(ds: xr.Dataset, segments: list[str]) -> xr.DataArray:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import time
-import tomllib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,8 +42,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from stforecast.errors import DataFileError
-from stforecast.registry import DIVERGENCES_MAX, POSTERIOR_DIMS, RHAT_MAX
+from stforecast.errors import DataFileError, show
+from stforecast.registry import (DIVERGENCES_MAX, MAX_PRIOR_PARAMETER, MIN_PRIOR_SCALE,
+                                 POSTERIOR_DIMS, RHAT_MAX)
+from stforecast.tomlfile import read_toml
 
 if TYPE_CHECKING:
     import pymc
@@ -138,13 +139,8 @@ def regression(peers: xr.Dataset) -> Regression:
 
 
 def _read_toml(path: Path) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except OSError as err:
-        raise DataFileError(f"{path}: cannot read file ({err.strerror})") from None
-    except tomllib.TOMLDecodeError as err:
-        raise DataFileError(f"{path}: not valid TOML ({err})") from None
+    """The table of a peers file (a regular file of bounded size; see ``stforecast.tomlfile``)."""
+    return read_toml(path, DataFileError)[0]
 
 
 def _is_number(v: Any) -> bool:
@@ -153,13 +149,13 @@ def _is_number(v: Any) -> bool:
 
 def _check_number(path: Path, where: str, value: Any, check: Any, expected: str) -> float:
     if not _is_number(value) or not check(value):
-        raise DataFileError(f"{path}: {where}: expected {expected}, got {value!r}")
+        raise DataFileError(f"{path}: {where}: expected {expected}, got {show(value)}")
     return float(value)
 
 
 def _name(path: Path, where: str, value: Any) -> str:
     if not isinstance(value, str) or not value.isidentifier():
-        raise DataFileError(f"{path}: {where}: expected a name in lower_snake_case, got {value!r}")
+        raise DataFileError(f"{path}: {where}: expected a name in lower_snake_case, got {show(value)}")
     return value
 
 
@@ -177,15 +173,15 @@ def _columns(path: Path, doc: dict) -> dict[str, tuple[str, str, bool]]:
             raise DataFileError(f"{path}: {where}: expected a numeric column, got a reserved name")
         if not isinstance(entry, dict) or set(entry) - {"kind", "units", "required"}:
             raise DataFileError(f"{path}: {where}: expected a table with kind, units and "
-                                f"optional required, got {entry!r}")
-        if entry.get("kind") not in COLUMN_KINDS:
+                                f"optional required, got {show(entry)}")
+        if not isinstance(entry.get("kind"), str) or entry["kind"] not in COLUMN_KINDS:
             raise DataFileError(f"{path}: {where}.kind: expected one of {tuple(COLUMN_KINDS)}, "
-                                f"got {entry.get('kind')!r}")
+                                f"got {show(entry.get('kind'))}")
         units = entry.get("units", "")
         required = entry.get("required", True)
         if not isinstance(units, str) or not isinstance(required, bool):
             raise DataFileError(f"{path}: {where}: expected units a string and required "
-                                f"true/false, got {entry!r}")
+                                f"true/false, got {show(entry)}")
         out[col] = (entry["kind"], units, required)
     return out
 
@@ -201,17 +197,18 @@ def _regression(path: Path, doc: dict, columns: dict) -> Regression:
         raise DataFileError(f"{path}: regression.{extra[0]}: expected only groups, "
                             f"{', '.join(ROLES)}")
     groups = table.get("groups")
-    if not (isinstance(groups, list) and groups and len(set(groups)) == len(groups)):
+    if not (isinstance(groups, list) and groups and all(isinstance(g, str) for g in groups)
+            and len(set(groups)) == len(groups)):
         raise DataFileError(f"{path}: regression.groups: expected a list of distinct group "
-                            f"names, got {groups!r}")
+                            f"names, got {show(groups)}")
     for i, group in enumerate(groups):
         _name(path, f"regression.groups[{i}]", group)
     names = []
     for role, kinds in ROLES.items():
         col = table.get(role)
-        if col not in columns:
+        if not isinstance(col, str) or col not in columns:
             raise DataFileError(f"{path}: regression.{role}: expected one of the [columns] "
-                                f"{tuple(columns)}, got {col!r}")
+                                f"{tuple(columns)}, got {show(col)}")
         kind, _, required = columns[col]
         if kind not in kinds or not required:
             raise DataFileError(f"{path}: regression.{role}: expected a required column of "
@@ -252,18 +249,18 @@ def load_peers(path: str | Path) -> xr.Dataset:
     for i, row in enumerate(rows):
         where = f"peer[{i}]"
         if not isinstance(row, dict):
-            raise DataFileError(f"{path}: {where}: expected a [[peer]] table, got {row!r}")
+            raise DataFileError(f"{path}: {where}: expected a [[peer]] table, got {show(row)}")
         for key in ("company", "ticker"):
             if not isinstance(row.get(key), str) or not row[key].strip():
                 raise DataFileError(
-                    f"{path}: {where}.{key}: expected a non-empty string, got {row.get(key)!r}"
+                    f"{path}: {where}.{key}: expected a non-empty string, got {show(row.get(key))}"
                 )
         where = f"peer[{i}] ({row['ticker']})"
         if row["ticker"] in tickers:
             raise DataFileError(f"{path}: {where}.ticker: expected a unique ticker, got a duplicate")
         if row.get("group") not in reg.groups:
             raise DataFileError(
-                f"{path}: {where}.group: expected one of {reg.groups}, got {row.get('group')!r}"
+                f"{path}: {where}.group: expected one of {reg.groups}, got {show(row.get('group'))}"
             )
         unknown = set(row) - set(declared) - {"company", "ticker", "group"}
         if unknown:
@@ -299,7 +296,7 @@ def load_peers(path: str | Path) -> xr.Dataset:
                             f"valued: group, sales_cagr, gross_margin)")
     if target.get("group") not in reg.groups:
         raise DataFileError(
-            f"{path}: target.group: expected one of {reg.groups}, got {target.get('group')!r}"
+            f"{path}: target.group: expected one of {reg.groups}, got {show(target.get('group'))}"
         )
     for key, (kind, required) in _TARGET_KEYS.items():
         check, expected = COLUMN_KINDS[kind]
@@ -339,14 +336,19 @@ def _validate_priors(
         value = priors.get(key)
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if key == "intercept_mu":
-            ok = ok and math.isfinite(value)
+            ok = ok and math.isfinite(value) and abs(value) <= MAX_PRIOR_PARAMETER
         elif key == "residual_nu":
-            ok = ok and value > 0
+            ok = ok and value >= MIN_PRIOR_SCALE and (value == math.inf
+                                                       or value <= MAX_PRIOR_PARAMETER)
         else:
-            ok = ok and math.isfinite(value) and value > 0
+            ok = ok and MIN_PRIOR_SCALE <= value <= MAX_PRIOR_PARAMETER
         if not ok:
-            expected = "a finite number" if key == "intercept_mu" else "a positive number"
-            raise error(f"{where}.{key}: expected {expected}, got {value!r}")
+            expected = (f"a number of magnitude at most {MAX_PRIOR_PARAMETER:g}"
+                        if key == "intercept_mu" else
+                        f"a positive number (between {MIN_PRIOR_SCALE:g} and "
+                        f"{MAX_PRIOR_PARAMETER:g}" + (", or inf)" if key == "residual_nu"
+                                                      else ")"))
+            raise error(f"{where}.{key}: expected {expected}, got {show(value)}")
         out[key] = float(value)
     return out
 

@@ -18,14 +18,16 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from scipy import optimize, stats
 
-from .errors import StforecastError
+from .errors import StforecastError, show
 from .processes import RATIO_DRIVERS
-from .registry import VALUATION_METHODS
+from .registry import (MAX_PRIOR_PARAMETER, MIN_PRIOR_SCALE, PLAUSIBLE_MASS, PLAUSIBLE_RANGES,
+                       VALUATION_METHODS)
 from .tomlfile import read_toml
 
 PROCESS_PARTS = ("long_run", "persistence", "volatility")
@@ -49,6 +51,18 @@ POSITIVE_PARAMS = {"sigma", "nu", "alpha", "beta", "lam"}
 ELICITABLE = {"Normal", "LogNormal", "LogitNormal", "Beta", "Gamma"}
 #: What each process part must support (a persistence is a fraction; a volatility positive).
 PART_SUPPORT = {"persistence": "unit", "volatility": "positive"}
+#: The plausible range (``registry.PLAUSIBLE_RANGES``) of each process part and valuation prior.
+PART_KIND = {"persistence": "persistence", "volatility": "volatility"}
+VALUATION_KIND = {"ev_sales_multiple": "ev_sales_multiple", "peer_premium": "peer_premium"}
+
+
+def long_run_kind(section: str, transform: str | None, units: str) -> str:
+    """The plausible-range kind of a process's long-run level (growth, margin, days, ratio)."""
+    if section == "growth":
+        return "growth_long_run"
+    if transform == "logit":
+        return "margin_long_run"
+    return "days_long_run" if "days" in units else "ratio_long_run"
 
 
 class PriorsError(StforecastError):
@@ -160,8 +174,42 @@ def _fail(path, key, expected) -> None:
 
 def _number(path, key, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        _fail(path, key, f"a finite number, got {value!r}")
+        _fail(path, key, f"a finite number, got {show(value)}")
     return float(value)
+
+
+def check_plausible(path, key, prior: "Prior", kind: str) -> None:
+    """The prior's central ``PLAUSIBLE_MASS`` interval lies in the kind's plausible range
+    (``registry.PLAUSIBLE_RANGES``); ``PriorsError`` with the allowed range otherwise."""
+    low, high, units = PLAUSIBLE_RANGES[kind]
+    lo, hi = _central(prior.dist, tuple(prior.params.items()))
+    if not (math.isfinite(lo) and math.isfinite(hi) and low <= lo and hi <= high):
+        _fail(path, key, f"a prior whose central {PLAUSIBLE_MASS:.0%} lies in the plausible "
+                         f"range [{low:g}, {high:g}] ({units}), got {prior.describe()} with "
+                         f"{PLAUSIBLE_MASS:.0%} in [{lo:.3g}, {hi:.3g}]")
+
+
+@lru_cache(maxsize=1024)
+def _central(dist: str, params: tuple) -> tuple[float, float]:
+    """The central ``PLAUSIBLE_MASS`` interval of a distribution (NaN when it has none)."""
+    tail = (1 - PLAUSIBLE_MASS) / 2
+    try:
+        with np.errstate(all="ignore"):
+            frozen = Prior(dist, dict(params)).frozen()
+            return tuple(float(frozen.ppf(q)) for q in (tail, 1 - tail))
+    except (ArithmeticError, ValueError):
+        return math.nan, math.nan
+
+
+def _check_params(path, key, dist, params) -> None:
+    """Every parameter of a magnitude the samplers can work with."""
+    for name, v in params.items():
+        if not abs(v) <= MAX_PRIOR_PARAMETER:
+            _fail(path, f"{key}.{name}", f"a parameter of magnitude at most "
+                                         f"{MAX_PRIOR_PARAMETER:g}, got {v:g}")
+        if name in POSITIVE_PARAMS and not v >= MIN_PRIOR_SCALE:
+            _fail(path, f"{key}.{name}", f"{name} >= {MIN_PRIOR_SCALE:g} (a smaller one makes "
+                                         f"the {dist} a constant), got {v:g}")
 
 
 def _check_support(path, key, dist, support, values) -> None:
@@ -174,16 +222,26 @@ def _check_support(path, key, dist, support, values) -> None:
 
 def _elicit(path, key, dist, low, high, mass) -> dict[str, float]:
     """Parameters whose central ``mass`` interval is [low, high]."""
+    params = _solve(dist, low, high, mass)
+    if params is None:
+        _fail(path, f"{key}.range", f"a range a {dist} can match, [{low:g}, {high:g}] cannot")
+    return dict(params)
+
+
+@lru_cache(maxsize=512)
+def _solve(dist, low, high, mass) -> tuple[tuple[str, float], ...] | None:
+    """``_elicit``'s parameters as pairs (cached: a numerical solve for Beta and Gamma), or
+    None when no member of the family matches."""
     z = stats.norm.ppf(0.5 + mass / 2)
     match dist:
         case "Normal":
-            return {"mu": (low + high) / 2, "sigma": (high - low) / (2 * z)}
+            return (("mu", (low + high) / 2), ("sigma", (high - low) / (2 * z)))
         case "LogNormal":
             a, b = math.log(low), math.log(high)
-            return {"mu": (a + b) / 2, "sigma": (b - a) / (2 * z)}
+            return (("mu", (a + b) / 2), ("sigma", (b - a) / (2 * z)))
         case "LogitNormal":
             a, b = math.log(low / (1 - low)), math.log(high / (1 - high))
-            return {"mu": (a + b) / 2, "sigma": (b - a) / (2 * z)}
+            return (("mu", (a + b) / 2), ("sigma", (b - a) / (2 * z)))
     q = np.array([0.5 - mass / 2, 0.5 + mass / 2])
     target = np.array([low, high])
     make = {"Beta": lambda a, b: stats.beta(a, b),
@@ -196,19 +254,34 @@ def _elicit(path, key, dist, low, high, mass) -> dict[str, float]:
 
     mid = (low + high) / 2
     start = np.log([mid * 10, (1 - mid) * 10]) if dist == "Beta" else np.log([4.0, 4.0 / mid])
-    sol = optimize.least_squares(loss, start, bounds=(-10, 10))
-    if not sol.success or np.max(np.abs(sol.fun)) > 1e-3:
-        _fail(path, f"{key}.range", f"a range a {dist} can match, [{low:g}, {high:g}] cannot")
-    return dict(zip(names, map(float, np.exp(sol.x))))
+    start = np.clip(start, -9.9, 9.9)  # inside the solver's bounds, whatever the range
+    try:
+        with np.errstate(all="ignore"):
+            sol = optimize.least_squares(loss, start, bounds=(-10, 10))
+        ok = sol.success and bool(np.all(np.isfinite(sol.fun))) and np.max(np.abs(sol.fun)) <= 1e-3
+    except (ArithmeticError, ValueError):
+        ok = False
+    return tuple(zip(names, map(float, np.exp(sol.x)))) if ok else None
 
 
-def parse_prior(path, key, entry, support_needed: str | None = None) -> Prior:
-    """Validate one distribution table and resolve its parameters."""
+def parse_prior(path, key, entry, support_needed: str | None = None,
+                kind: str | None = None) -> Prior:
+    """Validate one distribution table and resolve its parameters; with ``kind`` (a key of
+    ``registry.PLAUSIBLE_RANGES``) its central interval must lie in that plausible range."""
+    prior = _parse_prior(path, key, entry, support_needed)
+    _check_params(path, key, prior.dist, prior.params)
+    if kind is not None:
+        check_plausible(path, key, prior, kind)
+    return prior
+
+
+def _parse_prior(path, key, entry, support_needed: str | None = None) -> Prior:
     if not isinstance(entry, dict):
-        _fail(path, key, "a table like { dist = \"Normal\", mu = 0.1, sigma = 0.05 }")
+        _fail(path, key, "a table like { dist = \"Normal\", mu = 0.1, sigma = 0.05 }, got "
+                         f"{show(entry)}")
     dist = entry.get("dist")
-    if dist not in FAMILIES:
-        _fail(path, f"{key}.dist", f"one of {', '.join(FAMILIES)}, got {dist!r}")
+    if not isinstance(dist, str) or dist not in FAMILIES:
+        _fail(path, f"{key}.dist", f"one of {', '.join(FAMILIES)}, got {show(dist)}")
     names, support = FAMILIES[dist]
     if support_needed == "unit" and support != "unit":
         _fail(path, f"{key}.dist", f"a distribution on (0, 1) (Beta or LogitNormal), got {dist}")
@@ -229,7 +302,7 @@ def parse_prior(path, key, entry, support_needed: str | None = None) -> Prior:
             _fail(path, f"{key}.range", f"parameters {', '.join(names)}: a range is not supported for {dist}")
         rng = entry["range"]
         if not (isinstance(rng, list) and len(rng) == 2):
-            _fail(path, f"{key}.range", "a list [low, high] of two numbers")
+            _fail(path, f"{key}.range", f"a list [low, high] of two numbers, got {show(rng)}")
         low, high = (_number(path, f"{key}.range", v) for v in rng)
         if not low < high:
             _fail(path, f"{key}.range", f"low < high, got [{low:g}, {high:g}]")
@@ -264,7 +337,7 @@ def _text(path, key, table, name, required=False) -> str:
 def _process(path, section, name, table, transform=None, units="") -> ProcessPrior:
     key = f"{section}.{name}"
     if not isinstance(table, dict):
-        _fail(path, key, "a table")
+        _fail(path, key, f"a table, got {show(table)}")
     allowed = PROCESS_PARTS + TEXT_KEYS + (("upper",) if transform is not None else ())
     extra = sorted(set(table) - set(allowed))
     if extra:
@@ -275,6 +348,10 @@ def _process(path, section, name, table, transform=None, units="") -> ProcessPri
         if upper <= 0 or (transform == "logit" and upper >= 1):
             _fail(path, f"{key}.upper", "a ceiling > 0 (and < 1 for a margin) in the driver's "
                                         f"units, got {upper:g}")
+        high = PLAUSIBLE_RANGES[long_run_kind(section, transform, units)][1]
+        if upper > high:
+            _fail(path, f"{key}.upper", f"a ceiling of at most {high:g} (the plausible range of "
+                                        f"the driver), got {upper:g}")
     parts = {}
     for part in PROCESS_PARTS:
         if part not in table:
@@ -284,7 +361,9 @@ def _process(path, section, name, table, transform=None, units="") -> ProcessPri
             needed = "unit"
         elif part == "long_run" and transform == "log":
             needed = "positive"
-        parts[part] = parse_prior(path, f"{key}.{part}", table[part], needed)
+        kind = (long_run_kind(section, transform, units) if part == "long_run"
+                else PART_KIND[part])
+        parts[part] = parse_prior(path, f"{key}.{part}", table[part], needed, kind)
     return ProcessPrior(name=name, source=_text(path, key, table, "source", required=True),
                         reasoning=_text(path, key, table, "reasoning"), transform=transform,
                         units=_text(path, key, table, "units") or units, upper=upper, **parts)
@@ -335,16 +414,18 @@ def load_priors(path: str | Path, growth_drivers: dict[str, str] | None = None) 
             _fail(path, f"ratio.{name}", "a ratio driver (it is missing)")
     pool_t = _section(raw, path, "pooling")
     _known(path, "pooling", pool_t, POOLING_KEYS)
-    pooling = {n: parse_prior(path, f"pooling.{n}", t) for n, t in pool_t.items()}
+    pooling = {n: parse_prior(path, f"pooling.{n}", t, kind="growth_pooling")
+               for n, t in pool_t.items()}
     val_t = dict(_section(raw, path, "valuation"))
     method = val_t.pop("method", "report")
     if method not in VALUATION_METHODS:
         _fail(path, "valuation.method", f"one of {', '.join(map(repr, VALUATION_METHODS))}, "
-                                        f"got {method!r}")
+                                        f"got {show(method)}")
     _known(path, "valuation", val_t, VALUATION_KEYS + ("method",))
     # ev_sales_multiple is a multiple (positive); peer_premium a log premium (any real number)
     valuation = {n: parse_prior(path, f"valuation.{n}", t,
-                                "positive" if n == "ev_sales_multiple" else None)
+                                "positive" if n == "ev_sales_multiple" else None,
+                                VALUATION_KIND.get(n))
                  for n, t in val_t.items()}
     if "ev_sales_multiple" not in valuation:
         _fail(path, "valuation.ev_sales_multiple", "a prior for the EV/sales multiple (it is missing)")

@@ -131,3 +131,79 @@ METHOD_VARIABLES = {"report": ("target_price_report", "ev_sales_multiple_report"
 def variable(name: str) -> Variable | None:
     """The registry entry of ``name``, or None for company-specific names."""
     return VARIABLES.get(name)
+
+
+# --- validation limits (stforecast.errors, tomlfile, priors, scenarios, preflight) ---------------
+#: Longest message a user-facing error prints, longest echoed value, longest unbroken word.
+MAX_MESSAGE_CHARS = 1200
+MAX_ECHO_CHARS = 60
+MAX_WORD_CHARS = 100
+#: Input files (TOML: company, priors, scenarios, peers, actuals, sweeps) larger than this are
+#: refused before they are read; so are pipes, devices and folders.
+MAX_INPUT_BYTES = 1_000_000
+#: Integers in input files: at most this many digits (larger ones are typos or attacks; a float
+#: carries 15-17 significant digits anyway).
+MAX_INT_DIGITS = 15
+#: Variables whose realised values (actuals) must be > 0; ``<name>_<suffix>`` too (a segment's
+#: revenue, a target price in a named currency).
+POSITIVE_VARIABLES = ("revenue", "target_price", "ev_sales_multiple", "enterprise_value")
+#: Largest magnitude of a number in a company file (money is in millions).
+MAX_COMPANY_VALUE = 1e12
+#: Nesting depth of arrays and tables in an input file.
+MAX_NESTING = 32
+#: Names of shocks (they become variables ``shock_<name>``: a letter, then letters, digits or
+#: underscores) and of scenarios (hyphens too), at most ``MAX_NAME_CHARS`` long; both unique
+#: regardless of case.
+SHOCK_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_]*"
+SCENARIO_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_-]*"
+MAX_NAME_CHARS = 48
+#: How many shocks and scenarios a scenarios file may declare (each scenario is a full
+#: simulation of every path: memory and time grow with the count).
+MAX_SHOCKS = 40
+MAX_SCENARIOS = 40
+
+#: Plausible values per kind of prior, on the variable's own scale: the prior's central
+#: ``PLAUSIBLE_MASS`` interval must lie inside [low, high]. These are generous (no real company's
+#: driver comes near the edges); they exist so that a typo (sd = 1e6, a multiple of 1e9,
+#: mu = 1e300) is refused with the allowed range instead of crashing the sampler.
+#: kind -> (low, high, units).
+PLAUSIBLE_MASS = 0.98
+PLAUSIBLE_RANGES: dict[str, tuple[float, float, str]] = {
+    "growth_long_run": (-2.0, 2.0, "log growth per year"),
+    "growth_pooling": (-2.0, 2.0, "log growth per year"),
+    "persistence": (0.0, 0.999, "AR(1) persistence"),
+    "volatility": (1e-4, 5.0, "innovation sd on the driver's log or logit scale"),
+    "ratio_long_run": (1e-5, 10.0, "fraction of revenue"),
+    "days_long_run": (0.01, 3650.0, "days"),
+    "margin_long_run": (1e-4, 0.9999, "fraction of revenue"),
+    "ev_sales_multiple": (0.01, 500.0, "x EV/sales"),
+    "peer_premium": (-5.0, 5.0, "log premium to the peer regression"),
+    "shock_probability": (0.0, 1.0, "annual probability"),
+    "shock_severity": (0.0, 100.0, "intensity (1 = a typical occurrence)"),
+}
+#: Largest and smallest parameter of any prior (a scale below MIN is a constant in disguise).
+MAX_PRIOR_PARAMETER = 1e6
+MIN_PRIOR_SCALE = 1e-6
+#: A shock channel's effect at intensity 1, per kind of channel: (low, high, units).
+CHANNEL_RANGES: dict[str, tuple[float, float, str]] = {
+    "relative": (-1.0, 10.0, "relative change (-0.2 = 20% lower)"),
+    "fraction": (-1.0, 1.0, "fraction of revenue added"),
+    "days": (-365.0, 365.0, "days added"),
+}
+
+#: Ranges of the command-line options: option -> (low, high).
+OPTION_RANGES: dict[str, tuple[int, int]] = {
+    "paths": (1, 100_000_000),
+    "seed": (0, 2**32 - 1),
+    "draws": (10, 1_000_000),
+    "tune": (10, 1_000_000),
+    "chains": (1, 64),
+    "top": (1, 10_000),
+    "fits": (1, 100_000),
+    "thin_to": (1, 100_000),
+    "per_task": (1, 100_000),
+    "workers": (1, 1_024),
+}
+#: The memory estimate of a run (``preflight.estimate_bytes``, itself generous) refuses paths
+#: whose draws would not fit in this fraction of the memory available.
+MEMORY_FRACTION = 0.9

@@ -41,6 +41,7 @@ from .fit import Diagnostics as FitDiagnostics
 from .fit import (FitSettings, bar_reasons, diagnose, free_parameter_names, sample_posterior,
                   sample_prior)
 from .model import Observations, build_model, observations_from_company, observed_data_values
+from .preflight import trial_logp
 from .priors import PriorSpec, load_priors
 from .multiples import Valuation, relation_from_fit
 from .peers import (build_peer_model, fit_peer_model, load_peers, peer_diagnostics,
@@ -450,6 +451,11 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
         return {**groups, "diagnostics": diagnose(groups["posterior"], groups["sample_stats"],
                                                   list(attrs["free_parameters"]))}
     model = build_model(inputs.spec, inputs.obs, inputs.company)
+    # the log-density and its gradient at the sampler's starting point, before any sampling
+    trial = trial_logp(model, str(inputs.priors_path))
+    timings["trial_logp"] = trial["seconds"]
+    logger.info(f"the model evaluates at the prior's centre (log-density {trial['logp']:.1f}, "
+                f"{trial['seconds']:.1f} s)")
     logger.info(f"sampling the prior ({fs.prior_draws} draws)")
     t = time.perf_counter()
     prior = sample_prior(model, fs.prior_draws, settings.seed)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import StforecastError
+from .errors import StforecastError, show
 from .priors import Prior, PriorsError, parse_prior
-from .registry import HEADLINE_SCENARIO
+from .registry import (CHANNEL_RANGES, HEADLINE_SCENARIO, MAX_NAME_CHARS, MAX_SCENARIOS,
+                       MAX_SHOCKS, PLAUSIBLE_RANGES, SCENARIO_NAME_PATTERN, SHOCK_NAME_PATTERN)
 from .tomlfile import read_toml
 
 #: The engine's channels -> (kind, units of the effect at intensity 1). ``relative``: the driver
@@ -124,17 +126,54 @@ def _fail(path, key, expected):
 
 def _number(path, key, value, lo=-math.inf, hi=math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        _fail(path, key, f"a finite number, got {value!r}")
+        _fail(path, key, f"a finite number, got {show(value)}")
     if not lo <= value <= hi:
         _fail(path, key, f"a number in [{lo:g}, {hi:g}], got {value:g}")
     return float(value)
 
 
-def _prior(path, key, entry, support) -> Prior:
+def _prior(path, key, entry, support, kind: str | None = None) -> Prior:
     try:
-        return parse_prior(path, key, entry, support)
+        return parse_prior(path, key, entry, support, kind)
     except PriorsError as exc:
         raise ScenariosError(str(exc)) from None
+
+
+def check_counts_and_names(path, raw: dict) -> None:
+    """At most ``MAX_SHOCKS`` shocks and ``MAX_SCENARIOS`` scenarios, with safe names unique
+    regardless of case (``check_names``)."""
+    for section, cap, pattern in (("shocks", MAX_SHOCKS, SHOCK_NAME_PATTERN),
+                                  ("scenarios", MAX_SCENARIOS, SCENARIO_NAME_PATTERN)):
+        table = raw.get(section) or {}
+        if isinstance(table, dict):
+            if len(table) > cap:
+                _fail(path, section, f"at most {cap} {section} (each scenario simulates every "
+                                     f"path again), got {len(table)}")
+            check_names(path, section, table, pattern)
+
+
+def channel_range(channel: str, channels: dict[str, tuple[str, str]]) -> tuple[float, float, str]:
+    """The plausible effect of a channel at intensity 1 (``registry.CHANNEL_RANGES``)."""
+    kind, units = channels[channel]
+    if kind == "relative":
+        return CHANNEL_RANGES["relative"]
+    return CHANNEL_RANGES["days" if "days" in units else "fraction"]
+
+
+def check_names(path, section: str, names, pattern: str) -> None:
+    """Names of a safe character set (``pattern``), at most ``MAX_NAME_CHARS`` long, unique
+    regardless of case; ``ScenariosError`` naming the first offending key otherwise."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if len(name) > MAX_NAME_CHARS or not re.fullmatch(pattern, name):
+            what = ("letters, digits and underscores" if "-" not in pattern
+                    else "letters, digits, underscores and hyphens")
+            _fail(path, f"{section}.{name}", f"a name starting with a letter, then {what}, at "
+                                             f"most {MAX_NAME_CHARS} characters, got {show(name)}")
+        if name.lower() in seen:
+            _fail(path, f"{section}.{name}", f"names that differ in more than case "
+                                             f"({seen[name.lower()]!r} is already defined)")
+        seen[name.lower()] = name
 
 
 def _check_table(path, key, table, allowed) -> None:
@@ -161,14 +200,19 @@ def _shock(path, name, table, channels) -> Shock:
     for channel, effect in effects.items():
         if channel not in channels:
             _fail(path, f"{key}.channels.{channel}", f"a known channel: one of {', '.join(channels)}")
-        _number(path, f"{key}.channels.{channel}", effect)
+        lo, hi, units = channel_range(channel, channels)
+        effect = _number(path, f"{key}.channels.{channel}", effect)
+        if not lo <= effect <= hi:
+            _fail(path, f"{key}.channels.{channel}", f"an effect in the plausible range [{lo:g}, "
+                                                     f"{hi:g}] ({units}), got {effect:g}")
     for text in ("label", "reasoning"):
         if not isinstance(table.get(text, ""), str):
             _fail(path, f"{key}.{text}", "a string")
     return Shock(
         name=name, label=table.get("label") or name.replace("_", " "),
-        probability=_prior(path, f"{key}.probability", table["probability"], "unit"),
-        severity=_prior(path, f"{key}.severity", table["severity"], "positive"),
+        probability=_prior(path, f"{key}.probability", table["probability"], "unit",
+                           "shock_probability"),
+        severity=_prior(path, f"{key}.severity", table["severity"], "positive", "shock_severity"),
         persistence=_number(path, f"{key}.persistence", table["persistence"], 0.0, 1.0),
         channels={c: float(v) for c, v in effects.items()},
         source=source, reasoning=table.get("reasoning", ""))
@@ -184,11 +228,11 @@ def parse_setting(path, key, value, years) -> Setting:
         if value in years:
             return Setting(None, year=value)
         _fail(path, key, f"\"off\", \"prior\", a year ({', '.join(years)}), a probability or a "
-                         f"table, got {value!r}")
+                         f"table, got {show(value)}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return Setting(_number(path, key, value, 0.0, 1.0))
     if not isinstance(value, dict):
-        _fail(path, key, f"\"off\", \"prior\", a year, a probability or a table, got {value!r}")
+        _fail(path, key, f"\"off\", \"prior\", a year, a probability or a table, got {show(value)}")
     extra = sorted(set(value) - {"probability", "year", "severity"})
     if extra:
         _fail(path, f"{key}.{extra[0]}", "only probability, year, severity")
@@ -196,10 +240,11 @@ def parse_setting(path, key, value, years) -> Setting:
         _fail(path, f"{key}.year", "either 'year' (forced occurrence) or 'probability', not both")
     severity = value.get("severity")
     if severity is not None:
-        severity = _number(path, f"{key}.severity", severity, 0.0)
+        severity = _number(path, f"{key}.severity", severity,
+                           *PLAUSIBLE_RANGES["shock_severity"][:2])
     if "year" in value:
-        if value["year"] not in years:
-            _fail(path, f"{key}.year", f"one of {', '.join(years)}, got {value['year']!r}")
+        if not isinstance(value["year"], str) or value["year"] not in years:
+            _fail(path, f"{key}.year", f"one of {', '.join(years)}, got {show(value['year'])}")
         return Setting(None, year=value["year"], severity=severity)
     probability = value.get("probability", "prior")
     if probability != "prior":
@@ -215,10 +260,10 @@ def _scenario(path, name, table, shocks, years) -> Scenario:
         _fail(path, f"{key}.description", "a string")
     default = table.get("default", "off")
     if default not in ("off", "prior"):
-        _fail(path, f"{key}.default", f"\"off\" or \"prior\", got {default!r}")
+        _fail(path, f"{key}.default", f"\"off\" or \"prior\", got {show(default)}")
     named = table.get("shocks", {})
     if not isinstance(named, dict):
-        _fail(path, f"{key}.shocks", "a table of shock = setting")
+        _fail(path, f"{key}.shocks", f"a table of shock = setting, got {show(named)}")
     for shock in named:
         if shock not in shocks:
             _fail(path, f"{key}.shocks.{shock}", f"a shock defined in [shocks]: one of "
@@ -240,9 +285,10 @@ def load_scenarios(path: str | Path, company) -> ScenarioSpec:
     for section in ("shocks", "scenarios"):
         if not isinstance(raw.get(section), dict) or not raw[section]:
             _fail(path, section, "a non-empty table")
+    check_counts_and_names(path, raw)
     for name, t in raw["shocks"].items():
         if not isinstance(t, dict):
-            _fail(path, f"shocks.{name}", "a table")
+            _fail(path, f"shocks.{name}", f"a table, got {show(t)}")
     shocks = {name: _shock(path, name, t, channels) for name, t in raw["shocks"].items()}
     scenarios = {name: _scenario(path, name, t, shocks, years)
                  for name, t in raw["scenarios"].items()}

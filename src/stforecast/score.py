@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .errors import StforecastError
-from .registry import SAMPLE_DIMS
+from .registry import POSITIVE_VARIABLES, SAMPLE_DIMS
 from .tomlfile import read_toml
 
 if TYPE_CHECKING:  # xarray is only needed for the datasets passed in
@@ -107,6 +107,18 @@ def _number(path: object, key: str, value: object) -> float:
     return number
 
 
+def _must_be_positive(name: str) -> bool:
+    """Variables whose realised value is > 0 (revenue, a segment's revenue, a target price)."""
+    return any(name == v or name.startswith(v + "_") for v in POSITIVE_VARIABLES)
+
+
+def _checked(path: object, actual: Actual) -> Actual:
+    if actual.value <= 0 and _must_be_positive(actual.variable):
+        raise ActualsError(f"{path}: key '{actual.key}': expected a number > 0 "
+                           f"({actual.variable} is positive), got {actual.value:g}")
+    return actual
+
+
 def _read_toml(path: Path) -> dict:
     return read_toml(path, ActualsError)[0]
 
@@ -130,9 +142,10 @@ def load_actuals(path: str | Path) -> list[Actual]:
                 raise ActualsError(f"{path}: key '{name}': expected year = number entries "
                                    f"(e.g. <year> = 3809), got an empty table")
             for year, value in entry.items():
-                actuals.append(Actual(name, str(year), _number(path, f"{name}.{year}", value)))
+                actuals.append(_checked(path, Actual(name, str(year),
+                                                     _number(path, f"{name}.{year}", value))))
         elif isinstance(entry, (int, float)) and not isinstance(entry, bool):
-            actuals.append(Actual(name, None, _number(path, name, entry)))
+            actuals.append(_checked(path, Actual(name, None, _number(path, name, entry))))
         else:
             raise ActualsError(f"{path}: key '{name}': expected a number or a table of "
                                f"year = number, got {_describe(entry)}")
