@@ -183,8 +183,8 @@ def cmd_run(args) -> int:
 # --- report -------------------------------------------------------------------------------------
 def cmd_report(args) -> int:
     results = _load_results(args)  # a one-line error before the plotting stack is imported
-    from .report import build_report
-    print(build_report(results.folder))
+    from .report import rebuild_report
+    print(rebuild_report(results.folder))
     return 0
 
 
