@@ -417,13 +417,14 @@ def test_a_link_to_a_results_folder_stays_a_link(tmp_path):
 
 
 # --------------------------------------------------------------------------- kills (slow lane)
-TINY = ["--paths", "200", "--draws", "50", "--tune", "50", "--chains", "2", "--seed", "7",
-        "--no-progress"]
+#: Tiny runs; every run has one seed, so all read the fit the first one put in the session's fit
+#: cache. The previous results have 100 paths, the new ones 200 (``settings.paths`` tells them).
+TINY = ["--draws", "50", "--tune", "50", "--chains", "2", "--seed", "7", "--no-progress"]
 STAGES = ("fit", "simulate", "write", "report", "publish")
-WAIT_S = 300
+WAIT_S = 600
 
 
-def _cli(*args, env=None, exchange=True) -> list[str]:
+def _cli(*args, exchange=True) -> list[str]:
     pre = "" if exchange else "import stforecast.publish as p; p._EXCHANGE = None; "
     return [sys.executable, "-c",
             pre + "import sys; from stforecast.cli import main; sys.exit(main(sys.argv[1:]))",
@@ -434,15 +435,19 @@ def _env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MPLBACKEND": "Agg", **extra}
 
 
-def _run(*args, exchange=True, timeout=WAIT_S) -> subprocess.CompletedProcess:
+def _run(*args, exchange=True) -> subprocess.CompletedProcess:
     return subprocess.run(_cli(*args, exchange=exchange), capture_output=True, text=True,
-                          env=_env(), timeout=timeout)
+                          env=_env(), timeout=WAIT_S)
+
+
+def _new_run(out: Path, *extra) -> list[str]:
+    return ["run", "--out", str(out), "--paths", "200", *TINY, *extra]
 
 
 def _run_paused(out: Path, stage: str, *extra, exchange=True) -> subprocess.Popen:
     """A run into ``out`` that pauses at ``stage`` (the test hook); returns once it is there."""
     marker = out.parent / f"paused-{stage}-{time.monotonic_ns()}"
-    proc = subprocess.Popen(_cli("run", "--out", str(out), *TINY, *extra, exchange=exchange),
+    proc = subprocess.Popen(_cli(*_new_run(out, *extra), exchange=exchange),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(STFORECAST_TEST_PAUSE_AT=f"{stage}:{marker}"))
     deadline = time.monotonic() + WAIT_S
@@ -466,70 +471,85 @@ def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
 
 
+def _paths(out: Path) -> int:
+    return load_results(out).summary.settings.paths
+
+
 @pytest.fixture(scope="module")
 def previous(tmp_path_factory):
-    """A complete results folder with its report (a real tiny run; it fits once into the
-    session's fit cache, which every later run reads)."""
-    parent = tmp_path_factory.mktemp("kills")
-    out = parent / "res"
-    proc = _run("run", "--out", str(out), *TINY[:-3], "--seed", "5", "--no-progress")
+    """A complete results folder with its report (a real tiny run, 100 paths; it fits once into
+    the session's fit cache, which every later run reads)."""
+    out = tmp_path_factory.mktemp("previous") / "res"
+    proc = _run("run", "--out", str(out), "--paths", "100", *TINY)
     assert proc.returncode == 0, proc.stderr
-    assert (out / "report.html").exists()
+    assert (out / "report.html").exists() and _paths(out) == 100
+    return out
+
+
+@pytest.fixture(scope="module")
+def killed(previous, tmp_path_factory):
+    """A copy of the previous results, into which the runs of the kill tests are killed."""
+    out = tmp_path_factory.mktemp("kills") / "res"
+    _copy(previous, out)
     return out
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
-def test_run_killed_at_a_stage_leaves_previous_results(stage, previous, tmp_path):
-    out = tmp_path / "res"
-    _copy(previous, out)
-    before = snapshot(out)
-    proc = _run_paused(out, stage, *([] if stage == "report" else ["--no-report"]))
+def test_run_killed_at_a_stage_leaves_previous_results(stage, killed, previous):
+    before = snapshot(previous)
+    staged_before = _leftovers(killed.parent)
+    proc = _run_paused(killed, stage, *([] if stage == "report" else ["--no-report"]))
     _kill(proc)
-    assert snapshot(out) == before
-    staged = _leftovers(tmp_path)
-    assert bool(staged) == (stage in ("write", "report", "publish")), staged
+    assert snapshot(killed) == before
+    staged = sorted(set(_leftovers(killed.parent)) - set(staged_before))
+    assert len(staged) == (stage in ("write", "report", "publish")), staged
     if staged:  # the staging folder is what the kill interrupted
-        assert (tmp_path / staged[0] / "summary.json").exists()
-        assert (tmp_path / staged[0] / "report.html").exists() == (stage != "write")
-    assert load_results(out).summary.seed == 5
-    nxt = _run("run", "--out", str(out), *TINY, "--no-report")
+        assert (killed.parent / staged[0] / "summary.json").exists()
+        assert (killed.parent / staged[0] / "report.html").exists() == (stage == "report")
+    assert _paths(killed) == 100
+
+
+@pytest.mark.slow
+def test_next_run_after_the_kills_leaves_no_staging_folder(killed):
+    """Runs after the kill tests (same module, same folder): the leftovers of the killed runs
+    are gone; ``--no-report`` over a folder with a report leaves no report, and lists none."""
+    nxt = _run(*_new_run(killed, "--no-report"))
     assert nxt.returncode == 0, nxt.stderr
-    assert _leftovers(tmp_path) == []
-    assert load_results(out).summary.seed == 7
-    # --no-report over a folder with a report: no report of the earlier run, none listed
-    assert sorted(p.name for p in out.iterdir()) == ["forecast.nc", "summary.json"]
-    assert "report.html" not in nxt.stdout
+    assert _leftovers(killed.parent) == []
+    assert _paths(killed) == 200
+    assert sorted(p.name for p in killed.iterdir()) == ["forecast.nc", "summary.json"]
+    assert "report.html" not in nxt.stdout and "summary.json" in nxt.stdout
 
 
 @pytest.mark.slow
 def test_run_killed_mid_swap(previous, tmp_path):
     """With the atomic exchange: the new folder is in place, whole; without it: the folder is
-    missing, readers say so in one line, and the next run (even one that fails on its inputs)
-    puts the previous folder back, byte for byte."""
+    missing, readers say so in one line, and the next run puts the previous folder back, byte
+    for byte, before it starts fitting."""
     out = tmp_path / "res"
     _copy(previous, out)
     before = snapshot(out)
     if publish._EXCHANGE is not None:
         _kill(_run_paused(out, "swap", "--no-report"))
-        assert load_results(out).summary.seed == 7
+        assert _paths(out) == 200
         assert sorted(p.name for p in out.iterdir()) == ["forecast.nc", "summary.json"]
         assert _leftovers(tmp_path)
-        shutil_restore(previous, out)
+        _restore(previous, out)
     _kill(_run_paused(out, "swap", "--no-report", exchange=False))
     assert not out.exists()
     q = _run("query", "P(target_price > 1)", "--results", str(out))
     assert q.returncode == 2 and q.stderr.count("\n") == 1, q.stderr
     assert "killed while replacing" in q.stderr and q.stdout == ""
-    bad = tmp_path / "bad.toml"
-    bad.write_text("not = [valid\n")
-    nxt = _run("run", "--out", str(out), *TINY, "--priors", str(bad))
-    assert nxt.returncode == 2 and nxt.stderr.count("\n") == 1, nxt.stderr
-    assert snapshot(out) == before
-    assert _leftovers(tmp_path) == []
+    nxt = _run_paused(out, "fit", "--no-report")  # the next run, lock taken, before fitting
+    try:
+        assert snapshot(out) == before
+        assert _leftovers(tmp_path) == []
+    finally:
+        _kill(nxt)
 
 
-def shutil_restore(src: Path, out: Path) -> None:
+def _restore(src: Path, out: Path) -> None:
     import shutil
     shutil.rmtree(out)
     _copy(src, out)
@@ -542,15 +562,14 @@ def test_concurrent_run_into_one_folder_is_refused(previous, tmp_path):
     before = snapshot(out)
     first = _run_paused(out, "fit", "--no-report")
     try:
-        second = _run("run", "--out", str(out), *TINY, "--no-report")
+        second = _run(*_new_run(out, "--no-report"))
         assert second.returncode == 2 and second.stdout == "", second
         assert second.stderr.count("\n") == 1 and "another stforecast process is writing" in \
             second.stderr
         assert snapshot(out) == before
     finally:
         _kill(first)
-    again = _run("run", "--out", str(out), *TINY, "--no-report")  # the lock died with it
-    assert again.returncode == 0, again.stderr
+    assert not publish.is_locked(out)  # the lock died with the run
 
 
 @pytest.mark.slow
