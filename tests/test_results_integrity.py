@@ -241,6 +241,41 @@ def test_good_results_are_read(reader, good, tmp_path, capsys):
     assert code == 0, err
 
 
+def _damage_chunks(folder: Path) -> None:
+    """Overwrite the middle of the first compressed chunk of every predictive variable."""
+    import h5py
+    spots = []
+    with h5py.File(folder / "forecast.nc", "r") as f:
+        for name, ds in f["posterior_predictive"].items():
+            if ds.chunks and ds.attrs.get("CLASS") != b"DIMENSION_SCALE":
+                info = ds.id.get_chunk_info(0)
+                spots.append((info.byte_offset + info.size // 3, max(8, info.size // 3)))
+    assert spots
+    with open(folder / "forecast.nc", "r+b") as fh:
+        for offset, size in spots:
+            fh.seek(offset)
+            fh.write(b"\xa5" * size)
+
+
+@pytest.mark.parametrize("reader", ["query", "sensitivity", "score"])
+def test_damaged_draws_refused_by_their_readers(reader, tmp_path, capsys):
+    """A byte-level damage inside the compressed draws (the file opens, the structure is
+    intact) is found when the draws are read: one line, exit 2."""
+    ds = _predictive()
+    for v in ds.data_vars:
+        ds[v].encoding = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+    folder = _write_folder(tmp_path / "res", groups={"posterior_predictive": ds})
+    (tmp_path / "actuals.toml").write_text("[revenue]\nFY21 = 4700\n")
+    assert _read(reader, folder, tmp_path, capsys)[0] == 0
+    _damage_chunks(folder)
+    before = snapshot(tmp_path)
+    code, out, err = _read(reader, folder, tmp_path, capsys)
+    assert code == 2 and out == "", (out, err)
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert str(folder) in err and "cannot read" in err, err
+    assert snapshot(tmp_path) == before
+
+
 def test_reader_names_the_killed_swap(good, tmp_path):
     folder = _copy(good, tmp_path / "res")
     _killed_mid_swap(folder)
