@@ -284,6 +284,17 @@ def test_reader_names_the_killed_swap(good, tmp_path):
         load_results(folder)
 
 
+def test_missing_group_named(good, tmp_path):
+    folder = _copy(good, tmp_path / "res")
+    _only_group("posterior")(folder)
+    with pytest.raises(ResultsError) as err:
+        load_results(folder)
+    assert str(err.value) == (f"{folder / 'forecast.nc'}: key 'posterior_predictive': expected "
+                              f"the group 'posterior_predictive' of the draws (the file has: "
+                              f"posterior)")
+    assert load_results(folder, ()).require(("posterior",)).summary.seed > 0
+
+
 def test_draws_of_another_run_named(good, tmp_path):
     folder = _copy(good, tmp_path / "res")
     _other_run_attrs(folder)
@@ -406,10 +417,14 @@ def test_leftovers_of_dead_processes_cleaned(tmp_path):
                 f".res.tmp-{alive.pid}-aaaa0000",  # same folder: the lock says it is stale
                 f".other.tmp-{dead}-00000000"]
         kept = [f".other.tmp-{alive.pid}-11111111",  # another folder's live writer
-                "notes", ".res.tmp-notapid"]
+                "notes", ".res.tmp-notapid", f".res.old-{dead}-backup"]
         for name in left + kept:
             (tmp_path / name).mkdir()
             (tmp_path / name / "forecast.nc").write_bytes(b"x" * 100)
+        kept.append(f".res.tmp-{dead}-2b3c4d5e")  # a name like ours, but not only results
+        (tmp_path / kept[-1]).mkdir()
+        (tmp_path / kept[-1] / "thesis.docx").write_text("the user's")
+        (tmp_path / left[0] / ".report.html.x1y2.tmp").write_text("the report's own temp")
         (tmp_path / f".universe.json.tmp-{dead}").write_text("a file, not a staging folder")
         _replace(tmp_path / "res", {"summary.json": b"new"})
         names = sorted(p.name for p in tmp_path.iterdir())

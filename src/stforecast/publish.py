@@ -11,7 +11,7 @@ A results folder ``<parent>/<name>`` is never edited in place. A writer (``stfor
    exists (a writer killed between the two renames below) gets that copy back, and every
    ``.<any name>.tmp-PID[-…]`` or ``.<any name>.old-PID-…`` folder of the parent whose process
    is gone (for ``<name>`` itself: of any process but this one, since the lock is held) is
-   deleted;
+   deleted, if it holds nothing but result files;
 3. writes everything into a staging folder ``<parent>/.<name>.tmp-<pid>-<random>`` (same
    file system, so the swap is a rename);
 4. swaps it in (:func:`swap_in`): where the system has an atomic exchange of two paths
@@ -45,8 +45,10 @@ from pathlib import Path
 from .errors import ResultsError
 from .registry import DRAWS_FILE, SUMMARY_FILE
 
-#: ``.<name>.tmp-<pid>[-<random>]`` and ``.<name>.old-<pid>-<random>`` beside a results folder.
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)(?:-[0-9a-z]+)?$")
+#: ``.<name>.tmp-<pid>-<random>`` and ``.<name>.old-<pid>-<random>`` beside a results folder
+#: (and ``.<name>.tmp-<pid>``, the staging folders of earlier versions).
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}$|"
+                       r"^\.(?P<name0>.+)\.(?P<kind0>tmp)-(?P<pid0>\d+)$")
 #: What a run or ``report`` writes into a results folder (and the report's own temporary files).
 RESULT_FILES = (SUMMARY_FILE, DRAWS_FILE, "report.html")
 _OS_FILES = (".DS_Store",)
@@ -153,8 +155,9 @@ def leftovers(out: Path | str) -> list[tuple[Path, str, str, int]]:
         return []
     for entry in entries:
         m = _LEFTOVER.match(entry.name)
-        if m and entry.is_dir(follow_symlinks=False):
-            found.append((Path(entry.path), m["name"], m["kind"], int(m["pid"])))
+        if m and entry.is_dir(follow_symlinks=False) and _only_results(Path(entry.path)):
+            g = {k.rstrip("0"): v for k, v in m.groupdict().items() if v is not None}
+            found.append((Path(entry.path), g["name"], g["kind"], int(g["pid"])))
     return found
 
 
@@ -186,6 +189,21 @@ def clean(out: Path | str, log=None) -> None:
                 log(f"removed {path.name} (left by an interrupted run)")
 
 
+def _ours(folder: Path, entry: str) -> bool:
+    """Whether ``entry`` of ``folder`` is a file that a run or ``report`` writes."""
+    return ((entry in RESULT_FILES or entry in _OS_FILES or entry.endswith(".png")
+             or (entry.startswith(".") and entry.endswith(".tmp")))
+            and not (folder / entry).is_dir())
+
+
+def _only_results(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but result files (a leftover that may be deleted)."""
+    try:
+        return all(_ours(folder, e) for e in os.listdir(folder))
+    except OSError:
+        return False
+
+
 def check_replaceable(out: Path | str) -> None:
     """``ResultsError`` unless ``out`` is absent, an empty folder or a results folder (only
     what a run writes: summary.json, forecast.nc, report.html, PNGs): a run replaces the whole
@@ -196,9 +214,7 @@ def check_replaceable(out: Path | str) -> None:
     if not out.is_dir():
         raise ResultsError(f"{out}: expected a results folder, it is a file")
     for entry in sorted(os.listdir(out)):
-        ours = (entry in RESULT_FILES or entry in _OS_FILES or entry.endswith(".png")
-                or (entry.startswith(".") and entry.endswith(".tmp")))
-        if not ours or (out / entry).is_dir():
+        if not _ours(out, entry):
             raise ResultsError(f"{out}: holds {entry!r}, which no run writes; a run replaces "
                                f"the whole folder, so move it away or choose another folder")
 

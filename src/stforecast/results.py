@@ -626,6 +626,8 @@ def check_draws(path: Path, summary: Summary, groups: tuple[str, ...] = ()) -> P
                         continue
                     ds.shape, ds.dtype  # metadata readable
                     n += ds.attrs.get("CLASS") != b"DIMENSION_SCALE"
+            except ResultsError:
+                raise
             except (OSError, RuntimeError, KeyError, ValueError) as exc:
                 fail(f"cannot read the group {group!r}", exc)
             if not n:
