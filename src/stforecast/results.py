@@ -559,6 +559,8 @@ class Results:
 
 #: The largest summary.json read (a run's is well under 1 MB; chart data included).
 SUMMARY_MAX_BYTES = 16 << 20
+
+
 def load_results(folder: str | Path, groups: tuple[str, ...] = PREDICTIVE) -> Results:
     """Read a results folder, validated before anything uses it: ``summary.json`` against the
     schema, and ``forecast.nc`` opened (a truncated, empty or foreign file is refused), its root

@@ -146,7 +146,6 @@ def compact_groups(groups: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
 
 
 PAUSE_ENV = "STFORECAST_TEST_PAUSE_AT"
-PAUSE_STAGES = ("fit", "simulate", "write", "report", "publish", "swap")
 
 
 def _pause_at(stage: str) -> None:
