@@ -243,8 +243,8 @@ def test_load_results_missing(tmp_path):
         load_results(tmp_path)
     write_results_folder(make_dataset(chain=2, draw=4, path=2), tmp_path)
     (tmp_path / "forecast.nc").write_bytes(b"not a netcdf file")
-    with pytest.raises(ResultsError, match="posterior_predictive"):
-        load_results(tmp_path).draws()
+    with pytest.raises(ResultsError, match=r"forecast\.nc: expected a netCDF-4 \(HDF5\)"):
+        load_results(tmp_path)  # refused when loaded, before any draws are read
     (tmp_path / "forecast.nc").unlink()
     with pytest.raises(ResultsError, match=r"forecast\.nc.*run `stforecast run` first"):
         load_results(tmp_path)
@@ -427,7 +427,7 @@ def test_evaluate_file_agrees_with_evaluate(tmp_path, ds_scen):
         evaluate_file("P(target_price > 1)", tmp_path / "missing")
     write_results_folder(ds_scen, tmp_path / "junk")
     (tmp_path / "junk" / "forecast.nc").write_bytes(b"not a netcdf file")
-    with pytest.raises(QueryError, match="cannot read"):
+    with pytest.raises(ResultsError, match="cannot open it"):
         evaluate_file("P(target_price > 1)", tmp_path / "junk")
 
 

@@ -171,7 +171,7 @@ def test_altered_or_missing_provenance_is_one_line(tmp_path):
 
     from results_folder import write_results_folder
     folder = write_results_folder(xr.Dataset(), tmp_path / "res")
-    assert load_results(folder).provenance.inputs["company"].text.startswith("#")
+    assert load_results(folder, ()).provenance.inputs["company"].text.startswith("#")
     with h5netcdf.File(folder / "forecast.nc", "a") as f:
         f.attrs["priors_text"] = f.attrs["priors_text"] + "\n# edited\n"
     with pytest.raises(ResultsError, match=r"forecast\.nc: key 'priors_sha256': expected the "
@@ -245,7 +245,8 @@ def test_failed_run_leaves_previous_results_intact(tmp_path, monkeypatch, compan
     with pytest.raises(KeyboardInterrupt):
         run_forecast(out, company, SMALL)  # the small run's fit: a hit of the session's fit cache
     assert (out / "summary.json").read_text() == '{"previous": true}'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "results"]
+    # no staging folder left; the lock file stays (the kernel's lock died with the run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".results.lock", "bad.toml", "results"]
 
 
 def test_bad_scenarios_file_fails_before_fitting_and_keeps_results(tmp_path, company):

@@ -222,8 +222,8 @@ def _check_run_inputs(company, args) -> None:
 # --- report -------------------------------------------------------------------------------------
 def cmd_report(args) -> int:
     results = _load_results(args)  # a one-line error before the plotting stack is imported
-    from .report import build_report
-    print(build_report(results.folder))
+    from .report import rebuild_report
+    print(rebuild_report(results.folder))
     return 0
 
 
@@ -318,8 +318,14 @@ def cmd_sensitivity(args) -> int:
         raise QueryError(f"unknown outcome {args.outcome!r}; e.g. {names}")
     if year is None and "year" in ds[variable].dims:
         raise QueryError(f"{variable!r} has a year dimension: write {variable}[{c.final_year}]")
-    ranked = rank_sensitivity(ds, variable, year,
-                              level_drivers=results.company.unit_drivers())[: args.top]
+    try:
+        ranked = rank_sensitivity(ds, variable, year,
+                                  level_drivers=results.company.unit_drivers())[: args.top]
+    except (OSError, RuntimeError) as exc:  # a damaged chunk of the draws
+        from .errors import ResultsError
+        raise ResultsError(f"{results.draws_path}: cannot read the draws "
+                           f"({' '.join(str(exc).split())}); the results are damaged: run "
+                           f"`stforecast run` again") from None
     if args.json:
         print(json.dumps(ranked, indent=1))
         return 0

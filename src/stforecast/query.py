@@ -651,6 +651,7 @@ def evaluate_file(expression: str, results_dir: Path, scenario: str | None = Non
     """:func:`evaluate` on a results folder's draws, read with h5py alone (no xarray):
     what ``stforecast query`` runs, in a fraction of the start-up time. The folder is read
     through ``stforecast.results.load_results`` (``ResultsError`` if it is not valid)."""
+    from .errors import ResultsError
     from .results import load_results
 
     query = parse(expression)  # a syntax error is reported before any file is opened
@@ -667,8 +668,12 @@ def evaluate_file(expression: str, results_dir: Path, scenario: str | None = Non
         if not isinstance(group, h5py.Group):
             raise QueryError(f"{path} has no group 'posterior_predictive' (groups: "
                              f"{', '.join(k for k in f if isinstance(f[k], h5py.Group))})")
-        return _evaluate(query, expression, _H5Store(group), scenario,
-                         results.summary.company.aliases())
+        try:
+            return _evaluate(query, expression, _H5Store(group), scenario,
+                             results.summary.company.aliases())
+        except (OSError, RuntimeError) as exc:  # a damaged chunk of the draws
+            raise ResultsError(f"{path}: cannot read the draws ({' '.join(str(exc).split())}"
+                               f"); the results are damaged: run `stforecast run` again") from None
 
 
 def _evaluate(query: Query, expression: str, store: _Store, scenario: str | None,

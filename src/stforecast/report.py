@@ -25,6 +25,7 @@ import html
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -735,3 +736,30 @@ def build_report(results_dir: Path | str, summary: Summary | None = None) -> Pat
     out = results_dir / REPORT_NAME
     _write_atomic(out, page)
     return out
+
+
+def rebuild_report(results_dir: Path | str) -> Path:
+    """``stforecast report``: rebuild ``report.html`` and the PNGs of a results folder as a
+    whole. The folder is validated (``results.load_results``: summary, draws and chart data)
+    before anything is written, then again under the folder's lock; the page and charts are
+    built in a staging folder beside it (holding links to the folder's other files) and swapped
+    in only when complete (``stforecast.publish``), so bad inputs, a failure or a kill leave
+    the earlier report, byte for byte, and no chart of an earlier report survives."""
+    from . import publish
+    from .results import load_results
+
+    results_dir = Path(results_dir)
+    _checked(load_results(results_dir).summary.to_dict(), results_dir)  # nothing locked yet
+    with publish.folder_lock(results_dir, "report"):
+        summary = load_results(results_dir).summary  # as it is now, under the lock
+        with publish.replacing(results_dir, "report") as tmp:
+            for entry in sorted(results_dir.iterdir()):
+                if entry.name == REPORT_NAME or entry.suffix == ".png" or \
+                        entry.name.startswith("."):
+                    continue
+                try:
+                    os.link(entry, tmp / entry.name)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(entry, tmp / entry.name)
+            build_report(tmp, summary)
+    return results_dir / REPORT_NAME

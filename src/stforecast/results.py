@@ -15,9 +15,19 @@ A results folder (what ``stforecast run`` writes) holds
   self-contained.
 
 :func:`load_results` is the one loader (the command line, re-simulation, scoring, the report and
-the Python API read results through it). Reading validates: a missing file, another schema
-version, or a missing or mistyped key is a one-line :class:`~stforecast.errors.ResultsError`
-naming the file and the key, never a traceback.
+the Python API read results through it). Reading validates before anything uses the results: a
+missing file, another schema version, or a missing or mistyped key of ``summary.json``; a
+``forecast.nc`` that is empty, truncated or not HDF5, whose root attributes are not the
+provenance of the run that wrote the summary beside it (company, seed, settings), or that lacks a
+group the reader needs (``groups``; :meth:`Results.require` adds more later) -- each is a
+one-line :class:`~stforecast.errors.ResultsError` naming the file and the key, never a traceback.
+
+A results folder is written as a whole (``stforecast.publish``): built in a staging folder
+``.<name>.tmp-<pid>-<random>`` beside it under the lock ``.<name>.lock`` and swapped in when
+complete (an atomic exchange of the two folders on Linux and macOS; elsewhere two renames,
+between which the folder is missing: :func:`load_results` then names the set-aside copy
+``.<name>.old-…`` and the next run puts it back). So readers see the previous folder or the
+new one, never a mix.
 
 Standard library only at import (``stforecast query`` imports it without numpy or xarray);
 h5netcdf, xarray and the company parser are imported by the functions that need them.
@@ -43,6 +53,8 @@ from .registry import DRAWS_FILE, SCHEMA_VERSION, SUMMARY_FILE, variable
 
 #: Input files a run records in forecast.nc (names as in ``Company.files``).
 INPUT_FILES = ("company", "priors", "scenarios", "peers")
+#: The group of forecast.nc that readers of predictive draws need (query, score, sensitivity).
+PREDICTIVE = ("posterior_predictive",)
 #: Written only when not None (``metadata``): e.g. the mean of a multiple's statistics.
 _OMIT_NONE = {"omit_none": True}
 
@@ -492,6 +504,15 @@ class Results:
     def draws_path(self) -> Path:
         return self.folder / DRAWS_FILE
 
+    def require(self, groups: tuple[str, ...] = PREDICTIVE) -> Results:
+        """Check ``forecast.nc`` (:func:`check_draws`) for these groups; returns ``self``."""
+        checked = self.__dict__.get("_checked_groups")
+        missing = tuple(g for g in groups if checked is None or g not in checked)
+        if checked is None or missing:
+            self.__dict__["provenance"] = check_draws(self.draws_path, self.summary, missing)
+            self.__dict__["_checked_groups"] = (checked or set()) | set(missing)
+        return self
+
     @cached_property
     def provenance(self) -> Provenance:
         return Provenance.from_attrs(read_root_attrs(self.draws_path), str(self.draws_path))
@@ -536,19 +557,97 @@ class Results:
             yield out
 
 
-def load_results(folder: str | Path) -> Results:
-    """Read a results folder (``summary.json`` validated; ``forecast.nc`` opened on demand)."""
+#: The largest summary.json read (a run's is well under 1 MB; chart data included).
+SUMMARY_MAX_BYTES = 16 << 20
+
+
+def load_results(folder: str | Path, groups: tuple[str, ...] = PREDICTIVE) -> Results:
+    """Read a results folder, validated before anything uses it: ``summary.json`` against the
+    schema, and ``forecast.nc`` opened (a truncated, empty or foreign file is refused), its root
+    attributes checked (a :class:`Provenance` of the same company, seed and settings as the
+    summary: both files of one run) and every group of ``groups`` present with readable
+    variables. Any problem is a one-line ``ResultsError``; nothing is written."""
     folder = Path(folder)
     path = folder / SUMMARY_FILE
+    if not folder.exists():
+        from .publish import interrupted
+
+        old = interrupted(folder)
+        if old is not None:
+            raise ResultsError(f"{folder}: missing: a run was killed while replacing it; the "
+                               f"previous results are in {old.name}, and the next "
+                               f"`stforecast run` into {folder} restores them")
     try:
-        text = path.read_text()
+        if path.exists() and not path.is_file():
+            raise ResultsError(f"{path}: expected a JSON file, it is not a regular file")
+        if path.is_file() and path.stat().st_size > SUMMARY_MAX_BYTES:
+            raise ResultsError(f"{path}: expected a summary of at most {SUMMARY_MAX_BYTES >> 20} "
+                               f"MB, it has {path.stat().st_size:,} bytes")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ResultsError(f"{path}: no results file; run `stforecast run` first") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"{path}: cannot read ({exc})") from None
+        raise ResultsError(f"{path}: cannot read ({' '.join(str(exc).split())})") from None
     if not (folder / DRAWS_FILE).is_file():
         raise ResultsError(f"{folder / DRAWS_FILE}: no draws file; run `stforecast run` first")
-    return Results(folder, Summary.from_json(text, path))
+    return Results(folder, Summary.from_json(text, path)).require(groups)
+
+
+def check_draws(path: Path, summary: Summary, groups: tuple[str, ...] = ()) -> Provenance:
+    """Open ``forecast.nc`` (h5py alone, no xarray), check that its root attributes are the
+    provenance of the run that wrote ``summary`` and that every group of ``groups`` has
+    variables whose metadata can be read. Returns the provenance; one-line ``ResultsError``
+    otherwise."""
+    import h5py
+
+    def fail(what, exc):
+        raise ResultsError(f"{path}: {what} ({' '.join(str(exc).split())[:200]}); the results "
+                           f"are damaged: run `stforecast run` again") from None
+
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        fail("expected a netCDF-4 (HDF5) draws file, cannot open it", exc)
+    with f:
+        try:
+            attrs = dict(f.attrs)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            fail("cannot read the root attributes", exc)
+        provenance = Provenance.from_attrs(attrs, str(path))
+        _same_run(provenance, summary, path)
+        for group in groups:
+            try:
+                obj = f.get(group)
+                present = [k for k in f if isinstance(f.get(k), h5py.Group)]
+                if not isinstance(obj, h5py.Group):
+                    _fail(str(path), group, f"the group {group!r} of the draws (the file has: "
+                                            f"{', '.join(present) or 'no group'})")
+                n = 0
+                for name, ds in obj.items():
+                    if not isinstance(ds, h5py.Dataset):
+                        continue
+                    ds.shape, ds.dtype  # metadata readable
+                    n += ds.attrs.get("CLASS") != b"DIMENSION_SCALE"
+            except ResultsError:
+                raise
+            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                fail(f"cannot read the group {group!r}", exc)
+            if not n:
+                _fail(str(path), group, "variables in the group (it has none)")
+    return provenance
+
+
+def _same_run(provenance: Provenance, summary: Summary, path: Path) -> None:
+    """summary.json and forecast.nc must come from one run (same company, seed and settings)."""
+    pairs = (("company", provenance.company, summary.company.key),
+             ("seed", provenance.seed, summary.seed),
+             ("settings", provenance.settings, summary.settings))
+    for key, draws, own in pairs:
+        if draws != own:
+            _fail(str(path), key, f"the {key} of {SUMMARY_FILE} beside it "
+                                  f"({_short(_encode(own))}), got {_short(_encode(draws))}: the "
+                                  f"two files come from different runs; run `stforecast run` "
+                                  f"again")
 
 
 # --------------------------------------------------------------------------- forecast.nc I/O

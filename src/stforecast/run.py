@@ -1,8 +1,11 @@
 """The main job: a company -> fit -> posterior predictive paths -> engine -> results.
 
-``run_forecast`` is what ``stforecast run`` calls. It writes, atomically (everything is built in
-a temporary folder beside the target and moved into place only when complete, so a failed or
-interrupted run leaves earlier results intact), the results contract of ``stforecast.results``:
+``run_forecast`` is what ``stforecast run`` calls. It holds the results folder's lock for the
+whole run (a second run into the same folder is refused in one line), builds everything in a
+staging folder beside the target and swaps it in as a whole only when complete
+(``stforecast.publish``): a failed, interrupted or killed run leaves the earlier results as they
+were, and no file of an earlier run survives beside new ones. It writes the results contract of
+``stforecast.results``:
 
 * ``forecast.nc``: DataTree with ``posterior``, ``prior``, ``sample_stats``, ``observed_data``,
   ``posterior_predictive`` (dims scenario, chain, draw, path, year: every scenario of the
@@ -15,6 +18,13 @@ interrupted run leaves earlier results intact), the results contract of ``stfore
   sensitivity rankings, diagnostics, seed, the input files' hashes and the package versions.
 
 Progress is logged to the ``stforecast.run`` logger (the command line prints it).
+
+Test hook: with ``STFORECAST_TEST_PAUSE_AT=<stage>:<marker file>`` in the environment, the run
+writes its process id into the marker file at that stage and sleeps (so that a test can kill
+it there). Stages, in order: ``fit`` (inputs checked, lock held, before fitting),
+``simulate`` (before simulating), ``write`` (draws and summary in the staging folder),
+``report`` (report built in the staging folder), ``publish`` (staging folder complete, before
+the swap), ``swap`` (in the middle of the swap, see ``publish.swap_in``). Read only here.
 """
 
 from __future__ import annotations
@@ -22,7 +32,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 import warnings
 from contextlib import contextmanager
@@ -32,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import __version__
+from . import __version__, publish
 from .cache import FitCache, fit_key, source_hash
 from .charts import chart_data
 from .company import Company, load_company
@@ -137,10 +146,15 @@ def compact_groups(groups: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
             for name, ds in groups.items()}
 
 
-def _atomic_publish(tmp: Path, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for item in tmp.iterdir():
-        os.replace(item, out / item.name)
+PAUSE_ENV = "STFORECAST_TEST_PAUSE_AT"
+
+
+def _pause_at(stage: str) -> None:
+    """The test hook of the module docstring (``STFORECAST_TEST_PAUSE_AT=<stage>:<marker>``)."""
+    at, _, marker = os.environ.get(PAUSE_ENV, "").partition(":")
+    if at == stage and marker:
+        Path(marker).write_text(f"{os.getpid()} {stage}\n")
+        time.sleep(600)
 
 
 def scenario_summary(predictive: xr.Dataset, company: Company, description: str = "",
@@ -216,7 +230,8 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
     premium. ``paths`` and ``seed`` default to the run's. Returns ``(scenario summaries,
     predictive draws)``; nothing is written.
     """
-    results = results if isinstance(results, Results) else load_results(results)
+    results = (results if isinstance(results, Results) else load_results(results, ())).require(
+        ("posterior",))
     summary = results.summary
     seed = summary.seed if seed is None else seed
     paths = summary.settings.paths if paths is None else paths
@@ -309,7 +324,9 @@ def run_forecast(out: Path, company: Company | str | Path | None = None,
     """
     if not isinstance(company, Company):
         company = load_company(company)
-    with _quiet_pymc():
+    with publish.folder_lock(out), _quiet_pymc():
+        publish.clean(out, logger.info)
+        publish.check_replaceable(out)
         return _run_forecast(out, company, settings, priors_path, scenarios_path)
 
 
@@ -549,7 +566,9 @@ def provenance_of(inputs: Inputs, settings: RunSettings) -> Provenance:
 
 def write(out: Path, inputs: Inputs, fitted: Fitted, draws: Draws, summary: Summary,
           settings: RunSettings, report: bool = True) -> dict[str, float]:
-    """Write the results folder ``out`` atomically: built beside it, moved in when complete.
+    """Write the results folder ``out`` as a whole: built in a staging folder beside it and
+    swapped in when complete, under the folder's lock (``stforecast.publish.replacing``); the
+    previous folder, whatever it held, is gone afterwards (so ``report=False`` leaves no report).
 
     Returns the seconds spent writing the draws and building the report.
     """
@@ -557,10 +576,7 @@ def write(out: Path, inputs: Inputs, fitted: Fitted, draws: Draws, summary: Summ
     observed = xr.Dataset({k: xr.DataArray(np.atleast_1d(v), dims=f"{k}_dim") for k, v in
                            observed_data_values(inputs.obs, inputs.company).items()})
     out = Path(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with publish.replacing(out, log=logger.info, between=lambda: _pause_at("swap")) as tmp:
         logger.info("writing forecast.nc and summary.json")
         t = time.perf_counter()
         write_results(tmp, summary, compact_groups({
@@ -571,23 +587,25 @@ def write(out: Path, inputs: Inputs, fitted: Fitted, draws: Draws, summary: Summ
             "peer_posterior": fitted.peer_idata["posterior"].to_dataset()}),
             provenance_of(inputs, settings))
         timings["write"] = time.perf_counter() - t
+        _pause_at("write")
         if report:
             from .report import build_report
             logger.info("building report.html and the charts")
             t = time.perf_counter()
             build_report(tmp, summary)  # from memory: nothing is read back
             timings["report"] = time.perf_counter() - t
-        _atomic_publish(tmp, out)
-        logger.info(f"done: {out}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            _pause_at("report")
+        _pause_at("publish")
+    logger.info(f"done: {out}")
     return timings
 
 
 def _run_forecast(out, company: Company, settings, priors_path, scenarios_path) -> Summary:
     t_start = time.perf_counter()
     inputs = prepare(company, priors_path, scenarios_path)  # checked before fitting
+    _pause_at("fit")
     fitted = fit_models(inputs, settings)
+    _pause_at("simulate")
     t = time.perf_counter()
     draws = simulate_draws(inputs, fitted, settings.paths, settings.seed)
     timings = {**fitted.timings, "predictive": time.perf_counter() - t}

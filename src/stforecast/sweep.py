@@ -180,7 +180,8 @@ def base_from_results(results, spec: SweepSpec | None = None,
     from .run import paths_per_draw
     from .scenarios import load_scenarios
 
-    results = results if isinstance(results, Results) else load_results(results)
+    results = (results if isinstance(results, Results) else load_results(results, ())).require(
+        ("posterior",))
     summary = results.summary
     seed = spec.seed if spec is not None and spec.seed is not None else summary.seed
     paths = spec.paths if spec is not None and spec.paths is not None else summary.settings.paths
