@@ -28,6 +28,11 @@ EXIT_DIAGNOSTICS = 3
 RESULTS_ROOT = Path("results")
 
 
+def dump_json(obj) -> str:
+    """The one JSON style of every command's ``--json``: indented by one space."""
+    return json.dumps(obj, indent=1)
+
+
 def _fmt(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.2f}"
 
@@ -65,7 +70,7 @@ def cmd_companies(args) -> int:
                      "forecast": list(c.forecast_years), "currency": c.currency,
                      "folder": str(c.folder)})
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(dump_json(rows))
         return 0
     print(f"{'name':<16}{'ticker':<12}{'years':<24}segments")
     for r in rows:
@@ -94,7 +99,7 @@ def cmd_replicate(args) -> int:
     company = _company(args)
     result = replicate(company)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(dump_json(result))
         return 0
     pub = company.published
     years = list(next(iter(result.values())))
@@ -221,7 +226,7 @@ def cmd_scenarios(args) -> int:
                                   paths=args.paths)
     rows = scenario_rows(scenarios, c.final_year)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(dump_json(rows))
         return 0
     print(f"median [5% - 95%]; {c.currency} mn, target price {c.price_currency}; "
           f"P(upside) = P(target_price > {c.price:g}) ± MCSE")
@@ -265,7 +270,7 @@ def cmd_sensitivity(args) -> int:
     ranked = rank_sensitivity(ds, variable, year,
                               level_drivers=results.company.unit_drivers())[: args.top]
     if args.json:
-        print(json.dumps(ranked, indent=1))
+        print(dump_json(ranked))
         return 0
     print(f"Spearman rank correlation with {args.outcome} (scenario "
           f"{args.scenario or HEADLINE_SCENARIO}):")
@@ -284,10 +289,46 @@ def cmd_score(args) -> int:
 
 # --- query --------------------------------------------------------------------------------------
 def cmd_query(args) -> int:
-    from .query import evaluate_file
+    from .query import QueryError, catalogue, evaluate_file
+    if args.list:
+        listing = catalogue(_results_folder(args))
+        print(dump_json(listing) if args.json else format_catalogue(listing))
+        return 0
+    if args.expression is None:
+        raise QueryError("query: expected an expression such as \"P(target_price > 7.5)\", "
+                         "or --list for the variables, scenarios, functions and grammar")
     result = evaluate_file(args.expression, _results_folder(args), scenario=args.scenario)
-    print(json.dumps(result.to_dict()) if args.json else str(result))
+    print(dump_json(result.to_dict()) if args.json else str(result))
     return 0
+
+
+def format_catalogue(listing: dict) -> str:
+    """``query --list`` as text: variables (units, forecast and history years), scenarios,
+    functions, grammar."""
+    def span(years):
+        return f"{years[0]}-{years[-1]}" if len(years) > 2 else ", ".join(years)
+
+    lines = [f"results: {listing['results']}", "", "variables (NAME[YEAR] where years are given; "
+             "history years are actuals, the same on every path):"]
+    width = max((len(v["name"]) for v in listing["variables"]), default=10) + 2
+    for v in listing["variables"]:
+        years = ""
+        if v["years"]:
+            years = f"years {span(v['history_years'] + v['years'])}"
+            if v["history_years"]:
+                years += f" (history {span(v['history_years'])})"
+        else:
+            years = "one value per path"
+        units = f"[{v['units']}]" if v["units"] else ""
+        lines.append(f"  {v['name']:<{width}}{v['label']} {units}; {years}")
+    for alias, name in listing["aliases"].items():
+        lines.append(f"  {alias:<{width}}the same as {name}")
+    scenarios = ", ".join(s + (" (default)" if s == listing["headline"] else "")
+                          for s in listing["scenarios"])
+    lines += ["", f"scenarios (--scenario NAME, or --scenario all): {scenarios or 'none'}",
+              "", f"functions: {', '.join(listing['functions'])}", "", "grammar:",
+              listing["grammar"]]
+    return "\n".join(lines)
 
 
 # --- the parser ---------------------------------------------------------------------------------
@@ -366,17 +407,30 @@ def build_parser() -> argparse.ArgumentParser:
     _results_options(p)
     p.set_defaults(func=cmd_report)
 
+    from .query import ALL_SCENARIOS, GRAMMAR
     p = sub.add_parser("query", help="a probability or statistic on saved results",
                        formatter_class=raw,
-                       epilog="examples (years as in the results, e.g. revenue[<year>]):\n"
+                       epilog="grammar:\n" + GRAMMAR + "\n\n"
+                              "examples (years as in the results, e.g. revenue[<year>]):\n"
+                              "  stforecast query --list      # variables, years, scenarios\n"
                               "  stforecast query \"P(target_price > 7.5)\"\n"
+                              "  stforecast query \"P(revenue[<year>] > 2 * revenue[<history "
+                              "year>])\"\n"
                               "  stforecast query \"P(cash_burn > 10000)\" --json\n"
-                              "  stforecast query \"quantile(target_price, 0.05)\" "
-                              "--company NAME")
-    p.add_argument("expression")
+                              "  stforecast query \"quantile(target_price, 0.05, 0.5, 0.95)\" "
+                              "--scenario all --company NAME")
+    p.add_argument("expression", nargs="?", default=None,
+                   help="the query, e.g. \"P(target_price > 7.5)\" (see the grammar below)")
+    p.add_argument("--list", action="store_true",
+                   help="list the variables (units, years), scenarios, functions and grammar of "
+                        "the results, and exit")
     _results_options(p)
-    p.add_argument("--scenario", default=None, help="scenario name, when results have several")
-    p.add_argument("--json", action="store_true", help='print {"value", "mcse", "n"}')
+    p.add_argument("--scenario", default=None, metavar="NAME",
+                   help=f"scenario to answer for (default: the headline scenario); "
+                        f"'{ALL_SCENARIOS}' answers for each")
+    p.add_argument("--json", action="store_true",
+                   help='print {"expression", "scenario", "value", "mcse", "n"} (a list of '
+                        'them for several answers)')
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("scenarios", help="one row per scenario: revenue, cash burn, cash, TP",
