@@ -120,12 +120,76 @@ def cmd_replicate(args) -> int:
 
 
 # --- check-priors -------------------------------------------------------------------------------
+def _file_kind_hint(path, wanted: str) -> None:
+    """A one-line error when ``path`` is plainly the other kind of file (a scenarios file given
+    to check-priors, or the reverse), pointing at the right command."""
+    import tomllib
+
+    try:
+        sections = set(tomllib.loads(Path(path).read_text()))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError):
+        return  # the loader reports it, with its own one-line error
+    is_scenarios = bool(sections & {"shocks", "scenarios"})
+    if wanted == "priors" and is_scenarios:
+        raise StforecastError(f"{path}: this is a scenarios file ([shocks] / [scenarios]), not a "
+                              f"priors file; check it with `stforecast check-scenarios {path}`")
+    if wanted == "scenarios" and sections - {"meta"} and not is_scenarios:
+        raise StforecastError(f"{path}: this is not a scenarios file (no [shocks] or "
+                              f"[scenarios]); for a priors file use `stforecast check-priors "
+                              f"{path}`")
+
+
 def cmd_check_priors(args) -> int:
     from .priors import load_priors
     company = _company(args)
+    if args.path:
+        _file_kind_hint(args.path, "priors")
     spec = load_priors(args.path or company.priors_path, company.growth_drivers())
     print(spec.summary())
     return 0
+
+
+# --- check-scenarios ----------------------------------------------------------------------------
+def cmd_check_scenarios(args) -> int:
+    from .scenarios import load_user_scenarios, run_scenarios
+
+    company = _company(args)
+    if args.path:
+        _file_kind_hint(args.path, "scenarios")
+    spec = load_user_scenarios(args.path, company) if args.path else run_scenarios(company)
+    own = run_scenarios(company) if args.path else spec
+    print(describe_scenarios(spec, own, args.path, company))
+    return 0
+
+
+def describe_scenarios(spec, own, path, company) -> str:
+    """What ``check-scenarios`` prints: every shock and scenario, each marked as the company's,
+    replaced by the file, or added by it."""
+    import tomllib
+
+    base = company.scenarios_path
+    overlay = path is not None and Path(path).resolve() != Path(base).resolve()
+    written = tomllib.loads(Path(path).read_text()) if overlay else {}
+
+    def mark(name, section: str, theirs: dict) -> str:
+        if name not in (written.get(section) or {}):
+            return ""
+        return " (replaced)" if name in theirs else " (added)"
+    lines = [f"{path or base}: valid scenarios file for {company.name}"
+             + (f", laid over {base} (same name replaces, new names add)" if overlay else "")]
+    lines.append(f"shocks ({len(spec.shocks)}):")
+    for name, shock in spec.shocks.items():
+        lines.append(f"  {name}{mark(name, 'shocks', own.shocks)}: "
+                     f"{shock.label}; annual probability {shock.probability.describe()}")
+    lines.append(f"scenarios ({len(spec.scenarios)}):")
+    for name, sc in spec.scenarios.items():
+        settings = [(k, v.describe()) for k, v in sc.settings.items()]
+        common = max({d for _, d in settings}, key=[d for _, d in settings].count)
+        named = "; ".join(f"{k} {d}" for k, d in settings if d != common)
+        text = f"every shock {common}" if not named else f"{named}; the others {common}"
+        lines.append(f"  {name}{mark(name, 'scenarios', own.scenarios)}: "
+                     f"{text}")
+    return "\n".join(lines)
 
 
 # --- run ----------------------------------------------------------------------------------------
@@ -401,6 +465,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="priors file (default: the company's priors.toml)")
     _company_option(p)
     p.set_defaults(func=cmd_check_priors)
+
+    p = sub.add_parser("check-scenarios", help="validate a scenarios file against a company",
+                       formatter_class=raw,
+                       epilog="A user's scenarios file is laid over the company's own: a shock "
+                              "or scenario of the\nsame name replaces the company's, a new name "
+                              "is added ([meta] overlay = false: the\nfile stands alone).\n\n"
+                              "example:\n  stforecast check-scenarios my_scenarios.toml "
+                              "--company NAME")
+    p.add_argument("path", nargs="?", default=None,
+                   help="scenarios file (default: the company's scenarios.toml)")
+    _company_option(p)
+    p.set_defaults(func=cmd_check_scenarios)
 
     p = sub.add_parser("report", help="rebuild report.html and the PNGs from saved results",
                        formatter_class=raw, epilog="example:\n  stforecast report --results DIR")

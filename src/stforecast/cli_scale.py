@@ -75,13 +75,13 @@ def cmd_calibrate(args) -> int:
 # --- sweep --------------------------------------------------------------------------------------
 def cmd_sweep(args) -> int:
     from .results import load_results
-    from .scenarios import load_scenarios
+    from .scenarios import load_user_scenarios, run_scenarios
     from .sweep import base_from_results, load_sweep, run_sweep, sweep_table
 
     results = load_results(args.results or _default_results())
     company = results.company
-    with results.input_files() as stored:
-        scenarios = load_scenarios(args.scenarios or stored["scenarios"], company)
+    scenarios = (load_user_scenarios(args.scenarios, company) if args.scenarios
+                 else run_scenarios(company))
     spec = load_sweep(args.sweep, scenarios.shocks)
     if args.paths is not None:
         from dataclasses import replace

@@ -42,7 +42,8 @@ from .errors import ResultsError
 from .registry import DRAWS_FILE, SCHEMA_VERSION, SUMMARY_FILE, variable
 
 #: Input files a run records in forecast.nc (names as in ``Company.files``).
-INPUT_FILES = ("company", "priors", "scenarios", "peers")
+INPUT_FILES = ("company", "priors", "scenarios", "peers",
+               "scenarios_base")  # the company's own scenarios, when a run used an overlay
 #: Written only when not None (``metadata``): e.g. the mean of a multiple's statistics.
 _OMIT_NONE = {"omit_none": True}
 
@@ -427,6 +428,9 @@ class Provenance:
         for name, path in (("priors", priors_path), ("scenarios", scenarios_path)):
             if path is not None:
                 inputs[name] = InputFile(str(path), Path(path).read_text())
+        own = company.files.get("scenarios")
+        if scenarios_path is not None and own is not None and own[1] != inputs["scenarios"].text:
+            inputs["scenarios_base"] = InputFile(*own)  # a user's file laid over this one
         return cls(company.key, company.name, company.currency, company.price_currency,
                    int(seed), settings, inputs, __version__)
 
@@ -530,7 +534,8 @@ class Results:
         with tempfile.TemporaryDirectory(prefix=f"stforecast-{self.summary.company.key}-") as tmp:
             out = {}
             for name, f in self.provenance.inputs.items():
-                path = Path(tmp) / Path(f.path).name
+                path = Path(tmp) / name / Path(f.path).name  # one folder each: names may clash
+                path.parent.mkdir()
                 path.write_text(f.text)
                 out[name] = path
             yield out

@@ -50,7 +50,7 @@ from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, P
                       PeerPrediction, PriorPredictive, Provenance, Ranked, ReportPercentile,
                       ReportPercentiles, Results, ScenarioSummary, Sensitivity, Settings, Shock,
                       Summary, ValuationMethodSummary, load_results, write_results)
-from .scenarios import ScenarioSpec, load_scenarios
+from .scenarios import ScenarioSpec, load_user_scenarios, run_scenarios
 from .sensitivity import summary_sensitivity
 from .simulate import VALUATION_VARIABLES, simulate
 from .summary import (line_stats, p_exceeds, percentile_of, probability_of_falling_revenue,
@@ -226,7 +226,8 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
             logger.info(f"note: {spec.path} differs from the priors file of the run in "
                         f"{results.folder} ({summary.priors_file}); its valuation settings are "
                         f"used, the driver posterior is the run's")
-        scenarios = load_scenarios(scenarios_path or stored["scenarios"], company)
+        scenarios = (load_user_scenarios(scenarios_path, company) if scenarios_path
+                     else run_scenarios(company))
         peers = None
         if "peer_premium" in spec.valuation:
             if "peers" not in stored:
@@ -373,7 +374,7 @@ def prepare(company: Company | str | Path | None = None, priors_path: Path | Non
     priors_path = Path(priors_path or company.priors_path)
     scenarios_path = Path(scenarios_path or company.scenarios_path)
     spec = load_priors(priors_path, company.growth_drivers())
-    scenarios = load_scenarios(scenarios_path, company)
+    scenarios = load_user_scenarios(scenarios_path, company)  # laid over the company's own
     return Inputs(company, spec, scenarios, observations_from_company(company), priors_path,
                   scenarios_path)
 
