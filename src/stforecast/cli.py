@@ -312,7 +312,8 @@ def cmd_scenarios(args) -> int:
 def cmd_sensitivity(args) -> int:
     from .query import QueryError, Ref, parse
     from .registry import HEADLINE_SCENARIO
-    from .sensitivity import rank_sensitivity
+    from .sensitivity import (direct_growth, input_labels, rank_sensitivity,
+                              swing_sensitivity)
 
     results = _load_results(args)
     c = results.summary.company
@@ -331,17 +332,51 @@ def cmd_sensitivity(args) -> int:
         raise QueryError(f"unknown outcome {args.outcome!r}; e.g. {names}")
     if year is None and "year" in ds[variable].dims:
         raise QueryError(f"{variable!r} has a year dimension: write {variable}[{c.final_year}]")
-    ranked = rank_sensitivity(ds, variable, year,
-                              level_drivers=results.company.unit_drivers())[: args.top]
-    if args.json:
-        print(dump_json(ranked))
+    company = results.company
+    growth = direct_growth(company)
+    scenario = args.scenario or HEADLINE_SCENARIO
+    if args.rank:
+        ranked = rank_sensitivity(ds, variable, year, level_drivers=company.unit_drivers(),
+                                  growth_segments=growth)[: args.top]
+        if args.json:
+            print(dump_json(ranked))
+            return 0
+        print(f"Spearman rank correlation with {args.outcome} (scenario {scenario}):")
+        for i, e in enumerate(ranked, 1):
+            bar = "#" * int(round(abs(e["score"]) * 40))
+            print(f"{i:>3}. {e['driver']:<40}{e['score']:+.3f}  {bar}")
         return 0
-    print(f"Spearman rank correlation with {args.outcome} (scenario "
-          f"{args.scenario or HEADLINE_SCENARIO}):")
-    for i, e in enumerate(ranked, 1):
-        bar = "#" * int(round(abs(e["score"]) * 40))
-        print(f"{i:>3}. {e['driver']:<40}{e['score']:+.3f}  {bar}")
+    labels = input_labels(company, {s.shock: s.label for s in results.summary.shocks})
+    tornado = swing_sensitivity(ds, variable, year, level_drivers=company.unit_drivers(),
+                                growth_segments=growth, labels=labels)
+    tornado["entries"] = tornado["entries"][: args.top]
+    if args.json:
+        print(dump_json({"outcome": variable, "year": year, "scenario": scenario,
+                         "units": c.units(variable), **tornado}))
+        return 0
+    print(format_tornado(tornado, args.outcome, c.units(variable), scenario))
     return 0
+
+
+def format_tornado(tornado: dict, outcome: str, units: str, scenario: str) -> str:
+    """``stforecast sensitivity`` as text: one row per input, sorted by swing."""
+    def num(x):
+        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:,.4g}"
+
+    lo, hi = f"{100 * tornado['band']:.0f}th", f"{100 * (1 - tornado['band']):.0f}th"
+    lines = [f"Tornado of {outcome} [{units}], scenario {scenario}; median over all paths "
+             f"{num(tornado['median'])}.",
+             f"low / high: the median of {outcome} over the paths with the input at or below its "
+             f"{lo} / at or above its {hi} percentile;",
+             f"swing = high - low; in brackets: the input's {lo} .. {hi} percentile.",
+             f"{'':>4}{'input':<46}{'low':>10}{'high':>10}{'swing':>10}"]
+    for i, e in enumerate(tornado["entries"], 1):
+        label = e["label"][:1].upper() + e["label"][1:]
+        lines.append(f"{i:>3}. {label:<45}{num(e['low']):>10}{num(e['high']):>10}"
+                     f"{e['swing']:>+10,.4g}")
+        lines.append(f"{'':>5}[{e['basis']}: {num(e['input_low'])} .. "
+                     f"{num(e['input_high'])}]")
+    return "\n".join(lines)
 
 
 # --- score --------------------------------------------------------------------------------------
@@ -525,16 +560,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --scenarios: paths (default: the run's)")
     p.set_defaults(func=cmd_scenarios)
 
-    p = sub.add_parser("sensitivity", help="tornado ranking: what moves an outcome most",
+    p = sub.add_parser("sensitivity", help="tornado: what moves an outcome most, in its units",
                        formatter_class=raw,
-                       epilog="examples:\n  stforecast sensitivity \"revenue[<year>]\"\n"
-                              "  stforecast sensitivity target_price --scenario base --json")
+                       epilog="For each input (driver, segment growth, shock), the outcome's "
+                              "median over the paths\nwith the input in its bottom decile and "
+                              "in its top decile, sorted by the swing;\n--rank: Spearman rank "
+                              "correlations instead.\n\n"
+                              "examples:\n  stforecast sensitivity \"revenue[<year>]\"\n"
+                              "  stforecast sensitivity target_price --scenario base --json\n"
+                              "  stforecast sensitivity target_price --rank")
     p.add_argument("outcome", nargs="?", default="target_price",
                    help="variable, with [YEAR] when it has years (default target_price)")
     _results_options(p)
     p.add_argument("--scenario", default=None, help="scenario (default: the headline scenario)")
     p.add_argument("--top", type=int, default=15, help="rows to show (default 15)")
-    p.add_argument("--json", action="store_true", help='print [{"driver", "score"}, ...]')
+    p.add_argument("--rank", action="store_true",
+                   help="the rank view: Spearman rank correlation of each input with the outcome")
+    p.add_argument("--json", action="store_true",
+                   help='print the tornado as one object ({"median", "entries": [{"driver", '
+                        '"label", "low", "high", "swing", ...}]}); with --rank, '
+                        '[{"driver", "score"}, ...]')
     p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("score", help="score the forecast against realised values",

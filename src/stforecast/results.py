@@ -242,11 +242,44 @@ class Ranked:
 
 
 @dataclass(frozen=True)
+class Swing:
+    """One bar of the tornado: the outcome's median with the input in its bottom (``low``) and
+    top (``high``) band, in the outcome's units; the input's 10th and 90th percentiles in its own
+    units (``basis``: which value of the input, e.g. its mean over the forecast years); the
+    number of paths in each band (``stforecast.sensitivity.swing_sensitivity``)."""
+
+    driver: str
+    label: str
+    basis: str
+    low: float
+    high: float
+    swing: float
+    input_low: float
+    input_high: float
+    n_low: int
+    n_high: int
+
+
+@dataclass(frozen=True)
+class Tornado:
+    """The tornado of one outcome: ``statistic`` (median) over the paths in each input's
+    ``band`` (0.1: bottom and top decile), the outcome's overall ``median``, bars by swing."""
+
+    statistic: str
+    band: float
+    median: float
+    entries: tuple[Swing, ...]
+
+
+@dataclass(frozen=True)
 class Sensitivity:
-    """The tornado ranking of one outcome (``year``: None for a per-path scalar)."""
+    """The sensitivity of one outcome (``year``: None for a per-path scalar): the rank view
+    (``ranking``: Spearman correlations) and the tornado in the outcome's units (``tornado``;
+    absent from summaries written before it existed)."""
 
     year: str | None
     ranking: tuple[Ranked, ...]
+    tornado: Tornado | None = field(default=None, metadata=_OMIT_NONE)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ from .registry import HEADLINE_SCENARIO, METHOD_VARIABLES, REPORTED_SCALARS, VAR
 from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, PeerFit,
                       PeerPrediction, PriorPredictive, Provenance, Ranked, ReportPercentile,
                       ReportPercentiles, Results, ScenarioSummary, Sensitivity, Settings, Shock,
-                      Summary, ValuationMethodSummary, load_results, write_results)
+                      Summary, Swing, Tornado, ValuationMethodSummary, load_results,
+                      write_results)
 from .scenarios import ScenarioSpec, load_user_scenarios, run_scenarios
 from .sensitivity import summary_sensitivity
 from .simulate import VALUATION_VARIABLES, simulate
@@ -630,8 +631,12 @@ def _summary(company: Company, spec, scenarios: ScenarioSpec, diag, peer_idata, 
         scenarios=per_scenario,
         shocks=_shock_table(scenarios),
         sensitivity={name: Sensitivity(block["year"], tuple(
-            Ranked(e["driver"], float(e["score"])) for e in block["ranking"]))
-            for name, block in summary_sensitivity(predictive, company).items()},
+            Ranked(e["driver"], float(e["score"])) for e in block["ranking"]),
+            Tornado(**{**block["tornado"], "entries": tuple(
+                Swing(**e) for e in block["tornado"]["entries"])}))
+            for name, block in summary_sensitivity(
+                predictive, company, {s.name: s.label for s in scenarios.shocks.values()}
+            ).items()},
         n_paths=n_paths, seed=provenance.seed,
         priors_file=Path(provenance.inputs["priors"].path).name,
         priors_sha256=spec.sha256,
