@@ -103,7 +103,7 @@ def test_plot_reads_the_tornado_block(ds):
     assert "RMB mn" in ax.get_xlabel() and "10th percentile" in ax.get_xlabel()
     lows = [p for p in ax.patches if p.get_gid() == "bar"]
     assert len(lows) == 2 * len(t["entries"])
-    first_low = min(p.get_x() for p in lows)
+    first_low = min(p.get_x() + min(0.0, p.get_width()) for p in lows)  # bars start at the median
     assert first_low == pytest.approx(min(e["low"] for e in t["entries"]), rel=1e-6)
     figs = plots.figures({"variables": {"revenue": {"label": "revenue", "units": "RMB mn"}}},
                          {"revenue": {"year": "Y2", "ranking": [], "tornado": t}})
