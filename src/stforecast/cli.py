@@ -238,6 +238,7 @@ def cmd_run(args) -> int:
                            fit=FitSettings(draws=args.draws, tune=args.tune, chains=args.chains,
                                            sampler=args.sampler))
     out = Path(args.out) if args.out else RESULTS_ROOT / company.key
+    _say_paths_rounding("run", args.paths, args.chains * args.draws)
     summary = run_forecast(out, company, settings,
                            priors_path=Path(args.priors) if args.priors else None,
                            scenarios_path=Path(args.scenarios) if args.scenarios else None)
@@ -247,6 +248,22 @@ def cmd_run(args) -> int:
               f"({'; '.join(summary.reasons)}); results written to {out}", file=sys.stderr)
         return EXIT_DIAGNOSTICS if args.strict else 0
     return 0
+
+
+def paths_rounding(paths: int, posterior_draws: int) -> tuple[int, int]:
+    """``(paths per posterior draw, total paths)`` for a requested ``--paths``: future paths are
+    drawn per posterior draw, so the total is rounded up to a multiple of the posterior draws
+    (the same rule as ``stforecast.run.paths_per_draw``)."""
+    per_draw = max(1, -(-paths // max(1, posterior_draws)))
+    return per_draw, per_draw * posterior_draws
+
+
+def _say_paths_rounding(command: str, paths: int, posterior_draws: int) -> None:
+    per_draw, total = paths_rounding(paths, posterior_draws)
+    if total != paths:
+        print(f"stforecast {command}: note: --paths {paths:,} gives {total:,} paths ({per_draw:,} "
+              f"per posterior draw x {posterior_draws:,} posterior draws; paths are drawn whole "
+              f"per posterior draw)", file=sys.stderr)
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -285,6 +302,9 @@ def cmd_scenarios(args) -> int:
     scenarios = results.summary.scenarios
     if args.scenarios:  # what-if: re-simulate a scenarios file on the saved posterior
         from .run import resimulate
+        settings = results.summary.settings
+        _say_paths_rounding("scenarios", args.paths or settings.paths,
+                            settings.chains * settings.draws)
         scenarios, _ = resimulate(results, Path(args.scenarios),
                                   priors_path=Path(args.priors) if args.priors else None,
                                   paths=args.paths)
@@ -452,11 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  stforecast companies\n"
                "  stforecast run --company NAME      # fit, simulate, write results/NAME\n"
                "  stforecast query \"P(target_price > 7.5)\" --company NAME")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"stforecast {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("companies", help="list the shipped companies", formatter_class=raw,
                        epilog="example:\n  stforecast companies --json")
-    p.add_argument("--json", action="store_true", help="print a list of objects")
+    p.add_argument("--json", action="store_true", help="print a list of objects (default: a table)")
     p.set_defaults(func=cmd_companies)
 
     p = sub.add_parser("run", help="fit the driver model, simulate, write results/<company>",
@@ -467,21 +490,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="priors file (TOML; default: the company's priors.toml)")
     p.add_argument("--scenarios", default=None,
                    help="shocks and scenarios file (default: the company's scenarios.toml)")
-    p.add_argument("--out", default=None, help="results folder (default: results/<company>)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="results folder (default: results/<company>)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: stforecast's fixed seed)")
-    p.add_argument("--paths", type=int, default=100_000, help="posterior predictive paths")
-    p.add_argument("--draws", type=int, default=1000, help="posterior draws per chain")
-    p.add_argument("--tune", type=int, default=1000, help="tuning steps per chain")
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0])
-    p.add_argument("--no-report", action="store_true", help="skip report.html and the PNGs")
+    p.add_argument("--paths", type=int, default=100_000,
+                   help="posterior predictive paths (default 100,000); paths are drawn per "
+                        "posterior draw, so the count is rounded up to a multiple of chains x "
+                        "draws, and the run says so")
+    p.add_argument("--draws", type=int, default=1000,
+                   help="posterior draws per chain (default 1000)")
+    p.add_argument("--tune", type=int, default=1000, help="tuning steps per chain (default 1000)")
+    p.add_argument("--chains", type=int, default=4, help="sampler chains (default 4)")
+    p.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0],
+                   help=f"NUTS implementation (default {SAMPLERS[0]})")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip report.html and the PNGs (default: write them)")
     p.add_argument("--refit", action="store_true",
                    help="fit again even when the fit cache has this fit (the cache folder is "
-                        "$STFORECAST_CACHE, else ~/.cache/stforecast)")
+                        "$STFORECAST_CACHE, else ~/.cache/stforecast; default: use the cache)")
     p.add_argument("--strict", action="store_true",
                    help=f"exit {EXIT_DIAGNOSTICS} when a fit misses the quality bar (R-hat, ESS, "
                         "divergences); without it the miss is a warning on stderr, in "
-                        "summary.json and in the report's banner")
+                        "summary.json and in the report's banner (default: off)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="sampler progress bars (default: on in a terminal)")
     p.set_defaults(func=cmd_run)
@@ -490,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=raw,
                        epilog="example:\n  stforecast replicate --company NAME --json")
     _company_option(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (default: a table)")
     p.set_defaults(func=cmd_replicate)
 
     p = sub.add_parser("check-priors", help="validate a priors file against a company",
@@ -534,14 +565,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the query, e.g. \"P(target_price > 7.5)\" (see the grammar below)")
     p.add_argument("--list", action="store_true",
                    help="list the variables (units, years), scenarios, functions and grammar of "
-                        "the results, and exit")
+                        "the results, and exit (default: answer the expression)")
     _results_options(p)
     p.add_argument("--scenario", default=None, metavar="NAME",
                    help=f"scenario to answer for (default: the headline scenario); "
                         f"'{ALL_SCENARIOS}' answers for each")
     p.add_argument("--json", action="store_true",
                    help='print {"expression", "scenario", "value", "mcse", "n"} (a list of '
-                        'them for several answers)')
+                        'them for several answers; default: one line per answer)')
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("scenarios", help="one row per scenario: revenue, cash burn, cash, TP",
@@ -549,15 +580,17 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  stforecast scenarios --results DIR --json\n"
                               "  stforecast scenarios --scenarios my_scenarios.toml   # what-if")
     _results_options(p)
-    p.add_argument("--json", action="store_true", help="print a list of objects")
+    p.add_argument("--json", action="store_true", help="print a list of objects (default: a table)")
     p.add_argument("--scenarios", default=None,
                    help="re-simulate this scenarios file on the saved posterior (no refit; "
-                        "results are not modified)")
+                        "results are not modified; laid over the company's scenarios: same "
+                        "name replaces, new names add; default: show the saved scenarios)")
     p.add_argument("--priors", default=None,
                    help="with --scenarios: priors file for the valuation settings "
                         "(default: the run's)")
     p.add_argument("--paths", type=int, default=None,
-                   help="with --scenarios: paths (default: the run's)")
+                   help="with --scenarios: paths (default: the run's; rounded up to a multiple "
+                        "of the posterior draws, and said)")
     p.set_defaults(func=cmd_scenarios)
 
     p = sub.add_parser("sensitivity", help="tornado: what moves an outcome most, in its units",
@@ -572,14 +605,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("outcome", nargs="?", default="target_price",
                    help="variable, with [YEAR] when it has years (default target_price)")
     _results_options(p)
-    p.add_argument("--scenario", default=None, help="scenario (default: the headline scenario)")
+    p.add_argument("--scenario", default=None, metavar="NAME",
+                   help="scenario (default: the headline scenario)")
     p.add_argument("--top", type=int, default=15, help="rows to show (default 15)")
     p.add_argument("--rank", action="store_true",
-                   help="the rank view: Spearman rank correlation of each input with the outcome")
+                   help="the rank view: Spearman rank correlation of each input with the outcome "
+                        "(default: the tornado in the outcome's units)")
     p.add_argument("--json", action="store_true",
                    help='print the tornado as one object ({"median", "entries": [{"driver", '
                         '"label", "low", "high", "swing", ...}]}); with --rank, '
-                        '[{"driver", "score"}, ...]')
+                        '[{"driver", "score"}, ...] (default: a table)')
     p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("score", help="score the forecast against realised values",
@@ -588,9 +623,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "  stforecast score actuals.toml --json")
     p.add_argument("actuals", help="TOML file of realised values")
     _results_options(p)
-    p.add_argument("--scenario", default=None, help="scenario (default: the headline scenario)")
+    p.add_argument("--scenario", default=None, metavar="NAME",
+                   help="scenario (default: the headline scenario)")
     p.add_argument("--json", action="store_true",
-                   help="print a list of {variable, year, actual, pit, in_50, ..., crps_point}")
+                   help="print a list of {variable, year, actual, pit, in_50, ..., crps_point} "
+                        "(default: a table)")
     p.set_defaults(func=cmd_score)
     from .cli_scale import register  # calibrate, sweep, run-many: Dask tasks
     register(sub)
@@ -614,6 +651,34 @@ def configure_logging(level: int = logging.INFO) -> None:
     log.setLevel(level)
 
 
+#: Exit status when the reader of stdout goes away (``stforecast ... | head -1``): 128 + SIGPIPE,
+#: what a shell reports for a tool that a closed pipe stops.
+EXIT_BROKEN_PIPE = 141
+
+
+def _quiet_broken_pipe(command):
+    """A closed stdout (``| head -1``) ends the command quietly: no traceback, the rest of the
+    output discarded (stdout pointed at /dev/null so the interpreter's final flush is silent)."""
+    import functools
+    import os
+
+    @functools.wraps(command)
+    def wrapped(*args, **kwargs):
+        try:
+            status = command(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+            return status
+        except BrokenPipeError:
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            return EXIT_BROKEN_PIPE
+    return wrapped
+
+
+@_quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()

@@ -148,7 +148,7 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=None,
                    help="workers of the embedded LocalCluster (default: one per core)")
     g.add_argument("--serial", action="store_true",
-                   help="run every task in this process, in order (no Dask)")
+                   help="run every task in this process, in order (no Dask; default: off)")
 
 
 def register(sub) -> None:
@@ -157,13 +157,19 @@ def register(sub) -> None:
     p = sub.add_parser("calibrate", help="SBC and parameter recovery, one Dask task per fit",
                        formatter_class=raw, epilog="example:\n  stforecast calibrate --fits 200 "
                        "--scheduler tcp://10.0.0.5:8786")
-    p.add_argument("--company", default=None, help="a shipped company or a company folder")
-    p.add_argument("--priors", default=None, help="another priors file for the company")
-    p.add_argument("--fits", type=int, default=100)
-    p.add_argument("--draws", type=int, default=400)
-    p.add_argument("--tune", type=int, default=400)
-    p.add_argument("--chains", type=int, default=2)
-    p.add_argument("--thin-to", type=int, default=99, help="posterior draws a rank is among")
+    p.add_argument("--company", default=None,
+                   help="a shipped company or a company folder (default: the default company)")
+    p.add_argument("--priors", default=None,
+                   help="another priors file for the company (default: the company's)")
+    p.add_argument("--fits", type=int, default=100,
+                   help="fits of simulated data, one task each (default 100)")
+    p.add_argument("--draws", type=int, default=400,
+                   help="posterior draws per chain of each fit (default 400)")
+    p.add_argument("--tune", type=int, default=400,
+                   help="tuning steps per chain of each fit (default 400)")
+    p.add_argument("--chains", type=int, default=2, help="chains of each fit (default 2)")
+    p.add_argument("--thin-to", type=int, default=99,
+                   help="posterior draws a rank is among (default 99)")
     p.add_argument("--seed", type=int, default=None,
                    help="default: the seed of `stforecast run`")
     p.add_argument("--out", default=None,
@@ -183,7 +189,7 @@ def register(sub) -> None:
     p.add_argument("--paths", type=int, default=None, help="paths per setting (default: the "
                                                            "sweep file's, else the run's)")
     p.add_argument("--per-task", type=int, default=4,
-                   help="settings per task (they share one set of driver paths)")
+                   help="settings per task (they share one set of driver paths; default 4)")
     p.add_argument("--out", default=None, help="output folder (default: the sweep file's name)")
     _engine_options(p)
     p.set_defaults(func=cmd_sweep)
@@ -192,14 +198,17 @@ def register(sub) -> None:
                                         "universe table", formatter_class=raw,
                        epilog="example:\n  stforecast run-many NAME1 NAME2 --out universe")
     p.add_argument("companies", nargs="*", help="shipped companies or company folders")
-    p.add_argument("--universe", default=None, help="a file with one company per line")
-    p.add_argument("--out", default="universe", help="results go to OUT/<company>")
+    p.add_argument("--universe", default=None,
+                   help="a file with one company per line (default: none; name them instead)")
+    p.add_argument("--out", default="universe",
+                   help="results go to OUT/<company> (default: universe)")
     p.add_argument("--seed", type=int, default=None,
                    help="default: the seed of `stforecast run`")
     p.add_argument("--paths", type=int, default=None, help="default: as `stforecast run`")
     for name in ("draws", "tune", "chains"):
         p.add_argument(f"--{name}", type=int, default=None, help="default: as `stforecast run`")
-    p.add_argument("--no-report", action="store_true", help="skip report.html and the charts")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip report.html and the charts (default: write them)")
     _engine_options(p)
     p.set_defaults(func=cmd_run_many)
 
