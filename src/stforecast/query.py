@@ -98,8 +98,9 @@ GRAMMAR = """\
             quantile(x, q1, q2, ...)      one or more levels, each strictly between 0 and 1
   condition x < y, x <= y, x > y, x >= y; combined with and, or, not and (...)
   x, y      numbers and variables with + - * / and (...)
-  variable  NAME, or NAME[YEAR] for a variable with years, e.g. revenue[FY23]; a history
-            year, e.g. revenue[FY20], is the company's actual (the same on every path)
+  variable  NAME, or NAME[YEAR] for a variable with years (query --list shows them); a
+            history year, e.g. revenue[<last history year>], is the company's actual (the same
+            on every path)
   number    8825, 8_825, 7.5, 3e3 (no thousands separator: 8,825 is not a number)"""
 MAX_DEPTH = 40  # nesting of "(", unary "-" and "not"
 MAX_TOKENS = 256
@@ -653,7 +654,7 @@ class _Evaluator:
         more = {}
         if "year" in variables[node.name][0]:
             years = self.store.labels("year")
-            past = self.history.get(node.name, {})
+            past = {} if node.year in years else self.history.get(node.name, {})
             valid = [y for y in past if y not in years] + years
             if node.year is None:
                 raise QueryError(f"{node.name!r} has a year dimension: write {node.name}[YEAR] "
@@ -785,15 +786,26 @@ class _open_draws:
             groups = ", ".join(k for k in self.f if isinstance(self.f[k], h5py.Group))
             self.f.close()
             raise QueryError(f"{path} has no group 'posterior_predictive' (groups: {groups})")
-        text = self.f.attrs.get("company_text")
-        text = text.decode() if isinstance(text, bytes) else text
-        history = history_of(text if isinstance(text, str) else None,
-                             self.results.summary.charts)
-        return self.results, group, history
+        return self.results, group, _LazyHistory(self.f, self.results.summary.charts)
 
     def __exit__(self, *exc):
         self.f.close()
         return False
+
+
+class _LazyHistory:
+    """:func:`history_of` for an open draws file, computed on first use (most queries name
+    forecast years only and never pay for reading the company file)."""
+
+    def __init__(self, f, charts):
+        self.f, self.charts, self.table = f, charts, None
+
+    def get(self, name: str, default=None):
+        if self.table is None:
+            text = self.f.attrs.get("company_text")
+            text = text.decode() if isinstance(text, bytes) else text
+            self.table = history_of(text if isinstance(text, str) else None, self.charts)
+        return self.table.get(name, default)
 
 
 def catalogue(results_dir: Path) -> dict:
