@@ -453,6 +453,9 @@ def test_cli_query_does_not_import_xarray(tmp_path, ds_scen):
     write_results_folder(ds_scen, tmp_path)
     code = ("import sys, json\nfrom stforecast.cli import main\n"
             f"rc = main(['query', 'P(target_price_hkd > 6.73)', '--results', {str(tmp_path)!r}])\n"
+            f"rc += main(['query', '--list', '--results', {str(tmp_path)!r}])\n"
+            f"rc += main(['query', 'quantile(revenue[FY23] / revenue[FY20], 0.1, 0.9)', "
+            f"'--scenario', 'all', '--results', {str(tmp_path)!r}])\n"
             "print(json.dumps([rc, sorted(m for m in ('xarray', 'scipy', 'pymc', 'pytensor', "
             "'arviz') if m in sys.modules)]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
