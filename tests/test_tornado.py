@@ -100,7 +100,9 @@ def test_plot_reads_the_tornado_block(ds):
     ax = fig.axes[0]
     top = max(ax.get_yticklabels(), key=lambda tick: tick.get_position()[1])
     assert top.get_text() == "Business customers"  # the largest swing on top
-    assert "RMB mn" in ax.get_xlabel() and "10th percentile" in ax.get_xlabel()
+    assert "RMB mn" in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "input at or below its 10th percentile", "input at or above its 90th percentile"]
     lows = [p for p in ax.patches if p.get_gid() == "bar"]
     assert len(lows) == 2 * len(t["entries"])
     first_low = min(p.get_x() + min(0.0, p.get_width()) for p in lows)  # bars start at the median

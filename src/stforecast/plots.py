@@ -589,20 +589,23 @@ def swing_tornado(block: Mapping, title: str, units: str = "", top: int = 15) ->
         return fig
     centre = float(block["median"])
     ys = np.arange(len(entries))[::-1]  # largest swing at the top
+    lo, hi = f"{100 * block['band']:.0f}th", f"{100 * (1 - block['band']):.0f}th"
+    legend = {PUBLISHED_COLOUR: f"input at or below its {lo} percentile",
+              FAN_COLOUR: f"input at or above its {hi} percentile"}
     for y, e in zip(ys, entries):
         for value, colour in ((float(e["low"]), PUBLISHED_COLOUR),
                               (float(e["high"]), FAN_COLOUR)):
-            bar = ax.barh(y, value - centre, left=centre, height=0.7, color=colour, alpha=0.85)
+            bar = ax.barh(y, value - centre, left=centre, height=0.7, color=colour, alpha=0.85,
+                          label=legend.pop(colour, None))
             bar.patches[0].set_gid("bar")
     ax.set_yticks(ys)
     ax.set_yticklabels([_capital(str(e.get("label") or e["driver"])) for e in entries],
                        fontsize=8)
     ax.axvline(centre, color=ACTUAL_COLOUR, linewidth=0.8)
-    lo, hi = f"{100 * block['band']:.0f}th", f"{100 * (1 - block['band']):.0f}th"
     what = "median" if block.get("statistic", "median") == "median" else block["statistic"]
-    ax.set_xlabel(f"{_capital(what)} of the outcome{f' ({units})' if units else ''}: red, "
-                  f"input at or below its {lo} percentile; blue, at or above its {hi}",
-                  fontsize=8)
+    ax.set_xlabel(f"{_capital(what)} of the outcome{f' ({units})' if units else ''}; the line: "
+                  f"its {what} over all paths", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return fig
 
