@@ -292,9 +292,12 @@ def test_scenarios_and_sensitivity_commands(small_run, capsys):
     assert tornado["units"] == "RMB mn"
     by_driver = {e.driver: e for e in saved.entries}
     assert len(tornado["entries"]) == 15
-    for e in tornado["entries"]:  # (near-equal swings may swap places after the rounding)
+    # The rounding moves a few of the 200 paths of a band across its edge (ties): the bands'
+    # medians agree to 2% of the outcome's median; the order may swap near-equal swings.
+    for e in tornado["entries"]:
         s = by_driver[e["driver"]]
-        assert (e["low"], e["high"]) == pytest.approx((s.low, s.high), rel=1e-3), e["driver"]
+        assert (e["low"], e["high"]) == pytest.approx((s.low, s.high),
+                                                      abs=0.02 * abs(saved.median)), e["driver"]
     assert all("_" not in e["label"] for e in tornado["entries"])
     assert main(["sensitivity", "--results", str(out)]) == 0
     assert "Tornado of target_price [HKD per share], scenario risk-weighted" in \

@@ -355,6 +355,7 @@ def cmd_sensitivity(args) -> int:
     company = results.company
     growth = direct_growth(company)
     scenario = args.scenario or HEADLINE_SCENARIO
+    labels = input_labels(company, {s.shock: s.label for s in results.summary.shocks})
     if args.rank:
         ranked = rank_sensitivity(ds, variable, year, level_drivers=company.unit_drivers(),
                                   growth_segments=growth)[: args.top]
@@ -364,9 +365,9 @@ def cmd_sensitivity(args) -> int:
         print(f"Spearman rank correlation with {args.outcome} (scenario {scenario}):")
         for i, e in enumerate(ranked, 1):
             bar = "#" * int(round(abs(e["score"]) * 40))
-            print(f"{i:>3}. {e['driver']:<40}{e['score']:+.3f}  {bar}")
+            label = labels.get(e["driver"], (e["driver"].replace("_", " "), ""))[0]
+            print(f"{i:>3}. {label[:1].upper() + label[1:]:<46}{e['score']:+.3f}  {bar}")
         return 0
-    labels = input_labels(company, {s.shock: s.label for s in results.summary.shocks})
     tornado = swing_sensitivity(ds, variable, year, level_drivers=company.unit_drivers(),
                                 growth_segments=growth, labels=labels)
     tornado["entries"] = tornado["entries"][: args.top]
