@@ -8,7 +8,8 @@ currencies and years come from the company or the results, never from here.
 
 Errors in user input (a company folder, a priors or scenarios file, a query, a results folder)
 print ONE line to stderr and exit with status 2; ``run`` exits with status 3 when the fit misses
-the quality bar (its results are still written). Heavy libraries (PyMC) are imported only by
+the quality bar (its results are still written). A closed stdout (``| head -1``) ends a command
+quietly with status 141. ``--json`` prints JSON indented by one space in every command. Heavy libraries (PyMC) are imported only by
 the commands that fit; ``query`` imports neither PyMC nor xarray.
 """
 
@@ -490,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priors", default=None,
                    help="priors file (TOML; default: the company's priors.toml)")
     p.add_argument("--scenarios", default=None,
-                   help="shocks and scenarios file (default: the company's scenarios.toml)")
+                   help="your shocks and scenarios, laid over the company's (same name "
+                        "replaces, new names add; default: the company's scenarios.toml)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="results folder (default: results/<company>)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: stforecast's fixed seed)")

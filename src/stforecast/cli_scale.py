@@ -185,7 +185,8 @@ def register(sub) -> None:
     p.add_argument("--results", default=None,
                    help="a `stforecast run` results folder (default: results/<default company>)")
     p.add_argument("--scenarios", default=None,
-                   help="the scenarios file whose shocks are swept (default: the company's)")
+                   help="a scenarios file laid over the company's, whose shocks are swept "
+                        "(default: the run's scenarios)")
     p.add_argument("--paths", type=int, default=None, help="paths per setting (default: the "
                                                            "sweep file's, else the run's)")
     p.add_argument("--per-task", type=int, default=4,
