@@ -126,7 +126,9 @@ def _file_kind_hint(path, wanted: str) -> None:
     to check-priors, or the reverse), pointing at the right command."""
     import tomllib
 
-    try:
+    try:  # only a plain, small file (pipes, devices and huge files: the loader's one line)
+        if not Path(path).is_file() or Path(path).stat().st_size > 1_000_000:
+            return
         sections = set(tomllib.loads(Path(path).read_text()))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError):
         return  # the loader reports it, with its own one-line error
