@@ -396,8 +396,8 @@ def format_tornado(tornado: dict, outcome: str, units: str, scenario: str) -> st
              f"{'':>4}{'input':<46}{'low':>10}{'high':>10}{'swing':>10}"]
     for i, e in enumerate(tornado["entries"], 1):
         label = e["label"][:1].upper() + e["label"][1:]
-        lines.append(f"{i:>3}. {label:<45}{num(e['low']):>10}{num(e['high']):>10}"
-                     f"{e['swing']:>+10,.4g}")
+        swing = ("+" if e["swing"] >= 0 else "-") + num(abs(e["swing"]))
+        lines.append(f"{i:>3}. {label:<45}{num(e['low']):>10}{num(e['high']):>10}{swing:>10}")
         lines.append(f"{'':>5}[{e['basis']}: {num(e['input_low'])} .. "
                      f"{num(e['input_high'])}]")
     return "\n".join(lines)
