@@ -6,13 +6,15 @@ A results folder (what ``stforecast run`` writes) holds
   company it belongs to, statistics per line item and year and per-path scalars for the headline
   scenario (at the top level) and for every scenario (under ``scenarios``), P(upside) with its
   Monte Carlo error, both valuation methods, the peer fit, sampler diagnostics against the quality
-  bar, the prior predictive, the shocks, the sensitivity rankings, settings, seed, input hashes and
-  package versions;
+  bar, the prior predictive, the shocks, the sensitivity (per outcome: the rank view
+  ``ranking`` and the tornado in the outcome's units ``tornado``, optional so that summaries
+  written before it still load), settings, seed, input hashes and package versions;
 * ``forecast.nc``: the draws (groups ``posterior``, ``prior``, ``sample_stats``,
   ``observed_data``, ``posterior_predictive``, ``prior_predictive``, ``peer_posterior``) whose
   ROOT attributes are a :class:`Provenance`: schema version, company, seed, settings and the text
-  and sha256 of every input file (company, priors, scenarios, peers), so a results folder is
-  self-contained.
+  and sha256 of every input file (company, priors, scenarios, peers; and ``scenarios_base``, the
+  company's own scenarios file, when the run's scenarios file was an overlay on it), so a
+  results folder is self-contained.
 
 :func:`load_results` is the one loader (the command line, re-simulation, scoring, the report and
 the Python API read results through it). Reading validates: a missing file, another schema
