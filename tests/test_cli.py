@@ -12,8 +12,8 @@ _SCRIPT = Path(sys.executable).parent / "stforecast"
 # `python -m` so that PYTHONPATH (a worktree's src) wins over the venv's editable install.
 CLI = [sys.executable, "-m", "stforecast.cli"]
 SRC = Path(__file__).resolve().parents[1] / "src" / "stforecast"
-SUBCOMMANDS = ("companies", "run", "replicate", "check-priors", "report", "query", "scenarios",
-               "sensitivity", "score")
+SUBCOMMANDS = ("companies", "run", "replicate", "check-priors", "check-scenarios", "report",
+               "query", "scenarios", "sensitivity", "score")
 
 #: ``stforecast replicate --json`` before the company-as-data refactor, measured on the
 #: pre-refactor checkout (commit 843e876) with

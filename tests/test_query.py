@@ -138,7 +138,10 @@ def test_parse_ast():
 def test_result_str_and_dict(ds):
     r = QueryResult("P(target_price > 6.73)", 0.31234, 0.0041, 100000)
     assert str(r) == "P(target_price > 6.73) = 0.312 ± 0.004  (n = 100,000)"
-    assert r.to_dict() == {"value": 0.31234, "mcse": 0.0041, "n": 100000}
+    assert r.to_dict() == {"expression": "P(target_price > 6.73)", "scenario": None,
+                           "value": 0.31234, "mcse": 0.0041, "n": 100000}
+    named = QueryResult("P(x > 1)", 0.5, 0.01, 10, "base")
+    assert str(named) == "P(x > 1) = 0.50 ± 0.01  (scenario base, n = 10)"
     assert str(QueryResult("mean(x)", 8825.4, 12.3, 5000)) == "mean(x) = 8,825 ± 12  (n = 5,000)"
     assert json.loads(json.dumps(QueryResult("x", 1.0, float("nan"), 3).to_dict()))["mcse"] is None
     live = evaluate("P(cash[FY23]  <\n 3000)", ds)
@@ -450,9 +453,87 @@ def test_cli_query_does_not_import_xarray(tmp_path, ds_scen):
     write_results_folder(ds_scen, tmp_path)
     code = ("import sys, json\nfrom stforecast.cli import main\n"
             f"rc = main(['query', 'P(target_price_hkd > 6.73)', '--results', {str(tmp_path)!r}])\n"
+            f"rc += main(['query', '--list', '--results', {str(tmp_path)!r}])\n"
+            f"rc += main(['query', 'quantile(revenue[FY23] / revenue[FY20], 0.1, 0.9)', "
+            f"'--scenario', 'all', '--results', {str(tmp_path)!r}])\n"
             "print(json.dumps([rc, sorted(m for m in ('xarray', 'scipy', 'pymc', 'pytensor', "
             "'arviz') if m in sys.modules)]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "P(target_price_hkd > 6.73) = " in out.stdout
     rc, heavy = json.loads(out.stdout.strip().splitlines()[-1])
     assert rc == 0 and heavy == []
+
+
+# ------------------------------------------------ discoverability (issue 15, item 4)
+def test_quantile_with_several_levels(ds):
+    tp = np_var(ds, "target_price")
+    answers = evaluate("quantile(target_price, 0.05, 0.5, 0.95)", ds)
+    assert [a.expression for a in answers] == ["quantile(target_price, 0.05)",
+                                               "quantile(target_price, 0.5)",
+                                               "quantile(target_price, 0.95)"]
+    for a, q in zip(answers, (0.05, 0.5, 0.95)):
+        assert a.value == pytest.approx(np.quantile(tp, q))
+        assert a.mcse == pytest.approx(mcse.mcse_quantile(tp, q)[1])
+    assert str(answers).count("\n") == 2 and len(answers.to_dict()) == 3
+    assert parse("quantile(x, 0.1, 0.9)").levels == (0.1, 0.9)
+    with pytest.raises(QueryError, match="strictly between 0 and 1"):
+        parse("quantile(x, 0.1, 1.5)")
+
+
+def test_thousands_separator_gets_a_hint(ds):
+    with pytest.raises(QueryError, match=r"write 8825 or 8_825, not 8,825"):
+        evaluate("P(revenue[FY23] > 8,825)", ds)
+    assert evaluate("P(revenue[FY23] > 8_825)", ds).value == evaluate("P(revenue[FY23] > 8825)", ds).value
+
+
+def test_every_answer_names_its_scenario_and_all_answers_each(ds_scen):
+    names = [str(s) for s in ds_scen["scenario"].values]
+    default = evaluate("mean(revenue[FY23])", ds_scen)
+    assert default.scenario == "risk-weighted" and "(scenario risk-weighted, n = " in str(default)
+    every = evaluate("mean(revenue[FY23])", ds_scen, scenario="all")
+    assert [a.scenario for a in every] == names
+    for a in every:
+        assert a == evaluate("mean(revenue[FY23])", ds_scen, scenario=a.scenario)
+    both = evaluate("quantile(cash[FY23], 0.1, 0.9)", ds_scen, scenario="all")
+    assert len(both) == 2 * len(names)
+
+
+def test_history_years_are_addressable(tmp_path, ds):
+    """revenue[FY20] is the actual in the stored company file (SenseTime: 3,446), the same on
+    every path; the error for an unknown year lists history and forecast years."""
+    write_results_folder(ds, tmp_path)
+    rev23 = np_var(ds, "revenue", "FY23")
+    r = evaluate_file("P(revenue[FY23] > 2 * revenue[FY20])", tmp_path)
+    assert r.value == pytest.approx((rev23 > 2 * 3446.0).mean(), abs=1e-12)
+    actual = evaluate_file("mean(revenue[FY18])", tmp_path)
+    assert actual.value == 1853.0 and actual.mcse == 0.0
+    assert evaluate_file("quantile(cash[FY19], 0.1, 0.9)", tmp_path)[1].value == 6673.0
+    with pytest.raises(QueryError, match="valid years: FY18, FY19, FY20, FY21, FY22, FY23"):
+        evaluate_file("P(revenue[FY17] > 1)", tmp_path)
+    with pytest.raises(QueryError, match="valid years: FY21, FY22, FY23$"):  # no history given
+        evaluate("P(revenue[FY20] > 1)", ds)
+
+
+def test_cli_query_list_and_help(tmp_path, ds_scen, capsys):
+    from stforecast.cli import main
+
+    write_results_folder(ds_scen, tmp_path)
+    assert main(["query", "--list", "--results", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"revenue +revenue \[RMB mn\]; years FY18-FY23 \(history FY18-FY20\)", text)
+    assert re.search(r"target_price +target price \[HKD per share\]; one value per path", text)
+    assert "target_price_hkd" in text and "functions: P, mean, median, sd, quantile" in text
+    assert "bear, base, risk-weighted (default)" in text and "quantile(x, q1, q2, ...)" in text
+    assert main(["query", "--list", "--json", "--results", str(tmp_path)]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    revenue = next(v for v in listing["variables"] if v["name"] == "revenue")
+    assert revenue["history_years"] == ["FY18", "FY19", "FY20"] and revenue["years"] == YEARS
+    assert listing["scenarios"] == ["bear", "base", "risk-weighted"]
+    assert main(["query", "P(target_price > 6)", "--scenario", "all", "--json",
+                 "--results", str(tmp_path)]) == 0
+    assert [a["scenario"] for a in json.loads(capsys.readouterr().out)] == listing["scenarios"]
+    with pytest.raises(SystemExit):
+        main(["query", "--help"])
+    help_text = capsys.readouterr().out
+    assert "grammar:" in help_text and "quantile(x, q1, q2, ...)" in help_text
+    assert "--list" in help_text and "8,825" in help_text

@@ -205,8 +205,10 @@ def test_risk_factors_and_sensitivity(summary, page):
         assert f"{channels[name]['label']} {text}" in first[4]
     sens = _section(page, "sensitivity")
     for key, block in summary["sensitivity"].items():
-        top = block["ranking"][0]["driver"]
-        assert f"<code>{top}</code>" in sens
+        top = block["tornado"]["entries"][0]
+        assert top["label"][:1].upper() + top["label"][1:] in sens
+        assert "_" not in top["label"]  # in words, not snake_case
+    assert "<code>" not in sens and "at or below its 10th percentile" in sens
     assert page.index("id=scenarios") < page.index("id=risk-factors") < page.index(
         "id=sensitivity")
 

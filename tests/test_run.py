@@ -273,15 +273,36 @@ def test_scenarios_and_sensitivity_commands(small_run, capsys):
     assert main(["scenarios", "--results", str(out)]) == 0
     text = capsys.readouterr().out
     assert "combined-stress" in text and "RMB mn, target price HKD" in text
-    assert main(["sensitivity", "revenue[FY23]", "--results", str(out), "--json"]) == 0
+    assert main(["sensitivity", "revenue[FY23]", "--results", str(out), "--json",
+                 "--rank"]) == 0
     ranked = json.loads(capsys.readouterr().out)
     scores = [abs(e["score"]) for e in ranked]
     assert scores == sorted(scores, reverse=True) and len(ranked) == 15
     # the command ranks as the summary does (the company's unit drivers at their level)
     saved = [(e.driver, e.score) for e in summary.sensitivity["revenue"].ranking][:15]
     assert [(e["driver"], e["score"]) for e in ranked] == saved
-    assert main(["sensitivity", "target_price_hkd", "--results", str(out), "--json"]) == 0
+    assert main(["sensitivity", "target_price_hkd", "--results", str(out), "--json",
+                 "--rank"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["driver"] == "ev_sales_multiple"
+    # the tornado (the default view) is the summary's, in the outcome's units
+    assert main(["sensitivity", "revenue[FY23]", "--results", str(out), "--json"]) == 0
+    tornado = json.loads(capsys.readouterr().out)
+    saved = summary.sensitivity["revenue"].tornado
+    # the draws are stored rounded (about 4 significant digits): medians agree to 1e-3
+    assert tornado["median"] == pytest.approx(saved.median, rel=1e-3)
+    assert tornado["units"] == "RMB mn"
+    by_driver = {e.driver: e for e in saved.entries}
+    assert len(tornado["entries"]) == 15
+    # The rounding moves a few of the 200 paths of a band across its edge (ties): the bands'
+    # medians agree to 2% of the outcome's median; the order may swap near-equal swings.
+    for e in tornado["entries"]:
+        s = by_driver[e["driver"]]
+        assert (e["low"], e["high"]) == pytest.approx((s.low, s.high),
+                                                      abs=0.02 * abs(saved.median)), e["driver"]
+    assert all("_" not in e["label"] for e in tornado["entries"])
+    assert main(["sensitivity", "--results", str(out)]) == 0
+    assert "Tornado of target_price [HKD per share], scenario risk-weighted" in \
+        capsys.readouterr().out
     assert main(["sensitivity", "revenu[FY23]", "--results", str(out)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["scenarios", "--results", str(out / "nowhere")]) == 2
@@ -292,7 +313,8 @@ def test_query_command_on_a_run(small_run, capsys):
     out, summary = small_run
     assert main(["query", "P(target_price_hkd > 6.73)", "--results", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result == {"value": summary.headline.p_upside.value,
+    assert result == {"expression": "P(target_price_hkd > 6.73)", "scenario": "risk-weighted",
+                      "value": summary.headline.p_upside.value,
                       "mcse": pytest.approx(summary.headline.p_upside.mcse, abs=1e-5),
                       "n": summary.headline.p_upside.n}
 

@@ -48,13 +48,17 @@ def evaluate(expression: str, draws, scenario: str | None = None):
 
     ``draws``: a results folder (path), a ``Results`` from :func:`load_results`, or an xarray
     Dataset of predictive draws (e.g. from ``resimulate``). ``scenario``: default the headline
-    scenario. Returns a ``QueryResult`` (``.value``, ``.mcse``, ``.n``).
+    scenario (``"all"``: one answer each). Returns a ``QueryResult`` (``.value``, ``.mcse``,
+    ``.n``, ``.scenario``), or ``QueryResults`` for several answers. History years are
+    addressable for a results folder (the company's actuals).
     """
-    from .query import evaluate as _evaluate
+    from .query import evaluate as _evaluate, history_of
     from .results import Results
 
     if not hasattr(draws, "data_vars"):
         draws = draws if isinstance(draws, Results) else load_results(draws)
         aliases = draws.summary.company.aliases()
-        return _evaluate(expression, draws.draws(), scenario, aliases)
+        company_file = draws.provenance.inputs.get("company")
+        history = history_of(company_file.text if company_file else None, draws.summary.charts)
+        return _evaluate(expression, draws.draws(), scenario, aliases, history)
     return _evaluate(expression, draws, scenario)

@@ -10,9 +10,10 @@ Errors in user input (a company folder, a priors or scenarios file, a query, a r
 an option out of its range) print ONE line to stderr and exit with status 2, before any fit
 (``stforecast.preflight``); ``run`` exits with status 3 when the fit misses the quality bar (its
 results are still written). Any other error prints one line, ``internal error: ...``, with the
-traceback written to a log file it names (exit status 70); an interrupt exits with status 130.
-Heavy libraries (PyMC) are imported only by the commands that fit; ``query`` imports neither
-PyMC nor xarray.
+traceback written to a log file it names (exit status 70); an interrupt exits with status 130; a
+closed stdout (``| head -1``) ends a command quietly with status 141. ``--json`` prints JSON
+indented by one space in every command. Heavy libraries (PyMC) are imported only by the commands
+that fit; ``query`` imports neither PyMC nor xarray.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ EXIT_DIAGNOSTICS = 3
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in stforecast, not in the input
 EXIT_INTERRUPTED = 130
 RESULTS_ROOT = Path("results")
+
+
+def dump_json(obj) -> str:
+    """The one JSON style of every command's ``--json``: indented by one space."""
+    return json.dumps(obj, indent=1)
 
 
 def _fmt(x: float) -> str:
@@ -72,7 +78,7 @@ def cmd_companies(args) -> int:
                      "forecast": list(c.forecast_years), "currency": c.currency,
                      "folder": str(c.folder)})
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(dump_json(rows))
         return 0
     print(f"{'name':<16}{'ticker':<12}{'years':<24}segments")
     for r in rows:
@@ -101,7 +107,7 @@ def cmd_replicate(args) -> int:
     company = _company(args)
     result = replicate(company)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(dump_json(result))
         return 0
     pub = company.published
     years = list(next(iter(result.values())))
@@ -122,9 +128,32 @@ def cmd_replicate(args) -> int:
 
 
 # --- check-priors -------------------------------------------------------------------------------
+def _file_kind_hint(path, wanted: str) -> None:
+    """A one-line error when ``path`` is plainly the other kind of file (a scenarios file given
+    to check-priors, or the reverse), pointing at the right command."""
+    import tomllib
+
+    try:  # only a plain, small file (pipes, devices and huge files: the loader's one line)
+        if not Path(path).is_file() or Path(path).stat().st_size > 1_000_000:
+            return
+        sections = set(tomllib.loads(Path(path).read_text()))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError):
+        return  # the loader reports it, with its own one-line error
+    is_scenarios = bool(sections & {"shocks", "scenarios"})
+    if wanted == "priors" and is_scenarios:
+        raise StforecastError(f"{path}: this is a scenarios file ([shocks] / [scenarios]), not a "
+                              f"priors file; check it with `stforecast check-scenarios {path}`")
+    if wanted == "scenarios" and sections - {"meta"} and not is_scenarios:
+        raise StforecastError(f"{path}: this is not a scenarios file (no [shocks] or "
+                              f"[scenarios]); for a priors file use `stforecast check-priors "
+                              f"{path}`")
+
+
 def cmd_check_priors(args) -> int:
     from .priors import load_priors
     company = _company(args)
+    if args.path:
+        _file_kind_hint(args.path, "priors")
     spec = load_priors(args.path or company.priors_path, company.growth_drivers())
     if not args.no_trial:  # a trial evaluation of the model at the prior's centre (3-4 s)
         from .model import build_model, observations_from_company
@@ -133,6 +162,49 @@ def cmd_check_priors(args) -> int:
     print(spec.summary() + ("" if args.no_trial else "; the model evaluates at the prior's "
                                                       "centre"))
     return 0
+
+
+# --- check-scenarios ----------------------------------------------------------------------------
+def cmd_check_scenarios(args) -> int:
+    from .scenarios import load_user_scenarios, run_scenarios
+
+    company = _company(args)
+    if args.path:
+        _file_kind_hint(args.path, "scenarios")
+    spec = load_user_scenarios(args.path, company) if args.path else run_scenarios(company)
+    own = run_scenarios(company) if args.path else spec
+    print(describe_scenarios(spec, own, args.path, company))
+    return 0
+
+
+def describe_scenarios(spec, own, path, company) -> str:
+    """What ``check-scenarios`` prints: every shock and scenario, each marked as the company's,
+    replaced by the file, or added by it."""
+    import tomllib
+
+    base = company.scenarios_path
+    overlay = path is not None and Path(path).resolve() != Path(base).resolve()
+    written = tomllib.loads(Path(path).read_text()) if overlay else {}
+
+    def mark(name, section: str, theirs: dict) -> str:
+        if name not in (written.get(section) or {}):
+            return ""
+        return " (replaced)" if name in theirs else " (added)"
+    lines = [f"{path or base}: valid scenarios file for {company.name}"
+             + (f", laid over {base} (same name replaces, new names add)" if overlay else "")]
+    lines.append(f"shocks ({len(spec.shocks)}):")
+    for name, shock in spec.shocks.items():
+        lines.append(f"  {name}{mark(name, 'shocks', own.shocks)}: "
+                     f"{shock.label}; annual probability {shock.probability.describe()}")
+    lines.append(f"scenarios ({len(spec.scenarios)}):")
+    for name, sc in spec.scenarios.items():
+        settings = [(k, v.describe()) for k, v in sc.settings.items()]
+        common = max({d for _, d in settings}, key=[d for _, d in settings].count)
+        named = "; ".join(f"{k} {d}" for k, d in settings if d != common)
+        text = f"every shock {common}" if not named else f"{named}; the others {common}"
+        lines.append(f"  {name}{mark(name, 'scenarios', own.scenarios)}: "
+                     f"{text}")
+    return "\n".join(lines)
 
 
 # --- run ----------------------------------------------------------------------------------------
@@ -182,6 +254,7 @@ def cmd_run(args) -> int:
                            refit=args.refit,
                            fit=FitSettings(draws=args.draws, tune=args.tune, chains=args.chains,
                                            sampler=args.sampler))
+    _say_paths_rounding("run", args.paths, args.chains * args.draws)
     summary = run_forecast(out, company, settings,
                            priors_path=Path(args.priors) if args.priors else None,
                            scenarios_path=Path(args.scenarios) if args.scenarios else None)
@@ -217,6 +290,20 @@ def _check_run_inputs(company, args) -> None:
     per_draw = math.ceil(args.paths / (args.chains * args.draws))
     check_memory(per_draw * args.chains * args.draws, len(company.forecast_years),
                  len(stored_names(company, scenarios)), len(scenarios.scenarios))
+def paths_rounding(paths: int, posterior_draws: int) -> tuple[int, int]:
+    """``(paths per posterior draw, total paths)`` for a requested ``--paths``: future paths are
+    drawn per posterior draw, so the total is rounded up to a multiple of the posterior draws
+    (the same rule as ``stforecast.run.paths_per_draw``)."""
+    per_draw = max(1, -(-paths // max(1, posterior_draws)))
+    return per_draw, per_draw * posterior_draws
+
+
+def _say_paths_rounding(command: str, paths: int, posterior_draws: int) -> None:
+    per_draw, total = paths_rounding(paths, posterior_draws)
+    if total != paths:
+        print(f"stforecast {command}: note: --paths {paths:,} gives {total:,} paths ({per_draw:,} "
+              f"per posterior draw x {posterior_draws:,} posterior draws; paths are drawn whole "
+              f"per posterior draw)", file=sys.stderr)
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -272,12 +359,15 @@ def cmd_scenarios(args) -> int:
     if args.scenarios:  # what-if: re-simulate a scenarios file on the saved posterior
         from .run import resimulate
         _check_resimulate(results, args)
+        settings = results.summary.settings
+        _say_paths_rounding("scenarios", args.paths or settings.paths,
+                            settings.chains * settings.draws)
         scenarios, _ = resimulate(results, Path(args.scenarios),
                                   priors_path=Path(args.priors) if args.priors else None,
                                   paths=args.paths)
     rows = scenario_rows(scenarios, c.final_year)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(dump_json(rows))
         return 0
     print(f"median [5% - 95%]; {c.currency} mn, target price {c.price_currency}; "
           f"P(upside) = P(target_price > {c.price:g}) ± MCSE")
@@ -299,7 +389,8 @@ def cmd_scenarios(args) -> int:
 def cmd_sensitivity(args) -> int:
     from .query import QueryError, Ref, parse
     from .registry import HEADLINE_SCENARIO
-    from .sensitivity import rank_sensitivity
+    from .sensitivity import (direct_growth, input_labels, rank_sensitivity,
+                              swing_sensitivity)
 
     results = _load_results(args)
     c = results.summary.company
@@ -318,23 +409,65 @@ def cmd_sensitivity(args) -> int:
         raise QueryError(f"unknown outcome {args.outcome!r}; e.g. {names}")
     if year is None and "year" in ds[variable].dims:
         raise QueryError(f"{variable!r} has a year dimension: write {variable}[{c.final_year}]")
+    company = results.company
+    growth = direct_growth(company)
+    scenario = args.scenario or HEADLINE_SCENARIO
+    labels = input_labels(company, {s.shock: s.label for s in results.summary.shocks})
+    if args.rank:
+        ranked = _from_draws(results, lambda: rank_sensitivity(
+            ds, variable, year, level_drivers=company.unit_drivers(),
+            growth_segments=growth))[: args.top]
+        if args.json:
+            print(dump_json(ranked))
+            return 0
+        print(f"Spearman rank correlation with {args.outcome} (scenario {scenario}):")
+        for i, e in enumerate(ranked, 1):
+            bar = "#" * int(round(abs(e["score"]) * 40))
+            label = labels.get(e["driver"], (e["driver"].replace("_", " "), ""))[0]
+            print(f"{i:>3}. {label[:1].upper() + label[1:]:<46}{e['score']:+.3f}  {bar}")
+        return 0
+    tornado = _from_draws(results, lambda: swing_sensitivity(
+        ds, variable, year, level_drivers=company.unit_drivers(), growth_segments=growth,
+        labels=labels))
+    tornado["entries"] = tornado["entries"][: args.top]
+    if args.json:
+        print(dump_json({"outcome": variable, "year": year, "scenario": scenario,
+                         "units": c.units(variable), **tornado}))
+        return 0
+    print(format_tornado(tornado, args.outcome, c.units(variable), scenario))
+    return 0
+
+
+def _from_draws(results, compute):
+    """``compute()``, with a damaged chunk of the saved draws as a one-line ``ResultsError``."""
     try:
-        ranked = rank_sensitivity(ds, variable, year,
-                                  level_drivers=results.company.unit_drivers())[: args.top]
-    except (OSError, RuntimeError) as exc:  # a damaged chunk of the draws
+        return compute()
+    except (OSError, RuntimeError) as exc:
         from .errors import ResultsError
         raise ResultsError(f"{results.draws_path}: cannot read the draws "
                            f"({' '.join(str(exc).split())}); the results are damaged: run "
                            f"`stforecast run` again") from None
-    if args.json:
-        print(json.dumps(ranked, indent=1))
-        return 0
-    print(f"Spearman rank correlation with {args.outcome} (scenario "
-          f"{args.scenario or HEADLINE_SCENARIO}):")
-    for i, e in enumerate(ranked, 1):
-        bar = "#" * int(round(abs(e["score"]) * 40))
-        print(f"{i:>3}. {e['driver']:<40}{e['score']:+.3f}  {bar}")
-    return 0
+
+
+def format_tornado(tornado: dict, outcome: str, units: str, scenario: str) -> str:
+    """``stforecast sensitivity`` as text: one row per input, sorted by swing."""
+    def num(x):
+        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:,.4g}"
+
+    lo, hi = f"{100 * tornado['band']:.0f}th", f"{100 * (1 - tornado['band']):.0f}th"
+    lines = [f"Tornado of {outcome} [{units}], scenario {scenario}; median over all paths "
+             f"{num(tornado['median'])}.",
+             f"low / high: the median of {outcome} over the paths with the input at or below its "
+             f"{lo} / at or above its {hi} percentile;",
+             f"swing = high - low; in brackets: the input's {lo} .. {hi} percentile.",
+             f"{'':>4}{'input':<46}{'low':>10}{'high':>10}{'swing':>10}"]
+    for i, e in enumerate(tornado["entries"], 1):
+        label = e["label"][:1].upper() + e["label"][1:]
+        swing = ("+" if e["swing"] >= 0 else "-") + num(abs(e["swing"]))
+        lines.append(f"{i:>3}. {label:<45}{num(e['low']):>10}{num(e['high']):>10}{swing:>10}")
+        lines.append(f"{'':>5}[{e['basis']}: {num(e['input_low'])} .. "
+                     f"{num(e['input_high'])}]")
+    return "\n".join(lines)
 
 
 # --- score --------------------------------------------------------------------------------------
@@ -346,10 +479,46 @@ def cmd_score(args) -> int:
 
 # --- query --------------------------------------------------------------------------------------
 def cmd_query(args) -> int:
-    from .query import evaluate_file
+    from .query import QueryError, catalogue, evaluate_file
+    if args.list:
+        listing = catalogue(_results_folder(args))
+        print(dump_json(listing) if args.json else format_catalogue(listing))
+        return 0
+    if args.expression is None:
+        raise QueryError("query: expected an expression such as \"P(target_price > 7.5)\", "
+                         "or --list for the variables, scenarios, functions and grammar")
     result = evaluate_file(args.expression, _results_folder(args), scenario=args.scenario)
-    print(json.dumps(result.to_dict()) if args.json else str(result))
+    print(dump_json(result.to_dict()) if args.json else str(result))
     return 0
+
+
+def format_catalogue(listing: dict) -> str:
+    """``query --list`` as text: variables (units, forecast and history years), scenarios,
+    functions, grammar."""
+    def span(years):
+        return f"{years[0]}-{years[-1]}" if len(years) > 2 else ", ".join(years)
+
+    lines = [f"results: {listing['results']}", "", "variables (NAME[YEAR] where years are given; "
+             "history years are actuals, the same on every path):"]
+    width = max((len(v["name"]) for v in listing["variables"]), default=10) + 2
+    for v in listing["variables"]:
+        years = ""
+        if v["years"]:
+            years = f"years {span(v['history_years'] + v['years'])}"
+            if v["history_years"]:
+                years += f" (history {span(v['history_years'])})"
+        else:
+            years = "one value per path"
+        units = f"[{v['units']}]" if v["units"] else ""
+        lines.append(f"  {v['name']:<{width}}{v['label']} {units}; {years}")
+    for alias, name in listing["aliases"].items():
+        lines.append(f"  {alias:<{width}}the same as {name}")
+    scenarios = ", ".join(s + (" (default)" if s == listing["headline"] else "")
+                          for s in listing["scenarios"])
+    lines += ["", f"scenarios (--scenario NAME, or --scenario all): {scenarios or 'none'}",
+              "", f"functions: {', '.join(listing['functions'])}", "", "grammar:",
+              listing["grammar"]]
+    return "\n".join(lines)
 
 
 # --- the parser ---------------------------------------------------------------------------------
@@ -384,11 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  stforecast companies\n"
                "  stforecast run --company NAME      # fit, simulate, write results/NAME\n"
                "  stforecast query \"P(target_price > 7.5)\" --company NAME")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"stforecast {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("companies", help="list the shipped companies", formatter_class=raw,
                        epilog="example:\n  stforecast companies --json")
-    p.add_argument("--json", action="store_true", help="print a list of objects")
+    p.add_argument("--json", action="store_true", help="print a list of objects (default: a table)")
     p.set_defaults(func=cmd_companies)
 
     p = sub.add_parser("run", help="fit the driver model, simulate, write results/<company>",
@@ -398,26 +570,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priors", default=None,
                    help="priors file (TOML; default: the company's priors.toml)")
     p.add_argument("--scenarios", default=None,
-                   help="shocks and scenarios file (default: the company's scenarios.toml)")
-    p.add_argument("--out", default=None, help="results folder (default: results/<company>)")
-    p.add_argument("--seed", type=int_option("seed"), default=None,
-                   help="random seed (default: stforecast's fixed seed)")
+                   help="your shocks and scenarios, laid over the company's (same name "
+                        "replaces, new names add; default: the company's scenarios.toml)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="results folder (default: results/<company>)")
+    p.add_argument("--seed", type=int_option("seed"), default=None, help="random seed (default: stforecast's fixed seed)")
     p.add_argument("--paths", type=int_option("paths"), default=100_000,
-                   help="posterior predictive paths")
+                   help="posterior predictive paths (default 100,000); paths are drawn per "
+                        "posterior draw, so the count is rounded up to a multiple of chains x "
+                        "draws, and the run says so")
     p.add_argument("--draws", type=int_option("draws"), default=1000,
-                   help="posterior draws per chain")
-    p.add_argument("--tune", type=int_option("tune"), default=1000,
-                   help="tuning steps per chain")
-    p.add_argument("--chains", type=int_option("chains"), default=4)
-    p.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0])
-    p.add_argument("--no-report", action="store_true", help="skip report.html and the PNGs")
+                   help="posterior draws per chain (default 1000)")
+    p.add_argument("--tune", type=int_option("tune"), default=1000, help="tuning steps per chain (default 1000)")
+    p.add_argument("--chains", type=int_option("chains"), default=4, help="sampler chains (default 4)")
+    p.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0],
+                   help=f"NUTS implementation (default {SAMPLERS[0]})")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip report.html and the PNGs (default: write them)")
     p.add_argument("--refit", action="store_true",
                    help="fit again even when the fit cache has this fit (the cache folder is "
-                        "$STFORECAST_CACHE, else ~/.cache/stforecast)")
+                        "$STFORECAST_CACHE, else ~/.cache/stforecast; default: use the cache)")
     p.add_argument("--strict", action="store_true",
                    help=f"exit {EXIT_DIAGNOSTICS} when a fit misses the quality bar (R-hat, ESS, "
                         "divergences); without it the miss is a warning on stderr, in "
-                        "summary.json and in the report's banner")
+                        "summary.json and in the report's banner (default: off)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="sampler progress bars (default: on in a terminal)")
     p.set_defaults(func=cmd_run)
@@ -426,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=raw,
                        epilog="example:\n  stforecast replicate --company NAME --json")
     _company_option(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (default: a table)")
     p.set_defaults(func=cmd_replicate)
 
     p = sub.add_parser("check-priors", help="validate a priors file against a company",
@@ -440,22 +617,47 @@ def build_parser() -> argparse.ArgumentParser:
                         "centre (it builds the model: a few seconds)")
     p.set_defaults(func=cmd_check_priors)
 
+    p = sub.add_parser("check-scenarios", help="validate a scenarios file against a company",
+                       formatter_class=raw,
+                       epilog="A user's scenarios file is laid over the company's own: a shock "
+                              "or scenario of the\nsame name replaces the company's, a new name "
+                              "is added ([meta] overlay = false: the\nfile stands alone).\n\n"
+                              "example:\n  stforecast check-scenarios my_scenarios.toml "
+                              "--company NAME")
+    p.add_argument("path", nargs="?", default=None,
+                   help="scenarios file (default: the company's scenarios.toml)")
+    _company_option(p)
+    p.set_defaults(func=cmd_check_scenarios)
+
     p = sub.add_parser("report", help="rebuild report.html and the PNGs from saved results",
                        formatter_class=raw, epilog="example:\n  stforecast report --results DIR")
     _results_options(p)
     p.set_defaults(func=cmd_report)
 
+    from .query import ALL_SCENARIOS, GRAMMAR
     p = sub.add_parser("query", help="a probability or statistic on saved results",
                        formatter_class=raw,
-                       epilog="examples (years as in the results, e.g. revenue[<year>]):\n"
+                       epilog="grammar:\n" + GRAMMAR + "\n\n"
+                              "examples (years as in the results, e.g. revenue[<year>]):\n"
+                              "  stforecast query --list      # variables, years, scenarios\n"
                               "  stforecast query \"P(target_price > 7.5)\"\n"
+                              "  stforecast query \"P(revenue[<year>] > 2 * revenue[<history "
+                              "year>])\"\n"
                               "  stforecast query \"P(cash_burn > 10000)\" --json\n"
-                              "  stforecast query \"quantile(target_price, 0.05)\" "
-                              "--company NAME")
-    p.add_argument("expression")
+                              "  stforecast query \"quantile(target_price, 0.05, 0.5, 0.95)\" "
+                              "--scenario all --company NAME")
+    p.add_argument("expression", nargs="?", default=None,
+                   help="the query, e.g. \"P(target_price > 7.5)\" (see the grammar below)")
+    p.add_argument("--list", action="store_true",
+                   help="list the variables (units, years), scenarios, functions and grammar of "
+                        "the results, and exit (default: answer the expression)")
     _results_options(p)
-    p.add_argument("--scenario", default=None, help="scenario name, when results have several")
-    p.add_argument("--json", action="store_true", help='print {"value", "mcse", "n"}')
+    p.add_argument("--scenario", default=None, metavar="NAME",
+                   help=f"scenario to answer for (default: the headline scenario); "
+                        f"'{ALL_SCENARIOS}' answers for each")
+    p.add_argument("--json", action="store_true",
+                   help='print {"expression", "scenario", "value", "mcse", "n"} (a list of '
+                        'them for several answers; default: one line per answer)')
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("scenarios", help="one row per scenario: revenue, cash burn, cash, TP",
@@ -463,27 +665,41 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  stforecast scenarios --results DIR --json\n"
                               "  stforecast scenarios --scenarios my_scenarios.toml   # what-if")
     _results_options(p)
-    p.add_argument("--json", action="store_true", help="print a list of objects")
+    p.add_argument("--json", action="store_true", help="print a list of objects (default: a table)")
     p.add_argument("--scenarios", default=None,
                    help="re-simulate this scenarios file on the saved posterior (no refit; "
-                        "results are not modified)")
+                        "results are not modified; laid over the company's scenarios: same "
+                        "name replaces, new names add; default: show the saved scenarios)")
     p.add_argument("--priors", default=None,
                    help="with --scenarios: priors file for the valuation settings "
                         "(default: the run's)")
     p.add_argument("--paths", type=int_option("paths"), default=None,
-                   help="with --scenarios: paths (default: the run's)")
+                   help="with --scenarios: paths (default: the run's; rounded up to a multiple "
+                        "of the posterior draws, and said)")
     p.set_defaults(func=cmd_scenarios)
 
-    p = sub.add_parser("sensitivity", help="tornado ranking: what moves an outcome most",
+    p = sub.add_parser("sensitivity", help="tornado: what moves an outcome most, in its units",
                        formatter_class=raw,
-                       epilog="examples:\n  stforecast sensitivity \"revenue[<year>]\"\n"
-                              "  stforecast sensitivity target_price --scenario base --json")
+                       epilog="For each input (driver, segment growth, shock), the outcome's "
+                              "median over the paths\nwith the input in its bottom decile and "
+                              "in its top decile, sorted by the swing;\n--rank: Spearman rank "
+                              "correlations instead.\n\n"
+                              "examples:\n  stforecast sensitivity \"revenue[<year>]\"\n"
+                              "  stforecast sensitivity target_price --scenario base --json\n"
+                              "  stforecast sensitivity target_price --rank")
     p.add_argument("outcome", nargs="?", default="target_price",
                    help="variable, with [YEAR] when it has years (default target_price)")
     _results_options(p)
-    p.add_argument("--scenario", default=None, help="scenario (default: the headline scenario)")
+    p.add_argument("--scenario", default=None, metavar="NAME",
+                   help="scenario (default: the headline scenario)")
     p.add_argument("--top", type=int_option("top"), default=15, help="rows to show (default 15)")
-    p.add_argument("--json", action="store_true", help='print [{"driver", "score"}, ...]')
+    p.add_argument("--rank", action="store_true",
+                   help="the rank view: Spearman rank correlation of each input with the outcome "
+                        "(default: the tornado in the outcome's units)")
+    p.add_argument("--json", action="store_true",
+                   help='print the tornado as one object ({"median", "entries": [{"driver", '
+                        '"label", "low", "high", "swing", ...}]}); with --rank, '
+                        '[{"driver", "score"}, ...] (default: a table)')
     p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("score", help="score the forecast against realised values",
@@ -492,9 +708,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "  stforecast score actuals.toml --json")
     p.add_argument("actuals", help="TOML file of realised values")
     _results_options(p)
-    p.add_argument("--scenario", default=None, help="scenario (default: the headline scenario)")
+    p.add_argument("--scenario", default=None, metavar="NAME",
+                   help="scenario (default: the headline scenario)")
     p.add_argument("--json", action="store_true",
-                   help="print a list of {variable, year, actual, pit, in_50, ..., crps_point}")
+                   help="print a list of {variable, year, actual, pit, in_50, ..., crps_point} "
+                        "(default: a table)")
     p.set_defaults(func=cmd_score)
     from .cli_scale import register  # calibrate, sweep, run-many: Dask tasks
     register(sub)
@@ -516,6 +734,33 @@ def configure_logging(level: int = logging.INFO) -> None:
     if not any(isinstance(h, _PrintHandler) for h in log.handlers):
         log.addHandler(_PrintHandler())
     log.setLevel(level)
+
+
+#: Exit status when the reader of stdout goes away (``stforecast ... | head -1``): 128 + SIGPIPE,
+#: what a shell reports for a tool that a closed pipe stops.
+EXIT_BROKEN_PIPE = 141
+
+
+def _quiet_broken_pipe(command):
+    """A closed stdout (``| head -1``) ends the command quietly: no traceback, the rest of the
+    output discarded (stdout pointed at /dev/null so the interpreter's final flush is silent)."""
+    import functools
+    import os
+
+    @functools.wraps(command)
+    def wrapped(*args, **kwargs):
+        try:
+            status = command(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+            return status
+        except BrokenPipeError:
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            return EXIT_BROKEN_PIPE
+    return wrapped
 
 
 def state_dir() -> Path:
@@ -558,6 +803,8 @@ def guarded(func, *args) -> int:
         print("error: interrupted (results, if any, are as they were before this command)",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # a closed stdout: `main` ends quietly (status 141)
+        raise
     except Exception as exc:  # noqa: BLE001 - the one place every other error is reported
         log = write_error_log(exc)
         where = f"details in {log}" if log else "no log could be written"
@@ -566,6 +813,7 @@ def guarded(func, *args) -> int:
         return EXIT_INTERNAL
 
 
+@_quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         args = build_parser().parse_args(argv)

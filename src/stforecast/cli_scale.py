@@ -83,13 +83,13 @@ def cmd_calibrate(args) -> int:
 # --- sweep --------------------------------------------------------------------------------------
 def cmd_sweep(args) -> int:
     from .results import load_results
-    from .scenarios import load_scenarios
+    from .scenarios import load_user_scenarios, run_scenarios
     from .sweep import base_from_results, load_sweep, run_sweep, sweep_table
 
     results = load_results(args.results or _default_results())
     company = results.company
-    with results.input_files() as stored:
-        scenarios = load_scenarios(args.scenarios or stored["scenarios"], company)
+    scenarios = (load_user_scenarios(args.scenarios, company) if args.scenarios
+                 else run_scenarios(company))
     spec = load_sweep(args.sweep, scenarios.shocks)
     if args.paths is not None:
         from dataclasses import replace
@@ -158,7 +158,7 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int_option("workers"), default=None,
                    help="workers of the embedded LocalCluster (default: one per core)")
     g.add_argument("--serial", action="store_true",
-                   help="run every task in this process, in order (no Dask)")
+                   help="run every task in this process, in order (no Dask; default: off)")
 
 
 def register(sub) -> None:
@@ -167,13 +167,19 @@ def register(sub) -> None:
     p = sub.add_parser("calibrate", help="SBC and parameter recovery, one Dask task per fit",
                        formatter_class=raw, epilog="example:\n  stforecast calibrate --fits 200 "
                        "--scheduler tcp://10.0.0.5:8786")
-    p.add_argument("--company", default=None, help="a shipped company or a company folder")
-    p.add_argument("--priors", default=None, help="another priors file for the company")
-    p.add_argument("--fits", type=int_option("fits"), default=100)
-    p.add_argument("--draws", type=int_option("draws"), default=400)
-    p.add_argument("--tune", type=int_option("tune"), default=400)
-    p.add_argument("--chains", type=int_option("chains"), default=2)
-    p.add_argument("--thin-to", type=int_option("thin_to"), default=99, help="posterior draws a rank is among")
+    p.add_argument("--company", default=None,
+                   help="a shipped company or a company folder (default: the default company)")
+    p.add_argument("--priors", default=None,
+                   help="another priors file for the company (default: the company's)")
+    p.add_argument("--fits", type=int_option("fits"), default=100,
+                   help="fits of simulated data, one task each (default 100)")
+    p.add_argument("--draws", type=int_option("draws"), default=400,
+                   help="posterior draws per chain of each fit (default 400)")
+    p.add_argument("--tune", type=int_option("tune"), default=400,
+                   help="tuning steps per chain of each fit (default 400)")
+    p.add_argument("--chains", type=int_option("chains"), default=2, help="chains of each fit (default 2)")
+    p.add_argument("--thin-to", type=int_option("thin_to"), default=99,
+                   help="posterior draws a rank is among (default 99)")
     p.add_argument("--seed", type=int_option("seed"), default=None,
                    help="default: the seed of `stforecast run`")
     p.add_argument("--out", default=None,
@@ -189,11 +195,12 @@ def register(sub) -> None:
     p.add_argument("--results", default=None,
                    help="a `stforecast run` results folder (default: results/<default company>)")
     p.add_argument("--scenarios", default=None,
-                   help="the scenarios file whose shocks are swept (default: the company's)")
+                   help="a scenarios file laid over the company's, whose shocks are swept "
+                        "(default: the run's scenarios)")
     p.add_argument("--paths", type=int_option("paths"), default=None, help="paths per setting (default: the "
                                                            "sweep file's, else the run's)")
     p.add_argument("--per-task", type=int_option("per_task"), default=4,
-                   help="settings per task (they share one set of driver paths)")
+                   help="settings per task (they share one set of driver paths; default 4)")
     p.add_argument("--out", default=None, help="output folder (default: the sweep file's name)")
     _engine_options(p)
     p.set_defaults(func=cmd_sweep)
@@ -202,16 +209,18 @@ def register(sub) -> None:
                                         "universe table", formatter_class=raw,
                        epilog="example:\n  stforecast run-many NAME1 NAME2 --out universe")
     p.add_argument("companies", nargs="*", help="shipped companies or company folders")
-    p.add_argument("--universe", default=None, help="a file with one company per line")
-    p.add_argument("--out", default="universe", help="results go to OUT/<company>")
+    p.add_argument("--universe", default=None,
+                   help="a file with one company per line (default: none; name them instead)")
+    p.add_argument("--out", default="universe",
+                   help="results go to OUT/<company> (default: universe)")
     p.add_argument("--seed", type=int_option("seed"), default=None,
                    help="default: the seed of `stforecast run`")
     p.add_argument("--paths", type=int_option("paths"), default=None,
                    help="default: as `stforecast run`")
     for name in ("draws", "tune", "chains"):
-        p.add_argument(f"--{name}", type=int_option(name), default=None,
-                       help="default: as `stforecast run`")
-    p.add_argument("--no-report", action="store_true", help="skip report.html and the charts")
+        p.add_argument(f"--{name}", type=int_option(name), default=None, help="default: as `stforecast run`")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip report.html and the charts (default: write them)")
     _engine_options(p)
     p.set_defaults(func=cmd_run_many)
 

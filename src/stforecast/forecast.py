@@ -98,10 +98,13 @@ class Forecast:
     def query(self, expression: str, scenario: str | None = None):
         """A probability or statistic of the draws with its Monte Carlo error, e.g.
         ``"P(revenue[<year>] > 9000)"`` (see ``stforecast.query``); ``scenario``: default the
-        headline scenario."""
-        from .query import evaluate
+        headline scenario (``"all"``: one answer each). History years are the company's
+        actuals."""
+        from .query import evaluate, history_of
 
-        return evaluate(expression, self.draws, scenario or HEADLINE_SCENARIO)
+        history = history_of(self.company.files.get("company", (None, None))[1],
+                             self.summary.charts)
+        return evaluate(expression, self.draws, scenario or HEADLINE_SCENARIO, history=history)
 
     @property
     def plot(self) -> _Plots:

@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 __all__ = [
-    "fan_chart", "target_price_distribution", "scenario_comparison", "tornado",
+    "fan_chart", "target_price_distribution", "scenario_comparison", "tornado", "swing_tornado",
     "prior_posterior", "peer_relation", "valuation_methods", "figures", "save_all",
     "png_bytes", "axis_label", "METHOD_COLOURS",
 ]
@@ -573,6 +573,43 @@ def peer_relation(chart: Mapping, annotate: bool = True, ax: Axes | None = None)
     return fig
 
 
+def swing_tornado(block: Mapping, title: str, units: str = "", top: int = 15) -> Figure:
+    """The tornado as analysts read it, from summary.json's ``sensitivity[outcome]["tornado"]``:
+    one row per input (its label in words), a bar from the outcome's median with the input in
+    its bottom decile to the median with it in its top decile, in the outcome's units, centred
+    on the overall median; the largest swing on top. Blue: the input's top decile, red: its
+    bottom decile."""
+    entries = list(block.get("entries") or [])[:top]
+    fig, ax = _new_figure(7.5, 1.4 + 0.38 * max(len(entries), 1))
+    ax.set_title(title)
+    if not entries:
+        ax.text(0.5, 0.5, "no sensitivity data", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    centre = float(block["median"])
+    ys = np.arange(len(entries))[::-1]  # largest swing at the top
+    lo, hi = f"{100 * block['band']:.0f}th", f"{100 * (1 - block['band']):.0f}th"
+    legend = {PUBLISHED_COLOUR: f"input at or below its {lo} percentile",
+              FAN_COLOUR: f"input at or above its {hi} percentile"}
+    for y, e in zip(ys, entries):
+        for value, colour in ((float(e["low"]), PUBLISHED_COLOUR),
+                              (float(e["high"]), FAN_COLOUR)):
+            bar = ax.barh(y, value - centre, left=centre, height=0.7, color=colour, alpha=0.85,
+                          label=legend.pop(colour, None))
+            bar.patches[0].set_gid("bar")
+    ax.set_yticks(ys)
+    ax.set_yticklabels([_capital(str(e.get("label") or e["driver"])) for e in entries],
+                       fontsize=8)
+    ax.axvline(centre, color=ACTUAL_COLOUR, linewidth=0.8)
+    what = "median" if block.get("statistic", "median") == "median" else block["statistic"]
+    ax.set_xlabel(f"{_capital(what)} of the outcome{f' ({units})' if units else ''}; the line: "
+                  f"its {what} over all paths", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
 # --------------------------------------------------------------------------------------------
 # Every chart of a results folder, and saving
 # --------------------------------------------------------------------------------------------
@@ -595,10 +632,14 @@ def figures(charts: Mapping, sensitivity: Mapping | None = None,
     if charts.get("peers"):
         figs["peer_relation"] = peer_relation(charts["peers"])
     labels = {k: _capital(v["label"]) for k, v in (charts.get("variables") or {}).items()}
+    units = {k: v.get("units", "") for k, v in (charts.get("variables") or {}).items()}
     for name, block in (sensitivity or {}).items():
-        if block.get("ranking"):
-            outcome = labels.get(name, name)
-            year = f" {block['year']}" if block.get("year") else ""
+        outcome = labels.get(name, name)
+        year = f" {block['year']}" if block.get("year") else ""
+        if block.get("tornado"):  # in the outcome's units; the rank view stays in the table
+            figs[f"tornado_{name}"] = swing_tornado(
+                block["tornado"], f"Tornado: {outcome}{year}", units.get(name, ""))
+        elif block.get("ranking"):  # summaries written before the tornado in units
             figs[f"tornado_{name}"] = tornado(
                 block["ranking"], f"Sensitivity: {outcome}{year}", labels)
     if charts.get("prior_posterior"):

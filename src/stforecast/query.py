@@ -5,14 +5,15 @@ Examples (years are labels of the results' ``year`` coordinate)::
     P(target_price > 7.5)
     P(revenue[Y3] < 6000 and cash[Y3] < 3000)
     P(revenue[Y3] > 1.2 * revenue[Y2])
-    quantile(target_price, 0.05)
+    quantile(target_price, 0.05, 0.5, 0.95)
     mean(revenue[Y3] - revenue[Y1])
+    P(revenue[Y3] > 2 * revenue[H3])        # H3: a history year (an actual, the same on every path)
 
 Grammar (hand-written tokenizer and recursive-descent parser; user text is never
 passed to ``eval``/``exec``/``compile``)::
 
     query      := "P" "(" cond ")" | "mean" "(" expr ")" | "median" "(" expr ")"
-                | "sd" "(" expr ")" | "quantile" "(" expr "," number ")"
+                | "sd" "(" expr ")" | "quantile" "(" expr ("," number)+ ")"
     cond       := disj ;  disj := conj ("or" conj)* ;  conj := neg ("and" neg)*
     neg        := "not" neg | "(" cond ")" | comparison
     comparison := expr ("<" | "<=" | ">" | ">=") expr
@@ -20,10 +21,13 @@ passed to ``eval``/``exec``/``compile``)::
     factor     := "-" factor | number | ref | "(" expr ")"
     ref        := NAME ("[" YEAR "]")?          e.g. revenue[Y3], target_price
     NAME       := [A-Za-z_][A-Za-z0-9_]*        a data variable of the dataset, or an alias
-    YEAR       := a NAME or digits matching a label of the ``year`` coordinate
+    YEAR       := a NAME or digits matching a label of the ``year`` coordinate, or a history
+                  year of the company where the variable has history (its actual value)
     number     := digits ("." digits)? ([eE] [+-]? [0-9]+)?,  digits := [0-9] ("_"? [0-9])*
-                  e.g. 7.5, 8800, 3e3, 1_000 (no leading "." and no trailing "."; the
-                  quantile level may be written with a leading "-" only to be rejected)
+                  e.g. 7.5, 8800, 3e3, 8_825 (no leading "." and no trailing "."; no
+                  thousands separator "," (a "," after a number gets a hint to write 8825 or
+                  8_825); the quantile level may be written with a leading "-" only to be
+                  rejected)
 
 ``and`` binds tighter than ``or``; ``and``, ``or`` and ``not`` are reserved words.
 The parser uses one precedence ladder for conditions and arithmetic (so ``(`` is
@@ -37,11 +41,14 @@ the company's (``revenue_<segment>``, its unit drivers, ``shock_<name>``).
 ``target_price``, from the results' company block.
 
 Semantics: a query is computed over every ``(chain, draw, path)`` of the
-selected scenario (default: the registry's ``HEADLINE_SCENARIO``); values are in
+selected scenario (default: the registry's ``HEADLINE_SCENARIO``; ``"all"``: one answer per
+scenario; every answer names its scenario); values are in
 the units of the variables (the company's currency, millions, for money; its
 price currency per share for prices). ``P`` is the fraction of paths satisfying the condition;
 ``mean``/``sd`` (population sd, ddof=0)/``median``/``quantile`` (numpy linear
-interpolation) are taken over all paths. The reported MCSE comes from
+interpolation; several levels give one answer each) are taken over all paths. A history
+year's value is the company's actual (from the results' stored company file, or the summary's
+chart data for derived lines such as margins): a constant on every path. The reported MCSE comes from
 :mod:`stforecast.mcse` (per-draw means over ``path``, split-chain Geyer ESS).
 Comparisons with an undefined (NaN) operand and ``mean``/``sd``/``quantile`` of
 non-finite values (e.g. division by zero) are errors, not silently dropped.
@@ -62,15 +69,19 @@ import numpy as np
 
 from . import mcse as _mcse
 from .errors import StforecastError
-from .registry import HEADLINE_SCENARIO, SAMPLE_DIMS
+from .registry import HEADLINE_SCENARIO, SAMPLE_DIMS, variable
 
 if TYPE_CHECKING:  # xarray is never imported here, to keep start-up fast
     import xarray as xr
 
 __all__ = [
+    "ALL_SCENARIOS",
     "FUNCTIONS",
+    "GRAMMAR",
     "QueryError",
     "QueryResult",
+    "QueryResults",
+    "catalogue",
     "evaluate",
     "evaluate_file",
     "select_scenario",
@@ -78,6 +89,19 @@ __all__ = [
 ]
 
 FUNCTIONS = ("P", "mean", "median", "sd", "quantile")
+#: ``--scenario all``: one answer per scenario of the results.
+ALL_SCENARIOS = "all"
+#: The grammar as a user reads it (``stforecast query --help`` and ``--list``).
+GRAMMAR = """\
+  query     P(condition)                  probability, with its Monte Carlo error
+            mean(x)  median(x)  sd(x)     statistics over every path
+            quantile(x, q1, q2, ...)      one or more levels, each strictly between 0 and 1
+  condition x < y, x <= y, x > y, x >= y; combined with and, or, not and (...)
+  x, y      numbers and variables with + - * / and (...)
+  variable  NAME, or NAME[YEAR] for a variable with years (query --list shows them); a
+            history year, e.g. revenue[<last history year>], is the company's actual (the same
+            on every path)
+  number    8825, 8_825, 7.5, 3e3 (no thousands separator: 8,825 is not a number)"""
 MAX_DEPTH = 40  # nesting of "(", unary "-" and "not"
 MAX_TOKENS = 256
 _ALLOWED_DIMS = frozenset(SAMPLE_DIMS + ("year", "scenario"))
@@ -144,7 +168,9 @@ class BoolOp:
 class Query:
     func: str
     arg: "Node"
-    q: float | None = None  # quantile level (0.5 for median)
+    q: float | None = None  # quantile level (0.5 for median; the first of several levels)
+    levels: tuple[float, ...] = ()  # every quantile level (quantile with several levels)
+    arg_text: str = ""  # the argument's source text (to name each level's answer)
 
 
 Node = Union[Number, Ref, Neg, BinOp, Compare, Not, BoolOp]
@@ -194,6 +220,7 @@ def _tokenize(text: str) -> list[_Tok]:
 # ------------------------------------------------------------------------ parser
 class _Parser:
     def __init__(self, text: str):
+        self.text = text
         self.toks = _tokenize(text)
         self.i = 0
         self.depth = 0
@@ -211,7 +238,12 @@ class _Parser:
     def _fail(self, expected: str, tok: _Tok | None = None):
         tok = tok or self.tok
         got = "end of query" if tok.kind == "end" else repr(tok.text)
-        raise QueryError(f"syntax error at character {tok.pos}: expected {expected}, got {got}")
+        index = self.toks.index(tok)
+        hint = ""
+        if tok.text == "," and index > 0 and self.toks[index - 1].kind == "num":
+            hint = ("; numbers take no thousands separator: write 8825 or 8_825, not 8,825")
+        raise QueryError(f"syntax error at character {tok.pos}: expected {expected}, "
+                         f"got {got}{hint}")
 
     def _expect(self, text: str) -> _Tok:
         if self.tok.text != text or self.tok.kind not in ("op", "kw"):
@@ -243,9 +275,10 @@ class _Parser:
         if tok.text not in FUNCTIONS:
             raise QueryError(f"unknown function {tok.text!r} at character {tok.pos}; "
                              f"valid functions: {', '.join(FUNCTIONS)}")
-        self._expect("(")
+        start = self._expect("(").pos
         arg = self.disj()
-        q = None
+        arg_end = self.tok.pos
+        q, levels = None, ()
         if tok.text == "P":
             self._need_condition(arg, "P(...)")
         else:
@@ -254,11 +287,15 @@ class _Parser:
             q = 0.5
         elif tok.text == "quantile":
             self._expect(",")
-            q = self._quantile_level()
+            levels = [self._quantile_level()]
+            while self.tok.kind == "op" and self.tok.text == ",":
+                self._next()
+                levels.append(self._quantile_level())
+            q, levels = levels[0], tuple(levels)
         self._expect(")")
         if self.tok.kind != "end":
             self._fail("end of query")
-        return Query(tok.text, arg, q)
+        return Query(tok.text, arg, q, levels, self.text[start:arg_end - 1].strip())
 
     def _quantile_level(self) -> float:
         sign = -1.0 if self.tok.text == "-" and self.tok.kind == "op" else 1.0
@@ -266,7 +303,7 @@ class _Parser:
             self._next()
         tok = self.tok
         if tok.kind != "num":
-            self._fail("a number (the quantile level)")
+            self._fail("a number (a quantile level)")
         self._next()
         q = sign * self._number(tok)
         if not 0.0 < q < 1.0:
@@ -389,21 +426,37 @@ def parse(expression: str) -> Query:
 # -------------------------------------------------------------------- evaluation
 @dataclass(frozen=True)
 class QueryResult:
-    """A query's estimate, its Monte Carlo standard error and the number of paths used."""
+    """A query's estimate, its Monte Carlo standard error, the number of paths used and the
+    scenario it was computed on (``None``: draws without a scenario dimension)."""
 
     expression: str
     value: float
     mcse: float
     n: int
+    scenario: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.expression} = {_format(self.value, self.mcse)}  (n = {self.n:,})"
+        where = f"scenario {self.scenario}, " if self.scenario is not None else ""
+        return f"{self.expression} = {_format(self.value, self.mcse)}  ({where}n = {self.n:,})"
 
     def to_dict(self) -> dict:
-        """``{"value", "mcse", "n"}``; non-finite floats become ``None`` (valid JSON)."""
+        """``{"expression", "scenario", "value", "mcse", "n"}``; non-finite floats become
+        ``None`` (valid JSON)."""
         def clean(x: float) -> float | None:
             return float(x) if np.isfinite(x) else None
-        return {"value": clean(self.value), "mcse": clean(self.mcse), "n": int(self.n)}
+        return {"expression": self.expression, "scenario": self.scenario,
+                "value": clean(self.value), "mcse": clean(self.mcse), "n": int(self.n)}
+
+
+class QueryResults(tuple):
+    """Several answers of one query (a quantile at several levels, ``scenario="all"``): a tuple
+    of :class:`QueryResult`, printed one per line."""
+
+    def __str__(self) -> str:
+        return "\n".join(map(str, self))
+
+    def to_dict(self) -> list[dict]:
+        return [r.to_dict() for r in self]
 
 
 def _format(value: float, err: float) -> str:
@@ -515,6 +568,14 @@ def _labels(ds, dim: str) -> list[str]:
     return _XrStore(ds).labels(dim)
 
 
+def _scenario_indices(store: _Store, scenario: str | None) -> list[tuple[int | None, str | None]]:
+    """``[(index, name)]`` of the scenarios to answer for (``"all"``: every one)."""
+    if scenario == ALL_SCENARIOS and "scenario" in store.sizes:
+        return list(enumerate(store.labels("scenario")))
+    index = _scenario_index(store, scenario)
+    return [(index, None if index is None else store.labels("scenario")[index])]
+
+
 def _scenario_index(store: _Store, scenario: str | None) -> int | None:
     """Which scenario to use (``None``: the data have no scenario dimension)."""
     if "scenario" not in store.sizes:
@@ -529,7 +590,8 @@ def _scenario_index(store: _Store, scenario: str | None) -> int | None:
                              f"{', '.join(names)}")
         scenario = HEADLINE_SCENARIO
     if scenario not in names:
-        raise QueryError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(names)}")
+        raise QueryError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(names)} "
+                         f"(or {ALL_SCENARIOS})")
     return names.index(scenario)
 
 
@@ -548,7 +610,8 @@ def aliases_of(attrs) -> dict[str, str]:
 
 
 class _Evaluator:
-    def __init__(self, store: _Store, aliases: dict[str, str] | None = None):
+    def __init__(self, store: _Store, aliases: dict[str, str] | None = None,
+                 history: dict[str, dict[str, float]] | None = None):
         for dim in ("chain", "draw"):
             if dim not in store.sizes:
                 raise QueryError(f"the results have no {dim!r} dimension (dimensions: "
@@ -563,6 +626,7 @@ class _Evaluator:
             if set(dims) - set(store.fixed) <= _ALLOWED_DIMS and kind in "biuf"
         )
         self.cache: dict[tuple[str, str | None], np.ndarray] = {}
+        self.history = history or {}
 
     def ref(self, node: Ref) -> np.ndarray:
         key = (node.name, node.year)
@@ -590,12 +654,16 @@ class _Evaluator:
         more = {}
         if "year" in variables[node.name][0]:
             years = self.store.labels("year")
+            past = {} if node.year in years else self.history.get(node.name, {})
+            valid = [y for y in past if y not in years] + years
             if node.year is None:
                 raise QueryError(f"{node.name!r} has a year dimension: write {node.name}[YEAR] "
-                                 f"with YEAR one of {', '.join(years)}")
+                                 f"with YEAR one of {', '.join(valid)}")
+            if node.year not in years and node.year in past:  # an actual: the same on every path
+                return np.full((1,) * len(SAMPLE_DIMS), float(past[node.year]))
             if node.year not in years:
                 raise QueryError(f"unknown year {node.year!r} for {node.name!r}; valid years: "
-                                 f"{', '.join(years)}")
+                                 f"{', '.join(valid)}")
             more["year"] = years.index(node.year)
         elif node.year is not None:
             raise QueryError(f"{node.name!r} has no year dimension: write {node.name} "
@@ -635,57 +703,173 @@ class _Evaluator:
 
 
 def evaluate(expression: str, ds: "xr.Dataset", scenario: str | None = None,
-             aliases: dict[str, str] | None = None) -> QueryResult:
+             aliases: dict[str, str] | None = None,
+             history: dict[str, dict[str, float]] | None = None
+             ) -> "QueryResult | QueryResults":
     """Evaluate a query over posterior predictive draws ``ds`` (see module docstring).
 
-    ``scenario``: with a ``scenario`` dimension, ``None`` selects the headline scenario.
-    ``aliases``: extra names (alias -> variable; default: from ``ds.attrs``, see
-    :func:`aliases_of`). Returns a :class:`QueryResult` (value in the expression's units, its
-    MCSE, and ``n`` = number of (chain, draw, path) elements used); raises :class:`QueryError`.
+    ``scenario``: with a ``scenario`` dimension, ``None`` selects the headline scenario and
+    ``"all"`` answers for each. ``aliases``: extra names (alias -> variable; default: from
+    ``ds.attrs``, see :func:`aliases_of`). ``history``: actuals ``{variable: {year: value}}``
+    addressable as ``variable[year]`` (see :func:`history_of`). Returns a :class:`QueryResult`
+    (value in the expression's units, its MCSE, ``n`` = number of (chain, draw, path) elements
+    used, and the scenario), or :class:`QueryResults` when the query has several answers
+    (several quantile levels, ``scenario="all"``); raises :class:`QueryError`.
     """
     aliases = aliases_of(ds.attrs) if aliases is None else aliases
-    return _evaluate(parse(expression), expression, _XrStore(ds), scenario, aliases)
+    return _answer(_evaluate(parse(expression), expression, _XrStore(ds), scenario, aliases,
+                             history))
 
 
-def evaluate_file(expression: str, results_dir: Path, scenario: str | None = None) -> QueryResult:
+def _answer(results: list[QueryResult]) -> "QueryResult | QueryResults":
+    return results[0] if len(results) == 1 else QueryResults(results)
+
+
+def history_of(company_text: str | None, charts: dict | None = None
+               ) -> dict[str, dict[str, float]]:
+    """Actuals addressable in queries, ``{variable: {year: value}}``: the ``[history]`` table
+    of a company file's text (every series of numbers, by its name) and, for lines derived from
+    it (margins, unit counts), the history of the summary's fan-chart data (``charts``).
+    Standard library only (``tomllib``)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, fan in ((charts or {}).get("fans") or {}).items():
+        past = fan.get("history") if isinstance(fan, dict) else None
+        if isinstance(past, dict) and len(past.get("years", ())) == len(past.get("values", ())):
+            out[name] = {str(y): float(v) for y, v in zip(past["years"], past["values"])
+                         if isinstance(v, (int, float))}
+    if company_text:
+        import tomllib
+
+        try:
+            table = tomllib.loads(company_text).get("history", {})
+        except tomllib.TOMLDecodeError:
+            table = {}
+        years = [str(y) for y in table.get("years", [])]
+        for name, entry in table.items():
+            values = entry.get("values") if isinstance(entry, dict) else None
+            if (isinstance(values, list) and len(values) == len(years)
+                    and all(isinstance(v, (int, float)) for v in values)):
+                out.setdefault(name, {y: float(v) for y, v in zip(years, values)})
+    return out
+
+
+def evaluate_file(expression: str, results_dir: Path, scenario: str | None = None
+                  ) -> "QueryResult | QueryResults":
     """:func:`evaluate` on a results folder's draws, read with h5py alone (no xarray):
     what ``stforecast query`` runs, in a fraction of the start-up time. The folder is read
-    through ``stforecast.results.load_results`` (``ResultsError`` if it is not valid)."""
-    from .errors import ResultsError
-    from .results import load_results
-
+    through ``stforecast.results.load_results`` (``ResultsError`` if it is not valid); history
+    years come from the company file stored in ``forecast.nc`` and the summary's chart data."""
     query = parse(expression)  # a syntax error is reported before any file is opened
-    results = load_results(results_dir)
-    path = results.draws_path
-    import h5py
-
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise QueryError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
-    with f:
-        group = f.get("posterior_predictive")
-        if not isinstance(group, h5py.Group):
-            raise QueryError(f"{path} has no group 'posterior_predictive' (groups: "
-                             f"{', '.join(k for k in f if isinstance(f[k], h5py.Group))})")
+    with _open_draws(results_dir) as (results, group, history):
         try:
-            return _evaluate(query, expression, _H5Store(group), scenario,
-                             results.summary.company.aliases())
+            return _answer(_evaluate(query, expression, _H5Store(group), scenario,
+                                     results.summary.company.aliases(), history))
         except (OSError, RuntimeError) as exc:  # a damaged chunk of the draws
-            raise ResultsError(f"{path}: cannot read the draws ({' '.join(str(exc).split())}"
-                               f"); the results are damaged: run `stforecast run` again") from None
+            from .errors import ResultsError
+            raise ResultsError(f"{results.draws_path}: cannot read the draws "
+                               f"({' '.join(str(exc).split())}); the results are damaged: run "
+                               f"`stforecast run` again") from None
+
+
+class _open_draws:
+    """``with _open_draws(folder) as (results, posterior_predictive h5py group, history)``."""
+
+    def __init__(self, results_dir):
+        from .results import load_results
+
+        self.results = load_results(results_dir)
+
+    def __enter__(self):
+        import h5py
+
+        path = self.results.draws_path
+        try:
+            self.f = h5py.File(path, "r")
+        except OSError as exc:
+            raise QueryError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
+        group = self.f.get("posterior_predictive")
+        if not isinstance(group, h5py.Group):
+            groups = ", ".join(k for k in self.f if isinstance(self.f[k], h5py.Group))
+            self.f.close()
+            raise QueryError(f"{path} has no group 'posterior_predictive' (groups: {groups})")
+        return self.results, group, _LazyHistory(self.f, self.results.summary.charts)
+
+    def __exit__(self, *exc):
+        self.f.close()
+        return False
+
+
+class _LazyHistory:
+    """:func:`history_of` for an open draws file, computed on first use (most queries name
+    forecast years only and never pay for reading the company file)."""
+
+    def __init__(self, f, charts):
+        self.f, self.charts, self.table = f, charts, None
+
+    def get(self, name: str, default=None):
+        if self.table is None:
+            text = self.f.attrs.get("company_text")
+            text = text.decode() if isinstance(text, bytes) else text
+            self.table = history_of(text if isinstance(text, str) else None, self.charts)
+        return self.table.get(name, default)
+
+
+def catalogue(results_dir: Path) -> dict:
+    """What a query on a results folder can name: ``{"results", "scenarios", "headline",
+    "variables": [{"name", "label", "units", "years", "history_years"}], "aliases",
+    "functions", "grammar"}`` (``years``: ``[]`` for a per-path scalar). Reads no draws."""
+    with _open_draws(results_dir) as (results, group, history):
+        store = _H5Store(group)
+        c = results.summary.company
+        chart_vars = (results.summary.charts or {}).get("variables") or {}
+        years = store.labels("year") if "year" in store.sizes else []
+        evaluator = _Evaluator(store.select("scenario", 0) if "scenario" in store.sizes
+                               else store)
+        variables = []
+        for name in evaluator.names:
+            dims = store.variables[name][0]
+            info = chart_vars.get(name) or {}
+            label = info.get("label") or (variable(name).label if variable(name) else
+                                          name.replace("_", " "))
+            units = info.get("units") or c.units(name)
+            has_years = "year" in dims
+            variables.append({
+                "name": name, "label": label, "units": units,
+                "years": years if has_years else [],
+                "history_years": [y for y in history.get(name, {}) if y not in years]
+                if has_years else []})
+        return {"results": str(results.folder),
+                "scenarios": store.labels("scenario") if "scenario" in store.sizes else [],
+                "headline": HEADLINE_SCENARIO, "variables": variables,
+                "aliases": c.aliases(), "functions": list(FUNCTIONS), "grammar": GRAMMAR}
 
 
 def _evaluate(query: Query, expression: str, store: _Store, scenario: str | None,
-              aliases: dict[str, str] | None = None) -> QueryResult:
-    index = _scenario_index(store, scenario)
-    evaluator = _Evaluator(store if index is None else store.select("scenario", index), aliases)
+              aliases: dict[str, str] | None = None,
+              history: dict[str, dict[str, float]] | None = None) -> list[QueryResult]:
+    out = []
+    for index, name in _scenario_indices(store, scenario):
+        view = store if index is None else store.select("scenario", index)
+        out += _evaluate_one(query, expression, _Evaluator(view, aliases, history), name)
+    return out
+
+
+def _evaluate_one(query: Query, expression: str, evaluator: "_Evaluator",
+                  scenario: str | None) -> list[QueryResult]:
+    text = " ".join(expression.split())
     with np.errstate(all="ignore"):
         try:
             raw = evaluator.compute(query.arg)
         except RecursionError:  # pragma: no cover - guarded by the parser limits
             raise QueryError("query nested too deeply") from None
+        constant = np.size(raw) == 1  # e.g. actuals only: no Monte Carlo error
         x = np.broadcast_to(np.asarray(raw, dtype=float), evaluator.shape)
+        if constant and query.func != "P" and np.all(np.isfinite(raw)):
+            value = 0.0 if query.func == "sd" else float(np.asarray(raw).ravel()[0])
+            names = ([f"quantile({' '.join(query.arg_text.split())}, {q:g})"
+                      for q in query.levels] if len(query.levels) > 1 else [text])
+            return [_checked(query, evaluator, name, value, 0.0, x.size, scenario)
+                    for name in names]
         if query.func == "P":
             value, err, n = _mcse.probability(x)
         else:
@@ -699,10 +883,19 @@ def _evaluate(query: Query, expression: str, store: _Store, scenario: str | None
                 value, err = float(x.mean()), _mcse.mcse_mean(x)
             elif query.func == "sd":
                 value, err = float(x.std()), _mcse.mcse_sd(x)
+            elif len(query.levels) > 1:
+                arg = " ".join(query.arg_text.split())
+                return [_checked(query, evaluator, f"quantile({arg}, {q:g})",
+                                 *_mcse.mcse_quantile(x, q), n, scenario)
+                        for q in query.levels]
             else:
                 value, err = _mcse.mcse_quantile(x, query.q)
+    return [_checked(query, evaluator, text, value, err, n, scenario)]
+
+
+def _checked(query, evaluator, text, value, err, n, scenario) -> QueryResult:
     # Inputs are finite here, so a non-finite result is float64 overflow (e.g. mean(1e308)).
     # The MCSE may be nan only when it is undefined (fewer than 4 draws).
     if not np.isfinite(value) or np.isinf(err) or (np.isnan(err) and evaluator.shape[1] >= 4):
         raise QueryError(f"{query.func}(...) overflows: the values are too large for float64")
-    return QueryResult(" ".join(expression.split()), float(value), float(err), int(n))
+    return QueryResult(text, float(value), float(err), int(n), scenario)

@@ -515,18 +515,42 @@ def _sensitivity(summary: Mapping, w: _Words, images: Mapping[str, str]) -> str:
     if not isinstance(sens, Mapping) or not sens:
         return ""
     parts = []
+    band = 0.1
     for key, block in sens.items():
         ranked = block.get("ranking") or []
         title = _capital(w.label(key)) + (f" {block['year']}" if block.get("year") else "")
-        rows = [[str(i + 1), f"{_e(_capital(w.label(e['driver'])))}<br>"
-                 f"<code>{_e(e['driver'])}</code>", f"{float(e['score']):+.3f}"]
-                for i, e in enumerate(ranked)]
+        tornado = block.get("tornado") or {}
+        band = float(tornado.get("band", band))
+        rank_of = {e["driver"]: float(e["score"]) for e in ranked}
+        if tornado.get("entries"):
+            fmt = w.fmt(key)
+            rows = [[str(i + 1), f"{_e(_capital(str(e['label'])))}<br><span class=muted>"
+                     f"{_e(e['basis'])}: {float(e['input_low']):,.4g} .. "
+                     f"{float(e['input_high']):,.4g}</span>",
+                     _num(e["low"], fmt), _num(e["high"], fmt),
+                     ("+" if float(e["swing"]) >= 0 else "") + _num(e["swing"], fmt),
+                     f"{rank_of[e['driver']]:+.2f}" if e["driver"] in rank_of else "–"]
+                    for i, e in enumerate(tornado["entries"][:15])]
+            table = _table(("#", "Input (its 10th .. 90th percentile)", "Low", "High", "Swing",
+                            "Rank corr."), rows, "num sens")
+            note = (f"<p class=muted>{_e(w.titled(key))}: median over all paths "
+                    f"{_num(tornado['median'], fmt)}.</p>")
+        else:  # a summary written before the tornado in units
+            rows = [[str(i + 1), f"{_e(_capital(w.label(e['driver'])))}",
+                     f"{float(e['score']):+.3f}"] for i, e in enumerate(ranked)]
+            table, note = _table(("Rank", "Driver", "Score"), rows, "num sens"), ""
         parts.append(f"<div><h3>{_e(title)}</h3>"
                      + _img(images, f"tornado_{key}", f"Sensitivity tornado for {title}")
-                     + _table(("Rank", "Driver", "Score"), rows, "num sens") + "</div>")
-    return ("<section id=sensitivity><h2>Sensitivity ranking</h2><p class=muted>Spearman rank "
-            "correlation of each driver and shock with the outcome over the headline "
-            "scenario's paths (+: a higher driver goes with a higher outcome).</p>"
+                     + note + table + "</div>")
+    lo, hi = f"{100 * band:.0f}th", f"{100 * (1 - band):.0f}th"
+    return ("<section id=sensitivity><h2>Sensitivity: the tornado</h2><p class=muted>For each "
+            f"input, the outcome's median over the headline scenario's paths with the input at "
+            f"or below its {lo} percentile (Low) and at or above its {hi} percentile (High), in "
+            "the outcome's units; inputs sorted by the swing (High − Low). These are "
+            "conditional medians of the joint simulation (inputs that move together share "
+            "credit), not re-simulations with one input pinned. Shocks: Low is the paths where "
+            "the shock did not occur. Rank corr.: Spearman rank correlation of the input with "
+            "the outcome, the second view.</p>"
             "<div class=grid2>" + "".join(parts) + "</div></section>")
 
 

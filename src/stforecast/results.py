@@ -6,13 +6,15 @@ A results folder (what ``stforecast run`` writes) holds
   company it belongs to, statistics per line item and year and per-path scalars for the headline
   scenario (at the top level) and for every scenario (under ``scenarios``), P(upside) with its
   Monte Carlo error, both valuation methods, the peer fit, sampler diagnostics against the quality
-  bar, the prior predictive, the shocks, the sensitivity rankings, settings, seed, input hashes and
-  package versions;
+  bar, the prior predictive, the shocks, the sensitivity (per outcome: the rank view
+  ``ranking`` and the tornado in the outcome's units ``tornado``, optional so that summaries
+  written before it still load), settings, seed, input hashes and package versions;
 * ``forecast.nc``: the draws (groups ``posterior``, ``prior``, ``sample_stats``,
   ``observed_data``, ``posterior_predictive``, ``prior_predictive``, ``peer_posterior``) whose
   ROOT attributes are a :class:`Provenance`: schema version, company, seed, settings and the text
-  and sha256 of every input file (company, priors, scenarios, peers), so a results folder is
-  self-contained.
+  and sha256 of every input file (company, priors, scenarios, peers; and ``scenarios_base``, the
+  company's own scenarios file, when the run's scenarios file was an overlay on it), so a
+  results folder is self-contained.
 
 :func:`load_results` is the one loader (the command line, re-simulation, scoring, the report and
 the Python API read results through it). Reading validates before anything uses the results: a
@@ -52,7 +54,8 @@ from .errors import ResultsError
 from .registry import DRAWS_FILE, SCHEMA_VERSION, SUMMARY_FILE, variable
 
 #: Input files a run records in forecast.nc (names as in ``Company.files``).
-INPUT_FILES = ("company", "priors", "scenarios", "peers")
+INPUT_FILES = ("company", "priors", "scenarios", "peers",
+               "scenarios_base")  # the company's own scenarios, when a run used an overlay
 #: The group of forecast.nc that readers of predictive draws need (query, score, sensitivity).
 PREDICTIVE = ("posterior_predictive",)
 #: Written only when not None (``metadata``): e.g. the mean of a multiple's statistics.
@@ -253,11 +256,44 @@ class Ranked:
 
 
 @dataclass(frozen=True)
+class Swing:
+    """One bar of the tornado: the outcome's median with the input in its bottom (``low``) and
+    top (``high``) band, in the outcome's units; the input's 10th and 90th percentiles in its own
+    units (``basis``: which value of the input, e.g. its mean over the forecast years); the
+    number of paths in each band (``stforecast.sensitivity.swing_sensitivity``)."""
+
+    driver: str
+    label: str
+    basis: str
+    low: float
+    high: float
+    swing: float
+    input_low: float
+    input_high: float
+    n_low: int
+    n_high: int
+
+
+@dataclass(frozen=True)
+class Tornado:
+    """The tornado of one outcome: ``statistic`` (median) over the paths in each input's
+    ``band`` (0.1: bottom and top decile), the outcome's overall ``median``, bars by swing."""
+
+    statistic: str
+    band: float
+    median: float
+    entries: tuple[Swing, ...]
+
+
+@dataclass(frozen=True)
 class Sensitivity:
-    """The tornado ranking of one outcome (``year``: None for a per-path scalar)."""
+    """The sensitivity of one outcome (``year``: None for a per-path scalar): the rank view
+    (``ranking``: Spearman correlations) and the tornado in the outcome's units (``tornado``;
+    absent from summaries written before it existed)."""
 
     year: str | None
     ranking: tuple[Ranked, ...]
+    tornado: Tornado | None = field(default=None, metadata=_OMIT_NONE)
 
 
 @dataclass(frozen=True)
@@ -439,6 +475,9 @@ class Provenance:
         for name, path in (("priors", priors_path), ("scenarios", scenarios_path)):
             if path is not None:
                 inputs[name] = InputFile(str(path), Path(path).read_text())
+        own = company.files.get("scenarios")
+        if scenarios_path is not None and own is not None and own[1] != inputs["scenarios"].text:
+            inputs["scenarios_base"] = InputFile(*own)  # a user's file laid over this one
         return cls(company.key, company.name, company.currency, company.price_currency,
                    int(seed), settings, inputs, __version__)
 
@@ -551,7 +590,8 @@ class Results:
         with tempfile.TemporaryDirectory(prefix=f"stforecast-{self.summary.company.key}-") as tmp:
             out = {}
             for name, f in self.provenance.inputs.items():
-                path = Path(tmp) / Path(f.path).name
+                path = Path(tmp) / name / Path(f.path).name  # one folder each: names may clash
+                path.parent.mkdir()
                 path.write_text(f.text)
                 out[name] = path
             yield out

@@ -59,8 +59,9 @@ from .registry import HEADLINE_SCENARIO, METHOD_VARIABLES, REPORTED_SCALARS, VAR
 from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, PeerFit,
                       PeerPrediction, PriorPredictive, Provenance, Ranked, ReportPercentile,
                       ReportPercentiles, Results, ScenarioSummary, Sensitivity, Settings, Shock,
-                      Summary, ValuationMethodSummary, load_results, write_results)
-from .scenarios import ScenarioSpec, load_scenarios
+                      Summary, Swing, Tornado, ValuationMethodSummary, load_results,
+                      write_results)
+from .scenarios import ScenarioSpec, load_user_scenarios, run_scenarios
 from .sensitivity import summary_sensitivity
 from .simulate import VALUATION_VARIABLES, simulate
 from .summary import (line_stats, p_exceeds, percentile_of, probability_of_falling_revenue,
@@ -242,7 +243,8 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
             logger.info(f"note: {spec.path} differs from the priors file of the run in "
                         f"{results.folder} ({summary.priors_file}); its valuation settings are "
                         f"used, the driver posterior is the run's")
-        scenarios = load_scenarios(scenarios_path or stored["scenarios"], company)
+        scenarios = (load_user_scenarios(scenarios_path, company) if scenarios_path
+                     else run_scenarios(company))
         peers = None
         if "peer_premium" in spec.valuation:
             if "peers" not in stored:
@@ -391,7 +393,7 @@ def prepare(company: Company | str | Path | None = None, priors_path: Path | Non
     priors_path = Path(priors_path or company.priors_path)
     scenarios_path = Path(scenarios_path or company.scenarios_path)
     spec = load_priors(priors_path, company.growth_drivers())
-    scenarios = load_scenarios(scenarios_path, company)
+    scenarios = load_user_scenarios(scenarios_path, company)  # laid over the company's own
     return Inputs(company, spec, scenarios, observations_from_company(company), priors_path,
                   scenarios_path)
 
@@ -653,8 +655,12 @@ def _summary(company: Company, spec, scenarios: ScenarioSpec, diag, peer_idata, 
         scenarios=per_scenario,
         shocks=_shock_table(scenarios),
         sensitivity={name: Sensitivity(block["year"], tuple(
-            Ranked(e["driver"], float(e["score"])) for e in block["ranking"]))
-            for name, block in summary_sensitivity(predictive, company).items()},
+            Ranked(e["driver"], float(e["score"])) for e in block["ranking"]),
+            Tornado(**{**block["tornado"], "entries": tuple(
+                Swing(**e) for e in block["tornado"]["entries"])}))
+            for name, block in summary_sensitivity(
+                predictive, company, {s.name: s.label for s in scenarios.shocks.values()}
+            ).items()},
         n_paths=n_paths, seed=provenance.seed,
         priors_file=Path(provenance.inputs["priors"].path).name,
         priors_sha256=spec.sha256,

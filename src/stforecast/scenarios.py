@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,9 +259,7 @@ def _scenario(path, name, table, shocks, years) -> Scenario:
     description = table.get("description", "")
     if not isinstance(description, str):
         _fail(path, f"{key}.description", "a string")
-    default = table.get("default", "off")
-    if default not in ("off", "prior"):
-        _fail(path, f"{key}.default", f"\"off\" or \"prior\", got {show(default)}")
+    default = parse_setting(path, f"{key}.default", table.get("default", "off"), years)
     named = table.get("shocks", {})
     if not isinstance(named, dict):
         _fail(path, f"{key}.shocks", f"a table of shock = setting, got {show(named)}")
@@ -269,16 +268,19 @@ def _scenario(path, name, table, shocks, years) -> Scenario:
             _fail(path, f"{key}.shocks.{shock}", f"a shock defined in [shocks]: one of "
                                                  f"{', '.join(shocks)}")
     settings = {s: (parse_setting(path, f"{key}.shocks.{s}", named[s], years) if s in named
-                    else parse_setting(path, f"{key}.default", default, years)) for s in shocks}
+                    else default) for s in shocks}
     return Scenario(name, description, settings)
 
 
-def load_scenarios(path: str | Path, company) -> ScenarioSpec:
-    """Read and validate a scenarios file against ``company`` (its forecast years and channels)."""
+def load_scenarios(path: str | Path, company, _table: tuple[dict, bytes] | None = None
+                   ) -> ScenarioSpec:
+    """Read and validate a scenarios file against ``company`` (its forecast years and channels).
+    The file stands alone; :func:`load_user_scenarios` lays a user's file over the company's.
+    ``_table``: the file's ``(table, bytes)`` already read (an overlay's merged table)."""
     years = list(company.forecast_years)
     channels = company_channels(company)
     path = str(path)
-    raw, blob = read_toml(path, ScenariosError)
+    raw, blob = _table or read_toml(path, ScenariosError)
     for section in raw:
         if section not in ("meta", "shocks", "scenarios"):
             _fail(path, section, "a known section: one of meta, shocks, scenarios")
@@ -295,3 +297,86 @@ def load_scenarios(path: str | Path, company) -> ScenarioSpec:
     if HEADLINE_SCENARIO not in scenarios:
         _fail(path, f"scenarios.{HEADLINE_SCENARIO}", "the headline scenario (it is missing)")
     return ScenarioSpec(path, hashlib.sha256(blob).hexdigest(), shocks, scenarios)
+
+
+# --- overlays: a user's file laid over the company's ----------------------------------------------
+#: ``[meta] overlay = false`` in a user's scenarios file: the file stands alone (no overlay).
+OVERLAY_KEY = "overlay"
+#: The name under which a run that used an overlay stores the company's own scenarios file.
+BASE_FILE_LABEL = "scenarios_base"
+
+
+def overlay_tables(base: dict, user: dict) -> dict:
+    """The user's scenarios table laid over the company's: in ``[shocks]`` and ``[scenarios]``
+    an entry of the same name REPLACES the company's, a new name is ADDED (after the company's,
+    in the user's order); every entry the user does not name is kept. ``[meta]`` keys merge the
+    same way. Anything else the user wrote is kept as written, for validation to judge."""
+    merged = dict(base)
+    for section, value in user.items():
+        if isinstance(value, dict) and isinstance(base.get(section), dict):
+            merged[section] = {**base[section], **value}
+        else:
+            merged[section] = value
+    return merged
+
+
+def _is_standalone(path, user: dict) -> bool:
+    meta = user.get("meta", {})
+    if not isinstance(meta, dict) or OVERLAY_KEY not in meta:
+        return False
+    if not isinstance(meta[OVERLAY_KEY], bool):
+        _fail(path, f"meta.{OVERLAY_KEY}", f"true (lay this file over the company's scenarios, "
+                                           f"the default) or false (this file stands alone), "
+                                           f"got {meta[OVERLAY_KEY]!r}")
+    return not meta[OVERLAY_KEY]
+
+
+def _overlay(path: str, user: dict, blob: bytes, company,
+             base: tuple[str, str] | None) -> ScenarioSpec:
+    if base is None or _is_standalone(path, user) or base[1].encode("utf-8") == blob:
+        return load_scenarios(path, company, _table=(user, blob))
+    base_path, base_text = base
+    try:
+        base_table = tomllib.loads(base_text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenariosError(f"{base_path}: TOML syntax error: {exc}") from None
+    merged = overlay_tables(base_table, user)
+    return load_scenarios(path, company, _table=(merged, base_text.encode("utf-8") + b"\0" + blob))
+
+
+def _company_base(company) -> tuple[str, str] | None:
+    """``(path, text)`` of the company's own scenarios file: as a run stored it under
+    ``scenarios_base`` when the run used an overlay, else the company's ``scenarios`` file."""
+    files = getattr(company, "files", None) or {}
+    base = files.get(BASE_FILE_LABEL) or files.get("scenarios")
+    if base is None and getattr(company, "folder", None) is not None:
+        own = Path(company.folder) / "scenarios.toml"
+        if own.is_file():
+            base = (str(own), own.read_text())
+    return base
+
+
+def load_user_scenarios(path: str | Path, company) -> ScenarioSpec:
+    """A user's scenarios file laid over the company's own (see :func:`overlay_tables`): a
+    file that defines only new scenarios (and, optionally, new shocks) extends the company's;
+    ``[meta] overlay = false`` makes the file stand alone. The company's own file, given as
+    ``path``, loads as itself. Errors name the user's file."""
+    path = str(path)
+    user, blob = read_toml(path, ScenariosError)
+    return _overlay(path, user, blob, company, _company_base(company))
+
+
+def run_scenarios(company) -> ScenarioSpec:
+    """The scenarios a run of ``company`` read, from its stored files (``company.files``, e.g.
+    a results folder's company): the stored ``scenarios`` file, laid over the stored
+    ``scenarios_base`` when the run used an overlay."""
+    files = getattr(company, "files", None) or {}
+    if "scenarios" not in files:
+        return load_scenarios(Path(company.folder) / "scenarios.toml", company)
+    path, text = files["scenarios"]
+    blob = text.encode("utf-8")
+    try:
+        user = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenariosError(f"{path}: TOML syntax error: {exc}") from None
+    return _overlay(str(path), user, blob, company, files.get(BASE_FILE_LABEL))

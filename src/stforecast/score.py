@@ -400,5 +400,5 @@ def run_score(actuals_path: str | Path, results_dir: str | Path, scenario: str |
         print(f"error: cannot read results in {results_dir}: {exc}".replace("\n", " "),
               file=sys.stderr)
         return 2
-    out(json.dumps(rows) if as_json else format_table(rows))
+    out(json.dumps(rows, indent=1) if as_json else format_table(rows))  # the CLI's one style
     return 0

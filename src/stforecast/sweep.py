@@ -178,7 +178,7 @@ def base_from_results(results, spec: SweepSpec | None = None,
     from .priors import load_priors
     from .results import Results, load_results
     from .run import paths_per_draw
-    from .scenarios import load_scenarios
+    from .scenarios import load_user_scenarios, run_scenarios
 
     results = (results if isinstance(results, Results) else load_results(results, ())).require(
         ("posterior",))
@@ -188,7 +188,8 @@ def base_from_results(results, spec: SweepSpec | None = None,
     company = results.company
     with results.input_files() as stored:
         priors = load_priors(stored["priors"], company.growth_drivers())
-        scenarios = load_scenarios(scenarios_path or stored["scenarios"], company)
+        scenarios = (load_user_scenarios(scenarios_path, company) if scenarios_path
+                     else run_scenarios(company))
         peers = load_peers(stored["peers"]) if "peer_premium" in priors.valuation else None
     posterior = results.draws("posterior").load()
     relation = None
