@@ -134,6 +134,12 @@ def assert_refused(argv, capsys, results: Path, expect: str | None = None) -> st
 
 
 def replaced(text: str, old: str, new: str) -> str:
+    """``text`` with the first ``old`` replaced; a section header (``[name]``) is matched at the
+    start of a line only (comments may name a section too)."""
+    if old.startswith("["):
+        at = ("\n" + text).find("\n" + old)
+        assert at >= 0, old
+        return text[:at] + new + text[at + len(old):]
     assert old in text, old
     return text.replace(old, new, 1)
 
