@@ -12,6 +12,7 @@ a disk every worker can write (a shared file system on a cluster). Read it back 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def init_store(store: DrawsStore, probe: xr.Dataset, sizes: dict[str, int],
     for key in (settings[0] if settings else {}):
         coords[key] = (SETTING, np.array([s[key] for s in settings], dtype="float64"))
     ds = xr.Dataset(variables, coords=coords, attrs=attrs)
-    ds.to_zarr(store.path, mode="w", compute=False, consolidated=True)
+    with warnings.catch_warnings():  # zarr 3: consolidated metadata is not in its spec (yet)
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata")
+        ds.to_zarr(store.path, mode="w", compute=False, consolidated=True)
 
 
 def store_exists(store: DrawsStore) -> bool:

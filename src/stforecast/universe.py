@@ -64,9 +64,11 @@ def forecast_company(inputs: ModelInputs, out: str, settings) -> dict:
     return universe_row(summary)
 
 
-def run_many(companies: list, out: Path, settings, dask_client=None, log=None) -> list[dict]:
+def run_many(companies: list, out: Path, settings, dask_client=None, log=None,
+             on_result=None) -> list[dict]:
     """Forecast every company (``Company`` objects) into ``out/<key>``; write
-    ``out/universe.csv`` and ``out/universe.json``; return the rows in the given order."""
+    ``out/universe.csv`` and ``out/universe.json``; return the rows in the given order.
+    ``on_result(done, total)`` is called as each task finishes (``distributed.map_tasks``)."""
     out = Path(out)
     inputs = [ModelInputs.from_company(c) for c in companies]
     keys = [i.key for i in inputs]
@@ -84,7 +86,8 @@ def run_many(companies: list, out: Path, settings, dask_client=None, log=None) -
     if log is not None and rows:
         log(f"resuming: {len(rows)} of {len(inputs)} companies already done")
     for j, row in map_tasks(dask_client, forecast_company, [inputs[i] for i in pending],
-                            args=(str(out.resolve()), settings), label="companies", log=log):
+                            args=(str(out.resolve()), settings), label="companies", log=log,
+                            on_result=on_result):
         rows[pending[j]] = row
     ordered = [rows[i] for i in range(len(inputs))]
     atomic_write_text(out / "universe.json", json.dumps(ordered, indent=1) + "\n")
