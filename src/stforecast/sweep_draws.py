@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .registry import SAMPLE_DIMS
+
 SETTING = "setting"
 DTYPE = "float32"
 
@@ -41,7 +43,7 @@ def init_store(store: DrawsStore, probe: xr.Dataset, sizes: dict[str, int],
     n = len(settings)
     variables = {}
     for name in store.variables:
-        dims = (SETTING,) + tuple(probe[name].dims)
+        dims = (SETTING,) + tuple(_full(probe[name], probe.sizes).dims)
         shape = tuple(n if d == SETTING else sizes.get(d, probe.sizes.get(d)) for d in dims)
         chunks = (1,) + shape[1:]
         variables[name] = (dims, da.zeros(shape, dtype=DTYPE, chunks=chunks))
@@ -63,9 +65,18 @@ def store_exists(store: DrawsStore) -> bool:
 
 def write_setting(store: DrawsStore, index: int, predictive: xr.Dataset) -> None:
     """Write setting ``index``'s draws (one setting's predictive Dataset) into its region."""
-    ds = xr.Dataset({name: predictive[name].astype(DTYPE).expand_dims({SETTING: 1})
-                     for name in store.variables})
+    ds = xr.Dataset({name: _full(predictive[name], predictive.sizes).astype(DTYPE)
+                     .expand_dims({SETTING: 1}) for name in store.variables})
     ds = ds.drop_vars([c for c in ds.coords if SETTING not in ds[c].dims])
     for name in ds.data_vars:
         ds[name].encoding = {}
     ds.to_zarr(store.path, region={SETTING: slice(index, index + 1)}, consolidated=False)
+
+
+def _full(da: xr.DataArray, sizes) -> xr.DataArray:
+    """``da`` over every sample dimension (a variable that does not vary by path in one setting
+    may in another: e.g. a multiple a shock moves per path), sample dimensions first."""
+    missing = {d: sizes[d] for d in SAMPLE_DIMS if d not in da.dims}
+    if missing:
+        da = da.expand_dims(missing)
+    return da.transpose(*SAMPLE_DIMS, ...)
