@@ -261,11 +261,19 @@ def test_sweep_response_plot_places_the_chart_data(serial_sweep, sweep_spec, com
 
 def test_draws_store_is_written_by_region_identically_serially_and_on_the_cluster(
         cluster, tmp_path, sweep_base, sweep_spec, serial_sweep):
+    import dataclasses
+
     import xarray as xr
+    from stforecast.run import stored_names
     _, client = cluster
-    serial = run_sweep(sweep_base, sweep_spec, tmp_path / "s", per_task=5,
+    # every variable a run stores: some (a multiple) vary by path only when a shock moves them
+    from stforecast.registry import METHOD_VARIABLES
+    peer = METHOD_VARIABLES["peer-regression"]  # this base values with the report's method only
+    every = tuple(n for n in stored_names(sweep_base.company, sweep_base.shocks) if n not in peer)
+    spec = dataclasses.replace(sweep_spec, draws_variables=every)
+    serial = run_sweep(sweep_base, spec, tmp_path / "s", per_task=5,
                        draws_store=tmp_path / "s.zarr", chart=False)
-    on_cluster = run_sweep(sweep_base, sweep_spec, tmp_path / "c", client, per_task=2,
+    on_cluster = run_sweep(sweep_base, spec, tmp_path / "c", client, per_task=2,
                            draws_store=tmp_path / "c.zarr")
     assert serial == on_cluster == serial_sweep  # a store changes no summary
     a, b = xr.open_zarr(tmp_path / "s.zarr").load(), xr.open_zarr(tmp_path / "c.zarr").load()
@@ -275,6 +283,8 @@ def test_draws_store_is_written_by_region_identically_serially_and_on_the_cluste
     assert a["revenue"].dims == ("setting", "chain", "draw", "path", "year")
     assert a.sizes["setting"] == n and a.sizes["path"] == sweep_base.per_draw
     assert a["revenue"].dtype == np.float32
+    assert set(a.data_vars) == set(every)
+    assert all(a[v].dims[:4] == ("setting", "chain", "draw", "path") for v in every)
     price, final = sweep_base.company.market.price, sweep_base.company.last_forecast_year
     for row in serial_sweep:  # each slice is its own setting's draws
         one = a.isel(setting=row["index"])
@@ -285,6 +295,9 @@ def test_draws_store_is_written_by_region_identically_serially_and_on_the_cluste
         assert float(np.median(one["revenue"].sel(year=final))) == pytest.approx(
             row["summary"]["revenue"]["q50"], rel=1e-4)  # float32 storage
     assert (tmp_path / "c" / "sweep.png").stat().st_size > 10_000
+    with pytest.raises(SweepError, match="key 'draws_variables'.*'no_such_line'"):
+        run_sweep(sweep_base, dataclasses.replace(spec, draws_variables=("no_such_line",)),
+                  tmp_path / "x", draws_store=tmp_path / "x.zarr")
 
 
 # --- prior settings (validation fast; refits slow) -------------------------------------------------

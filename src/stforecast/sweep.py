@@ -473,9 +473,14 @@ def _probe(base: SweepBase, settings: list[dict], store) -> xr.Dataset:
     name = "probe"
     spec = base.shocks.with_scenarios({name: _scenario(name, settings[0], base)})
     tiny = base.posterior.isel(chain=[0], draw=[0])
-    return simulate(tiny, base.company, base.obs, 1, np.random.default_rng(0), scenarios=spec,
-                    keep=list(store.variables), valuation=base.valuation,
-                    ceilings=base.ceilings).sel(scenario=name, drop=True)
+    probe = simulate(tiny, base.company, base.obs, 1, np.random.default_rng(0), scenarios=spec,
+                     valuation=base.valuation, ceilings=base.ceilings).sel(scenario=name,
+                                                                           drop=True)
+    missing = [v for v in store.variables if v not in probe]
+    if missing:
+        raise SweepError(f"sweep: key 'draws_variables': expected variables of the simulation "
+                         f"(one of {', '.join(sorted(probe.data_vars))}), got {missing[0]!r}")
+    return probe
 
 
 def _dataset_hash(ds: xr.Dataset) -> str:

@@ -59,7 +59,13 @@ def forecast_company(inputs: ModelInputs, out: str, settings) -> dict:
     folder = Path(out) / inputs.key
     summary = _finished(folder, inputs, settings)
     if summary is None:
-        run_forecast(folder, inputs.company(), settings)
+        import dask
+        # On a Dask worker xarray would guard every netCDF write (the fit cache's in-memory
+        # ones too) with a cluster-wide lock named after the target, which fails for an
+        # in-memory file ("Semaphore or Lock ... not known"): the run's writes are this
+        # task's own, so a local lock is the right one.
+        with dask.config.set(scheduler="synchronous"):
+            run_forecast(folder, inputs.company(), settings)
         summary = json.loads((folder / SUMMARY_FILE).read_text())
     return universe_row(summary)
 
