@@ -8,7 +8,7 @@ draws store, and prior settings' refits.
 * sweep: S settings (default 16) of a grid over the first shock's probability and severity on
   the posterior of a finished run, 100,000 paths each, 4 settings per task, on 1 and 2 workers:
   settings per second.
-* store: the same sweep on 2 workers (1 setting per task) writing every setting's draws of
+* store: the same kind of sweep (default 4 settings) on 2 workers (1 setting per task) writing every setting's draws of
   every variable a run stores (``run.stored_names``: the "full size" of the issue) into one zarr
   store: settings per second and MB per setting on disk.
 * prior settings: K values of the pooled growth effect's prior sd (one shock setting each) on 2
@@ -19,7 +19,7 @@ Prints absolute times and ratios, the load average and the other busy processes 
 machine's cores may be shared), and appends one line to ``bench/history_distributed.tsv``.
 
     PYTHONPATH=src .venv/bin/python bench/bench_distributed.py RESULTS [--fits N]
-        [--settings S] [--prior-settings K] [--skip PART ...]
+        [--settings S] [--store-settings S2] [--prior-settings K] [--skip PART ...]
 """
 
 import argparse
@@ -157,6 +157,8 @@ def main():
     ap.add_argument("results", help="a `stforecast run` results folder (its forecast.nc)")
     ap.add_argument("--fits", type=int, default=100)
     ap.add_argument("--settings", type=int, default=16)
+    ap.add_argument("--store-settings", type=int, default=4,
+                    help="settings of the draws-store sweep (every stored variable: slow)")
     ap.add_argument("--prior-settings", type=int, default=4)
     ap.add_argument("--skip", nargs="*", default=[], choices=["calibrate", "sweep", "store",
                                                               "prior"])
@@ -197,7 +199,7 @@ def main():
                    sweep_1w_settings_per_s=round(sw[1]["settings_per_s"], 3),
                    sweep_2w_settings_per_s=round(sw[2]["settings_per_s"], 3))
     if "store" not in args.skip:
-        st = bench_sweep(results, args.settings, 2, store=True)
+        st = bench_sweep(results, args.store_settings, 2, store=True)
         print(f"sweep with a draws store, 2 workers: {st['settings']} settings x "
               f"{st['paths']:,} paths x {st['variables']} variables in {st['wall_s']:.1f} s = "
               f"{st['settings_per_s']:.3f} settings/s; {st['mb_per_setting']:.1f} MB per "

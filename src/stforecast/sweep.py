@@ -531,12 +531,20 @@ def sweep_table(rows: list[dict], company, limit: int = 12) -> str:
     lines = [f"{len(rows)} settings; P(target price > {company.market.price:g}) from "
              f"{ranked[0]['summary']['p_upside']['value']:.3f} to "
              f"{ranked[-1]['summary']['p_upside']['value']:.3f}",
-             f"{'setting':<60}{'P(upside)':>16}{'revenue ' + final + ' q50':>20}{'TP q50':>9}"]
-    for r in shown:
+             ""]
+    texts = [", ".join(f"{k.removeprefix(PRIOR_PREFIX)} {v:g}" for k, v in r["setting"].items())
+             for r in shown]
+    width = min(90, max(len(t) for t in texts)) + 2
+    lines[-1] = f"{'setting':<{width}}{'P(upside)':>16}{'revenue ' + final + ' q50':>20}{'TP q50':>9}"
+    for r, text in zip(shown, texts):
         s = r["summary"]
-        text = ", ".join(f"{k} {v:g}" for k, v in r["setting"].items())
-        lines.append(f"{text[:59]:<60}{s['p_upside']['value']:>9.3f} ± {s['p_upside']['mcse']:.3f}"
-                     f"{s['revenue']['q50']:>20,.0f}{s['target_price']['q50']:>9.2f}")
+        lines.append(f"{text[:width - 2]:<{width}}{s['p_upside']['value']:>9.3f} ± "
+                     f"{s['p_upside']['mcse']:.3f}{s['revenue']['q50']:>20,.0f}"
+                     f"{s['target_price']['q50']:>9.2f}")
+    fits = [r["summary"]["fit"] for r in rows if "fit" in r["summary"]]
+    if fits:
+        lines.append(f"refits: {sum(f['ok'] for f in fits)} of {len(fits)} settings' driver fits "
+                     f"meet the quality bar (see fit_* in sweep.csv)")
     return "\n".join(lines)
 
 
