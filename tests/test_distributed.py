@@ -266,10 +266,12 @@ def test_draws_store_is_written_by_region_identically_serially_and_on_the_cluste
     import xarray as xr
     from stforecast.run import stored_names
     _, client = cluster
-    # every variable a run stores: some (a multiple) vary by path only when a shock moves them
-    from stforecast.registry import METHOD_VARIABLES
-    peer = METHOD_VARIABLES["peer-regression"]  # this base values with the report's method only
-    every = tuple(n for n in stored_names(sweep_base.company, sweep_base.shocks) if n not in peer)
+    # variables a run stores, among them some (a multiple, a shock's intensity) that vary by
+    # path only in settings where a shock moves them
+    stored = stored_names(sweep_base.company, sweep_base.shocks)
+    every = ("revenue", "target_price", "ev_sales_multiple_report", "shock_us_restrictions",
+             "cash")
+    assert set(every) <= set(stored)
     spec = dataclasses.replace(sweep_spec, draws_variables=every)
     serial = run_sweep(sweep_base, spec, tmp_path / "s", per_task=5,
                        draws_store=tmp_path / "s.zarr", chart=False)
