@@ -228,3 +228,248 @@ def test_scheduler_address_from_the_environment(monkeypatch):
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9999")
     assert scheduler_address() == "tcp://127.0.0.1:9999"
     assert scheduler_address("tcp://127.0.0.1:1") == "tcp://127.0.0.1:1"
+
+
+# --- the sweep's chart, table and draws store (fast: prior draws as the posterior) --------------
+def test_sweep_chart_data_is_the_mean_over_the_other_parameters(serial_sweep, sweep_spec, company):
+    from stforecast.sweep import effects_table, sweep_chart
+    chart = sweep_chart(serial_sweep, sweep_spec, company)
+    assert [p["name"] for p in chart["parameters"]] == list(sweep_spec.parameters)
+    assert chart["year"] == company.last_forecast_year
+    us = chart["parameters"][0]
+    assert us["effect"]["x"] == [0.0, 0.2, 0.5]
+    # main effect at probability 0.5: the mean P(upside) of the 4 settings with that value
+    at = [r["summary"]["p_upside"]["value"] for r in serial_sweep
+          if r["setting"]["us_restrictions.probability"] == 0.5]
+    assert len(at) == 4 and us["effect"]["p_upside"][2] == pytest.approx(np.mean(at), abs=1e-6)
+    assert us["rank_correlation"]["p_upside"] < 0  # a likelier US shock, lower odds
+    table = effects_table(chart)
+    assert "us_restrictions: probability" in table and f"revenue {chart['year']} q50" in table
+
+
+def test_sweep_response_plot_places_the_chart_data(serial_sweep, sweep_spec, company):
+    from stforecast.plots import sweep_response
+    from stforecast.sweep import sweep_chart
+    chart = sweep_chart(serial_sweep, sweep_spec, company)
+    fig = sweep_response(chart)
+    axes = fig.axes
+    assert len(axes) == 2 * len(chart["parameters"])
+    effect = [a for a in axes[0].get_lines() if a.get_gid() == "effect"]
+    assert list(effect[0].get_ydata()) == chart["parameters"][0]["effect"]["p_upside"]
+    assert any(line.get_gid() == "ref-report" for line in axes[len(chart["parameters"])].get_lines())
+
+
+def test_draws_store_is_written_by_region_identically_serially_and_on_the_cluster(
+        cluster, tmp_path, sweep_base, sweep_spec, serial_sweep):
+    import dataclasses
+
+    import xarray as xr
+    from stforecast.run import stored_names
+    _, client = cluster
+    # variables a run stores, among them some (a multiple, a shock's intensity) that vary by
+    # path only in settings where a shock moves them
+    stored = stored_names(sweep_base.company, sweep_base.shocks)
+    every = ("revenue", "target_price", "ev_sales_multiple_report", "shock_us_restrictions",
+             "cash")
+    assert set(every) <= set(stored)
+    spec = dataclasses.replace(sweep_spec, draws_variables=every)
+    serial = run_sweep(sweep_base, spec, tmp_path / "s", per_task=5,
+                       draws_store=tmp_path / "s.zarr", chart=False)
+    on_cluster = run_sweep(sweep_base, spec, tmp_path / "c", client, per_task=2,
+                           draws_store=tmp_path / "c.zarr")
+    assert serial == on_cluster == serial_sweep  # a store changes no summary
+    a, b = xr.open_zarr(tmp_path / "s.zarr").load(), xr.open_zarr(tmp_path / "c.zarr").load()
+    xr.testing.assert_identical(a.drop_attrs(deep=False), b.drop_attrs(deep=False))
+    assert a.attrs["draws_store"] != b.attrs["draws_store"]  # attributes: the plan, the path
+    n = len(serial_sweep)
+    assert a["revenue"].dims == ("setting", "chain", "draw", "path", "year")
+    assert a.sizes["setting"] == n and a.sizes["path"] == sweep_base.per_draw
+    assert a["revenue"].dtype == np.float32
+    assert set(a.data_vars) == set(every)
+    assert all(a[v].dims[:4] == ("setting", "chain", "draw", "path") for v in every)
+    price, final = sweep_base.company.market.price, sweep_base.company.last_forecast_year
+    for row in serial_sweep:  # each slice is its own setting's draws
+        one = a.isel(setting=row["index"])
+        assert float(one["us_restrictions.probability"]) == row["setting"][
+            "us_restrictions.probability"]
+        assert float((one["target_price"] > price).mean()) == pytest.approx(
+            row["summary"]["p_upside"]["value"], abs=1 / row["summary"]["p_upside"]["n"])
+        assert float(np.median(one["revenue"].sel(year=final))) == pytest.approx(
+            row["summary"]["revenue"]["q50"], rel=1e-4)  # float32 storage
+    assert (tmp_path / "c" / "sweep.png").stat().st_size > 10_000
+    with pytest.raises(SweepError, match="key 'draws_variables'.*'no_such_line'"):
+        run_sweep(sweep_base, dataclasses.replace(spec, draws_variables=("no_such_line",)),
+                  tmp_path / "x", draws_store=tmp_path / "x.zarr")
+
+
+# --- prior settings (validation fast; refits slow) -------------------------------------------------
+@pytest.mark.parametrize("text, match", [
+    ('[priors."pooling.company_growth_effect"]\nrho = [0.1]', "one of mu, sigma"),
+    ('[priors."pooling.company_growth_effect"]\nsigma = [-0.1]', "sigma > 0"),
+    ('[priors."pooling.no_such"]\nsigma = [0.1]', "a pooling prior"),
+    ('[priors."valuation.peer_premium"]\nmu = [0.1]', "acts in the simulation"),
+    ('[priors.growth.nothing.long_run]\nmu = [0.1]', "a growth driver of the priors file"),
+    ('[priors.scenery.x]\nmu = [0.1]', "a section of the priors file"),
+])
+def test_prior_sweep_errors_are_one_line(tmp_path, sweep_base, spec, text, match):
+    with pytest.raises(SweepError, match=match) as err:
+        load_sweep(_write(tmp_path / "p.toml", text), sweep_base.shocks.shocks, spec)
+    assert "\n" not in str(err.value) and "p.toml: key 'priors." in str(err.value)
+
+
+def test_prior_values_replace_one_parameter_only(tmp_path, sweep_base, spec):
+    from stforecast.sweep_refit import with_prior_values
+    growth = next(iter(spec.growth))
+    text = (f'[priors.growth.{growth}.volatility]\nsigma = [0.2, 0.4]\n'
+            f'[priors."pooling.company_growth_effect"]\nmu = [0.0, 0.05]\n')
+    sweep = load_sweep(_write(tmp_path / "p.toml", text), sweep_base.shocks.shocks, spec)
+    assert sweep.prior_parameters == [f"priors.growth.{growth}.volatility.sigma",
+                                      "priors.pooling.company_growth_effect.mu"]
+    assert len(sweep.settings()) == 4
+    new = with_prior_values(spec, sweep.settings()[3])
+    assert new.growth[growth].volatility.params["sigma"] == 0.4
+    assert new.pooling["company_growth_effect"].params["mu"] == 0.05
+    assert new.growth[growth].long_run == spec.growth[growth].long_run
+    assert new.pooling["company_growth_effect"].params["sigma"] == \
+        spec.pooling["company_growth_effect"].params["sigma"]
+    with pytest.raises(SweepError, match="expected a sweep on a run's results"):
+        run_sweep(sweep_base, sweep, tmp_path / "out")  # a base without a run's fit
+
+
+# --- run-many and a prior sweep on a real run (slow: ToyCo fits) -----------------------------------
+#: Tiny settings: the pipeline runs; the fits are not meant to pass the bar.
+def _small_run():
+    from stforecast.fit import FitSettings
+    from stforecast.run import RunSettings
+    return RunSettings(paths=2000, report=False,
+                       fit=FitSettings(draws=300, tune=300, chains=2, prior_draws=100))
+
+
+@pytest.fixture(scope="module")
+def universe(cluster, tmp_path_factory):
+    """ToyCo and a copy of it under another name, run as two tasks on the cluster."""
+    import shutil
+    from stforecast.company import load_company
+    from stforecast.universe import run_many
+    _, client = cluster
+    root = tmp_path_factory.mktemp("universe")
+    shutil.copytree(Path(__file__).parents[1] / "priors" / "toyco", root / "toyco_b")
+    companies = [load_company("toyco"), load_company(root / "toyco_b")]
+    rows = run_many(companies, root / "out", _small_run(), client)
+    return companies, rows, root / "out"
+
+
+@pytest.mark.slow
+def test_run_many_on_the_cluster_writes_each_company_and_the_universe_table(universe):
+    from stforecast.universe import COLUMNS, universe_row
+    companies, rows, out = universe
+    assert [r["company"] for r in rows] == ["toyco", "toyco_b"]
+    for company, row in zip(companies, rows):
+        folder = out / company.key
+        assert (folder / "forecast.nc").is_file() and (folder / "summary.json").is_file()
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["company"]["key"] == company.key
+        assert row == universe_row(summary)
+        assert row["revenue_year"] == company.last_forecast_year
+        assert row["revenue_q05"] < row["revenue_q50"] < row["revenue_q95"]
+        assert row["target_price_q05"] < row["target_price_q50"] < row["target_price_q95"]
+        assert 0 < row["p_upside"] < 1 and 0 < row["p_upside_mcse"] < 0.05
+        assert row["ok"] is (not summary["reasons"]) and row["ok"] is summary["ok"]
+    # same inputs, same seed, different workers: the same forecast
+    strip = [{k: v for k, v in r.items() if k != "company"} for r in rows]
+    assert strip[0] == strip[1]
+    csv = (out / "universe.csv").read_text().splitlines()
+    assert csv[0] == ",".join(COLUMNS) and len(csv) == 3
+    assert json.loads((out / "universe.json").read_text()) == rows
+
+
+@pytest.mark.slow
+def test_run_many_resumes_without_redoing_finished_companies(cluster, universe):
+    import shutil
+    from stforecast.universe import run_many
+    _, client = cluster
+    companies, rows, out = universe
+    kept = (out / "toyco" / "summary.json").stat().st_mtime_ns
+    shutil.rmtree(out / "toyco_b")
+    tasks = []
+    again = run_many(companies, out, _small_run(), client,
+                     on_result=lambda done, total: tasks.append(total))
+    assert tasks == [1]  # only the missing company ran
+    assert (out / "toyco" / "summary.json").stat().st_mtime_ns == kept
+    assert again == rows
+    tasks.clear()
+    assert run_many(companies, out, _small_run(), client,
+                    on_result=lambda d, t: tasks.append(t)) == rows
+    assert tasks == []  # nothing left to do
+
+
+PRIOR_SWEEP = """
+[sweep]
+seed = 3
+paths = 2000
+draws_store = "draws.zarr"
+
+[shocks.manufacturing_downturn]
+probability = [0.0, 0.3]
+
+[priors."pooling.company_growth_effect"]
+sigma = [{file_sigma}, 0.12]
+"""
+
+
+@pytest.mark.slow
+def test_prior_sweep_refits_once_per_worker_and_matches_serially(cluster, universe, tmp_path):
+    """Two prior settings x two shock settings on ToyCo's saved run: every prior setting is
+    refitted on the cluster (its model compiled once per worker), the results equal the serial
+    reference exactly, the draws land in one store, and resuming redoes only what is missing."""
+    import xarray as xr
+    from stforecast.results import load_results
+    from stforecast.sweep import base_from_results
+    from stforecast.sweep_refit import DATA_PREFIX
+    _, client = cluster
+    _, _, out = universe
+    results = load_results(out / "toyco")
+    base = base_from_results(results)
+    file_sigma = base.priors.pooling["company_growth_effect"].params["sigma"]
+    path = _write(tmp_path / "prior.toml", PRIOR_SWEEP.format(file_sigma=file_sigma))
+    spec = load_sweep(path, base.shocks.shocks, base.priors)
+    base = base_from_results(results, spec)
+    on_cluster = run_sweep(base, spec, tmp_path / "c", client, per_task=1)
+    models = client.run(lambda: sum(1 for k in __import__("stforecast.distributed").distributed
+                                    ._CACHE if k[0] == "sweep-prior-model"))
+    assert all(n <= 1 for n in models.values()) and sum(models.values()) >= 1
+    serial = run_sweep(base, spec, tmp_path / "s", per_task=3, chart=False)
+    assert serial == on_cluster  # exact: every float of every summary and diagnostic
+    assert all("fit" in r["summary"] and "rhat_max" in r["summary"]["fit"] for r in serial)
+    by = {tuple(r["setting"].values()): r["summary"] for r in serial}
+    # the prior matters: a wider pooled-growth prior moves the forecast
+    assert by[(0.0, file_sigma)]["revenue"] != by[(0.0, 0.12)]["revenue"]
+    # common random numbers within a prior setting: the shock lowers the odds
+    for sigma in (file_sigma, 0.12):
+        assert by[(0.3, sigma)]["p_upside"]["value"] < by[(0.0, sigma)]["p_upside"]["value"]
+    # the file's own value refits the run's model: statistically the run's posterior (not bit
+    # for bit: the refit's graph carries the value as data). Tolerance 0.06 on P(upside) =
+    # about 4 x (path MCSE 0.011 + the posterior's own Monte Carlo error, of the same order).
+    shock_only = load_sweep(_write(tmp_path / "shock.toml", PRIOR_SWEEP.split("[priors")[0]
+                                   .replace('draws_store = "draws.zarr"', "")),
+                            base.shocks.shocks, base.priors)
+    run_rows = run_sweep(base_from_results(results, shock_only), shock_only, tmp_path / "r",
+                         chart=False)
+    for r in run_rows:
+        p = r["setting"]["manufacturing_downturn.probability"]
+        assert abs(by[(p, file_sigma)]["p_upside"]["value"]
+                   - r["summary"]["p_upside"]["value"]) < 0.06
+    store = xr.open_zarr(tmp_path / "c" / "draws.zarr").load()
+    assert store.sizes["setting"] == 4
+    assert list(store["priors.pooling.company_growth_effect.sigma"].values) == [
+        s["priors.pooling.company_growth_effect.sigma"] for s in spec.settings()]
+    xr.testing.assert_identical(xr.open_zarr(tmp_path / "s" / "draws.zarr").load()
+                                .drop_attrs(deep=False), store.drop_attrs(deep=False))
+    assert "fit_ok" in (tmp_path / "c" / "sweep.csv").read_text().splitlines()[0]
+    assert DATA_PREFIX  # the swept parameter entered the compiled model as data
+    # resume: one setting missing -> one task, the other settings untouched
+    (tmp_path / "c" / "settings" / "00001.json").unlink()
+    tasks = []
+    again = run_sweep(base, spec, tmp_path / "c", client, per_task=1,
+                      on_result=lambda d, t: tasks.append(t))
+    assert tasks == [1] and again == on_cluster

@@ -82,26 +82,38 @@ def cmd_calibrate(args) -> int:
 
 # --- sweep --------------------------------------------------------------------------------------
 def cmd_sweep(args) -> int:
+    from .priors import load_priors
     from .results import load_results
     from .scenarios import load_user_scenarios, run_scenarios
-    from .sweep import base_from_results, load_sweep, run_sweep, sweep_table
+    from .sweep import base_from_results, effects_table, load_sweep, run_sweep, sweep_table
 
     results = load_results(args.results or _default_results())
     company = results.company
     scenarios = (load_user_scenarios(args.scenarios, company) if args.scenarios
                  else run_scenarios(company))
-    spec = load_sweep(args.sweep, scenarios.shocks)
+    with results.input_files() as stored:
+        priors = load_priors(stored["priors"], company.growth_drivers())
+    spec = load_sweep(args.sweep, scenarios.shocks, priors)
     if args.paths is not None:
         from dataclasses import replace
         spec = replace(spec, paths=args.paths)
     base = base_from_results(results, spec, args.scenarios)
     out = check_out(args.out if args.out is not None else Path(args.sweep).with_suffix(""))
+    refits = len({tuple((k, s[k]) for k in spec.prior_parameters) for s in spec.settings()}
+                 ) if spec.prior_parameters else 0
     _log(f"sweep {spec.path}: {len(spec.settings())} settings ({spec.design}) x "
-         f"{base.n_paths:,} paths on the posterior of {results.folder}")
+         f"{base.n_paths:,} paths on the posterior of {results.folder}"
+         + (f"; {refits} prior settings, each refitted ({base.fit.chains} chains x "
+            f"{base.fit.draws} draws, one compilation each)" if refits else ""))
     with _engine(args) as c:
-        rows = run_sweep(base, spec, out, c, per_task=args.per_task, log=_progress_log())
+        rows = run_sweep(base, spec, out, c, per_task=args.per_task, log=_progress_log(),
+                         draws_store=args.draws_store)
     print(sweep_table(rows, base.company))
-    print(f"results: {out / 'sweep.csv'}, {out / 'sweep.json'}")
+    print()
+    print(effects_table(json.loads((out / "sweep.json").read_text())["chart"]))
+    store = args.draws_store or (out / spec.draws_store if spec.draws_store else None)
+    print(f"results: {out / 'sweep.csv'}, {out / 'sweep.json'}, {out / 'sweep.png'}"
+          + (f"; draws: {store}" if store else ""))
     return 0
 
 
@@ -187,8 +199,8 @@ def register(sub) -> None:
     _engine_options(p)
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("sweep", help="sweep shock probabilities and severities on a saved "
-                                     "posterior", formatter_class=raw,
+    p = sub.add_parser("sweep", help="sweep shock probabilities and severities and prior "
+                                     "settings on a saved run", formatter_class=raw,
                        epilog="example:\n  stforecast sweep sweeps/us.toml --results "
                               "results/NAME\n\nsee stforecast.sweep for the file format")
     p.add_argument("sweep", help="the SWEEP.toml file")
@@ -202,6 +214,9 @@ def register(sub) -> None:
     p.add_argument("--per-task", type=int_option("per_task"), default=4,
                    help="settings per task (they share one set of driver paths; default 4)")
     p.add_argument("--out", default=None, help="output folder (default: the sweep file's name)")
+    p.add_argument("--draws-store", default=None, metavar="PATH",
+                   help="write every setting's draws into this zarr store (default: the sweep "
+                        "file's draws_store, relative to the output folder; else none)")
     _engine_options(p)
     p.set_defaults(func=cmd_sweep)
 

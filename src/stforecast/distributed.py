@@ -136,13 +136,15 @@ class ModelInputs:
     def company(self):
         """The ``Company`` (parsed once per process)."""
         from .company import load_company
-        return worker_cached(("company", self.sha256), lambda: load_company(self.folder_here()))
+        # keyed by the company's key and folder too: two companies may share identical files
+        return worker_cached(("company", self.key, self.folder, self.sha256),
+                             lambda: load_company(self.folder_here()))
 
     def priors(self):
         """The company's ``PriorSpec`` (parsed once per process)."""
         from .priors import load_priors
         company = self.company()
-        return worker_cached(("priors", self.sha256), lambda: load_priors(
+        return worker_cached(("priors", self.key, self.folder, self.sha256), lambda: load_priors(
             company.priors_path, company.growth_drivers()))
 
 

@@ -21,7 +21,7 @@ posterior); ``peer`` (one scatter per peer group), ``peer-name``, ``fit-median``
 ``target-interval``, ``target-median``, ``target-premium-interval``, ``path-growth-band``,
 ``path-growth-median``, ``report-multiple`` (peer relation); ``histogram-<method>``,
 ``kde-<method>``, ``median-<method>``, ``p-upside-<method>``, ``ref-price``, ``ref-report``
-(valuation methods).
+(valuation methods); ``settings``, ``effect``, ``interval-90``, ``ref-report`` (sweep response).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 __all__ = [
     "fan_chart", "target_price_distribution", "scenario_comparison", "tornado", "swing_tornado",
-    "prior_posterior", "peer_relation", "valuation_methods", "figures", "save_all",
+    "prior_posterior", "peer_relation", "valuation_methods", "sweep_response", "figures",
+    "save_all",
     "png_bytes", "axis_label", "METHOD_COLOURS",
 ]
 
@@ -645,6 +646,67 @@ def figures(charts: Mapping, sensitivity: Mapping | None = None,
     if charts.get("prior_posterior"):
         figs["prior_posterior"] = prior_posterior(charts["prior_posterior"])
     return figs
+
+
+# --------------------------------------------------------------------------------------------
+# Sweep response
+# --------------------------------------------------------------------------------------------
+
+def sweep_response(chart: Mapping, max_parameters: int = 6) -> Figure:
+    """How P(upside) (top row) and final-year revenue (bottom row) move with each swept
+    parameter (one column each, at most ``max_parameters``).
+
+    ``chart``: ``sweep.sweep_chart``'s data: per parameter every setting's value ``x``, its
+    ``p_upside`` with ``p_upside_mcse`` (error bars: +- 1 MCSE), ``revenue_q05/q50/q95`` (the
+    median with its 90% interval), the ``effect`` (the mean over the other parameters at each
+    value, grids only) and the ``rank_correlation``s; ``report_revenue`` (the report's figure
+    for the final year) is drawn as a dashed line.
+    """
+    panels = list(chart["parameters"])[:max_parameters]
+    n = max(len(panels), 1)
+    fig = Figure(figsize=(3.4 * n + 0.6, 6.0), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False, sharey="row")
+    money = f"{chart['currency']} mn"
+    for k, panel in enumerate(panels):
+        top, bottom = axes[0][k], axes[1][k]
+        x = _floats(panel["x"])
+        bars = top.errorbar(x, _floats(panel["p_upside"]), yerr=_floats(panel["p_upside_mcse"]),
+                            fmt="o", color=FAN_COLOUR, markersize=3.5, alpha=0.7,
+                            elinewidth=1, label="settings (± MCSE)")
+        bars[0].set_gid("settings")
+        lo, mid, hi = (_floats(panel[f"revenue_{q}"]) for q in ("q05", "q50", "q95"))
+        bottom.vlines(x, lo, hi, color=FAN_COLOUR, alpha=0.25, linewidth=1,
+                      label="90% interval").set_gid("interval-90")
+        (dots,) = bottom.plot(x, mid, "o", color=FAN_COLOUR, markersize=3.5, alpha=0.8,
+                              label="median")
+        dots.set_gid("settings")
+        effect = panel.get("effect")
+        if effect:
+            for ax, key in ((top, "p_upside"), (bottom, "revenue_q50")):
+                (line,) = ax.plot(_floats(effect["x"]), _floats(effect[key]), color=ACTUAL_COLOUR,
+                                  linewidth=1.8, label="mean over the other parameters")
+                line.set_gid("effect")
+        if chart.get("report_revenue") is not None:
+            ref = bottom.axhline(float(chart["report_revenue"]), color=PUBLISHED_COLOUR,
+                                 linestyle="--", linewidth=1.2, label="report")
+            ref.set_gid("ref-report")
+        rc = panel.get("rank_correlation") or {}
+        note = rc.get("p_upside")
+        top.set_title(textwrap.fill(panel["label"], 34) + (
+            f"\nrank corr. {note:+.2f}" if note is not None else ""), fontsize=9)
+        bottom.set_xlabel(textwrap.fill(panel["label"], 34), fontsize=8)
+        _format_axis(top, "fraction")
+        _format_axis(bottom, "money")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"P(target price > {chart['price']:g} {chart['price_currency']})")
+    axes[1][0].set_ylabel(f"Revenue {chart['year']} ({money})")
+    axes[0][0].legend(fontsize=7, loc="best", framealpha=0.8)
+    axes[1][0].legend(fontsize=7, loc="best", framealpha=0.8)
+    hidden = len(chart["parameters"]) - len(panels)
+    fig.suptitle(chart["title"] + (f" (first {len(panels)} parameters; {hidden} more in "
+                                   f"sweep.json)" if hidden > 0 else ""), fontsize=10)
+    return fig
 
 
 def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:

@@ -1,4 +1,4 @@
-"""``stforecast sweep SWEEP.toml``: shock probabilities and severities swept on a saved posterior.
+"""``stforecast sweep SWEEP.toml``: shock and prior settings swept on a saved run.
 
 A sweep file::
 
@@ -8,22 +8,36 @@ A sweep file::
     seed = 1                    # the design's and the simulation's seed (default: the run's)
     paths = 100000              # per setting (default: the run's)
     default = "prior"           # shocks not swept: "prior" (their prior probability) or "off"
+    draws_store = "draws.zarr"  # optional: every setting's draws in one zarr store
+    draws_variables = ["revenue", "target_price"]   # what the store keeps (this is the default)
 
     [shocks.us_restrictions]
     probability = [0.0, 0.1, 0.2, 0.3]   # grid: the values; latin-hypercube: [low, high]
     severity = [0.5, 1.0, 1.5]           # intensity of one occurrence (1 = typical)
 
+    [priors."pooling.company_growth_effect"]
+    sigma = [0.02, 0.04, 0.08]           # a prior's hyperparameter (see stforecast.sweep_refit)
+
 A **setting** is one value per swept parameter: each swept shock occurs with that fixed annual
-probability (``"prior"`` when only its severity is swept) and that fixed severity. Every setting
-is re-simulated on the run's posterior (no refit) with the SAME seed: common random numbers, so
-two settings differ only by their shocks and the response surface carries no extra simulation
-noise (and a setting's result does not depend on which task or worker computed it).
+probability (``"prior"`` when only its severity is swept) and that fixed severity, and each swept
+prior parameter takes that value. Settings without prior parameters are re-simulated on the
+run's posterior (no refit). A prior setting needs a refit of the driver model
+(``sweep_refit.prior_fit``: the run's fit settings and seed, one compilation per distinct prior
+setting): one Dask task per prior setting, whose posterior stays on its worker and feeds the
+simulation tasks of every shock setting that shares it. Every setting is simulated with the
+SAME seed: common random numbers, so two settings differ only by their shocks and priors, the
+response surface carries no extra simulation noise, and a setting's result does not depend on
+which task or worker computed it.
 
 ``sweep_task`` simulates a chunk of settings on one set of driver paths and reduces each to a
 summary on the worker (P(upside) +- MCSE, revenue in the final forecast year and target-price
-quantiles, P(any revenue decline)); ``run_sweep`` submits the chunks, writes each setting's
-summary atomically as it arrives (``settings/NNNNN.json``) and skips settings already written
-when a sweep is resumed, then writes ``sweep.csv`` and ``sweep.json``.
+quantiles, P(any revenue decline); with a refit, its diagnostics); with a draws store it writes
+each setting's draws into the store's region for that setting (``stforecast.sweep_draws``).
+``run_sweep`` submits the tasks, writes each setting's summary atomically as it arrives
+(``settings/NNNNN.json``: a setting is finished when its file exists) and skips settings already
+written when a sweep is resumed, then writes ``sweep.csv``, ``sweep.json`` (with ``chart``: how
+P(upside) and final-year revenue move with each swept parameter, ``sweep_chart``) and
+``sweep.png`` (drawn by ``plots.sweep_response``).
 """
 
 from __future__ import annotations
@@ -32,20 +46,22 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from .distributed import atomic_write_text, map_tasks
+from .distributed import RETRIES, atomic_write_text, map_tasks
 from .errors import StforecastError
+from .sweep_refit import PRIOR_PREFIX, check_value, is_prior_key, prior_fit
 from .tomlfile import read_toml
 
 DESIGNS = ("grid", "latin-hypercube")
 PARAMETERS = ("probability", "severity")
-SWEEP_KEYS = ("design", "samples", "seed", "paths", "default")
-#: Summaries kept per setting (the predictive variables they need).
+SWEEP_KEYS = ("design", "samples", "seed", "paths", "default", "draws_store", "draws_variables")
+#: Summaries kept per setting (the predictive variables they need); also the draws store's
+#: default variables.
 NEEDED = ("revenue", "target_price")
 
 
@@ -59,8 +75,9 @@ def _fail(path, key, expected):
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """A validated sweep file. ``parameters``: ``"shock.probability"`` -> values (grid) or
-    (low, high) (latin-hypercube)."""
+    """A validated sweep file. ``parameters``: ``"shock.probability"`` or
+    ``"priors.<prior>.<parameter>"`` -> values (grid) or (low, high) (latin-hypercube).
+    ``draws_store``: the zarr store's path as the file gives it (None: no draws kept)."""
 
     path: str
     sha256: str
@@ -70,6 +87,8 @@ class SweepSpec:
     paths: int | None
     default: str
     parameters: dict[str, tuple[float, ...]]
+    draws_store: str | None = None
+    draws_variables: tuple[str, ...] = NEEDED
 
     def settings(self) -> list[dict[str, float]]:
         """Every setting, ``{"shock.parameter": value}``, in a fixed order."""
@@ -84,14 +103,42 @@ class SweepSpec:
         points = lows + unit * (highs - lows)
         return [{n: round(float(v), 6) for n, v in zip(names, row)} for row in points]
 
+    @property
+    def prior_parameters(self) -> list[str]:
+        return [k for k in self.parameters if is_prior_key(k)]
 
-def load_sweep(path: str | Path, shocks) -> SweepSpec:
-    """Read and validate a sweep file against the scenarios file's ``shocks`` (name -> Shock)."""
+
+def _flatten(table: dict, prefix: str = "") -> dict[str, object]:
+    """``{"growth": {"a": {"long_run": {"mu": [..]}}}}`` -> ``{"growth.a.long_run.mu": [..]}``
+    (a priors table may be written nested or with a quoted dotted name)."""
+    out = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _values(path, key, values, design, lo=-math.inf, hi=math.inf) -> tuple[float, ...]:
+    if not (isinstance(values, list) and values and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and lo <= v <= hi for v in values)):
+        _fail(path, key, f"a list of numbers in [{lo:g}, {hi:g}], got {values!r}")
+    if design == "latin-hypercube" and (len(values) != 2 or values[0] >= values[1]):
+        _fail(path, key, f"[low, high] with low < high (latin hypercube), got {values!r}")
+    return tuple(float(v) for v in values)
+
+
+def load_sweep(path: str | Path, shocks, priors=None) -> SweepSpec:
+    """Read and validate a sweep file against the scenarios file's ``shocks`` (name -> Shock)
+    and, when it sweeps priors, the run's priors (``priors``: a ``PriorSpec``)."""
     path = str(path)
     raw, blob = read_toml(path, SweepError)
     for section in raw:
-        if section not in ("sweep", "shocks"):
-            _fail(path, section, "a known section: one of sweep, shocks")
+        if section not in ("sweep", "shocks", "priors"):
+            _fail(path, section, "a known section: one of sweep, shocks, priors")
     head = raw.get("sweep", {})
     if not isinstance(head, dict):
         _fail(path, "sweep", "a table")
@@ -118,9 +165,19 @@ def load_sweep(path: str | Path, shocks) -> SweepSpec:
     seed = head.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         _fail(path, "sweep.seed", f"a non-negative integer, got {seed!r}")
-    table = raw.get("shocks")
-    if not isinstance(table, dict) or not table:
-        _fail(path, "shocks", "a table of shocks to sweep, e.g. [shocks.<name>] probability = [...]")
+    store = head.get("draws_store")
+    if store is not None and not (isinstance(store, str) and store.strip()):
+        _fail(path, "sweep.draws_store", f"a path (a string), got {store!r}")
+    variables = head.get("draws_variables", list(NEEDED))
+    if not (isinstance(variables, list) and variables
+            and all(isinstance(v, str) and v for v in variables)):
+        _fail(path, "sweep.draws_variables", f"a list of variable names, got {variables!r}")
+    table = raw.get("shocks", {})
+    prior_table = raw.get("priors", {})
+    if not isinstance(table, dict) or not isinstance(prior_table, dict) or not (
+            table or prior_table):
+        _fail(path, "shocks", "a table of shocks to sweep, e.g. [shocks.<name>] probability = "
+                              "[...] (or priors to sweep: [priors.\"<prior>\"] <parameter> = [...])")
     parameters = {}
     for name, entry in table.items():
         if name not in shocks:
@@ -133,15 +190,20 @@ def load_sweep(path: str | Path, shocks) -> SweepSpec:
             if part not in PARAMETERS:
                 _fail(path, key, f"one of {', '.join(PARAMETERS)}")
             hi = 1.0 if part == "probability" else math.inf
-            if not (isinstance(values, list) and values and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    and 0 <= v <= hi for v in values)):
-                _fail(path, key, f"a list of numbers in [0, {hi:g}], got {values!r}")
-            if design == "latin-hypercube" and (len(values) != 2 or values[0] >= values[1]):
-                _fail(path, key, f"[low, high] with low < high (latin hypercube), got {values!r}")
-            parameters[f"{name}.{part}"] = tuple(float(v) for v in values)
+            parameters[f"{name}.{part}"] = _values(path, key, values, design, 0.0, hi)
+    if prior_table and priors is None:
+        _fail(path, "priors", "no [priors] here: this sweep runs without the run's priors")
+    for name, values in _flatten(prior_table).items():
+        key = f"priors.{name}"
+        values = _values(path, key, values, design)
+        for v in values:
+            problem = check_value(priors, name, v)
+            if problem is not None:
+                _fail(path, key, problem)
+        parameters[PRIOR_PREFIX + name] = values
     return SweepSpec(path, hashlib.sha256(blob).hexdigest(), design, samples or 0, seed,
-                     positive_int("paths", head.get("paths")), default, parameters)
+                     positive_int("paths", head.get("paths")), default, parameters,
+                     store.strip() if store else None, tuple(variables))
 
 
 # --- what every setting shares -------------------------------------------------------------------
@@ -160,6 +222,11 @@ class SweepBase:
     per_draw: int
     seed: int
     default: str = "prior"
+    #: what a prior setting's refit needs: the run's priors (``PriorSpec``), fit settings
+    #: (``FitSettings``) and fit seed (None when the base is not a run's: no prior sweeps)
+    priors: object = None
+    fit: object = None
+    fit_seed: int | None = None
 
     @property
     def n_paths(self) -> int:
@@ -177,6 +244,7 @@ def base_from_results(results, spec: SweepSpec | None = None,
     from .peers import load_peers
     from .priors import load_priors
     from .results import Results, load_results
+    from .fit import FitSettings
     from .run import paths_per_draw
     from .scenarios import load_user_scenarios, run_scenarios
 
@@ -199,7 +267,9 @@ def base_from_results(results, spec: SweepSpec | None = None,
     return SweepBase(company, observations_from_company(company), scenarios,
                      posterior.astype("float64"), Valuation(priors.valuation_method, relation),
                      priors.ceilings(), paths_per_draw(posterior, paths), seed,
-                     spec.default if spec is not None else "prior")
+                     spec.default if spec is not None else "prior", priors,
+                     FitSettings(**{k: v for k, v in asdict(summary.settings).items()
+                                    if k != "paths"}), summary.seed)
 
 
 def _scenario(name: str, setting: dict[str, float], base: SweepBase):
@@ -207,6 +277,8 @@ def _scenario(name: str, setting: dict[str, float], base: SweepBase):
     from .scenarios import Scenario, Setting
     by_shock: dict[str, dict] = {}
     for key, value in setting.items():
+        if is_prior_key(key):
+            continue
         shock, part = key.split(".")
         by_shock.setdefault(shock, {})[part] = value
     settings = {}
@@ -217,7 +289,8 @@ def _scenario(name: str, setting: dict[str, float], base: SweepBase):
         else:
             settings[shock] = Setting(given.get("probability", "prior"),
                                       severity=given.get("severity"))
-    return Scenario(name, ", ".join(f"{k} = {v:g}" for k, v in setting.items()), settings)
+    return Scenario(name, ", ".join(f"{k} = {v:g}" for k, v in setting.items()
+                                    if not is_prior_key(k)), settings)
 
 
 def setting_summary(predictive: xr.Dataset, company) -> dict:
@@ -239,34 +312,95 @@ def _plain(stats) -> dict:
     return {k: v for k, v in asdict(stats).items() if v is not None}
 
 
-def sweep_task(chunk: list[tuple[int, dict]], base: SweepBase) -> list[tuple[int, dict]]:
-    """``[(index, summary)]`` of the settings of ``chunk`` (``[(index, setting)]``), simulated on
-    one set of driver paths and shock random numbers (the sweep's seed)."""
+def prior_values(setting: dict[str, float]) -> tuple[tuple[str, float], ...]:
+    """The prior part of a setting (empty without prior parameters): the key of its refit."""
+    return tuple((k, v) for k, v in setting.items() if is_prior_key(k))
+
+
+def sweep_task(item: tuple, base: SweepBase, store=None) -> list[tuple[int, dict, dict]]:
+    """``[(index, summary, timings)]`` of one chunk of settings, simulated on one set of driver
+    paths and shock random numbers (the sweep's seed).
+
+    ``item`` = ``(chunk, fit)``: ``chunk`` = ``[(index, setting)]``; ``fit`` None (simulate on
+    ``base.posterior``), a prior refit's result (``sweep_refit.prior_fit``; on a cluster, the
+    future of it, resolved by Dask), or the prior values to refit here (serially). ``store``: a
+    ``sweep_draws.DrawsStore`` to write each setting's draws into.
+    """
     from .simulate import simulate
+    chunk, fit = item
+    if isinstance(fit, tuple):
+        fit = _serial_fit(fit, base)
+    posterior = base.posterior if fit is None else fit["posterior"]
     names = [f"setting-{i}" for i, _ in chunk]
     spec = base.shocks.with_scenarios({n: _scenario(n, s, base) for n, (_, s) in
                                        zip(names, chunk)})
-    predictive = simulate(base.posterior, base.company, base.obs, base.per_draw,
-                          np.random.default_rng(base.seed), scenarios=spec, keep=list(NEEDED),
+    keep = list(dict.fromkeys(NEEDED + (store.variables if store is not None else ())))
+    predictive = simulate(posterior, base.company, base.obs, base.per_draw,
+                          np.random.default_rng(base.seed), scenarios=spec, keep=keep,
                           valuation=base.valuation, ceilings=base.ceilings)
-    return [(i, setting_summary(predictive.sel(scenario=n, drop=True), base.company))
-            for n, (i, _) in zip(names, chunk)]
+    rows = []
+    for n, (i, _) in zip(names, chunk):
+        one = predictive.sel(scenario=n, drop=True)
+        summary = setting_summary(one, base.company)
+        if fit is not None:
+            summary["fit"] = fit["diagnostics"]
+        if store is not None:
+            from .sweep_draws import write_setting
+            write_setting(store, i, one)
+        rows.append((i, summary, {} if fit is None else fit["seconds"]))
+    return rows
+
+
+_SERIAL: dict = {}
+
+
+def _serial_fit(values: tuple, base: SweepBase) -> dict:
+    """``prior_fit`` for the serial path, kept for the next chunk of the same prior setting
+    (one at a time: a posterior per prior setting would pile up)."""
+    key = (values, id(base))
+    if _SERIAL.get("key") != key:
+        _SERIAL.clear()
+        _SERIAL["value"] = prior_fit(values, base)
+        _SERIAL["key"] = key
+    return _SERIAL["value"]
 
 
 # --- the whole sweep -----------------------------------------------------------------------------
-def run_sweep(base: SweepBase, spec: SweepSpec, out: Path, dask_client=None,
-              per_task: int = 4, log=None, on_result=None) -> list[dict]:
-    """Every setting of ``spec`` on ``base``; writes ``out/settings/NNNNN.json`` (one per setting,
-    atomically, as results arrive), then ``out/sweep.json`` and ``out/sweep.csv``. Settings
-    already in ``out`` (an interrupted sweep of the same file, run and seed) are not redone.
-    Returns one row per setting: ``{index, setting, summary}``.
-    """
-    out = Path(out)
-    settings = spec.settings()
+def sweep_plan(base: SweepBase, spec: SweepSpec, store=None) -> dict:
+    """What identifies a sweep's outputs (an output folder resumes only the same plan)."""
     plan = {"sweep_file": spec.path, "sweep_sha256": spec.sha256, "seed": base.seed,
-            "n_paths": base.n_paths, "n_settings": len(settings), "design": spec.design,
+            "n_paths": base.n_paths, "n_settings": len(spec.settings()), "design": spec.design,
             "company": base.company.key,
             "posterior_sha256": _dataset_hash(base.posterior)}
+    if spec.prior_parameters:
+        plan.update(priors_sha256=base.priors.sha256, fit=asdict(base.fit),
+                    fit_seed=base.fit_seed)
+    if store is not None:
+        plan.update(draws_store=store.path, draws_variables=list(store.variables))
+    return plan
+
+
+def run_sweep(base: SweepBase, spec: SweepSpec, out: Path, dask_client=None,
+              per_task: int = 4, log=None, on_result=None, draws_store: str | Path | None = None,
+              chart: bool = True) -> list[dict]:
+    """Every setting of ``spec`` on ``base``; writes ``out/settings/NNNNN.json`` (one per setting,
+    atomically, as results arrive), then ``out/sweep.json``, ``out/sweep.csv`` and (``chart``)
+    ``out/sweep.png``. Settings already in ``out`` (an interrupted sweep of the same file, run
+    and seed) are not redone. ``draws_store``: a zarr store for every setting's draws (default:
+    the sweep file's ``draws_store``, relative to ``out``; none when neither gives one).
+    Returns one row per setting: ``{index, setting, summary}``.
+    """
+    from .sweep_draws import DrawsStore, init_store, store_exists
+
+    out = Path(out)
+    settings = spec.settings()
+    if spec.prior_parameters and (base.priors is None or base.fit is None):
+        raise SweepError(f"{spec.path}: key 'priors': expected a sweep on a run's results "
+                         f"(a prior setting is refitted with the run's priors and fit settings)")
+    store_path = draws_store or (out / spec.draws_store if spec.draws_store else None)
+    store = (DrawsStore(str(Path(store_path).resolve()), spec.draws_variables)
+             if store_path is not None else None)
+    plan = sweep_plan(base, spec, store)
     plan_path = out / "plan.json"
     if plan_path.is_file():
         old = json.loads(plan_path.read_text())
@@ -275,30 +409,80 @@ def run_sweep(base: SweepBase, spec: SweepSpec, out: Path, dask_client=None,
             raise SweepError(f"{plan_path}: key '{changed}': expected the same sweep to resume "
                              f"({old.get(changed)!r} there, {plan[changed]!r} now); use another "
                              f"output folder")
-    else:
-        atomic_write_text(plan_path, json.dumps(plan, indent=1) + "\n")
     done = {}
     for i in range(len(settings)):
         f = out / "settings" / f"{i:05d}.json"
         if f.is_file():
             done[i] = json.loads(f.read_text())
+    if store is not None and not store_exists(store):
+        if done:
+            raise SweepError(f"{store.path}: expected the draws store of the finished settings "
+                             f"in {out} (it is missing); use another output folder")
+        init_store(store, _probe(base, settings, store), {
+            "chain": base.posterior.sizes["chain"], "draw": base.posterior.sizes["draw"],
+            "path": base.per_draw}, settings, {k: json.dumps(v) for k, v in plan.items()})
+    if not plan_path.is_file():
+        atomic_write_text(plan_path, json.dumps(plan, indent=1) + "\n")
     todo = [(i, s) for i, s in enumerate(settings) if i not in done]
-    chunks = [todo[k:k + per_task] for k in range(0, len(todo), per_task)]
+    groups: dict[tuple, list] = {}
+    for i, s in todo:
+        groups.setdefault(prior_values(s), []).append((i, s))
     if log is not None and done:
         log(f"resuming: {len(done)} of {len(settings)} settings already done")
-    shared = base
-    if dask_client is not None and chunks:
+    shared, fits = base, {}
+    if dask_client is not None and todo:
         [shared] = dask_client.scatter([base], broadcast=True)
-    for _, rows in map_tasks(dask_client, sweep_task, chunks, args=(shared,),
+    items = []
+    for values, members in groups.items():
+        fit = None
+        if values and dask_client is not None:
+            fit = fits[values] = dask_client.submit(prior_fit, values, shared, pure=False,
+                                                    retries=RETRIES)
+        elif values:
+            fit = values  # refitted inside the task (serially)
+        items += [(members[k:k + per_task], fit) for k in range(0, len(members), per_task)]
+    if log is not None and any(groups):
+        log(f"{sum(1 for v in groups if v)} prior settings to refit (one compilation each)")
+    left = {v: len(m) for v, m in groups.items()}
+    seconds = {}
+    for _, rows in map_tasks(dask_client, sweep_task, items, args=(shared, store),
                              label="sweep tasks", log=log, on_result=on_result):
-        for i, summary in rows:
+        for i, summary, timing in rows:
             row = {"index": i, "setting": settings[i], "summary": summary}
             atomic_write_text(out / "settings" / f"{i:05d}.json", json.dumps(row) + "\n")
             done[i] = row
+            values = prior_values(settings[i])
+            if timing:
+                seconds[json.dumps(dict(values))] = timing
+            left[values] -= 1
+            if not left[values] and values in fits:  # its posterior is no longer needed
+                fits.pop(values).release()
     rows = [done[i] for i in range(len(settings))]
-    atomic_write_text(out / "sweep.json", json.dumps({**plan, "settings": rows}, indent=1) + "\n")
+    chart_data = sweep_chart(rows, spec, base.company)
+    atomic_write_text(out / "sweep.json", json.dumps(
+        {**plan, "settings": rows, "chart": chart_data,
+         "refit_seconds": seconds}, indent=1) + "\n")
     atomic_write_text(out / "sweep.csv", sweep_csv(rows))
+    if chart:
+        from .plots import save_all, sweep_response
+        save_all({"sweep": sweep_response(chart_data)}, out)
     return rows
+
+
+def _probe(base: SweepBase, settings: list[dict], store) -> xr.Dataset:
+    """One setting's draws at one chain, draw and path: the variables' dims and years."""
+    from .simulate import simulate
+    name = "probe"
+    spec = base.shocks.with_scenarios({name: _scenario(name, settings[0], base)})
+    tiny = base.posterior.isel(chain=[0], draw=[0])
+    probe = simulate(tiny, base.company, base.obs, 1, np.random.default_rng(0), scenarios=spec,
+                     valuation=base.valuation, ceilings=base.ceilings).sel(scenario=name,
+                                                                           drop=True)
+    missing = [v for v in store.variables if v not in probe]
+    if missing:
+        raise SweepError(f"sweep: key 'draws_variables': expected variables of the simulation "
+                         f"(one of {', '.join(sorted(probe.data_vars))}), got {missing[0]!r}")
+    return probe
 
 
 def _dataset_hash(ds: xr.Dataset) -> str:
@@ -317,17 +501,25 @@ CSV_COLUMNS = (("p_upside", ("p_upside", "value")), ("p_upside_mcse", ("p_upside
                ("p_any_revenue_decline", ("p_any_revenue_decline",)))
 
 
+#: Columns of a refitted setting (a prior sweep): its driver fit's diagnostics.
+FIT_COLUMNS = (("fit_ok", ("fit", "ok")), ("fit_rhat_max", ("fit", "rhat_max")),
+               ("fit_ess_bulk_min", ("fit", "ess_bulk_min")),
+               ("fit_divergences", ("fit", "divergences")))
+
+
 def sweep_csv(rows: list[dict]) -> str:
-    """One line per setting: the swept values, then the summary columns."""
+    """One line per setting: the swept values, then the summary columns (and the refit's
+    diagnostics when the sweep refits)."""
     params = list(rows[0]["setting"]) if rows else []
-    lines = [",".join(["setting", *params, *(c for c, _ in CSV_COLUMNS)])]
+    columns = CSV_COLUMNS + (FIT_COLUMNS if rows and "fit" in rows[0]["summary"] else ())
+    lines = [",".join(["setting", *params, *(c for c, _ in columns)])]
     for row in rows:
         values = []
-        for _, path in CSV_COLUMNS:
+        for _, path in columns:
             v = row["summary"]
             for k in path:
                 v = v[k]
-            values.append(f"{v:g}")
+            values.append(str(v).lower() if isinstance(v, bool) else f"{v:g}")
         lines.append(",".join([str(row["index"]), *(f"{row['setting'][p]:g}" for p in params),
                                *values]))
     return "\n".join(lines) + "\n"
@@ -341,10 +533,94 @@ def sweep_table(rows: list[dict], company, limit: int = 12) -> str:
     lines = [f"{len(rows)} settings; P(target price > {company.market.price:g}) from "
              f"{ranked[0]['summary']['p_upside']['value']:.3f} to "
              f"{ranked[-1]['summary']['p_upside']['value']:.3f}",
-             f"{'setting':<60}{'P(upside)':>16}{'revenue ' + final + ' q50':>20}{'TP q50':>9}"]
-    for r in shown:
+             ""]
+    texts = [", ".join(f"{k.removeprefix(PRIOR_PREFIX)} {v:g}" for k, v in r["setting"].items())
+             for r in shown]
+    width = min(90, max(len(t) for t in texts)) + 2
+    lines[-1] = f"{'setting':<{width}}{'P(upside)':>16}{'revenue ' + final + ' q50':>20}{'TP q50':>9}"
+    for r, text in zip(shown, texts):
         s = r["summary"]
-        text = ", ".join(f"{k} {v:g}" for k, v in r["setting"].items())
-        lines.append(f"{text[:59]:<60}{s['p_upside']['value']:>9.3f} ± {s['p_upside']['mcse']:.3f}"
-                     f"{s['revenue']['q50']:>20,.0f}{s['target_price']['q50']:>9.2f}")
+        lines.append(f"{text[:width - 2]:<{width}}{s['p_upside']['value']:>9.3f} ± "
+                     f"{s['p_upside']['mcse']:.3f}{s['revenue']['q50']:>20,.0f}"
+                     f"{s['target_price']['q50']:>9.2f}")
+    fits = [r["summary"]["fit"] for r in rows if "fit" in r["summary"]]
+    if fits:
+        lines.append(f"refits: {sum(f['ok'] for f in fits)} of {len(fits)} settings' driver fits "
+                     f"meet the quality bar (see fit_* in sweep.csv)")
     return "\n".join(lines)
+
+
+# --- how the outcomes move across the sweep (chart data and its table) ---------------------------
+def parameter_label(key: str) -> str:
+    """``us_restrictions.probability`` -> ``us_restrictions: probability``; a prior parameter
+    ``priors.pooling.company_growth_effect.sigma`` -> ``prior pooling.company_growth_effect:
+    sigma``."""
+    name, _, part = key.removeprefix(PRIOR_PREFIX).rpartition(".")
+    return f"{'prior ' if is_prior_key(key) else ''}{name}: {part}"
+
+
+def sweep_chart(rows: list[dict], spec: SweepSpec, company) -> dict:
+    """How P(upside) and final-year revenue move with each swept parameter: per parameter, every
+    setting's value and outcomes (P(upside) +- MCSE, revenue q05/q50/q95), the Spearman rank
+    correlation of the parameter with P(upside) and with median revenue, and on a grid the
+    main effect (the mean outcome over the other parameters at each value). Plain lists, for
+    ``plots.sweep_response`` and ``sweep.json``."""
+    from scipy.stats import spearmanr
+
+    def column(*path):
+        out = []
+        for r in rows:
+            v = r["summary"]
+            for k in path:
+                v = v[k]
+            out.append(float(v))
+        return np.array(out)
+
+    p, mcse = column("p_upside", "value"), column("p_upside", "mcse")
+    rev = {q: column("revenue", q) for q in ("q05", "q50", "q95")}
+    panels = []
+    for key in spec.parameters:
+        x = np.array([r["setting"][key] for r in rows], dtype=float)
+        panel = {"name": key, "label": parameter_label(key), "x": x.tolist(),
+                 "p_upside": p.tolist(), "p_upside_mcse": mcse.tolist(),
+                 **{f"revenue_{q}": v.tolist() for q, v in rev.items()},
+                 "rank_correlation": {"p_upside": _spearman(spearmanr, x, p),
+                                      "revenue_q50": _spearman(spearmanr, x, rev["q50"])},
+                 "effect": None}
+        if spec.design == "grid":
+            values = sorted(set(x.tolist()))
+            panel["effect"] = {
+                "x": values,
+                "p_upside": [round(float(p[x == v].mean()), 6) for v in values],
+                "revenue_q50": [round(float(rev["q50"][x == v].mean()), 3) for v in values]}
+        panels.append(panel)
+    return {"title": f"{company.name}: {len(rows)} settings ({spec.design})",
+            "year": company.last_forecast_year, "currency": company.currency,
+            "price": float(company.market.price), "price_currency": company.price_currency,
+            "report_revenue": company.published_final("revenue"), "parameters": panels}
+
+
+def _spearman(spearmanr, x, y) -> float | None:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return round(float(spearmanr(x, y).statistic), 4)
+
+
+def effects_table(chart: dict) -> str:
+    """How P(upside) and median final-year revenue move with each parameter: on a grid the
+    mean over the other parameters at each value, and the rank correlations."""
+    lines = [f"{'parameter':<48}{'value':>10}{'P(upside)':>11}"
+             f"{'revenue ' + chart['year'] + ' q50':>20}"]
+    for panel in chart["parameters"]:
+        rc = panel["rank_correlation"]
+        lines.append(f"{panel['label'][:47]:<48}{'rank corr':>10}"
+                     f"{_maybe(rc['p_upside']):>11}{_maybe(rc['revenue_q50']):>20}")
+        effect = panel["effect"] or {"x": []}
+        for k, v in enumerate(effect["x"]):
+            lines.append(f"{'':<48}{v:>10g}{effect['p_upside'][k]:>11.3f}"
+                         f"{effect['revenue_q50'][k]:>20,.0f}")
+    return "\n".join(lines)
+
+
+def _maybe(v) -> str:
+    return "n/a" if v is None else f"{v:+.2f}"

@@ -59,14 +59,22 @@ def forecast_company(inputs: ModelInputs, out: str, settings) -> dict:
     folder = Path(out) / inputs.key
     summary = _finished(folder, inputs, settings)
     if summary is None:
-        run_forecast(folder, inputs.company(), settings)
+        import dask
+        # On a Dask worker xarray would guard every netCDF write (the fit cache's in-memory
+        # ones too) with a cluster-wide lock named after the target, which fails for an
+        # in-memory file ("Semaphore or Lock ... not known"): the run's writes are this
+        # task's own, so a local lock is the right one.
+        with dask.config.set(scheduler="synchronous"):
+            run_forecast(folder, inputs.company(), settings)
         summary = json.loads((folder / SUMMARY_FILE).read_text())
     return universe_row(summary)
 
 
-def run_many(companies: list, out: Path, settings, dask_client=None, log=None) -> list[dict]:
+def run_many(companies: list, out: Path, settings, dask_client=None, log=None,
+             on_result=None) -> list[dict]:
     """Forecast every company (``Company`` objects) into ``out/<key>``; write
-    ``out/universe.csv`` and ``out/universe.json``; return the rows in the given order."""
+    ``out/universe.csv`` and ``out/universe.json``; return the rows in the given order.
+    ``on_result(done, total)`` is called as each task finishes (``distributed.map_tasks``)."""
     out = Path(out)
     inputs = [ModelInputs.from_company(c) for c in companies]
     keys = [i.key for i in inputs]
@@ -84,7 +92,8 @@ def run_many(companies: list, out: Path, settings, dask_client=None, log=None) -
     if log is not None and rows:
         log(f"resuming: {len(rows)} of {len(inputs)} companies already done")
     for j, row in map_tasks(dask_client, forecast_company, [inputs[i] for i in pending],
-                            args=(str(out.resolve()), settings), label="companies", log=log):
+                            args=(str(out.resolve()), settings), label="companies", log=log,
+                            on_result=on_result):
         rows[pending[j]] = row
     ordered = [rows[i] for i in range(len(inputs))]
     atomic_write_text(out / "universe.json", json.dumps(ordered, indent=1) + "\n")
