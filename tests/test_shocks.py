@@ -122,6 +122,8 @@ BAD_CASES = {
     "factor with unknown shock": (GOOD.replace(
         'shocks = ["us_restrictions", "public_sector_squeeze"]',
         'shocks = ["us_restrictions", "public_sector_sqeeze"]'), "factors.policy_stress.shocks"),
+    "from_year not a year": (GOOD.replace('from_year = "FY22"', 'from_year = "FY27"', 1),
+                             "shocks.us_restrictions.from_year"),
     "factor with one shock": (GOOD.replace(
         'shocks = ["us_restrictions", "public_sector_squeeze"]', 'shocks = ["us_restrictions"]'),
         "factors.policy_stress.shocks"),
@@ -192,23 +194,44 @@ def test_forced_shock_intensity_follows_persistence(paths):
     assert all(not level[n].any() for n in SPEC.shocks if n != "us_restrictions")
 
 
+def first_random_year(shock) -> int:
+    """Index of the first year a shock may occur at random (its ``from_year``, else the first)."""
+    return YEARS.index(shock.from_year) if shock.from_year else 0
+
+
 def test_prior_occurrence_rate_matches_the_prior_mean(paths):
     _, draws = paths
     level = intensities(SPEC, scenario({}, default="prior"), draws, YEARS)
     for name, shock in SPEC.shocks.items():
-        first_year = level[name][..., 0] > 0  # no carry-over into FY21
+        t = first_random_year(shock)
+        assert not level[name][..., :t].any(), name  # no random event before from_year
+        first_year = level[name][..., t] > 0  # no carry-over into the first random year
         expected = shock.probability.frozen().mean()
         se = np.sqrt(expected * (1 - expected) / first_year.size) * 5  # paths share p per draw
         assert abs(first_year.mean() - expected) < max(se, 0.01), name
+
+
+def test_years_over_at_the_report_date_have_no_random_shock_but_can_be_forced(paths):
+    _, draws = paths
+    shock = SPEC.shocks["us_restrictions"]
+    assert shock.from_year == YEARS[1]  # the first forecast year had ended at the report date
+    always = intensities(SPEC, scenario({"us_restrictions": 1.0}), draws, YEARS)
+    assert not always["us_restrictions"][..., 0].any()
+    assert (always["us_restrictions"][..., 1] > 0).all()
+    forced = intensities(SPEC, scenario({"us_restrictions": YEARS[0]}), draws, YEARS)
+    assert (forced["us_restrictions"][..., 0] > 0).all()
 
 
 def test_fixed_probability_and_severity(paths):
     _, draws = paths
     always = intensities(SPEC, scenario({"aidc_capex_overrun": {"probability": 1.0,
                                                                  "severity": 2.0}}), draws, YEARS)
-    rho = SPEC.shocks["aidc_capex_overrun"].persistence
-    np.testing.assert_allclose(always["aidc_capex_overrun"][0, 0, 0],
-                               [2.0, 2.0 + 2.0 * rho, 2.0 + rho * (2.0 + 2.0 * rho)])
+    shock = SPEC.shocks["aidc_capex_overrun"]
+    rho, expected, level = shock.persistence, [], 0.0
+    for t in range(len(YEARS)):  # 2.0 a year from the first random year on, carried at rho
+        level = rho * level + (2.0 if t >= first_random_year(shock) else 0.0)
+        expected.append(level)
+    np.testing.assert_allclose(always["aidc_capex_overrun"][0, 0, 0], expected)
     never = intensities(SPEC, scenario({"aidc_capex_overrun": 0.0}), draws, YEARS)
     assert not never["aidc_capex_overrun"].any()
 

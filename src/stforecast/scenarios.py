@@ -44,7 +44,7 @@ CHANNELS: dict[str, tuple[str, str]] = {
                                       "year's intensity)"),
 }
 SHOCK_KEYS = ("label", "probability", "severity", "persistence", "channels", "source",
-              "reasoning", "probability_basis", "severity_basis")
+              "reasoning", "probability_basis", "severity_basis", "from_year")
 #: Each shock says what its numbers rest on: reference events dated before the report, with
 #: their sources (or, for a judgement, that it is one).
 BASIS_KEYS = ("probability_basis", "severity_basis")
@@ -133,6 +133,7 @@ class Shock:
     reasoning: str = ""
     probability_basis: str = ""
     severity_basis: str = ""
+    from_year: str | None = None  # first year the shock may occur at random (None: the first)
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ def _check_table(path, key, table, allowed) -> None:
         _fail(path, f"{key}.{extra[0]}", f"only {', '.join(allowed)}")
 
 
-def _shock(path, name, table, channels) -> Shock:
+def _shock(path, name, table, channels, years) -> Shock:
     key = f"shocks.{name}"
     _check_table(path, key, table, SHOCK_KEYS)
     for part in ("probability", "severity", "persistence", "channels", "source", *BASIS_KEYS):
@@ -272,7 +273,17 @@ def _shock(path, name, table, channels) -> Shock:
         persistence=_number(path, f"{key}.persistence", table["persistence"], 0.0, 1.0),
         channels={c: float(v) for c, v in effects.items()},
         source=source, reasoning=table.get("reasoning", ""),
-        probability_basis=table["probability_basis"], severity_basis=table["severity_basis"])
+        probability_basis=table["probability_basis"], severity_basis=table["severity_basis"],
+        from_year=_from_year(path, key, table, years))
+
+
+def _from_year(path, key, table, years) -> str | None:
+    """Years already over at the report date can be excluded from random occurrence."""
+    if "from_year" not in table:
+        return None
+    if table["from_year"] not in years:
+        _fail(path, f"{key}.from_year", f"one of {', '.join(years)}, got {table['from_year']!r}")
+    return table["from_year"]
 
 
 def _factor(path, name, table, shocks, taken) -> Factor:
@@ -371,7 +382,7 @@ def load_scenarios(path: str | Path, company) -> ScenarioSpec:
     for name, t in raw["shocks"].items():
         if not isinstance(t, dict):
             _fail(path, f"shocks.{name}", "a table")
-    shocks = {name: _shock(path, name, t, channels) for name, t in raw["shocks"].items()}
+    shocks = {name: _shock(path, name, t, channels, years) for name, t in raw["shocks"].items()}
     raw_factors = raw.get("factors", {})
     if not isinstance(raw_factors, dict):
         _fail(path, "factors", "a table of factors")

@@ -7,6 +7,8 @@ A **shock** (a company's ``scenarios.toml``, section ``[shocks.<name>]``; parsed
   draws its own probability from it, then an occurrence (Bernoulli) in each forecast year;
 * ``severity``: a distribution of the intensity of one occurrence (1 = the typical occurrence the
   ``channels`` describe; 0.5 = half as bad);
+* ``from_year`` (optional): the first year in which the shock may occur at random (years that
+  had ended by the report date carry no new random event; a scenario may still force one);
 * ``persistence``: the fraction of last year's intensity still acting this year (0 = a one-year
   hit, 1 = permanent), so a shock in one year still weighs on the next. Occurrences add up:
   ``intensity[t] = persistence * intensity[t-1] + occurred[t] * severity[t]``;
@@ -99,10 +101,12 @@ def intensities(spec: ScenarioSpec, scenario: Scenario, draws: ShockDraws,
         if setting.year is not None:
             occurred = np.zeros(u.shape, dtype=bool)
             occurred[..., years.index(setting.year)] = True
-        elif setting.probability == "prior":
-            occurred = u < draws.probability[name][..., None]
         else:
-            occurred = u < setting.probability
+            p = draws.probability[name][..., None] if setting.probability == "prior" \
+                else setting.probability
+            occurred = u < p
+            if shock.from_year is not None:  # years over at the report date: no random event
+                occurred[..., :years.index(shock.from_year)] = False
         severity = draws.severity[name] if setting.severity is None else setting.severity
         hit = np.where(occurred, severity, 0.0)
         level = np.empty(u.shape)
