@@ -50,19 +50,27 @@ def test_distributions_are_valid_and_agree_with_their_published_median():
 
 
 def test_size_classes_order_growth_as_published():
-    """Smaller firms grow faster on average (the book's main size result), class by class."""
-    five = sorted((c for c in BR.of_kind("sales_cagr_5y") if np.isfinite(c.upper)),
-                  key=lambda c: c.lower)
-    means = [c.mean for c in five]
-    assert len(five) >= 8 and means == sorted(means, reverse=True), means
+    """Smaller firms grow faster and more dispersedly (the book's main size result), class by
+    class, at 3 years; and 5-year growth of the same class is less dispersed than 3-year."""
+    three = sorted(BR.of_kind("sales_cagr_3y"), key=lambda c: c.lower)
+    three = [c for c in three if c.lower > 0 or np.isfinite(c.upper)]  # the size classes
+    means = [c.mean for c in three]
+    assert len(three) >= 10 and means == sorted(means, reverse=True), means
+    assert three[0].sd > three[1].sd > three[-1].sd
+    for c5 in BR.of_kind("sales_cagr_5y"):
+        c3 = BR.reference_class("sales_cagr_3y", c5.by, c5.lower)
+        assert (c3.lower, c3.upper) == (c5.lower, c5.upper) and c5.sd < c3.sd, c5.name
 
 
 def test_reference_class_lookup():
-    c = BR.reference_class("sales_cagr_5y", "starting_sales_usd", 533.0)
-    assert (c.lower, c.upper) == (325.0, 700.0)
-    assert BR.reference_class("sales_cagr_3y", "starting_sales_usd", 533.0).upper == np.inf
+    c = BR.reference_class("sales_cagr_3y", "starting_sales_usd", 533.0)
+    assert (c.lower, c.upper, c.edges) == (325.0, 700.0, None)
+    with_bins = BR.reference_class("sales_cagr_3y", "starting_sales_usd", 533.0, with_bins=True)
+    assert with_bins.upper == np.inf and with_bins.edges is not None
     with pytest.raises(BaseRatesError):
         BR.reference_class("sales_cagr_3y", "prior_growth", 0.3)
+    with pytest.raises(BaseRatesError):
+        c.prob_below(0.0)  # no frequencies to read a probability from
 
 
 def test_stalls_match_their_tables():
@@ -85,6 +93,8 @@ BAD = {
         "stall[0].note"),
     "stall inconsistent": (GOOD.replace("probability = 0.226", "probability = 0.126"),
                            "stall[0].probability"),
+    "both frequencies and frequency_missing": (GOOD.replace(
+        "mean = 0.081", 'frequency_missing = "x"\nmean = 0.081'), "sales_cagr_3y[0].frequency_missing"),
     "unknown by": (GOOD.replace('by = "starting_sales_usd"', 'by = "size"', 1),
                    "sales_cagr_3y[0].by"),
     "unknown section": (GOOD + "\n[[sales_cagr_2y]]\n", "key 'sales_cagr_2y'"),

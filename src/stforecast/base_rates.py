@@ -130,12 +130,16 @@ class BaseRates:
     def of_kind(self, kind: str) -> list[ReferenceClass]:
         return [c for c in self.classes.values() if c.kind == kind]
 
-    def reference_class(self, kind: str, by: str, value: float) -> ReferenceClass:
-        """The narrowest class of ``kind`` conditioned on ``by`` that contains ``value``."""
-        found = [c for c in self.of_kind(kind) if c.by == by and c.contains(value)]
+    def reference_class(self, kind: str, by: str, value: float,
+                        with_bins: bool = False) -> ReferenceClass:
+        """The narrowest class of ``kind`` conditioned on ``by`` that contains ``value`` (with
+        ``with_bins``: among the classes that give bin frequencies)."""
+        found = [c for c in self.of_kind(kind) if c.by == by and c.contains(value)
+                 and (c.edges is not None or not with_bins)]
         if not found:
             raise BaseRatesError(f"{self.path}: {kind}: expected a class with by = {by!r} "
-                                 f"containing {value:g} (none)")
+                                 f"containing {value:g}" + (" and bin frequencies" if with_bins
+                                                             else "") + " (none)")
         return min(found, key=lambda c: c.upper - c.lower)
 
 
