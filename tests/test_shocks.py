@@ -6,7 +6,10 @@ so these tests need no fit and run in seconds.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+from scipy import stats
 import pytest
 import xarray as xr
 
@@ -101,9 +104,33 @@ BAD_CASES = {
     "effect not a number": (GOOD.replace("overseas_revenue = -0.5", 'overseas_revenue = "half"'),
                             "shocks.us_restrictions.channels.overseas_revenue"),
     "probability not on (0,1)": (GOOD.replace(
-        'probability = { dist = "Beta", range = [0.03, 0.20] }',
+        'probability = { dist = "Beta", range = [0.08, 0.40] }',
         'probability = { dist = "Normal", mu = 0.1, sigma = 0.05 }'),
         "shocks.us_restrictions.probability.dist"),
+    "severity not positive": (GOOD.replace(
+        'severity = { dist = "LogStudentT", nu = 3.0, mu = -0.2877, sigma = 0.55, upper = 4.0 }',
+        'severity = { dist = "Normal", mu = 1.0, sigma = 0.5 }'),
+        "shocks.us_restrictions.severity.dist"),
+    "log-t without upper": (GOOD.replace(", sigma = 0.55, upper = 4.0 }", ", sigma = 0.55 }"),
+                            "shocks.us_restrictions.severity.upper"),
+    "log-t negative sigma": (GOOD.replace("sigma = 0.55, upper", "sigma = -0.55, upper"),
+                             "shocks.us_restrictions.severity.sigma"),
+    "missing basis": (GOOD.replace('probability_basis = "US measures', 'basis = "US measures'),
+                      "shocks.us_restrictions.basis"),
+    "empty basis": (re.sub(r'(?m)^severity_basis = "Heavy-tailed.*$', 'severity_basis = " "',
+                           GOOD), "shocks.us_restrictions.severity_basis"),
+    "factor with unknown shock": (GOOD.replace(
+        'shocks = ["us_restrictions", "public_sector_squeeze"]',
+        'shocks = ["us_restrictions", "public_sector_sqeeze"]'), "factors.policy_stress.shocks"),
+    "from_year not a year": (GOOD.replace('from_year = "FY22"', 'from_year = "FY27"', 1),
+                             "shocks.us_restrictions.from_year"),
+    "factor with one shock": (GOOD.replace(
+        'shocks = ["us_restrictions", "public_sector_squeeze"]', 'shocks = ["us_restrictions"]'),
+        "factors.policy_stress.shocks"),
+    "factor correlation not on (0,1)": (GOOD.replace(
+        'correlation = { dist = "Beta", range = [0.10, 0.60] }',
+        'correlation = { dist = "Normal", mu = 0.3, sigma = 0.1 }'),
+        "factors.policy_stress.correlation.dist"),
     "persistence above 1": (GOOD.replace("persistence = 0.9", "persistence = 1.5"),
                             "shocks.us_restrictions.persistence"),
     "missing source": (GOOD.replace('source = "Investment risks: Tightening', 'sauce = "x'),
@@ -167,23 +194,44 @@ def test_forced_shock_intensity_follows_persistence(paths):
     assert all(not level[n].any() for n in SPEC.shocks if n != "us_restrictions")
 
 
+def first_random_year(shock) -> int:
+    """Index of the first year a shock may occur at random (its ``from_year``, else the first)."""
+    return YEARS.index(shock.from_year) if shock.from_year else 0
+
+
 def test_prior_occurrence_rate_matches_the_prior_mean(paths):
     _, draws = paths
     level = intensities(SPEC, scenario({}, default="prior"), draws, YEARS)
     for name, shock in SPEC.shocks.items():
-        first_year = level[name][..., 0] > 0  # no carry-over into FY21
+        t = first_random_year(shock)
+        assert not level[name][..., :t].any(), name  # no random event before from_year
+        first_year = level[name][..., t] > 0  # no carry-over into the first random year
         expected = shock.probability.frozen().mean()
         se = np.sqrt(expected * (1 - expected) / first_year.size) * 5  # paths share p per draw
         assert abs(first_year.mean() - expected) < max(se, 0.01), name
+
+
+def test_years_over_at_the_report_date_have_no_random_shock_but_can_be_forced(paths):
+    _, draws = paths
+    shock = SPEC.shocks["us_restrictions"]
+    assert shock.from_year == YEARS[1]  # the first forecast year had ended at the report date
+    always = intensities(SPEC, scenario({"us_restrictions": 1.0}), draws, YEARS)
+    assert not always["us_restrictions"][..., 0].any()
+    assert (always["us_restrictions"][..., 1] > 0).all()
+    forced = intensities(SPEC, scenario({"us_restrictions": YEARS[0]}), draws, YEARS)
+    assert (forced["us_restrictions"][..., 0] > 0).all()
 
 
 def test_fixed_probability_and_severity(paths):
     _, draws = paths
     always = intensities(SPEC, scenario({"aidc_capex_overrun": {"probability": 1.0,
                                                                  "severity": 2.0}}), draws, YEARS)
-    rho = SPEC.shocks["aidc_capex_overrun"].persistence
-    np.testing.assert_allclose(always["aidc_capex_overrun"][0, 0, 0],
-                               [2.0, 2.0 + 2.0 * rho, 2.0 + rho * (2.0 + 2.0 * rho)])
+    shock = SPEC.shocks["aidc_capex_overrun"]
+    rho, expected, level = shock.persistence, [], 0.0
+    for t in range(len(YEARS)):  # 2.0 a year from the first random year on, carried at rho
+        level = rho * level + (2.0 if t >= first_random_year(shock) else 0.0)
+        expected.append(level)
+    np.testing.assert_allclose(always["aidc_capex_overrun"][0, 0, 0], expected)
     never = intensities(SPEC, scenario({"aidc_capex_overrun": 0.0}), draws, YEARS)
     assert not never["aidc_capex_overrun"].any()
 
@@ -284,19 +332,28 @@ def test_forced_shocks_move_outcomes_the_way_their_channels_say(paths):
                                       base["revenue"].sel(year="FY21"))
 
 
-def test_risk_weighted_lies_between_base_and_combined_stress():
+def test_risk_weighted_and_stress_lie_below_base_and_stress_below_its_own_prior():
+    """The risk-weighted scenario and both stress shocks forced in FY22 lie below the base; the
+    two stress shocks at their prior probability lie between the base and both forced. (Since the
+    shocks' probabilities were calibrated to pre-report events, seven shocks at their priors can
+    cost as much by FY23 as the two forced ones alone, so risk-weighted is no longer required to
+    lie above combined-stress.)"""
     drivers = driver_paths(fake_posterior(draws=400, seed=3), COMPANY, OBS, 25,
                            np.random.default_rng(4))
     draws = draw_shocks(SPEC, tuple(drivers.sizes[d] for d in SAMPLE_DIMS), len(YEARS),
                         np.random.default_rng(5))
-    out = simulate_scenarios(drivers, COMPANY, SPEC, draws,
-                             keep=["revenue", "target_price"])
+    spec = SPEC.with_scenarios({
+        **SPEC.scenarios,
+        "pair-at-prior": scenario({"us_restrictions": "prior", "public_sector_squeeze": "prior"},
+                                  name="pair-at-prior")})
+    out = simulate_scenarios(drivers, COMPANY, spec, draws, keep=["revenue", "target_price"])
     med = out.median(SAMPLE_DIMS)
     for name, m in (("revenue", med["revenue"].sel(year="FY23")),
                     ("target_price", med["target_price"])):
-        base, risk, stress = (float(m.sel(scenario=s)) for s in
-                              ("base", "risk-weighted", "combined-stress"))
-        assert stress < risk < base, (name, base, risk, stress)
+        base, risk, pair, stress = (float(m.sel(scenario=s)) for s in
+                                    ("base", "risk-weighted", "pair-at-prior", "combined-stress"))
+        assert risk < base and stress < base, (name, base, risk, stress)
+        assert stress < pair < base, (name, base, pair, stress)
 
 
 def test_simulate_with_scenarios_is_reproducible():
@@ -312,3 +369,92 @@ def test_simulate_with_scenarios_is_reproducible():
 def test_channels_table_is_documented():
     for channel, (kind, units) in company_channels(COMPANY).items():
         assert kind in ("relative", "additive") and units, channel
+
+
+# --- calibrated shocks: own severities, common factor, sources -------------------------------------
+def _occurs_by_last_year(spec, draws, name) -> np.ndarray:
+    """Whether shock ``name`` occurs in some forecast year (at its prior), per (chain, draw, path)."""
+    level = intensities(spec, scenario({}, default="prior"), draws, YEARS)[name]
+    return (level > 0).any(axis=-1)
+
+
+def test_common_factor_raises_the_chance_that_both_stress_shocks_occur():
+    """With the policy-stress factor, P(both by the last year) exceeds P(US) x P(squeeze) by more
+    than 4 MCSE; without it (same file, factor removed) the excess is within 4 MCSE of zero.
+    100,000 paths (2 x 2,000 x 25); the MCSE of the covariance is from ``mcse.mcse_mean``."""
+    from stforecast.mcse import mcse_mean
+    assert SPEC.factors["policy_stress"].shocks == ("us_restrictions", "public_sector_squeeze")
+    shape = (2, 2000, 25)
+    excess = {}
+    for label, spec in (("factor", SPEC), ("independent", SPEC.__class__(
+            SPEC.path, SPEC.sha256, SPEC.shocks, SPEC.scenarios, {}))):
+        draws = draw_shocks(spec, shape, len(YEARS), np.random.default_rng(11))
+        us = _occurs_by_last_year(spec, draws, "us_restrictions").astype(float)
+        ps = _occurs_by_last_year(spec, draws, "public_sector_squeeze").astype(float)
+        cov = (us - us.mean()) * (ps - ps.mean())  # mean = P(both) - P(us) P(ps)
+        excess[label] = (float(cov.mean()), mcse_mean(cov), us.mean(), ps.mean())
+    value, se, p_us, p_ps = excess["factor"]
+    assert value > 4 * se and value > 0.01, excess
+    value0, se0, q_us, q_ps = excess["independent"]
+    assert abs(value0) < 4 * se0, excess
+    # the factor leaves each shock's own chance of occurring unchanged (same marginal draws)
+    assert abs(p_us - q_us) < 0.01 and abs(p_ps - q_ps) < 0.01, excess
+
+
+def test_factor_correlation_is_drawn_from_its_prior():
+    draws = draw_shocks(SPEC, (1, 4000, 5), len(YEARS), np.random.default_rng(12))
+    rho = draws.correlation["policy_stress"].ravel()
+    prior = SPEC.factors["policy_stress"].correlation.frozen()
+    assert stats.kstest(rho, prior.cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("shock", sorted(SPEC.shocks))
+def test_each_shock_severity_follows_its_own_declared_distribution(shock):
+    """KS test of 20,000 drawn severities against the shock's declared distribution (fails at
+    p < 0.001); and the test can tell distributions apart: the same draws are rejected against
+    the old shared template (LogNormal, 90% in [0.5, 1.5]) for the heavy-tailed shocks."""
+    from stforecast.priors import parse_prior
+    draws = draw_shocks(SPEC, (1, 800, 25), len(YEARS), np.random.default_rng(13))
+    x = draws.severity[shock][..., 0].ravel()
+    declared = SPEC.shocks[shock].severity.frozen()
+    assert stats.kstest(x, declared.cdf).pvalue > 1e-3, shock
+    if SPEC.shocks[shock].severity.dist == "LogStudentT":
+        template = parse_prior("t", "k", {"dist": "LogNormal", "range": [0.5, 1.5]},
+                               "positive").frozen()
+        assert stats.kstest(x, template.cdf).pvalue < 1e-6, shock
+        upper = SPEC.shocks[shock].severity.params["upper"]
+        assert x.max() <= upper + 1e-9 and np.isfinite(declared.mean())
+
+
+def test_stress_shocks_are_heavy_tailed_and_differ():
+    us = SPEC.shocks["us_restrictions"].severity.frozen()
+    ps = SPEC.shocks["public_sector_squeeze"].severity.frozen()
+    assert SPEC.shocks["us_restrictions"].severity.describe() != \
+        SPEC.shocks["public_sector_squeeze"].severity.describe()
+    for d in (us, ps):  # 99th percentile well beyond the old template's (1.88)
+        assert float(d.ppf(0.99)) > 2.3 and float(d.ppf(0.5)) < 1.0
+
+
+YEAR = re.compile(r"\b(19|20)\d{2}\b")
+
+
+def test_every_shock_states_its_basis_and_cites_nothing_after_the_report():
+    for name, shock in SPEC.shocks.items():
+        assert shock.probability_basis.strip() and shock.severity_basis.strip(), name
+        for text in (shock.probability_basis, shock.severity_basis, shock.source):
+            years = [int(m.group(0)) for m in YEAR.finditer(text)]
+            assert all(y <= 2021 for y in years), (name, years)
+    for name in ("us_restrictions", "public_sector_squeeze"):
+        basis = SPEC.shocks[name].probability_basis + SPEC.shocks[name].severity_basis
+        assert len(YEAR.findall(basis)) >= 3 and "was " in basis, name  # dated events; before/after
+    for factor in SPEC.factors.values():
+        assert factor.source.strip() and factor.reasoning.strip()
+
+
+def test_toyco_scenarios_carry_the_new_fields():
+    toy = load_company("toyco")
+    spec = load_scenarios(toy.scenarios_path, toy)
+    assert spec.factors and all(s.probability_basis.startswith("synthetic") for s in
+                                spec.shocks.values())
+    draws = draw_shocks(spec, (1, 10, 3), len(toy.forecast_years), np.random.default_rng(0))
+    assert set(draws.correlation) == set(spec.factors)

@@ -4,7 +4,10 @@ What a shock and a scenario are, and how they act on driver paths, is ``stforeca
 module only reads the file. Channels a shock may act through are the engine's drivers
 (``CHANNELS``) and the company's own: ``<segment>_revenue`` for each segment and
 ``<exposure>`` for each ``<exposure>_share`` in the company's ``[exposures]`` (e.g.
-``overseas_revenue`` for ``overseas_revenue_share``). Every problem is one line naming the file,
+``overseas_revenue`` for ``overseas_revenue_share``). Each shock states what its probability and
+severity rest on (``probability_basis``, ``severity_basis``); its severity is a positive family of
+the priors or ``LogStudentT`` (heavy-tailed, truncated). ``[factors.<name>]`` links shocks'
+occurrences through a common factor (``stforecast.shocks``). Every problem is one line naming the file,
 the key and what was expected (``ScenariosError``); nothing is evaluated from the file's text.
 """
 
@@ -14,8 +17,11 @@ import hashlib
 import math
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+from scipy import integrate, stats
 
 from .errors import StforecastError, show
 from .priors import Prior, PriorsError, parse_prior
@@ -41,8 +47,15 @@ CHANNELS: dict[str, tuple[str, str]] = {
                                       "year's intensity)"),
 }
 SHOCK_KEYS = ("label", "probability", "severity", "persistence", "channels", "source",
-              "reasoning")
+              "reasoning", "probability_basis", "severity_basis", "from_year")
+#: Each shock says what its numbers rest on: reference events dated before the report, with
+#: their sources (or, for a judgement, that it is one).
+BASIS_KEYS = ("probability_basis", "severity_basis")
 SCENARIO_KEYS = ("description", "default", "shocks")
+FACTOR_KEYS = ("label", "shocks", "correlation", "source", "reasoning")
+#: Severity families beyond the priors' positive ones: a Student-t on the log scale, truncated
+#: above at ``upper`` (intensity units), so that its mean is finite.
+LOG_T_KEYS = ("dist", "nu", "mu", "sigma", "upper")
 
 
 def company_channels(company) -> dict[str, tuple[str, str]]:
@@ -65,14 +78,77 @@ class ScenariosError(StforecastError):
     """The scenarios file is invalid; one line naming file, key and what was expected."""
 
 
+class _TruncatedLogT:
+    """Frozen distribution of exp(T), T ~ Student-t(nu, mu, sigma) truncated to T <= log(upper)."""
+
+    def __init__(self, nu, mu, sigma, upper):
+        self._t = stats.t(nu, mu, sigma)
+        self._log_upper = math.log(upper)
+        self._mass = float(self._t.cdf(self._log_upper))
+
+    def cdf(self, x):
+        x = np.asarray(x, dtype=float)
+        logx = np.log(np.where(x > 0, x, 1.0))
+        out = np.minimum(self._t.cdf(logx) / self._mass, 1.0)
+        return np.where(x > 0, out, 0.0)
+
+    def ppf(self, q):
+        return np.exp(self._t.ppf(np.asarray(q, dtype=float) * self._mass))
+
+    def rvs(self, size=None, random_state=None):
+        return self.ppf(np.random.default_rng(random_state).random(size))
+
+    def median(self):
+        return float(self.ppf(0.5))
+
+    def mean(self):
+        value, _ = integrate.quad(lambda t: math.exp(t) * self._t.pdf(t), -np.inf,
+                                  self._log_upper)
+        return value / self._mass
+
+
+@dataclass(frozen=True)
+class LogStudentT:
+    """A heavy-tailed severity: log(intensity) ~ Student-t(nu, mu, sigma), truncated at ``upper``."""
+
+    params: dict[str, float]
+    dist: str = "LogStudentT"
+    source: str = ""
+
+    def frozen(self) -> _TruncatedLogT:
+        p = self.params
+        return _TruncatedLogT(p["nu"], p["mu"], p["sigma"], p["upper"])
+
+    def describe(self) -> str:
+        inner = ", ".join(f"{k}={v:.4g}" for k, v in self.params.items())
+        return f"{self.dist}({inner})"
+
+
 @dataclass(frozen=True)
 class Shock:
     name: str
     label: str
     probability: Prior
-    severity: Prior
+    severity: Prior | LogStudentT
     persistence: float
     channels: dict[str, float]
+    source: str
+    reasoning: str = ""
+    probability_basis: str = ""
+    severity_basis: str = ""
+    from_year: str | None = None  # first year the shock may occur at random (None: the first)
+
+
+@dataclass(frozen=True)
+class Factor:
+    """A common factor of occurrence: the listed shocks' yearly occurrences are linked by a
+    one-factor Gaussian copula whose latent correlation has a prior (drawn per path). Each
+    shock's own occurrence probability is unchanged; only their co-occurrence rises."""
+
+    name: str
+    label: str
+    shocks: tuple[str, ...]
+    correlation: Prior
     source: str
     reasoning: str = ""
 
@@ -114,10 +190,11 @@ class ScenarioSpec:
     sha256: str
     shocks: dict[str, Shock]
     scenarios: dict[str, Scenario]
+    factors: dict[str, Factor] = field(default_factory=dict)
 
     def with_scenarios(self, scenarios: dict[str, Scenario]) -> "ScenarioSpec":
         """The same shocks with another set of scenarios (e.g. user-defined settings)."""
-        return ScenarioSpec(self.path, self.sha256, self.shocks, dict(scenarios))
+        return ScenarioSpec(self.path, self.sha256, self.shocks, dict(scenarios), self.factors)
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -175,6 +252,23 @@ def check_names(path, section: str, names, pattern: str) -> None:
             _fail(path, f"{section}.{name}", f"names that differ in more than case "
                                              f"({seen[name.lower()]!r} is already defined)")
         seen[name.lower()] = name
+def _severity(path, key, entry) -> Prior | LogStudentT:
+    """A positive family of the priors (e.g. LogNormal), or ``LogStudentT`` with nu, mu, sigma
+    and a truncation point ``upper`` (all required)."""
+    if isinstance(entry, dict) and entry.get("dist") == "LogStudentT":
+        _check_table(path, key, entry, LOG_T_KEYS)
+        params = {}
+        for name in LOG_T_KEYS[1:]:
+            if name not in entry:
+                _fail(path, f"{key}.{name}", "a value (LogStudentT takes nu, mu, sigma, upper)")
+            lo = -math.inf if name == "mu" else 0.0
+            params[name] = _number(path, f"{key}.{name}", entry[name], lo)
+            if name != "mu" and params[name] <= 0:
+                _fail(path, f"{key}.{name}", f"a positive number, got {params[name]:g}")
+        if params["upper"] <= math.exp(params["mu"]):
+            _fail(path, f"{key}.upper", f"above the median exp(mu) = {math.exp(params['mu']):.3g}")
+        return LogStudentT(params)
+    return _prior(path, key, entry, "positive", "shock_severity")
 
 
 def _check_table(path, key, table, allowed) -> None:
@@ -186,10 +280,10 @@ def _check_table(path, key, table, allowed) -> None:
         _fail(path, f"{key}.{extra[0]}", f"only {', '.join(allowed)}")
 
 
-def _shock(path, name, table, channels) -> Shock:
+def _shock(path, name, table, channels, years) -> Shock:
     key = f"shocks.{name}"
     _check_table(path, key, table, SHOCK_KEYS)
-    for part in ("probability", "severity", "persistence", "channels", "source"):
+    for part in ("probability", "severity", "persistence", "channels", "source", *BASIS_KEYS):
         if part not in table:
             _fail(path, f"{key}.{part}", "a value (it is missing)")
     source = table["source"]
@@ -209,14 +303,57 @@ def _shock(path, name, table, channels) -> Shock:
     for text in ("label", "reasoning"):
         if not isinstance(table.get(text, ""), str):
             _fail(path, f"{key}.{text}", "a string")
+    for basis in BASIS_KEYS:
+        if not isinstance(table[basis], str) or not table[basis].strip():
+            _fail(path, f"{key}.{basis}", "a non-empty string naming the reference events (with "
+                                          "their sources, dated before the report) or the "
+                                          "judgement the number rests on")
     return Shock(
         name=name, label=table.get("label") or name.replace("_", " "),
         probability=_prior(path, f"{key}.probability", table["probability"], "unit",
                            "shock_probability"),
-        severity=_prior(path, f"{key}.severity", table["severity"], "positive", "shock_severity"),
+        severity=_severity(path, f"{key}.severity", table["severity"]),
         persistence=_number(path, f"{key}.persistence", table["persistence"], 0.0, 1.0),
         channels={c: float(v) for c, v in effects.items()},
-        source=source, reasoning=table.get("reasoning", ""))
+        source=source, reasoning=table.get("reasoning", ""),
+        probability_basis=table["probability_basis"], severity_basis=table["severity_basis"],
+        from_year=_from_year(path, key, table, years))
+
+
+def _from_year(path, key, table, years) -> str | None:
+    """Years already over at the report date can be excluded from random occurrence."""
+    if "from_year" not in table:
+        return None
+    if table["from_year"] not in years:
+        _fail(path, f"{key}.from_year", f"one of {', '.join(years)}, got {table['from_year']!r}")
+    return table["from_year"]
+
+
+def _factor(path, name, table, shocks, taken) -> Factor:
+    key = f"factors.{name}"
+    _check_table(path, key, table, FACTOR_KEYS)
+    for part in ("shocks", "correlation", "source"):
+        if part not in table:
+            _fail(path, f"{key}.{part}", "a value (it is missing)")
+    members = table["shocks"]
+    if not isinstance(members, list) or len(members) < 2 or len(set(members)) != len(members):
+        _fail(path, f"{key}.shocks", "a list of at least two different shocks")
+    for shock in members:
+        if shock not in shocks:
+            _fail(path, f"{key}.shocks", f"shocks defined in [shocks], got {shock!r}")
+        if shock in taken:
+            _fail(path, f"{key}.shocks", f"each shock in one factor at most; {shock!r} is also "
+                                         f"in factors.{taken[shock]}")
+        taken[shock] = name
+    source = table["source"]
+    if not isinstance(source, str) or not source.strip():
+        _fail(path, f"{key}.source", "a non-empty string naming the evidence for the link")
+    for text in ("label", "reasoning"):
+        if not isinstance(table.get(text, ""), str):
+            _fail(path, f"{key}.{text}", "a string")
+    return Factor(name, table.get("label") or name.replace("_", " "), tuple(members),
+                  _prior(path, f"{key}.correlation", table["correlation"], "unit"),
+                  source, table.get("reasoning", ""))
 
 
 def parse_setting(path, key, value, years) -> Setting:
@@ -282,8 +419,8 @@ def load_scenarios(path: str | Path, company, _table: tuple[dict, bytes] | None 
     path = str(path)
     raw, blob = _table or read_toml(path, ScenariosError)
     for section in raw:
-        if section not in ("meta", "shocks", "scenarios"):
-            _fail(path, section, "a known section: one of meta, shocks, scenarios")
+        if section not in ("meta", "shocks", "factors", "scenarios"):
+            _fail(path, section, "a known section: one of meta, shocks, factors, scenarios")
     for section in ("shocks", "scenarios"):
         if not isinstance(raw.get(section), dict) or not raw[section]:
             _fail(path, section, "a non-empty table")
@@ -291,12 +428,17 @@ def load_scenarios(path: str | Path, company, _table: tuple[dict, bytes] | None 
     for name, t in raw["shocks"].items():
         if not isinstance(t, dict):
             _fail(path, f"shocks.{name}", f"a table, got {show(t)}")
-    shocks = {name: _shock(path, name, t, channels) for name, t in raw["shocks"].items()}
+    shocks = {name: _shock(path, name, t, channels, years) for name, t in raw["shocks"].items()}
+    raw_factors = raw.get("factors", {})
+    if not isinstance(raw_factors, dict):
+        _fail(path, "factors", "a table of factors")
+    taken: dict[str, str] = {}
+    factors = {name: _factor(path, name, t, shocks, taken) for name, t in raw_factors.items()}
     scenarios = {name: _scenario(path, name, t, shocks, years)
                  for name, t in raw["scenarios"].items()}
     if HEADLINE_SCENARIO not in scenarios:
         _fail(path, f"scenarios.{HEADLINE_SCENARIO}", "the headline scenario (it is missing)")
-    return ScenarioSpec(path, hashlib.sha256(blob).hexdigest(), shocks, scenarios)
+    return ScenarioSpec(path, hashlib.sha256(blob).hexdigest(), shocks, scenarios, factors)
 
 
 # --- overlays: a user's file laid over the company's ----------------------------------------------

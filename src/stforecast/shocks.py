@@ -7,12 +7,22 @@ A **shock** (a company's ``scenarios.toml``, section ``[shocks.<name>]``; parsed
   draws its own probability from it, then an occurrence (Bernoulli) in each forecast year;
 * ``severity``: a distribution of the intensity of one occurrence (1 = the typical occurrence the
   ``channels`` describe; 0.5 = half as bad);
+* ``from_year`` (optional): the first year in which the shock may occur at random (years that
+  had ended by the report date carry no new random event; a scenario may still force one);
 * ``persistence``: the fraction of last year's intensity still acting this year (0 = a one-year
   hit, 1 = permanent), so a shock in one year still weighs on the next. Occurrences add up:
   ``intensity[t] = persistence * intensity[t-1] + occurred[t] * severity[t]``;
 * ``channels``: the effect of a typical occurrence (intensity 1) on each driver it acts through,
   in the units of ``scenarios.company_channels``;
-* ``source``: where the report names the risk.
+* ``source``: where the report names the risk; ``probability_basis`` and ``severity_basis``:
+  the reference events (dated before the report, with their sources) the numbers rest on.
+
+A **common factor** (``[factors.<name>]``) links the occurrences of its shocks: each year, shock
+*i* of the factor occurs when ``Phi(sqrt(rho) * Z + sqrt(1 - rho) * E_i) < p_i``, with ``Z`` one
+standard normal per path and year shared by the factor's shocks, ``E_i`` the shock's own, and the
+latent correlation ``rho`` drawn per path from the factor's prior. This is a one-factor Gaussian
+copula: each shock keeps exactly its own occurrence probability, and for ``rho > 0`` the shocks
+occur together more often than if independent (a policy-stress year raises both hazards).
 
 Shocks compose: relative effects multiply, additive effects add, and the result is clipped to
 each driver's support. Costs are sticky: when shocks cut revenue, operating expenses (R&D,
@@ -32,13 +42,15 @@ Pure numpy/scipy/xarray; no refit is ever needed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
+from scipy import special
 
-from .scenarios import (CHANNELS, Scenario, ScenarioSpec, ScenariosError, Setting, Shock,  # noqa: F401
-                        company_channels, load_scenarios, parse_setting)
+from .scenarios import (CHANNELS, Factor, LogStudentT, Scenario, ScenarioSpec,  # noqa: F401
+                        ScenariosError, Setting, Shock, company_channels, load_scenarios,
+                        parse_setting)
 
 #: Lower and upper bounds each shocked driver is clipped to.
 _SUPPORT = {
@@ -52,22 +64,31 @@ STICKY_COSTS = ("rnd_ratio", "selling_marketing_ratio", "admin_ratio")
 @dataclass(frozen=True)
 class ShockDraws:
     """Per shock: its prior annual probability per path (chain, draw, path), a uniform per path
-    and year for occurrence, and the severity per path and year drawn from its prior."""
+    and year for occurrence (linked across a factor's shocks), and the severity per path and year
+    drawn from its own distribution. Per factor: its latent correlation per path."""
 
     probability: dict[str, np.ndarray]
     uniform: dict[str, np.ndarray]
     severity: dict[str, np.ndarray]
+    correlation: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def draw_shocks(spec: ScenarioSpec, shape: tuple[int, ...], n_years: int,
                 rng: np.random.Generator) -> ShockDraws:
     """The random numbers every scenario shares (common random numbers)."""
-    prob, unif, sev = {}, {}, {}
+    prob, unif, sev, corr = {}, {}, {}, {}
     for name, shock in spec.shocks.items():
         prob[name] = shock.probability.frozen().rvs(size=shape, random_state=rng)
         unif[name] = rng.random(shape + (n_years,))
         sev[name] = shock.severity.frozen().rvs(size=shape + (n_years,), random_state=rng)
-    return ShockDraws(prob, unif, sev)
+    for name, factor in spec.factors.items():  # after the shocks: their own draws are unchanged
+        rho = factor.correlation.frozen().rvs(size=shape, random_state=rng)[..., None]
+        common = rng.standard_normal(shape + (n_years,))
+        for shock in factor.shocks:
+            own = rng.standard_normal(shape + (n_years,))
+            unif[shock] = special.ndtr(np.sqrt(rho) * common + np.sqrt(1.0 - rho) * own)
+        corr[name] = rho[..., 0]
+    return ShockDraws(prob, unif, sev, corr)
 
 
 def intensities(spec: ScenarioSpec, scenario: Scenario, draws: ShockDraws,
@@ -80,10 +101,12 @@ def intensities(spec: ScenarioSpec, scenario: Scenario, draws: ShockDraws,
         if setting.year is not None:
             occurred = np.zeros(u.shape, dtype=bool)
             occurred[..., years.index(setting.year)] = True
-        elif setting.probability == "prior":
-            occurred = u < draws.probability[name][..., None]
         else:
-            occurred = u < setting.probability
+            p = draws.probability[name][..., None] if setting.probability == "prior" \
+                else setting.probability
+            occurred = u < p
+            if shock.from_year is not None:  # years over at the report date: no random event
+                occurred[..., :years.index(shock.from_year)] = False
         severity = draws.severity[name] if setting.severity is None else setting.severity
         hit = np.where(occurred, severity, 0.0)
         level = np.empty(u.shape)
