@@ -14,6 +14,8 @@ NEW_SHOCK = """
 [shocks.gpu_ban]
 label = "GPU export ban"
 source = "a test shock"
+probability_basis = "judgement (a test shock)"
+severity_basis = "judgement (a test shock)"
 probability = { dist = "Beta", range = [0.05, 0.20] }
 severity = { dist = "LogNormal", range = [0.5, 1.5] }
 persistence = 0.9

@@ -10,7 +10,7 @@ control characters cannot break it, and an echoed input of 100 KB is cut. Standa
 
 from __future__ import annotations
 
-from .registry import MAX_ECHO_CHARS, MAX_MESSAGE_CHARS, MAX_WORD_CHARS
+from .registry import MAX_ECHO_CHARS, MAX_MESSAGE_CHARS, MAX_PATH_CHARS, MAX_WORD_CHARS
 
 
 def _cut(text: str, limit: int) -> str:
@@ -19,11 +19,12 @@ def _cut(text: str, limit: int) -> str:
 
 def one_line(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
     """``text`` as one printable line: whitespace runs collapsed, other control characters
-    shown as ``?``, any single word longer than ``MAX_WORD_CHARS`` cut, and the whole cut to
+    shown as ``?``, any single word longer than ``MAX_WORD_CHARS`` cut (a path, with a
+    ``/``, only beyond ``MAX_PATH_CHARS``: the error names its file whole), and the whole cut to
     ``limit`` characters (its head and its tail, which usually says what was expected)."""
     words = str(text).split()
-    line = " ".join(_cut("".join(c if c.isprintable() else "?" for c in w), MAX_WORD_CHARS)
-                    for w in words)
+    line = " ".join(_cut("".join(c if c.isprintable() else "?" for c in w),
+                         MAX_PATH_CHARS if "/" in w else MAX_WORD_CHARS) for w in words)
     if len(line) <= limit:
         return line
     tail = limit // 4

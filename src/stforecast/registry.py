@@ -138,6 +138,8 @@ def variable(name: str) -> Variable | None:
 MAX_MESSAGE_CHARS = 1200
 MAX_ECHO_CHARS = 60
 MAX_WORD_CHARS = 100
+#: ... except a file path (a word with a '/'), which an error must name whole.
+MAX_PATH_CHARS = 600
 #: Input files (TOML: company, priors, scenarios, peers, actuals, sweeps) larger than this are
 #: refused before they are read; so are pipes, devices and folders.
 MAX_INPUT_BYTES = 1_000_000
