@@ -244,7 +244,7 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
     predictive = simulate(posterior.astype("float64"), company, obs, per_draw,
                           np.random.default_rng(seed), scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
-                          valuation=valuation, ceilings=spec.ceilings())
+                          valuation=valuation, ceilings=spec.ceilings(), priors=spec)
     predictive.attrs.update(draws_attrs(company))
     return scenario_summaries(predictive, scenarios, company), predictive
 
@@ -505,10 +505,10 @@ def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
     rng = np.random.default_rng(seed)
     predictive = simulate(posterior, company, inputs.obs, per_draw, rng, scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
-                          valuation=fitted.valuation, ceilings=ceilings)
+                          valuation=fitted.valuation, ceilings=ceilings, priors=inputs.spec)
     prior_predictive = simulate(fitted.prior, company, inputs.obs, PRIOR_PATHS_PER_DRAW, rng,
                                 keep=stored_names(company), valuation=fitted.valuation,
-                                ceilings=ceilings)
+                                ceilings=ceilings, priors=inputs.spec)
     predictive.attrs.update(draws_attrs(company))
     return Draws(predictive, prior_predictive, int(n_paths))
 
