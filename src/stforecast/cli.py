@@ -79,11 +79,12 @@ def replicate(company) -> dict:
     """The engine on the report's own assumptions: ``{line: {year: value}}`` for the money
     lines (the company's currency, mn, rounded to 0.1) and ``target_price`` (price currency)."""
     from .engine import report_case
-    from .registry import REPORTED_LINES
+    from .registry import FORECAST_ONLY_LINES, REPORTED_LINES
 
     out = report_case(company)
     money = [n for n in company.reported_lines(REPORTED_LINES)
-             if n not in VARIABLES or VARIABLES[n].units == "{currency} mn"]
+             if (n not in VARIABLES or VARIABLES[n].units == "{currency} mn")
+             and n not in FORECAST_ONLY_LINES]
     years = [str(y) for y in out["year"].values]
     result = {n: {y: round(float(out[n].sel(year=y)), 1) for y in years} for n in money}
     result["target_price"] = round(float(out["target_price"]), 3)
@@ -111,7 +112,44 @@ def cmd_replicate(args) -> int:
         print(row)
     print(f"{f'target_price ({company.price_currency})':<26}{result['target_price']:>14.3f}"
           f"{company.market.target_price_published:>9.2f}")
+    table = conventions_table(company)
+    if table is not None:
+        print()
+        print_conventions(table, company)
     return 0
+
+
+def conventions_table(company):
+    """The report's case under the report's and the correct conventions (``None`` when the
+    company's priors file cannot be read: replication does not need it)."""
+    from .costs import point_funding
+    from .engine import convention_table
+    from .priors import load_priors
+    try:
+        spec = load_priors(company.priors_path, company.growth_drivers())
+    except StforecastError:
+        return None
+    return convention_table(company, point_funding(spec, company))
+
+
+def print_conventions(table: dict, company) -> None:
+    years = list(next(iter(table["lines"].values())))
+    print(f"Conventions: the report's case as the report computes it vs the forecast's (correct) "
+          f"conventions ({company.currency} mn)")
+    print(f"{'line item':<26}" + "".join(f"{y + ' report':>14}{'correct':>10}{'diff':>9}"
+                                          for y in years))
+    for name, by_year in table["lines"].items():
+        print(f"{name:<26}" + "".join(f"{_fmt(by_year[y]['report']):>14}"
+                                      f"{_fmt(by_year[y]['correct']):>10}"
+                                      f"{_fmt(by_year[y]['difference']):>9}" for y in years))
+    vy = table["valuation_year"]
+    for name, v in table["values"].items():
+        unit = (f"{company.price_currency}/share" if name != "shares_outstanding"
+                else f"mn, {vy}")
+        print(f"{f'{name} ({unit})':<34}{v['report']:>12,.3f}{v['correct']:>12,.3f}"
+              f"{v['difference']:>10,.3f}")
+    for note in table["notes"]:
+        print(f"  * {note}")
 
 
 # --- check-priors -------------------------------------------------------------------------------

@@ -362,3 +362,35 @@ def report_case(company, conventions: Conventions = REPORT, extra: xr.Dataset | 
     drivers the correct conventions need (funding, discounting; ``costs.point_funding``)."""
     drivers = company.report_case if extra is None else company.report_case.assign(extra)
     return run_engine(drivers, company.opening, company.market, conventions)
+
+
+def convention_table(company, extra: xr.Dataset) -> dict:
+    """The report's own case under the report's conventions and under the correct ones, and
+    the difference: ``{"lines": {line: {year: {"report", "correct", "difference"}}},
+    "values": {name: {...}}, "valuation_year", "notes"}`` (currency mn; prices in the price
+    currency per share). ``extra``: the correct conventions' funding and discounting drivers
+    (``costs.point_funding``)."""
+    from .registry import CONVENTION_LINES, CONVENTION_VALUES
+
+    report = report_case(company, REPORT)
+    correct = report_case(company, CORRECT, extra)
+
+    def row(a, b) -> dict:
+        a, b = float(a), float(b)
+        return {"report": round(a, 3), "correct": round(b, 3), "difference": round(b - a, 3)}
+
+    years = [str(y) for y in report["year"].values]
+    lines = {name: {y: row(report[name].sel(year=y), correct[name].sel(year=y)) for y in years}
+             for name in CONVENTION_LINES}
+    values = {name: row(report[name], correct[name]) for name in CONVENTION_VALUES}
+    year = company.market.valuation_year
+    values["shares_outstanding"] = row(company.market.shares_outstanding_mn,
+                                       correct["shares_outstanding"].sel(year=year))
+    return {"lines": lines, "values": values, "valuation_year": year,
+            "notes": ["correct: share-based compensation added back in operating cash flow and "
+                      "paid in new shares at the path's value per share",
+                      "correct: net cash = cash + term deposits + other liquid investments - debt",
+                      "correct: target price per diluted share; value_today = target price "
+                      "discounted at the cost of equity (prior median) over the horizon",
+                      "correct: funding raises money when liquidity would fall below the floor "
+                      "(none needed on the report's case when the floor is not breached)"]}
