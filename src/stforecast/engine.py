@@ -283,12 +283,14 @@ def _decide(drivers: xr.Dataset, opening, market: Market, conventions: Conventio
         drivers["year"], dtype=float)
     shares = xr.DataArray(market.shares_outstanding_mn)
     min_price = MIN_ISSUE_PRICE_FRACTION * market.price * market.fx
+    dirty = False  # a decision changed the drivers since the last pass
     for i, y in enumerate(years):
         at = {"year": y}
         here = (drivers["year"] == y)
-        if i > 0:
+        if dirty:
             d, inc, wc, cf = _pass(drivers.assign(cost_cut_factor=cut, equity_raised=equity,
                                                   debt_raised=debt), opening, conventions)
+            dirty = False
         value = (d["ev_sales_multiple"] * inc["revenue"].sel(at, drop=True)
                  + cf["net_cash"].sel(at, drop=True) - market.minority_interest)
         price = np.maximum(value / shares, min_price)  # currency per share, before new shares
@@ -301,6 +303,7 @@ def _decide(drivers: xr.Dataset, opening, market: Market, conventions: Conventio
             short = floor - liquidity
             raised = xr.where(short > 0, short + drivers["raise_buffer_years"]
                               * np.maximum(burn, 0.0), 0.0)
+            dirty = dirty or bool((short > 0).any())
             as_debt = raised * drivers["raise_with_debt"]
             as_equity = raised - as_debt
             equity = equity + here * as_equity
@@ -315,12 +318,14 @@ def _decide(drivers: xr.Dataset, opening, market: Market, conventions: Conventio
         if respond and i + 1 < len(years):
             runway = xr.where(burn > 0, (liquidity + raised) / burn.where(burn > 0), np.inf)
             trigger = runway < drivers["cut_runway_years"]
+            dirty = dirty or bool(trigger.any())
             later = xr.DataArray([j > i for j in range(len(years))], dims="year",
                                  coords={"year": years})
             cut = cut * xr.where(trigger & later, 1.0 - drivers["cut_size"], 1.0)
             cut_flag = cut_flag + (here.shift(year=1, fill_value=False)) * trigger
-    d, inc, wc, cf = _pass(drivers.assign(cost_cut_factor=cut, equity_raised=equity,
-                                          debt_raised=debt), opening, conventions)
+    if dirty:
+        d, inc, wc, cf = _pass(drivers.assign(cost_cut_factor=cut, equity_raised=equity,
+                                              debt_raised=debt), opening, conventions)
     base = xr.DataArray(market.shares_outstanding_mn)
     shares_path = base + shares_new.cumsum("year")
     decisions = {
