@@ -170,15 +170,23 @@ def _print_run_summary(summary, out: Path) -> None:
     print()
     print(f"{c.name} ({c.ticker}); money in {c.currency} mn, prices in {c.price_currency}")
     print(f"{'':<28}{'q05':>10}{'median':>10}{'q95':>10}")
-    rows = [(f"{n} {final}", lines[n][final]) for n in ("revenue", "free_cash_flow", "cash")
-            if n in lines]
+    rows = [(f"{n} {final}", lines[n][final]) for n in ("revenue", "free_cash_flow", "cash",
+                                                         "liquidity") if n in lines]
     rows += [(f"cash burn {summary.periods.cash_burn}", scalars["cash_burn"]),
              (f"target price ({c.price_currency})", scalars["target_price"])]
+    if "value_today" in scalars:
+        rows.append((f"value today ({c.price_currency})", scalars["value_today"]))
     for label, s in rows:
         print(f"{label:<28}{_fmt(s.q05):>10}{_fmt(s.q50):>10}{_fmt(s.q95):>10}")
     p = summary.headline.p_upside
-    print(f"P(target_price > {c.price:g}) = {p.value:.3f} ± {p.mcse:.3f}   "
+    variable = summary.upside.variable if summary.upside is not None else "target_price"
+    print(f"P({variable} > {c.price:g}) = {p.value:.3f} ± {p.mcse:.3f}   "
           f"({summary.n_paths:,} paths)")
+    funding = summary.headline.funding
+    if funding is not None:
+        print("P(raise money by) " + ", ".join(f"{y} {q.value:.3f} ± {q.mcse:.3f}"
+                                               for y, q in funding.p_raise_by.items())
+              + f"; median dilution {funding.dilution.q50:.2%}")
     methods = summary.headline.valuation_methods
     if len(methods) > 1:
         print("  by valuation method: " + ", ".join(
@@ -262,7 +270,7 @@ def cmd_scenarios(args) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     print(f"median [5% - 95%]; {c.currency} mn, target price {c.price_currency}; "
-          f"P(upside) = P(target_price > {c.price:g}) ± MCSE")
+          f"P(upside) = P(value per diluted share today > {c.price:g}) ± MCSE")
     labels = [f"{v} {c.final_year}" if per_year else v.replace("_", " ")
               for v, per_year in SCENARIO_COLUMNS]
     print(f"{'scenario':<24}" + "".join(f"{label:>27}" for label in labels) + f"{'P(upside)':>17}")

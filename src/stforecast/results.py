@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ResultsError
-from .registry import DRAWS_FILE, SCHEMA_VERSION, SUMMARY_FILE, variable
+from .registry import DRAWS_FILE, READABLE_SCHEMAS, SCHEMA_VERSION, SUMMARY_FILE, variable
 
 #: Input files a run records in forecast.nc (names as in ``Company.files``).
 INPUT_FILES = ("company", "priors", "scenarios", "peers")
@@ -399,7 +399,7 @@ class Summary:
     def from_dict(cls, d: Any, src: str = SUMMARY_FILE) -> Summary:
         d = _table(d, "", src)
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMAS:
             got = "none" if version is None else repr(version)
             _fail(src, "schema_version", f"{SCHEMA_VERSION}, got {got} (results of another "
                                          f"stforecast version: rerun `stforecast run`)")
@@ -482,7 +482,7 @@ class Provenance:
     @classmethod
     def from_attrs(cls, attrs: dict, src: str) -> Provenance:
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in attrs.items()}
-        if attrs.get("schema_version") != SCHEMA_VERSION:
+        if attrs.get("schema_version") not in READABLE_SCHEMAS:
             _fail(src, "schema_version", f"{SCHEMA_VERSION} in the file's root attributes, got "
                                          f"{attrs.get('schema_version')!r} (rerun `stforecast run`)")
         try:
