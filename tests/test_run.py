@@ -289,7 +289,9 @@ def test_scenarios_and_sensitivity_commands(small_run, capsys):
 def test_query_command_on_a_run(small_run, capsys):
     from stforecast.cli import main
     out, summary = small_run
-    assert main(["query", "P(target_price_hkd > 6.73)", "--results", str(out), "--json"]) == 0
+    # p_upside is P(value per diluted share today > price) (summary "upside")
+    assert summary.upside.variable == "value_today"
+    assert main(["query", "P(value_today > 6.73)", "--results", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result == {"value": summary.headline.p_upside.value,
                       "mcse": pytest.approx(summary.headline.p_upside.mcse, abs=1e-5),
@@ -315,7 +317,8 @@ def test_run_command_exits_3_when_the_bar_is_missed(small_run, tmp_path, monkeyp
     assert str(folder) == "results/sensetime" and key == "sensetime"
     assert settings.fit.draws == 200 and settings.seed == run_module.DEFAULT_SEED
     captured = capsys.readouterr()
-    assert "P(target_price > 6.73) = " in captured.out and "FY23" in captured.out
+    assert "P(value_today > 6.73) = " in captured.out and "FY23" in captured.out
+    assert "P(raise money by) FY21" in captured.out
     assert captured.err.count("\n") == 1 and "; ".join(summary.reasons) in captured.err
     assert main(["run", "--no-report"]) == 0
     assert "WARNING: the fit misses the quality bar" in capsys.readouterr().err
