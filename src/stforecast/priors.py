@@ -160,7 +160,8 @@ class PriorSpec:
     def summary(self) -> str:
         return (f"{self.path}: valid — {len(self.growth)} growth drivers, {len(self.ratios)} ratio "
                 f"drivers, {len(self.valuation)} valuation prior(s), {len(self.pooling)} pooling "
-                f"prior(s); sha256 {self.sha256[:12]}")
+                f"prior(s), {len(self.costs)} cost, {len(self.funding)} funding and "
+                f"{len(self.discounting)} discounting prior(s); sha256 {self.sha256[:12]}")
 
 
 def _fail(path, key, expected) -> None:

@@ -160,6 +160,7 @@ class SweepBase:
     per_draw: int
     seed: int
     default: str = "prior"
+    priors: object = None  # the run's PriorSpec (cost, funding and discounting priors)
 
     @property
     def n_paths(self) -> int:
@@ -197,7 +198,7 @@ def base_from_results(results, spec: SweepSpec | None = None,
     return SweepBase(company, observations_from_company(company), scenarios,
                      posterior.astype("float64"), Valuation(priors.valuation_method, relation),
                      priors.ceilings(), paths_per_draw(posterior, paths), seed,
-                     spec.default if spec is not None else "prior")
+                     spec.default if spec is not None else "prior", priors=priors)
 
 
 def _scenario(name: str, setting: dict[str, float], base: SweepBase):
@@ -246,7 +247,7 @@ def sweep_task(chunk: list[tuple[int, dict]], base: SweepBase) -> list[tuple[int
                                        zip(names, chunk)})
     predictive = simulate(base.posterior, base.company, base.obs, base.per_draw,
                           np.random.default_rng(base.seed), scenarios=spec, keep=list(NEEDED),
-                          valuation=base.valuation, ceilings=base.ceilings)
+                          valuation=base.valuation, ceilings=base.ceilings, priors=base.priors)
     return [(i, setting_summary(predictive.sel(scenario=n, drop=True), base.company))
             for n, (i, _) in zip(names, chunk)]
 
