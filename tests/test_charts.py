@@ -148,8 +148,10 @@ def test_densities_histograms_and_scenarios(built):
     assert edges[0] <= company.market.price <= edges[-1]
     assert edges[0] <= company.market.target_price_published <= edges[-1]
     counts, _ = np.histogram(values, bins=edges)
-    np.testing.assert_allclose(tp["histogram"], counts / (values.size * (edges[1] - edges[0])),
-                               rtol=1e-4)
+    # the stored edges are rounded (summary.json keeps 5 significant digits): a sample within
+    # rounding distance of an edge may sit in the neighbouring bin, so allow one sample per bin
+    one = 1.0 / (values.size * (edges[1] - edges[0]))
+    np.testing.assert_allclose(tp["histogram"], counts * one, rtol=1e-4, atol=1.01 * one)
     area = np.trapezoid(tp["density"], tp["grid"])
     assert 0.85 < area <= 1.01
     assert tp["median"] == pytest.approx(np.median(values), rel=1e-4)

@@ -73,6 +73,11 @@ def test_replicate_table():
     for line in REPLICATE_SENSETIME:
         assert line in out, line
     assert "target_price (HKD)" in out and "8.080" in out and "8.08" in out
+    # the conventions table: the report's case under the report's and the correct conventions
+    conventions = out[out.index("Conventions:"):]
+    for line in ("operating_cash_flow", "liquidity", "net_cash", "value_today (HKD/share)"):
+        assert line in conventions, line
+    assert "1,502" in conventions  # FY21 OCF difference = FY21 share-based compensation
     # engine vs report on one row, e.g. revenue FY23: 8,826 vs the report's 8,825
     row = next(r for r in out.splitlines() if r.startswith("revenue "))
     assert row.split()[1:] == ["4,679", "4,678", "6,398", "6,399", "8,826", "8,825"]

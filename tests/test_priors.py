@@ -39,7 +39,10 @@ def spec():
 
 def test_real_file_loads(spec):
     assert len(spec.growth) == 6 and set(spec.growth) == set(DRIVERS)
-    assert len(spec.ratios) == 11 and set(spec.ratios) == set(RATIO_DRIVERS)
+    # opex and capex left the ratio processes for the currency cost model ([costs])
+    assert len(spec.ratios) == 7 and set(spec.ratios) == set(RATIO_DRIVERS)
+    assert spec.costs and spec.funding and spec.discounting
+    assert spec.settings["liquidity_floor"] == 3000
     assert "ev_sales_multiple" in spec.valuation
     assert "company_growth_effect" in spec.pooling
     assert all(p.source for p in spec.processes().values())
@@ -58,6 +61,7 @@ def test_real_file_elicited_ranges_match(spec):
     priors = [getattr(p, part) for p in spec.processes().values()
               for part in ("long_run", "persistence", "volatility")]
     priors += list(spec.valuation.values()) + list(spec.pooling.values())
+    priors += [*spec.costs.values(), *spec.funding.values(), *spec.discounting.values()]
     elicited = [p for p in priors if p.elicited is not None]
     assert {p.dist for p in elicited} >= {"Normal", "LogNormal", "Beta"}
     assert len(elicited) >= 30
@@ -226,7 +230,7 @@ def test_check_priors_cli_valid_file():
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
     assert str(REAL) in lines[0] and "valid" in lines[0]
-    assert "6 growth" in lines[0] and "11 ratio" in lines[0]
+    assert "6 growth" in lines[0] and "7 ratio" in lines[0]
 
 
 def test_observation_section_points_to_the_company_file(tmp_path):

@@ -123,7 +123,7 @@ def _error_line(text, tmp_path):
 def test_another_schema_or_a_bad_key_is_one_line(small_run, tmp_path):
     raw = json.loads((small_run[0] / "summary.json").read_text())
     message = _error_line(json.dumps({**raw, "schema_version": 1}), tmp_path)
-    assert "schema_version" in message and "expected 2, got 1" in message
+    assert "schema_version" in message and f"expected {SCHEMA_VERSION}, got 1" in message
     message = _error_line(json.dumps({k: v for k, v in raw.items() if k != "schema_version"}),
                           tmp_path)
     assert "key 'schema_version'" in message
@@ -180,7 +180,7 @@ def test_altered_or_missing_provenance_is_one_line(tmp_path):
     assert "\n" not in str(info.value)
     with h5netcdf.File(folder / "forecast.nc", "a") as f:
         del f.attrs["schema_version"]
-    with pytest.raises(ResultsError, match="key 'schema_version': expected 2 in the file's root"):
+    with pytest.raises(ResultsError, match=f"key .schema_version.: expected {SCHEMA_VERSION} in the file.s root"):
         load_results(folder).provenance
 
 
@@ -314,7 +314,9 @@ def test_scenarios_and_sensitivity_commands(small_run, capsys):
 def test_query_command_on_a_run(small_run, capsys):
     from stforecast.cli import main
     out, summary = small_run
-    assert main(["query", "P(target_price_hkd > 6.73)", "--results", str(out), "--json"]) == 0
+    # p_upside is P(value per diluted share today > price) (summary "upside")
+    assert summary.upside.variable == "value_today"
+    assert main(["query", "P(value_today > 6.73)", "--results", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result == {"expression": "P(target_price_hkd > 6.73)", "scenario": "risk-weighted",
                       "value": summary.headline.p_upside.value,
@@ -341,7 +343,8 @@ def test_run_command_exits_3_when_the_bar_is_missed(small_run, tmp_path, monkeyp
     assert str(folder) == "results/sensetime" and key == "sensetime"
     assert settings.fit.draws == 200 and settings.seed == run_module.DEFAULT_SEED
     captured = capsys.readouterr()
-    assert "P(target_price > 6.73) = " in captured.out and "FY23" in captured.out
+    assert "P(value_today > 6.73) = " in captured.out and "FY23" in captured.out
+    assert "P(raise money by) FY21" in captured.out
     assert captured.err.count("\n") == 1 and "; ".join(summary.reasons) in captured.err
     assert main(["run", "--no-report"]) == 0
     assert "WARNING: the fit misses the quality bar" in capsys.readouterr().err

@@ -482,15 +482,16 @@ def prior_posterior_block(prior: xr.Dataset, posterior: xr.Dataset) -> list[dict
 # --- everything -----------------------------------------------------------------------------------
 def chart_data(predictive_all: xr.Dataset, company: Company, summary: Mapping, *,
                prior: xr.Dataset | None = None, posterior: xr.Dataset | None = None,
-               peers: xr.Dataset | None = None, peer_posterior: xr.Dataset | None = None
-               ) -> dict:
+               peers: xr.Dataset | None = None, peer_posterior: xr.Dataset | None = None,
+               conventions: Mapping | None = None) -> dict:
     """Everything the charts and the report show, as JSON-able data (see the module docstring).
 
     ``predictive_all``: the posterior predictive draws of every scenario (dims scenario, chain,
     draw, path[, year]); ``summary``: the run's summary so far (headline scenario, valuation
     methods, peer fit, periods, shocks, sensitivity); ``prior``/``posterior``: the driver
     model's parameters; ``peers``/``peer_posterior``: the peer table and the regression's
-    posterior (dims chain, draw).
+    posterior (dims chain, draw); ``conventions``: the report's case under the report's and the
+    correct conventions (``engine.convention_table``).
     """
     from .peers import regression  # the columns the peer table declares
 
@@ -516,6 +517,7 @@ def chart_data(predictive_all: xr.Dataset, company: Company, summary: Mapping, *
         "scenarios": scenarios_block(predictive_all, company, variables),
         "events": events_block(headline, company),
         "peers": None, "prior_posterior": [],
+        "conventions": dict(conventions) if conventions is not None else None,
     }
     if peers is not None and peer_posterior is not None:
         reg = regression(peers)

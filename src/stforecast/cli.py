@@ -92,11 +92,12 @@ def replicate(company) -> dict:
     """The engine on the report's own assumptions: ``{line: {year: value}}`` for the money
     lines (the company's currency, mn, rounded to 0.1) and ``target_price`` (price currency)."""
     from .engine import report_case
-    from .registry import REPORTED_LINES
+    from .registry import FORECAST_ONLY_LINES, REPORTED_LINES
 
     out = report_case(company)
     money = [n for n in company.reported_lines(REPORTED_LINES)
-             if n not in VARIABLES or VARIABLES[n].units == "{currency} mn"]
+             if (n not in VARIABLES or VARIABLES[n].units == "{currency} mn")
+             and n not in FORECAST_ONLY_LINES]
     years = [str(y) for y in out["year"].values]
     result = {n: {y: round(float(out[n].sel(year=y)), 1) for y in years} for n in money}
     result["target_price"] = round(float(out["target_price"]), 3)
@@ -124,7 +125,44 @@ def cmd_replicate(args) -> int:
         print(row)
     print(f"{f'target_price ({company.price_currency})':<26}{result['target_price']:>14.3f}"
           f"{company.market.target_price_published:>9.2f}")
+    table = conventions_table(company)
+    if table is not None:
+        print()
+        print_conventions(table, company)
     return 0
+
+
+def conventions_table(company):
+    """The report's case under the report's and the correct conventions (``None`` when the
+    company's priors file cannot be read: replication does not need it)."""
+    from .costs import point_funding
+    from .engine import convention_table
+    from .priors import load_priors
+    try:
+        spec = load_priors(company.priors_path, company.growth_drivers())
+    except StforecastError:
+        return None
+    return convention_table(company, point_funding(spec, company))
+
+
+def print_conventions(table: dict, company) -> None:
+    years = list(next(iter(table["lines"].values())))
+    print(f"Conventions: the report's case as the report computes it vs the forecast's (correct) "
+          f"conventions ({company.currency} mn)")
+    print(f"{'line item':<26}" + "".join(f"{y + ' report':>14}{'correct':>10}{'diff':>9}"
+                                          for y in years))
+    for name, by_year in table["lines"].items():
+        print(f"{name:<26}" + "".join(f"{_fmt(by_year[y]['report']):>14}"
+                                      f"{_fmt(by_year[y]['correct']):>10}"
+                                      f"{_fmt(by_year[y]['difference']):>9}" for y in years))
+    vy = table["valuation_year"]
+    for name, v in table["values"].items():
+        unit = (f"{company.price_currency}/share" if name != "shares_outstanding"
+                else f"mn, {vy}")
+        print(f"{f'{name} ({unit})':<34}{v['report']:>12,.3f}{v['correct']:>12,.3f}"
+              f"{v['difference']:>10,.3f}")
+    for note in table["notes"]:
+        print(f"  * {note}")
 
 
 # --- check-priors -------------------------------------------------------------------------------
@@ -216,15 +254,23 @@ def _print_run_summary(summary, out: Path) -> None:
     print()
     print(f"{c.name} ({c.ticker}); money in {c.currency} mn, prices in {c.price_currency}")
     print(f"{'':<28}{'q05':>10}{'median':>10}{'q95':>10}")
-    rows = [(f"{n} {final}", lines[n][final]) for n in ("revenue", "free_cash_flow", "cash")
-            if n in lines]
+    rows = [(f"{n} {final}", lines[n][final]) for n in ("revenue", "free_cash_flow", "cash",
+                                                         "liquidity") if n in lines]
     rows += [(f"cash burn {summary.periods.cash_burn}", scalars["cash_burn"]),
              (f"target price ({c.price_currency})", scalars["target_price"])]
+    if "value_today" in scalars:
+        rows.append((f"value today ({c.price_currency})", scalars["value_today"]))
     for label, s in rows:
         print(f"{label:<28}{_fmt(s.q05):>10}{_fmt(s.q50):>10}{_fmt(s.q95):>10}")
     p = summary.headline.p_upside
-    print(f"P(target_price > {c.price:g}) = {p.value:.3f} ± {p.mcse:.3f}   "
+    variable = summary.upside.variable if summary.upside is not None else "target_price"
+    print(f"P({variable} > {c.price:g}) = {p.value:.3f} ± {p.mcse:.3f}   "
           f"({summary.n_paths:,} paths)")
+    funding = summary.headline.funding
+    if funding is not None:
+        print("P(raise money by) " + ", ".join(f"{y} {q.value:.3f} ± {q.mcse:.3f}"
+                                               for y, q in funding.p_raise_by.items())
+              + f"; median dilution {funding.dilution.q50:.2%}")
     methods = summary.headline.valuation_methods
     if len(methods) > 1:
         print("  by valuation method: " + ", ".join(
@@ -370,7 +416,7 @@ def cmd_scenarios(args) -> int:
         print(dump_json(rows))
         return 0
     print(f"median [5% - 95%]; {c.currency} mn, target price {c.price_currency}; "
-          f"P(upside) = P(target_price > {c.price:g}) ± MCSE")
+          f"P(upside) = P(value per diluted share today > {c.price:g}) ± MCSE")
     labels = [f"{v} {c.final_year}" if per_year else v.replace("_", " ")
               for v, per_year in SCENARIO_COLUMNS]
     print(f"{'scenario':<24}" + "".join(f"{label:>27}" for label in labels) + f"{'P(upside)':>17}")

@@ -58,7 +58,10 @@ HISTORY_LINES = (
 SEGMENT_KINDS = ("direct", "units")
 OBSERVATION_QUANTITIES = {"units": "log", "revenue_share": "logit"}
 SECTIONS = ("company", "years", "market", "segments", "observations", "exposures", "history",
-            "opening", "report_case", "published", "facts")
+            "opening", "report_case", "published", "facts", "cost_base")
+#: ``[cost_base]``: the last history year's costs excluding share-based compensation and the
+#: R&D staff count, the anchors of the currency cost model (``stforecast.costs``).
+COST_BASE_ITEMS = ("rnd_expense", "selling_marketing_expense", "admin_expense", "rnd_staff")
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,9 @@ class Market:
     ev_sales_multiple: float
     valuation_year: str
     minority_interest: float
+    #: The year whose end the share count describes: share-based compensation of later years
+    #: is paid in new shares (dilution). ``None``: every forecast year's.
+    shares_year: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,8 @@ class Company:
     sources: dict[str, str]
     peers_path: Path | None
     files: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: ``[cost_base]`` (currency mn; ``rnd_staff`` a count), or None when the file has none.
+    cost_base: dict[str, float] | None = None
 
     # --- names --------------------------------------------------------------------------------
     @property
@@ -552,7 +560,10 @@ def _parse_company(text: str, path: str, folder: str) -> Company:
             _fail(path, f"report_case.{name}", "a driver series (it is missing)")
     market_raw = _scalar_table(path, "market", raw["market"], sources, numbers=False)
     fields = Market.__dataclass_fields__
+    optional = {"shares_year"}
     for k in fields:
+        if k in optional:
+            continue
         if k not in market_raw:
             _fail(path, f"market.{k}", "a { value = ..., source = \"...\" } (it is missing)")
         if k != "valuation_year" and not _is_number(market_raw[k]):
@@ -563,10 +574,30 @@ def _parse_company(text: str, path: str, folder: str) -> Company:
     for k in ("price", "shares_outstanding_mn", "fx", "ev_sales_multiple"):
         if not market_raw[k] > 0:
             _fail(path, f"market.{k}.value", "a number > 0")
-    market = Market(**{k: (market_raw[k] if k == "valuation_year" else float(market_raw[k]))
-                       for k in fields})
+    market = Market(**{k: (market_raw[k] if k in ("valuation_year", "shares_year")
+                           else float(market_raw[k])) for k in fields if k in market_raw})
     if market.valuation_year not in forecast_years:
         _fail(path, "market.valuation_year", f"one of the forecast years {list(forecast_years)}")
+    if market.shares_year is not None and market.shares_year not in (
+            history_years[-1],) + forecast_years:
+        _fail(path, "market.shares_year", f"the last history year or a forecast year "
+                                          f"{[history_years[-1], *forecast_years]}")
+    cost_base = None
+    if "cost_base" in raw:
+        if not isinstance(raw["cost_base"], dict):
+            _fail(path, "cost_base", "a table")
+        if raw["cost_base"].get("year", history_years[-1]) != history_years[-1]:
+            _fail(path, "cost_base.year", f"the last history year {history_years[-1]!r}")
+        cost_base = _scalar_table(path, "cost_base", raw["cost_base"], sources)
+        for k in COST_BASE_ITEMS:
+            if k not in cost_base:
+                _fail(path, f"cost_base.{k}", "a { value = ..., source = \"...\" } (it is missing)")
+            if not cost_base[k] > 0:
+                _fail(path, f"cost_base.{k}.value", "a number > 0")
+        extra = sorted(set(cost_base) - set(COST_BASE_ITEMS))
+        if extra:
+            _fail(path, f"cost_base.{extra[0]}", f"only {', '.join(COST_BASE_ITEMS)} (and year)")
+        cost_base = {k: float(v) for k, v in cost_base.items()}
     if raw["opening"].get("year", history_years[-1]) != history_years[-1]:
         _fail(path, "opening.year", f"the last history year {history_years[-1]!r}")
     opening = _scalar_table(path, "opening", raw["opening"], sources)
@@ -602,7 +633,7 @@ def _parse_company(text: str, path: str, folder: str) -> Company:
         report_case=drivers, published=published,
         opening={k: float(v) for k, v in opening.items()},
         facts={k: float(v) for k, v in facts.items() if _is_number(v)}, sources=sources,
-        peers_path=Path(folder) / peers if peers else None)
+        peers_path=Path(folder) / peers if peers else None, cost_base=cost_base)
 
 
 def _check_positive(path, history: xr.Dataset, name: str) -> None:

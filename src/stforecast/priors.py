@@ -25,6 +25,8 @@ import numpy as np
 from scipy import optimize, stats
 
 from .errors import StforecastError, show
+from .costs import (COST_PRIORS, DISCOUNT_PRIORS, DISCOUNT_SETTINGS, FUNDING_PRIORS,
+                    FUNDING_SETTINGS, SUPPORT)
 from .processes import RATIO_DRIVERS
 from .registry import (MAX_PRIOR_PARAMETER, MIN_PRIOR_SCALE, PLAUSIBLE_MASS, PLAUSIBLE_RANGES,
                        VALUATION_METHODS)
@@ -154,6 +156,13 @@ class PriorSpec:
     valuation: dict[str, Prior]
     meta: dict = field(default_factory=dict)
     valuation_method: str = "report"
+    #: ``[costs]``, ``[funding]``, ``[discounting]``: per-path priors of the currency cost
+    #: model, the funding rule and the cost of equity (``stforecast.costs``), and their fixed
+    #: settings (``liquidity_floor``, ``raise_buffer_years``, ``horizon_years``).
+    costs: dict[str, Prior] = field(default_factory=dict)
+    funding: dict[str, Prior] = field(default_factory=dict)
+    discounting: dict[str, Prior] = field(default_factory=dict)
+    settings: dict[str, float] = field(default_factory=dict)
 
     def processes(self) -> dict[str, ProcessPrior]:
         return {**self.growth, **self.ratios}
@@ -165,7 +174,8 @@ class PriorSpec:
     def summary(self) -> str:
         return (f"{self.path}: valid — {len(self.growth)} growth drivers, {len(self.ratios)} ratio "
                 f"drivers, {len(self.valuation)} valuation prior(s), {len(self.pooling)} pooling "
-                f"prior(s); sha256 {self.sha256[:12]}")
+                f"prior(s), {len(self.costs)} cost, {len(self.funding)} funding and "
+                f"{len(self.discounting)} discounting prior(s); sha256 {self.sha256[:12]}")
 
 
 def _fail(path, key, expected) -> None:
@@ -391,7 +401,8 @@ def load_priors(path: str | Path, growth_drivers: dict[str, str] | None = None) 
     """
     path = str(path)
     raw, blob = read_toml(path, PriorsError)
-    sections = ("meta", "growth", "ratio", "pooling", "valuation")
+    sections = ("meta", "growth", "ratio", "pooling", "valuation", "costs", "funding",
+                "discounting")
     for name in raw:
         if name == "observation":
             _fail(path, name, "no [observation] section: observation noise now sits with each "
@@ -435,7 +446,29 @@ def load_priors(path: str | Path, growth_drivers: dict[str, str] | None = None) 
     for name in POOLING_KEYS:
         if name not in pooling:
             _fail(path, f"pooling.{name}", "a prior (it is missing)")
+    blocks, settings = {}, {}
+    for section, names, fixed in (("costs", COST_PRIORS, ()),
+                                  ("funding", FUNDING_PRIORS, FUNDING_SETTINGS),
+                                  ("discounting", DISCOUNT_PRIORS, DISCOUNT_SETTINGS)):
+        table = _section(raw, path, section)
+        _known(path, section, table, names + fixed)
+        for name in names + fixed:
+            if name not in table:
+                _fail(path, f"{section}.{name}", "a prior (it is missing)" if name in names
+                      else "a setting { value = ..., source = \"...\" } (it is missing)")
+        blocks[section] = {n: parse_prior(path, f"{section}.{n}", table[n], SUPPORT.get(n))
+                           for n in names}
+        for name in fixed:
+            entry = table[name]
+            if not isinstance(entry, dict) or "value" not in entry or not isinstance(
+                    entry.get("source"), str):
+                _fail(path, f"{section}.{name}", "a setting { value = <number>, source = \"...\" }")
+            settings[name] = _number(path, f"{section}.{name}.value", entry["value"])
+            if settings[name] < 0:
+                _fail(path, f"{section}.{name}.value", f"a number >= 0, got {settings[name]:g}")
     return PriorSpec(path=path, sha256=hashlib.sha256(blob).hexdigest(), growth=growth,
                      ratios=ratios, pooling=pooling,
                      valuation=valuation, meta=_section(raw, path, "meta"),
-                     valuation_method=method)
+                     valuation_method=method, costs=blocks["costs"],
+                     funding=blocks["funding"], discounting=blocks["discounting"],
+                     settings=settings)

@@ -15,17 +15,15 @@ from __future__ import annotations
 import numpy as np
 
 #: Ratio driver -> (scale of its process, units). Names are the engine's, not a company's.
+#: Operating costs and capex are not ratio processes: they are amounts in currency
+#: (``stforecast.costs``), simulated forward from priors anchored on the last history year.
 RATIO_DRIVERS = {
     "gross_margin": ("logit", "fraction of revenue"),
-    "selling_marketing_ratio": ("log", "fraction of revenue"),
-    "admin_ratio": ("log", "fraction of revenue"),
-    "rnd_ratio": ("log", "fraction of revenue"),
     "trade_receivable_days": ("log", "days of revenue, year-end balance"),
     "other_receivable_days": ("log", "days of revenue, year-end balance"),
     "inventory_days": ("log", "days of cost of sales, year-end balance"),
     "trade_payable_days": ("log", "days of cost of sales, year-end balance"),
     "other_payable_days": ("log", "days of cost of sales, year-end balance"),
-    "capex_ratio": ("log", "fraction of revenue"),
     "da_ratio": ("log", "fraction of revenue"),
 }
 

@@ -34,7 +34,10 @@ QUANTILES = {"q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95}
 #: Results files and their schema.
 SUMMARY_FILE = "summary.json"
 DRAWS_FILE = "forecast.nc"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: Schema versions ``load_results`` still reads: 3 only added keys to 2 (``upside``, each
+#: scenario's ``funding``) and changed what ``p_upside`` measures (see ``upside``).
+READABLE_SCHEMAS = (2, 3)
 #: Files of a company folder.
 COMPANY_FILE = "company.toml"
 PRIORS_FILE = "priors.toml"
@@ -80,6 +83,11 @@ VARIABLES: dict[str, Variable] = dict([
     _v("free_cash_flow", "{currency} mn", "free cash flow", fan=True),
     _v("cash", "{currency} mn", "cash and equivalents", fan=True),
     _v("net_cash", "{currency} mn", "net cash"),
+    _v("liquidity", "{currency} mn",
+       "liquidity (cash, term deposits and other liquid investments)"),
+    _v("opex_ratio", "fraction of revenue", "operating expenses / revenue"),
+    _v("funding_raised", "{currency} mn", "money raised (equity and debt) in the year"),
+    _v("shares_outstanding", "count", "shares outstanding at year end (mn)"),
     _v("trade_receivable_days", "days of revenue, year-end balance", "trade receivable days"),
     _v("enterprise_value", "{currency} mn", "enterprise value", kind="scalar"),
     _v("equity_value", "{currency} mn", "equity value", kind="scalar"),
@@ -87,6 +95,14 @@ VARIABLES: dict[str, Variable] = dict([
        sensitivity=True),
     _v("cash_burn", "{currency} mn", "cash burn (-sum of free cash flow over the forecast years)",
        kind="scalar"),
+    _v("value_today", "{price} per share",
+       "value per diluted share today (the target price discounted at the cost of equity)",
+       kind="scalar"),
+    _v("dilution", "fraction",
+       "dilution: new shares to the last forecast year over today's shares", kind="scalar"),
+    _v("discount_factor", "fraction", "discount factor over the horizon", kind="scalar"),
+    _v("cost_of_equity", "fraction per year", "cost of equity", kind="scalar",
+       summarised=False),
     _v("sales_cagr", "fraction per year",
        "revenue CAGR from the last history year to the last forecast year", kind="scalar",
        summarised=False),
@@ -116,6 +132,18 @@ VARIABLES: dict[str, Variable] = dict([
     _v("da_ratio", "fraction of revenue", "D&A / revenue", kind="driver", summarised=False),
     _v("change_in_working_capital", "{currency} mn", "change in working capital", kind="driver",
        summarised=False),
+    _v("rnd_headcount", "count", "R&D headcount", kind="driver", summarised=False),
+    _v("capex_overrun", "x", "capex / the build-out plan", kind="driver", summarised=False),
+    _v("selling_marketing_elasticity", "fraction", "S&M elasticity to revenue", kind="driver",
+       summarised=False),
+    _v("cost_inflation", "fraction per year", "cost inflation", kind="driver",
+       summarised=False),
+    _v("management_cut", "fraction", "cost cut starts this year (1 = yes)", kind="driver",
+       summarised=False),
+    _v("equity_raised", "{currency} mn", "equity raised in the year", kind="driver",
+       summarised=False),
+    _v("debt_raised", "{currency} mn", "debt raised in the year", kind="driver",
+       summarised=False),
 ])
 
 #: Line items with a ``year`` dimension that ``replicate`` and summary.json report, in order
@@ -123,6 +151,14 @@ VARIABLES: dict[str, Variable] = dict([
 REPORTED_LINES = tuple(n for n, v in VARIABLES.items() if v.kind == "line" and v.summarised)
 #: Per-path scalars that summary.json reports.
 REPORTED_SCALARS = tuple(n for n, v in VARIABLES.items() if v.kind == "scalar" and v.summarised)
+#: Lines of the forecast's (correct) conventions only: ``replicate`` leaves them out of its
+#: replication table (the report publishes no such line) and shows them in the conventions
+#: table.
+FORECAST_ONLY_LINES = ("liquidity", "opex_ratio", "funding_raised", "shares_outstanding")
+#: The report's convention against the correct one, on the report's own case (``replicate``
+#: and the report): the lines, the valuation-year or per-path values compared.
+CONVENTION_LINES = ("operating_cash_flow", "free_cash_flow", "cash", "liquidity", "net_cash")
+CONVENTION_VALUES = ("target_price", "value_today")
 #: Target price and multiple under each valuation method.
 METHOD_VARIABLES = {"report": ("target_price_report", "ev_sales_multiple_report"),
                     "peer-regression": ("target_price_peer", "ev_sales_multiple_peer")}

@@ -241,8 +241,11 @@ def _headline(summary: Mapping, w: _Words) -> str:
         cards.append((f"Target price ({w.units('target_price')})", _num(tp["q50"], "price"),
                       detail))
     price = published.get("price", w.company.get("price"))
+    upside = summary.get("upside") or {}
+    words = (_e(upside["definition"]) if upside.get("definition") else
+             f"P(target price &gt; {_e(w.price(price))})")
     cards.append(("P(upside)", _e(_prob(summary.get("p_upside"))),
-                  f"P(target price &gt; {_e(w.price(price))}) ± Monte Carlo standard error"))
+                  f"{words} ± Monte Carlo standard error"))
     burn = summary.get("cash_burn")
     if _is_stats(burn):
         period = (summary.get("periods") or {}).get("cash_burn", "")
@@ -379,6 +382,62 @@ def _scenario_table(summary: Mapping, w: _Words) -> str:
             + table + mult + "</section>")
 
 
+def _funding(summary: Mapping, w: _Words) -> str:
+    """The funding rule's outcome (P(raise by year), amount raised, dilution, cost cuts)."""
+    f = summary.get("funding")
+    if not isinstance(f, Mapping):
+        return ""
+    rows = []
+    cuts = f.get("p_cost_cut_by") or {}
+    for year, p in (f.get("p_raise_by") or {}).items():
+        rows.append([_e(year), _e(_prob(p)), _e(_prob(cuts.get(year))) if year in cuts else ""])
+    parts = [_table(("By the end of", "P(raise money) ± MCSE", "P(cost cut) ± MCSE"), rows,
+                    "num")]
+    amount, dilution = f.get("amount_raised"), f.get("dilution")
+    floor = f.get("floor")
+    text = []
+    if floor is not None:
+        text.append(f"Minimum liquidity (cash, term deposits and liquid investments): "
+                    f"{_num(floor, 'money')} {_e(w.money)}; below it the company raises debt or "
+                    "equity at a discount to the path's value per share.")
+    if _is_stats(amount):
+        text.append(f"Money raised over the forecast years: median {_num(amount['q50'], 'money')}"
+                    f", 95th percentile {_num(amount['q95'], 'money')} {_e(w.money)}.")
+    if _is_stats(dilution):
+        text.append(f"Dilution (new shares / today's): median {_pct(dilution['q50'])} "
+                    f"<span class=muted>[{_pct(dilution['q05'])} – {_pct(dilution['q95'])}]"
+                    "</span>.")
+    parts.append(f"<p class=small>{' '.join(text)}</p>")
+    return "<section id=funding><h2>Funding and dilution</h2>" + "".join(parts) + "</section>"
+
+
+def _conventions(summary: Mapping, w: _Words) -> str:
+    """The report's case under the report's and the correct conventions."""
+    table = (summary.get("charts") or {}).get("conventions")
+    if not isinstance(table, Mapping) or not table.get("lines"):
+        return ""
+    lines = table["lines"]
+    years = list(next(iter(lines.values())))
+    headers = ["Line"] + [f"{y} {k}" for y in years for k in ("report", "correct", "diff")]
+    rows = []
+    for name, by_year in lines.items():
+        rows.append([_e(w.label(name))] + [_num(by_year[y][k], "money") for y in years
+                                           for k in ("report", "correct", "difference")])
+    values = table.get("values") or {}
+    vrows = [[_e(w.label(name)), _num(v["report"], "price" if name != "shares_outstanding"
+                                      else "money"),
+              _num(v["correct"], "price" if name != "shares_outstanding" else "money"),
+              _num(v["difference"], "price" if name != "shares_outstanding" else "money")]
+             for name, v in values.items()]
+    notes = "".join(f"<li>{_e(n)}</li>" for n in table.get("notes") or [])
+    return ("<section id=conventions><h2>The report's conventions vs the forecast's</h2>"
+            f"<p class=small>The report's own case ({_e(w.money)}) computed as the report does "
+            "and with the conventions the forecast uses.</p>"
+            + _table(headers, rows, "num")
+            + _table(("Value", "report", "correct", "difference"), vrows, "num")
+            + f"<ul class=small>{notes}</ul></section>")
+
+
 def _valuation(summary: Mapping, w: _Words, images: Mapping[str, str]) -> str:
     """Valuation by method: method table, peer-fit numbers and two charts."""
     methods = summary.get("valuation_methods")
@@ -400,7 +459,7 @@ def _valuation(summary: Mapping, w: _Words, images: Mapping[str, str]) -> str:
     parts = []
     if rows:
         parts.append(_table(("Method", f"Target price ({w.units('target_price')})",
-                             f"P(target > {w.price(price)}) ± MCSE",
+                             f"P(discounted value > {w.price(price)}) ± MCSE",
                              f"EV/sales {year} multiple"), rows, "num"))
     growth_period = (summary.get("periods") or {}).get("sales_cagr", "")
     cagr = methods.get("sales_cagr")
@@ -712,6 +771,8 @@ def _render(summary: Mapping, images: Mapping[str, str]) -> str:
         parts.append("<section id=target-price><h2>Target price distribution</h2>"
                      + _img(images, "target_price", "Target price distribution") + "</section>")
     parts.append(_valuation(summary, w, images))
+    parts.append(_funding(summary, w))
+    parts.append(_conventions(summary, w))
     parts.append(_percentile_table(summary, w))
     scen = _scenario_table(summary, w)
     if scen or scen_imgs:

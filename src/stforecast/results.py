@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ResultsError
-from .registry import DRAWS_FILE, SCHEMA_VERSION, SUMMARY_FILE, variable
+from .registry import DRAWS_FILE, READABLE_SCHEMAS, SCHEMA_VERSION, SUMMARY_FILE, variable
 
 #: Input files a run records in forecast.nc (names as in ``Company.files``).
 INPUT_FILES = ("company", "priors", "scenarios", "peers",
@@ -118,6 +118,37 @@ class ValuationMethodSummary:
 
 
 @dataclass(frozen=True)
+class Funding:
+    """The funding rule and the management response in one scenario (correct conventions).
+
+    ``floor``: the minimum liquidity (currency mn); ``p_raise_by``: year -> P(the company has
+    raised money by that year's end); ``amount_raised``: money raised over the forecast years
+    (currency mn, all paths, zero where none), ``amount_raised_if_raised`` on the paths that
+    raise (None when none does); ``dilution``: new shares by the last forecast year over
+    today's (fraction); ``p_cost_cut_by``: year -> P(management has cut costs by then).
+    """
+
+    floor: float | None
+    p_raise_by: dict[str, Probability]
+    amount_raised: Stats
+    dilution: Stats
+    p_cost_cut_by: dict[str, Probability]
+    amount_raised_if_raised: Stats | None = None
+
+
+@dataclass(frozen=True)
+class Upside:
+    """What ``p_upside`` means: P(``variable`` > ``price``), in words in ``definition``."""
+
+    variable: str
+    price: float
+    price_currency: str
+    horizon_years: float
+    method: str
+    definition: str
+
+
+@dataclass(frozen=True)
 class ScenarioSummary:
     """One scenario's statistics.
 
@@ -135,6 +166,7 @@ class ScenarioSummary:
     valuation_methods: dict[str, ValuationMethodSummary]
     description: str = ""
     shocks: dict[str, str] = field(default_factory=dict)
+    funding: Funding | None = None
 
     def to_dict(self, texts: bool = True) -> dict:
         out = {"description": self.description, "shocks": dict(self.shocks)} if texts else {}
@@ -143,12 +175,15 @@ class ScenarioSummary:
         out.update({name: _encode(s) for name, s in self.scalars.items()})
         out["p_upside"] = _encode(self.p_upside)
         out["valuation_methods"] = _encode(self.valuation_methods)
+        if self.funding is not None:
+            out["funding"] = _encode(self.funding)
         return out
 
     @classmethod
     def from_dict(cls, d: Any, where: str, src: str, texts: bool = True) -> ScenarioSummary:
         d = _table(d, where, src)
-        known = {"p_upside": Probability, "valuation_methods": dict[str, ValuationMethodSummary]}
+        known = {"p_upside": Probability, "valuation_methods": dict[str, ValuationMethodSummary],
+                 "funding": Funding}
         if texts:
             known.update(description=str, shocks=dict[str, str])
         values, lines, scalars = {}, {}, {}
@@ -353,6 +388,8 @@ class Summary:
     company: CompanyInfo
     headline_scenario: str
     valuation_method: str
+    #: What P(upside) means (price, horizon, method, in words); None in results without it.
+    upside: Upside | None = field(default=None, metadata=_OMIT_NONE)
     peer_fit: PeerFit | None = field(default=None, metadata=_OMIT_NONE)
     diagnostics: Diagnostics
     reasons: tuple[str, ...]
@@ -410,7 +447,7 @@ class Summary:
     def from_dict(cls, d: Any, src: str = SUMMARY_FILE) -> Summary:
         d = _table(d, "", src)
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMAS:
             got = "none" if version is None else repr(version)
             _fail(src, "schema_version", f"{SCHEMA_VERSION}, got {got} (results of another "
                                          f"stforecast version: rerun `stforecast run`)")
@@ -423,9 +460,9 @@ class Summary:
             _fail(src, "headline_scenario", f"one of the scenarios {list(summary.scenarios)}, "
                                             f"got {summary.headline_scenario!r}")
         own_block = summary.headline
-        if (headline.lines, headline.scalars, headline.p_upside, headline.valuation_methods) != (
-                own_block.lines, own_block.scalars, own_block.p_upside,
-                own_block.valuation_methods):
+        if (headline.lines, headline.scalars, headline.p_upside, headline.valuation_methods,
+                headline.funding) != (own_block.lines, own_block.scalars, own_block.p_upside,
+                                      own_block.valuation_methods, own_block.funding):
             _fail(src, "(top level)", f"the statistics of scenarios.{summary.headline_scenario} "
                                       f"(the headline scenario); they differ")
         return summary
@@ -496,7 +533,7 @@ class Provenance:
     @classmethod
     def from_attrs(cls, attrs: dict, src: str) -> Provenance:
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in attrs.items()}
-        if attrs.get("schema_version") != SCHEMA_VERSION:
+        if attrs.get("schema_version") not in READABLE_SCHEMAS:
             _fail(src, "schema_version", f"{SCHEMA_VERSION} in the file's root attributes, got "
                                          f"{attrs.get('schema_version')!r} (rerun `stforecast run`)")
         try:

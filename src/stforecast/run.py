@@ -45,6 +45,8 @@ from . import __version__, publish
 from .cache import FitCache, fit_key, source_hash
 from .charts import chart_data
 from .company import Company, load_company
+from .costs import point_funding
+from .engine import convention_table
 from .errors import ResultsError
 from .fit import Diagnostics as FitDiagnostics
 from .fit import (FitSettings, bar_reasons, diagnose, free_parameter_names, sample_posterior,
@@ -56,7 +58,7 @@ from .multiples import Valuation, relation_from_fit
 from .peers import (build_peer_model, fit_peer_model, load_peers, peer_diagnostics,
                     predict_multiple)
 from .registry import HEADLINE_SCENARIO, METHOD_VARIABLES, REPORTED_SCALARS, VARIABLES
-from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, PeerFit,
+from .results import (Upside, Assumption, CompanyInfo, Diagnostics, Interval, Periods, PeerFit,
                       PeerPrediction, PriorPredictive, Provenance, Ranked, ReportPercentile,
                       ReportPercentiles, Results, ScenarioSummary, Sensitivity, Settings, Shock,
                       Summary, Swing, Tornado, ValuationMethodSummary, load_results,
@@ -64,7 +66,8 @@ from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, P
 from .scenarios import ScenarioSpec, load_user_scenarios, run_scenarios
 from .sensitivity import summary_sensitivity
 from .simulate import VALUATION_VARIABLES, simulate
-from .summary import (line_stats, p_exceeds, percentile_of, probability_of_falling_revenue,
+from .summary import (discounted, funding_summary, line_stats, p_exceeds, percentile_of,
+                      probability_of_falling_revenue, upside_variable,
                       reported_lines, sample_stats, scalar_stats)
 
 logger = logging.getLogger(__name__)
@@ -167,14 +170,36 @@ def scenario_summary(predictive: xr.Dataset, company: Company, description: str 
     for method, (tp, multiple) in METHOD_VARIABLES.items():
         if tp in predictive:
             methods[method] = ValuationMethodSummary(
-                target_price=sample_stats(predictive[tp]), p_upside=p_exceeds(predictive[tp], price),
+                target_price=sample_stats(predictive[tp]),
+                p_upside=p_exceeds(discounted(predictive, tp), price),
                 ev_sales_multiple=sample_stats(predictive[multiple], mean=False))
     scalars = scalar_stats(predictive)
     scalars.update(scalar_stats(predictive, ("sales_cagr",), mean=False))
     return ScenarioSummary(lines=line_stats(predictive, company), scalars=scalars,
-                           p_upside=p_exceeds(predictive["target_price"], price),
+                           p_upside=p_exceeds(predictive[upside_variable(predictive)], price),
                            valuation_methods=methods, description=description,
-                           shocks=dict(shocks or {}))
+                           shocks=dict(shocks or {}),
+                           funding=funding_summary(
+                               predictive, predictive.attrs.get("liquidity_floor")))
+
+
+def upside_of(company: Company, spec, predictive: xr.Dataset) -> Upside:
+    """What the run's ``p_upside`` means."""
+    variable = upside_variable(predictive)
+    horizon = float(spec.settings.get("horizon_years", 0.0))
+    price = f"{company.market.price:g} {company.price_currency}"
+    if variable == "value_today":
+        words = (f"P(the {company.market.valuation_year} value per diluted share, discounted "
+                 f"to today at each path's cost of equity over {horizon:g} year(s), exceeds "
+                 f"today's price of {price}); the value is EV/sales ({spec.valuation_method}) x "
+                 f"{company.market.valuation_year} revenue + net cash (cash, term deposits and "
+                 f"liquid investments less debt) over the shares outstanding after dilution by "
+                 f"share-based compensation and any equity raised by then")
+    else:
+        words = f"P(the undiscounted target price per basic share exceeds {price})"
+    return Upside(variable=variable, price=float(company.market.price),
+                  price_currency=company.price_currency, horizon_years=horizon,
+                  method=spec.valuation_method, definition=words)
 
 
 def _interval(x) -> Interval:
@@ -262,8 +287,8 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
     predictive = simulate(posterior.astype("float64"), company, obs, per_draw,
                           np.random.default_rng(seed), scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
-                          valuation=valuation, ceilings=spec.ceilings())
-    predictive.attrs.update(draws_attrs(company))
+                          valuation=valuation, ceilings=spec.ceilings(), priors=spec)
+    predictive.attrs.update(draws_attrs(company), liquidity_floor=spec.settings["liquidity_floor"])
     return scenario_summaries(predictive, scenarios, company), predictive
 
 
@@ -530,11 +555,12 @@ def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
     rng = np.random.default_rng(seed)
     predictive = simulate(posterior, company, inputs.obs, per_draw, rng, scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
-                          valuation=fitted.valuation, ceilings=ceilings)
+                          valuation=fitted.valuation, ceilings=ceilings, priors=inputs.spec)
     prior_predictive = simulate(fitted.prior, company, inputs.obs, PRIOR_PATHS_PER_DRAW, rng,
                                 keep=stored_names(company), valuation=fitted.valuation,
-                                ceilings=ceilings)
-    predictive.attrs.update(draws_attrs(company))
+                                ceilings=ceilings, priors=inputs.spec)
+    predictive.attrs.update(draws_attrs(company),
+                            liquidity_floor=inputs.spec.settings["liquidity_floor"])
     return Draws(predictive, prior_predictive, int(n_paths))
 
 
@@ -557,7 +583,8 @@ def summarise(inputs: Inputs, fitted: Fitted, draws: Draws, settings: RunSetting
     return replace(summary, charts=chart_data(
         draws.predictive, company, summary.to_dict(), prior=fitted.prior,
         posterior=fitted.posterior, peers=fitted.peers,
-        peer_posterior=fitted.peer_idata["posterior"].to_dataset()))
+        peer_posterior=fitted.peer_idata["posterior"].to_dataset(),
+        conventions=convention_table(company, point_funding(inputs.spec, company))))
 
 
 def provenance_of(inputs: Inputs, settings: RunSettings) -> Provenance:
@@ -634,6 +661,7 @@ def _summary(company: Company, spec, scenarios: ScenarioSpec, diag, peer_idata, 
         company=company_info(company, provenance),
         headline_scenario=HEADLINE_SCENARIO,
         valuation_method=spec.valuation_method,
+        upside=upside_of(company, spec, predictive),
         peer_fit=(peer_fit_summary(peer_idata, peers, company, premium)
                   if premium is not None else None),
         diagnostics=_diagnostics(d["rhat_max"], d["ess_bulk_min"], d["ess_tail_min"],
@@ -646,7 +674,7 @@ def _summary(company: Company, spec, scenarios: ScenarioSpec, diag, peer_idata, 
                                             float(company.market.target_price_published))),
         prior_predictive=PriorPredictive(
             p_any_revenue_decline=probability_of_falling_revenue(prior_predictive, revenue_start),
-            p_upside=p_exceeds(prior_predictive["target_price"], price),
+            p_upside=p_exceeds(prior_predictive[upside_variable(prior_predictive)], price),
             revenue_final=sample_stats(prior_predictive["revenue"].sel(year=final))),
         p_any_revenue_decline=probability_of_falling_revenue(predictive, revenue_start),
         periods=Periods(cash_burn=period, p_any_revenue_decline=period,

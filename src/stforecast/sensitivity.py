@@ -27,7 +27,9 @@ the joint simulation, not a causal derivative: drivers that move together share 
 What counts as "the driver" on a path (over the forecast years):
 
 * unit drivers (e.g. customers, revenue per customer): their last-year level;
-* ratio drivers (margins, opex ratios, days, capex): their mean over the forecast years;
+* ratio drivers (margins, days, D&A): their mean over the forecast years;
+* the cost model's per-path drivers (capex overrun, S&M elasticity, cost inflation) as they
+  are, and the R&D headcount at its last-year level;
 * the EV/sales multiple: its value (ranked for valuation outcomes only; see VALUATION_OUTPUTS);
 * shocks (``shock_<name>``): the intensity summed over the forecast years;
 * direct segments' growth (``<segment>_revenue``): the segment's revenue CAGR from the last
@@ -46,6 +48,10 @@ from .registry import SAMPLE_DIMS, VALUATION_OUTPUTS, VARIABLES
 MEAN_DRIVERS = ("gross_margin", "rnd_ratio", "selling_marketing_ratio", "admin_ratio",
                 "trade_receivable_days", "other_receivable_days", "inventory_days",
                 "trade_payable_days", "other_payable_days", "capex_ratio", "da_ratio")
+#: Per-path drivers of the currency cost model (``stforecast.costs``): ranked as they are;
+#: the R&D headcount at its last-year level.
+PATH_DRIVERS = ("capex_overrun", "selling_marketing_elasticity", "cost_inflation")
+LEVEL_DRIVERS = ("rnd_headcount",)
 MAX_SAMPLES = 200_000
 # VALUATION_OUTPUTS: outcomes the EV/sales multiple feeds. For any other outcome (revenue, cash,
 # ...) the multiple is left out: it cannot drive them, and under the peer-regression method it is
@@ -91,8 +97,10 @@ def driver_values(ds: xr.Dataset, level_drivers=(), growth_segments=None
         da = ds[name]
         if not set(SAMPLE_DIMS) & set(da.dims):
             continue
-        if name in level_drivers:
+        if name in level_drivers or name in LEVEL_DRIVERS:
             da = da.isel(year=-1)
+        elif name in PATH_DRIVERS:
+            pass
         elif name in MEAN_DRIVERS:
             da = da.mean("year")
         elif name.startswith("shock_"):

@@ -17,7 +17,9 @@ import numpy as np
 import xarray as xr
 
 from .company import Company
-from .engine import run_engine
+from .costs import (ADD_ON_RATIOS, COST_DRIVERS, cost_drivers, draw_parameters,
+                    funding_drivers)
+from .engine import CORRECT, run_engine
 from .multiples import Valuation, method_target_prices, set_multiples
 from .processes import RATIO_DRIVERS, ar_step, from_scale, to_scale
 from .registry import SAMPLE_DIMS
@@ -74,14 +76,24 @@ def _ratio_paths(params, ratios_last: dict[str, float], rng, shape, years,
     return out
 
 
+def _priors(company: Company, priors):
+    if priors is not None:
+        return priors
+    from .priors import load_priors
+    return load_priors(company.priors_path, company.growth_drivers())
+
+
 def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
                  rng: np.random.Generator,
-                 ceilings: dict[str, float] | None = None) -> xr.Dataset:
+                 ceilings: dict[str, float] | None = None, priors=None) -> xr.Dataset:
     """Driver paths with dims (chain, draw, path, year[, segment]) ready for ``run_engine``.
 
     Also returns each units segment's drivers in analyst terms: ``<segment>_<unit>`` (a count)
     and ``<segment>_<per_unit>`` (currency mn per unit). ``obs``: ``model.Observations`` (the
-    last history year's revenue, unit counts and ratios).
+    last history year's revenue, unit counts and ratios). Operating costs, capex, funding and
+    discounting are drawn per path from the priors file's ``[costs]``, ``[funding]`` and
+    ``[discounting]`` (``priors``: a ``PriorSpec``; default the company's own file), see
+    ``stforecast.costs``; the ``*_ratio`` cost drivers then carry only shocks (0 here).
     """
     case = company.report_case
     years = list(case["year"].values)
@@ -106,7 +118,16 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
         coords={**coords, "segment": segments})
     ratios_last = {name: obs.ratios[name][-1] for name in RATIO_DRIVERS}
     ratios = _ratio_paths(params, ratios_last, rng, shape, years, ceilings)
-    drivers = case.drop_vars(["segment_revenue", "ev_sales_multiple", *ratios])
+    spec = _priors(company, priors)
+    drivers = case.drop_vars(["segment_revenue", "ev_sales_multiple", *ratios, *ADD_ON_RATIOS])
+    sample_coords = {k: coords[k] for k in SAMPLE_DIMS}
+    cost_params = draw_parameters(spec.costs, shape, rng)
+    costs = cost_drivers(company, cost_params, SAMPLE_DIMS, sample_coords, rng)
+    funding = funding_drivers(spec, company, draw_parameters(
+        {**spec.funding, **spec.discounting}, shape, rng), SAMPLE_DIMS, sample_coords, rng)
+    zeros = xr.zeros_like(case["rnd_ratio"])
+    drivers = drivers.assign(
+        **costs, **funding, **{name: zeros for name in ADD_ON_RATIOS})
     drivers = drivers.assign(
         segment_revenue=segment_revenue,
         ev_sales_multiple=xr.DataArray(params["ev_sales_multiple"].transpose("chain", "draw")
@@ -130,12 +151,12 @@ def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = N
     line items and drivers when ``None``).
     """
     drivers = set_multiples(drivers, valuation, company)
-    out = run_engine(drivers, company.opening, company.market)
+    out = run_engine(drivers, company.opening, company.market, CORRECT)
     out = out.assign(method_target_prices(out, drivers, company))
     unit_drivers = company.unit_drivers()
     extra = [n for n in drivers.data_vars
              if n not in out and (n in unit_drivers or n in RATIO_DRIVERS or n.startswith("shock_")
-                                  or n in VALUATION_VARIABLES)]
+                                  or n in VALUATION_VARIABLES or n in COST_DRIVERS)]
     if keep is not None:
         return xr.merge([out[[k for k in keep if k in out]],
                          drivers[[k for k in extra if k in keep]]])
@@ -170,13 +191,13 @@ def simulate(params: xr.Dataset, company: Company, obs, n_paths: int,
              rng: np.random.Generator, scenarios: ScenarioSpec | None = None,
              keep: list[str] | None = None, log=None,
              valuation: Valuation = Valuation(),
-             ceilings: dict[str, float] | None = None) -> xr.Dataset:
+             ceilings: dict[str, float] | None = None, priors=None) -> xr.Dataset:
     """Posterior (or prior) predictive financial statements, dims (chain, draw, path, year).
 
     With ``scenarios``, every scenario is simulated on the same driver paths and shock random
     numbers and the result has a ``scenario`` dimension (see ``stforecast.shocks``).
     """
-    drivers = driver_paths(params, company, obs, n_paths, rng, ceilings)
+    drivers = driver_paths(params, company, obs, n_paths, rng, ceilings, priors)
     if scenarios is None:
         return statements(drivers, company, keep, valuation)
     shape = tuple(drivers.sizes[d] for d in SAMPLE_DIMS)

@@ -71,3 +71,45 @@ def probability_of_falling_revenue(predictive: xr.Dataset, revenue_start: float)
     rev = _samples(predictive["revenue"].transpose(*SAMPLE_DIMS, "year"))
     previous = np.concatenate([np.full(rev.shape[:-1] + (1,), revenue_start), rev[..., :-1]], -1)
     return round(float((rev < previous).any(axis=-1).mean()), 4)
+
+
+#: The variable ``p_upside`` compares with today's price: the discounted value per diluted
+#: share when the draws have it (correct conventions), else the target price.
+UPSIDE_VARIABLE = "value_today"
+
+
+def upside_variable(predictive: xr.Dataset) -> str:
+    return UPSIDE_VARIABLE if UPSIDE_VARIABLE in predictive else "target_price"
+
+
+def discounted(predictive: xr.Dataset, name: str) -> xr.DataArray:
+    """A per-share value discounted to today with each path's discount factor (when the draws
+    carry one)."""
+    if "discount_factor" in predictive:
+        return predictive[name] * predictive["discount_factor"]
+    return predictive[name]
+
+
+def funding_summary(predictive: xr.Dataset, floor: float | None):
+    """The funding rule's outcome (``results.Funding``) or None when the draws have none."""
+    from .results import Funding
+
+    if "funding_raised" not in predictive:
+        return None
+    raised = predictive["funding_raised"].transpose(*SAMPLE_DIMS, "year")
+    cut = predictive["management_cut"].transpose(*SAMPLE_DIMS, "year") \
+        if "management_cut" in predictive else None
+    years = [str(y) for y in raised["year"].values]
+    p_raise, p_cut = {}, {}
+    values = raised.values
+    for i, y in enumerate(years):
+        v, m, n = probability((values[..., :i + 1] > 0).any(axis=-1))
+        p_raise[y] = Probability(round(float(v), 5), round(float(m), 5), int(n))
+        if cut is not None:
+            v, m, n = probability((cut.values[..., :i + 1] > 0).any(axis=-1))
+            p_cut[y] = Probability(round(float(v), 5), round(float(m), 5), int(n))
+    total = values.sum(axis=-1)
+    some = total[total > 0]
+    return Funding(floor=None if floor is None else float(floor), p_raise_by=p_raise, amount_raised=_stats(total),
+                   amount_raised_if_raised=_stats(some) if some.size else None,
+                   dilution=_stats(_samples(predictive["dilution"])), p_cost_cut_by=p_cut)

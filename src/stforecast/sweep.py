@@ -223,7 +223,8 @@ class SweepBase:
     seed: int
     default: str = "prior"
     #: what a prior setting's refit needs: the run's priors (``PriorSpec``), fit settings
-    #: (``FitSettings``) and fit seed (None when the base is not a run's: no prior sweeps)
+    #: (``FitSettings``) and fit seed (None when the base is not a run's: no prior sweeps); the
+    #: priors also carry the cost, funding and discounting priors the simulation reads
     priors: object = None
     fit: object = None
     fit_seed: int | None = None
@@ -337,7 +338,7 @@ def sweep_task(item: tuple, base: SweepBase, store=None) -> list[tuple[int, dict
     keep = list(dict.fromkeys(NEEDED + (store.variables if store is not None else ())))
     predictive = simulate(posterior, base.company, base.obs, base.per_draw,
                           np.random.default_rng(base.seed), scenarios=spec, keep=keep,
-                          valuation=base.valuation, ceilings=base.ceilings)
+                          valuation=base.valuation, ceilings=base.ceilings, priors=base.priors)
     rows = []
     for n, (i, _) in zip(names, chunk):
         one = predictive.sel(scenario=n, drop=True)
