@@ -318,7 +318,7 @@ def test_query_command_on_a_run(small_run, capsys):
     assert summary.upside.variable == "value_today"
     assert main(["query", "P(value_today > 6.73)", "--results", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result == {"expression": "P(target_price_hkd > 6.73)", "scenario": "risk-weighted",
+    assert result == {"expression": "P(value_today > 6.73)", "scenario": "risk-weighted",
                       "value": summary.headline.p_upside.value,
                       "mcse": pytest.approx(summary.headline.p_upside.mcse, abs=1e-5),
                       "n": summary.headline.p_upside.n}
