@@ -479,40 +479,98 @@ def peer_diagnostics(idata: xr.DataTree, var_names: list[str]) -> dict[str, floa
     }
 
 
+#: The peer regression's own sampler settings (every run, whatever the driver model's): cheap
+#: (20 peers, a few seconds of sampling), so long enough to meet the quality bar at any seed
+#: (measured at ten seeds: tests/test_quality_bar.py).
+PEER_FIT = {"draws": 2000, "tune": 1000, "chains": 4, "nuts_sampler": "nutpie",
+            "target_accept": 0.95}
+
+#: Compiled nutpie models by content (the peer table and priors): ten fits at ten seeds compile
+#: once.
+_COMPILED: dict[str, Any] = {}
+
+
+def _compiled_nutpie(model: pymc.Model, peers: xr.Dataset, priors: Mapping | None):
+    import hashlib
+    import nutpie
+
+    reg = regression(peers)
+    cols = [reg.response, *reg.predictors().values()]
+    key = hashlib.sha256(repr((
+        [peers[c].values.astype(float).tolist() for c in cols],
+        [str(g) for g in peers["group"].values], reg.groups, peers.attrs.get("target_group"),
+        sorted({**load_priors(peers.attrs["path"]), **(priors or {})}.items()),
+    )).encode()).hexdigest()
+    if key not in _COMPILED:
+        if len(_COMPILED) >= 8:
+            _COMPILED.clear()
+        _COMPILED[key] = nutpie.compile_pymc_model(model)
+    return _COMPILED[key]
+
+
+def peer_log_likelihood(posterior: xr.Dataset, peers: xr.Dataset) -> xr.Dataset:
+    """Pointwise log likelihood ``log_ev_sales`` (dims chain, draw, peer) of each peer's log
+    multiple at each posterior draw, from the posterior's deterministics (numpy/scipy: the
+    model's Student-t, or Normal when ``residual_nu`` is inf)."""
+    from scipy import stats
+
+    reg = regression(peers)
+    groups = list(reg.groups)
+    idx = xr.DataArray([groups.index(str(g)) for g in peers["group"].values], dims="peer")
+    mu = posterior["intercept"] + posterior["group_effect"].isel(group=idx, drop=True)
+    for role, (beta, centre) in PREDICTORS.items():
+        x = xr.DataArray(peers[getattr(reg, role)].values.astype(float), dims="peer")
+        mu = mu + posterior[beta] * (x - posterior[centre])
+    y = xr.DataArray(np.log(peers[reg.response].values.astype(float)), dims="peer")
+    nu = float(np.asarray(posterior["residual_nu"]).reshape(-1)[0])
+    z = ((y - mu) / posterior["sigma"]).transpose("chain", "draw", "peer")
+    sigma = posterior["sigma"].broadcast_like(z).transpose(*z.dims).values
+    dens = stats.norm.logpdf(z.values) if math.isinf(nu) else stats.t.logpdf(z.values, nu)
+    ll = xr.DataArray(dens - np.log(sigma), dims=z.dims,
+                      coords={"chain": z["chain"], "draw": z["draw"],
+                              "peer": [str(p) for p in peers["peer"].values]})
+    return xr.Dataset({"log_ev_sales": ll})
+
+
 def fit_peer_model(
     peers: xr.Dataset,
-    draws: int = 1000,
-    tune: int = 1000,
-    chains: int = 4,
+    draws: int = PEER_FIT["draws"],
+    tune: int = PEER_FIT["tune"],
+    chains: int = PEER_FIT["chains"],
     seed: int | None = None,
-    nuts_sampler: str = "pymc",
+    nuts_sampler: str = PEER_FIT["nuts_sampler"],
     priors: Mapping[str, float] | None = None,
-    target_accept: float = 0.95,
+    target_accept: float = PEER_FIT["target_accept"],
 ) -> xr.DataTree:
-    """Fit `build_peer_model` with NUTS and return the ArviZ 1.x DataTree.
+    """Fit `build_peer_model` with NUTS and return the ArviZ 1.x DataTree (groups
+    ``posterior``, ``sample_stats``, ``log_likelihood``).
 
     Diagnostics over the free variables are stored in the root attrs (and warned about
     when R-hat > ``registry.RHAT_MAX`` or there are divergences): ``rhat_max``, ``ess_bulk_min``,
-    ``ess_tail_min``, ``divergences``, and ``wall_time_s`` (seconds, including
-    compilation). The default ``target_accept`` is high because the group sd is
-    weakly identified from a few groups.
+    ``ess_tail_min``, ``divergences``, ``wall_time_s`` (seconds, including
+    compilation), and the leave-one-out check of `peer_loo`. The default ``target_accept`` is
+    high because the group sd is weakly identified from a few groups. ``nuts_sampler``:
+    ``"nutpie"`` (compiled once per peer table and priors in a process) or ``"pymc"``.
     """
     import pymc as pm
 
     model = build_peer_model(peers, priors)
     start = time.perf_counter()
-    with model:
-        idata = pm.sample(
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            random_seed=seed,
-            nuts_sampler=nuts_sampler,
-            target_accept=target_accept,
-            progressbar=False,
-            compute_convergence_checks=False,
-            idata_kwargs={"log_likelihood": True},
-        )
+    if nuts_sampler == "nutpie":
+        import nutpie
+
+        idata = nutpie.sample(_compiled_nutpie(model, peers, priors), draws=draws, tune=tune,
+                              chains=chains, cores=min(chains, 2), seed=seed,
+                              target_accept=target_accept, progress_bar=False)
+    else:
+        with model:
+            idata = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed,
+                              nuts_sampler=nuts_sampler, target_accept=target_accept,
+                              progressbar=False, compute_convergence_checks=False)
+    idata = xr.DataTree.from_dict({
+        "posterior": idata["posterior"].to_dataset(),
+        "sample_stats": idata["sample_stats"].to_dataset(),
+        "log_likelihood": peer_log_likelihood(idata["posterior"].to_dataset(), peers)})
     diagnostics = peer_diagnostics(idata, [rv.name for rv in model.free_RVs])
     diagnostics["wall_time_s"] = time.perf_counter() - start
     idata.attrs.update(diagnostics)

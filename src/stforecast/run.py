@@ -43,7 +43,7 @@ from .fit import (FitSettings, bar_reasons, diagnose, free_parameter_names, samp
 from .model import Observations, build_model, observations_from_company, observed_data_values
 from .priors import PriorSpec, load_priors
 from .multiples import Valuation, relation_from_fit
-from .peers import (PARETO_K_MAX, build_peer_model, fit_peer_model, load_peers,
+from .peers import (PARETO_K_MAX, PEER_FIT, build_peer_model, fit_peer_model, load_peers,
                     peer_diagnostics, peer_loo, predict_multiple)
 from .registry import HEADLINE_SCENARIO, METHOD_VARIABLES, REPORTED_SCALARS, VARIABLES
 from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, PeerFit,
@@ -449,14 +449,14 @@ def driver_fit_key(inputs: Inputs, settings: RunSettings) -> str:
 
 
 def peer_fit_key(peers: xr.Dataset, settings: RunSettings) -> str:
-    """The fit cache's key of the peer regression: its source, the peer table (values and
-    attributes), the draws, tuning steps and chains, and the seed."""
-    fs = settings.fit
+    """The fit cache's key of the peer regression: its source (with its own sampler settings,
+    ``peers.PEER_FIT``), the peer table (values and attributes), the priors it reads, and the
+    seed."""
     table = {"attrs": {k: str(v) for k, v in peers.attrs.items()},
              "coords": {k: [str(x) for x in v.values] for k, v in peers.coords.items()},
              "values": {k: v.values for k, v in peers.data_vars.items()}}
-    return fit_key("peers", sources=source_hash(*PEER_SOURCES), table=table, draws=fs.draws,
-                   tune=fs.tune, chains=fs.chains, seed=settings.seed)
+    return fit_key("peers", sources=source_hash(*PEER_SOURCES), table=table,
+                   priors=Path(peers.attrs["path"]).read_text(), fit=PEER_FIT, seed=settings.seed)
 
 
 def _cached(cache: FitCache | None, kind: str, key, settings: RunSettings, timings: dict,
@@ -501,8 +501,8 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
 
 def _peer_fit(peers: xr.Dataset, settings: RunSettings, cache: FitCache | None,
               timings: dict) -> xr.DataTree:
-    """The peer regression's DataTree (posterior, sample_stats; diagnostics as root attrs)."""
-    fs = settings.fit
+    """The peer regression's DataTree (posterior, sample_stats, log_likelihood; diagnostics and
+    the leave-one-out check as root attrs)."""
     key = peer_fit_key(peers, settings) if cache is not None else None
     entry = _cached(cache, "peers", key, settings, timings, "peers_cache", "peer regression")
     if entry is not None:
@@ -511,12 +511,12 @@ def _peer_fit(peers: xr.Dataset, settings: RunSettings, cache: FitCache | None,
         idata.attrs.update(peer_diagnostics(idata, list(attrs["free_parameters"])))
         idata.attrs.update(peer_loo(idata))
         return idata
-    logger.info(f"fitting the peer regression ({fs.chains} chains x {fs.draws} draws)")
+    logger.info(f"fitting the peer regression ({PEER_FIT['nuts_sampler']}: "
+                f"{PEER_FIT['chains']} chains x {PEER_FIT['draws']} draws)")
     t = time.perf_counter()
     with warnings.catch_warnings():  # its diagnostics are checked into the summary's reasons
         warnings.simplefilter("ignore", UserWarning)
-        idata = fit_peer_model(peers, draws=fs.draws, tune=fs.tune, chains=fs.chains,
-                               seed=settings.seed)
+        idata = fit_peer_model(peers, seed=settings.seed)  # its own settings (PEER_FIT)
     timings["peers"] = time.perf_counter() - t
     if cache is not None:
         cache.store("peers", key, {g: idata[g].to_dataset()

@@ -148,8 +148,10 @@ def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = N
     """The engine on driver paths, with the drivers analysts read beside the line items.
 
     ``valuation``: how the EV/sales multiple is set (``stforecast.multiples``); both methods'
-    target prices are added when a peer relation is given. ``keep``: only these variables (all
-    line items and drivers when ``None``).
+    target prices are added when a peer relation is given (the peer regression reads the
+    valuation year's FCF margin, so the engine first runs on the years up to the valuation year,
+    which do not depend on the multiple). ``keep``: only these variables (all line items and
+    drivers when ``None``).
     """
     first = None
     if valuation.peers is not None:  # the peer multiple reads the valuation year's FCF margin
