@@ -407,7 +407,8 @@ def test_red_banner_lists_every_failed_check_of_every_fit(run_dir, tmp_path):
 
     page = build_report(_copy(run_dir, tmp_path / "failed", edit)).read_text(encoding="utf-8")
     banner = _banner_html(page)
-    assert "<div class=banner-ok" not in page and "<b>FAILED: the quality bar is not met.</b>" in banner
+    assert "<div class=banner-ok" not in page
+    assert "<b>FAILED: the quality bar is not met.</b>" in banner
     assert banner.count("<li>") == len(driver + peer)
     for reason in driver + peer:
         assert f"<li>{report._e(reason)}</li>" in banner, reason

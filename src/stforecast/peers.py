@@ -254,9 +254,9 @@ def load_peers(path: str | Path) -> xr.Dataset:
     declared units, ratios as fractions; NaN where an optional value is omitted), with its
     ``units`` and ``kind`` as attrs. ``[meta]`` entries become attrs; ``[regression]``
     becomes ``regression_groups`` (a list) and ``regression_response`` / ``_growth`` /
-    ``_margin`` / ``_fcf_margin`` (column names; see `regression`); ``[target]`` becomes ``target_<key>``
-    (its ``group`` must be a regression group; ``sales_cagr`` and ``gross_margin`` are the
-    company's growth and margin at the report's case). Raises a one-line `DataFileError` (a
+    ``_margin`` / ``_fcf_margin`` (column names; see `regression`); ``[target]`` becomes
+    ``target_<key>`` (its ``group`` must be a regression group; ``sales_cagr``,
+    ``gross_margin`` and ``fcf_margin`` are the company's predictors at the report's case). Raises a one-line `DataFileError` (a
     ``ValueError``) naming the file, the key and what was expected on an unreadable file or
     bad content.
     """
