@@ -139,6 +139,10 @@ def test_notebook_runs_in_fast_mode(name, fast_runs):
         raise nb
     _check_content(name, nb)
     assert "FAST run" in "".join(_outputs(nb))
+    # every notebook that fits says whether every fit (driver model, peer regression) met the bar
+    status = (r"-> (OK|NOT OK: .+)" if name == "01-quickstart"
+              else r"quality bar \(every fit: driver model and peer regression\): (OK|NOT OK: .+)")
+    assert re.search(status, "".join(_outputs(nb))), name
     # results went to the temporary folder, not into the project
     assert list((out / name).rglob("summary.json"))
 

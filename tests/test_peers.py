@@ -25,7 +25,7 @@ def test_peer_table_loads_with_report_figures():
     ds = pe.load_peers(SENSETIME_PEERS)
     reg = pe.regression(ds)
     assert reg == pe.Regression(("global_ai", "china_ai", "global_saas"), "ev_sales_fy22e",
-                                "sales_cagr_fy20_23e", "gross_margin_fy20")
+                                "sales_cagr_fy20_23e", "gross_margin_fy20", "fcf_margin_fy20")
     assert ds.sizes["peer"] == 20
     counts = {g: int((ds["group"] == g).sum()) for g in reg.groups}
     assert counts == {"global_ai": 5, "china_ai": 2, "global_saas": 13}
@@ -53,11 +53,17 @@ def test_sensetime_reference_figures_are_consistent():
     assert cagr == pytest.approx(a["target_sales_cagr"], abs=0.005)
     assert a["target_group"] == "china_ai"
     assert (a["target_gross_margin"], a["target_gross_margin_final"]) == (0.706, 0.659)
+    # the FCF margin predictor at the report's case: FY22E FCF / revenue from the engine
+    from stforecast.company import load_company
+    from stforecast.engine import report_case
+    company = load_company("sensetime")
+    case = report_case(company).sel(year=company.market.valuation_year)
+    assert float(case["free_cash_flow"] / case["revenue"]) == pytest.approx(
+        a["target_fcf_margin"], abs=0.005)
 
 
-# The SenseTime peer table and regression as the code before the peers file declared its own
-# groups and columns built them (read from commit 843e876: `load_peers()` and
-# `build_peer_model(load_peers())`, the deterministic then named `intercept_sensetime`).
+# The SenseTime peer table as the code before the peers file declared its own groups and
+# columns built it (read from commit 843e876: `load_peers()`).
 BEFORE = {
     "variables": ["market_cap_usd_mn", "price_lc", "ev_sales_fy21e", "ev_sales_fy22e", "ps_fy21e",
                   "ps_fy22e", "sales_cagr_fy20_23e", "eps_cagr_fy20_23e", "gross_margin_fy20",
@@ -73,18 +79,6 @@ BEFORE = {
     "gross_margin_fy20": [0.68, 0.82, 0.75, 0.62, 0.58, 0.65, 0.9, 0.68, 0.87, 0.9, 0.75, 0.83,
                           0.78, 0.75, 0.82, 0.73, 0.78, 0.53, 0.71, 0.73],
     "eps_nan": ["PATH US", "AI US", "688256 CH", "OKTA US"],
-    "free": ["intercept", "group_sigma", "group_z", "beta_growth", "beta_margin", "sigma"],
-    "deterministics": ["growth_centre", "margin_centre", "residual_nu", "group_effect",
-                       "group_intercept", "intercept_target"],
-    "observed": ["log_ev_sales"],
-    "initial_point": {"intercept": 2.7, "group_sigma_log__": -0.6931471805599453,
-                      "group_z": [0.0, 0.0, 0.0], "beta_growth": 0.0, "beta_margin": 0.0,
-                      "sigma_log__": -0.6931471805599453},
-    "logp_initial": -22.426238525892035,
-    "logp_moved": -25.870904774204796,  # at initial point + 0.3 x N(0, 1) (default_rng(0))
-    "dlogp_moved": [-1.0376378570499645, -0.31609529812342907, -1.8119081595433477,
-                    0.4992206992192144, 0.7692586715215111, 0.8984606488907227,
-                    -0.30009577391931175, -12.855161442105784],
 }
 
 
@@ -96,7 +90,7 @@ def _logp_checks(model):
         np.asarray(model.compile_dlogp()(moved))
 
 
-def test_sensetime_peer_data_and_model_unchanged_by_declared_columns():
+def test_sensetime_peer_data_unchanged_by_declared_columns():
     ds = pe.load_peers(SENSETIME_PEERS)
     assert list(ds.data_vars) == BEFORE["variables"]
     assert [str(p) for p in ds["peer"].values] == BEFORE["peers"]
@@ -105,36 +99,61 @@ def test_sensetime_peer_data_and_model_unchanged_by_declared_columns():
         assert ds[name].values.tolist() == BEFORE[name]
     assert [str(p) for p in ds["peer"].values[ds["eps_cagr_fy20_23e"].isnull().values]] == \
         BEFORE["eps_nan"]
+
+
+def test_model_likelihood_is_the_regression_in_natural_units():
+    """The sampler's parameterisation (standardised slopes, zero-sum non-centred group effects)
+    gives the module docstring's regression: at a random point, the likelihood equals the
+    Student-t density of log EV/sales around intercept + group effect + sum_k beta_k (x_k -
+    mean_k), computed here with scipy from the peers file; the effects sum to zero."""
+    from scipy import stats
+    ds = pe.load_peers(SENSETIME_PEERS)
+    reg = pe.regression(ds)
     model = pe.build_peer_model(ds)
-    assert [rv.name for rv in model.free_RVs] == BEFORE["free"]
-    assert [d.name for d in model.deterministics] == BEFORE["deterministics"]
-    assert [o.name for o in model.observed_RVs] == BEFORE["observed"]
+    assert [rv.name for rv in model.free_RVs] == ["intercept", "group_sigma", "group_z",
+                                                  "slope_std", "sigma"]
     assert model.coords["group"] == ("global_ai", "china_ai", "global_saas")
-    ip, logp_ip, logp_moved, dlogp = _logp_checks(model)
-    assert {k: np.asarray(v).tolist() for k, v in ip.items()} == BEFORE["initial_point"]
-    assert logp_ip == pytest.approx(BEFORE["logp_initial"], rel=1e-12)
-    assert logp_moved == pytest.approx(BEFORE["logp_moved"], rel=1e-12)
-    np.testing.assert_allclose(dlogp, BEFORE["dlogp_moved"], rtol=1e-10)
+    ip, _, _, _ = _logp_checks(model)
+    rng = np.random.default_rng(3)
+    point = {k: np.asarray(v) + 0.5 * rng.standard_normal(np.shape(v)) for k, v in ip.items()}
+    names = ["intercept", "group_effect", "beta_growth", "beta_margin", "beta_fcf_margin",
+             "sigma", "intercept_target"]
+    outs = model.replace_rvs_by_values([model[n] for n in names])
+    values = dict(zip(names, model.compile_fn(outs, inputs=model.value_vars,
+                                              on_unused_input="ignore")(point)))
+    assert float(np.sum(values["group_effect"])) == pytest.approx(0.0, abs=1e-12)
+    groups = list(reg.groups)
+    effect = values["group_effect"][[groups.index(str(g)) for g in ds["group"].values]]
+    mu = values["intercept"] + effect + sum(
+        values[f"beta_{role}"] * (ds[col].values - ds[col].values.mean())
+        for role, col in reg.predictors().items())
+    nu = pe.load_priors(SENSETIME_PEERS)["residual_nu"]
+    expected = stats.t.logpdf(np.log(ds[reg.response].values), nu, mu, values["sigma"]).sum()
+    got = float(model.compile_logp(vars=[model["log_ev_sales"]], jacobian=False)(point))
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert values["intercept_target"] == pytest.approx(
+        values["intercept"] + values["group_effect"][groups.index("china_ai")])
 
 
 def test_regression_follows_the_names_the_file_declares(tmp_path):
     """Renaming every group and regression column in the file changes nothing but names."""
     text = SENSETIME_PEERS.read_text()
     renames = {"ev_sales_fy22e": "multiple_next_year", "sales_cagr_fy20_23e": "growth_3y",
-               "gross_margin_fy20": "gm_last", "global_ai": "ai_world", "china_ai": "ai_home",
-               "global_saas": "saas"}
+               "gross_margin_fy20": "gm_last", "fcf_margin_fy20": "fcf_last",
+               "global_ai": "ai_world", "china_ai": "ai_home", "global_saas": "saas"}
     for old, new in renames.items():
         text = re.sub(rf"\b{old}\b", new, text)
     path = tmp_path / "peers.toml"
     path.write_text(text)
     ds = pe.load_peers(path)
     assert pe.regression(ds) == pe.Regression(("ai_world", "ai_home", "saas"),
-                                              "multiple_next_year", "growth_3y", "gm_last")
+                                              "multiple_next_year", "growth_3y", "gm_last",
+                                              "fcf_last")
     model = pe.build_peer_model(ds)
     assert model.coords["group"] == ("ai_world", "ai_home", "saas")
     _, logp_ip, logp_moved, _ = _logp_checks(model)
-    assert (logp_ip, logp_moved) == pytest.approx((BEFORE["logp_initial"], BEFORE["logp_moved"]),
-                                                  rel=1e-12)
+    _, logp_ip0, logp_moved0, _ = _logp_checks(pe.build_peer_model(pe.load_peers(SENSETIME_PEERS)))
+    assert (logp_ip, logp_moved) == pytest.approx((logp_ip0, logp_moved0), rel=1e-12)
 
 
 def test_toyco_peers_two_groups_and_its_target_group():
@@ -147,7 +166,7 @@ def test_toyco_peers_two_groups_and_its_target_group():
     model = pe.build_peer_model(ds)
     assert model.coords["group"] == reg.groups
     point = model.initial_point()
-    point["group_z"] = np.array([0.5, -1.0])
+    point["group_z_zerosum__"] = np.array([0.5])
     point["group_sigma_log__"] = np.log(0.4)
     values = model.compile_fn([model["intercept_target"], model["group_intercept"]],
                               inputs=model.value_vars, on_unused_input="ignore")(point)
@@ -177,6 +196,8 @@ def _edited_copy(tmp_path, old, new):
         ('response = "ev_sales_fy22e"', 'response = "ev_sales"', "regression.response"),
         ('growth = "sales_cagr_fy20_23e"', 'growth = "gross_margin_fy20"', "regression.growth"),
         ('margin = "gross_margin_fy20"', 'margin = "eps_cagr_fy20_23e"', "regression.margin"),
+        ('fcf_margin = "fcf_margin_fy20"', 'fcf_margin = "price_lc"', "regression.fcf_margin"),
+        ("fcf_margin = -0.40 ", "fcf_margin = -40.0 ", "target.fcf_margin"),
         ('groups = ["global_ai", "china_ai", "global_saas"]', 'groups = []', "regression.groups"),
         ('groups = ["global_ai", "china_ai", "global_saas"]',
          'groups = ["global_ai", "china_ai", "global_saas", "robotics"]', "regression.groups"),
@@ -218,10 +239,12 @@ def _synthetic_posterior(chains=4, draws=100, sigma=0.3, nu=math.inf, seed=0):
         "intercept_target": rng.normal(3.0, 0.1, shape),
         "beta_growth": np.abs(rng.normal(2.0, 0.3, shape)),  # positive growth slope
         "beta_margin": rng.normal(0.5, 0.3, shape),
+        "beta_fcf_margin": rng.normal(0.8, 0.3, shape),
         "sigma": np.full(shape, sigma),
         "residual_nu": np.full(shape, nu),
         "growth_centre": np.full(shape, 0.3),
         "margin_centre": np.full(shape, 0.75),
+        "fcf_margin_centre": np.full(shape, 0.1),
     }
     return xr.Dataset({k: (pe.POSTERIOR_DIMS, v) for k, v in values.items()})
 
@@ -232,8 +255,8 @@ def _paths(value, chains=4, draws=100, n_paths=5):
 
 def test_predict_multiple_increases_with_growth_when_slope_positive():
     post = _synthetic_posterior()
-    low = pe.predict_multiple(post, _paths(0.2), _paths(0.7), rng=1)
-    high = pe.predict_multiple(post, _paths(0.5), _paths(0.7), rng=1)
+    low = pe.predict_multiple(post, _paths(0.2), _paths(0.7), 0.1, rng=1)
+    high = pe.predict_multiple(post, _paths(0.5), _paths(0.7), 0.1, rng=1)
     assert low.dims == high.dims == ("chain", "draw", "path")
     assert bool((high > low).all())  # same noise draws, positive slope in every draw
     assert float(high.median()) > float(low.median())
@@ -242,22 +265,24 @@ def test_predict_multiple_increases_with_growth_when_slope_positive():
 def test_predict_multiple_dims_pairing_and_resampling():
     post = _synthetic_posterior(sigma=1e-12)
     # equal (chain, draw) sizes: draws paired by position, output = exp(linear predictor)
-    out = pe.predict_multiple(post, _paths(0.37), 0.706, rng=0)
+    out = pe.predict_multiple(post, _paths(0.37), 0.706, -0.4, rng=0)
     assert out.dims == ("chain", "draw", "path") and out.shape == (4, 100, 5)
     expected = np.exp(
         post["intercept_target"]
         + post["beta_growth"] * (0.37 - 0.3)
         + post["beta_margin"] * (0.706 - 0.75)
+        + post["beta_fcf_margin"] * (-0.4 - 0.1)
     )
     np.testing.assert_allclose(out.isel(path=0).values, expected.values, rtol=1e-9)
     # different sizes: resampled posterior draws, predictor dims kept
-    small = pe.predict_multiple(post, _paths(0.37, chains=2, draws=30, n_paths=7), 0.706, rng=0)
+    small = pe.predict_multiple(post, _paths(0.37, chains=2, draws=30, n_paths=7), 0.706, -0.4,
+                                rng=0)
     assert small.dims == ("chain", "draw", "path") and small.shape == (2, 30, 7)
     assert np.isin(np.round(small.isel(path=0).values, 9), np.round(expected.values, 9)).all()
     # scalar predictors: one prediction per posterior draw
-    assert pe.predict_multiple(post, 0.37, 0.706, rng=0).shape == (4, 100)
+    assert pe.predict_multiple(post, 0.37, 0.706, -0.4, rng=0).shape == (4, 100)
     with pytest.raises(ValueError):
-        pe.predict_multiple(post, xr.DataArray(np.zeros(3), dims="chain"), 0.7)
+        pe.predict_multiple(post, xr.DataArray(np.zeros(3), dims="chain"), 0.7, 0.1)
 
 
 def test_predict_multiple_includes_residual_noise_and_premium():
@@ -265,12 +290,15 @@ def test_predict_multiple_includes_residual_noise_and_premium():
     post = _synthetic_posterior(sigma=sigma).assign(beta_growth=lambda d: 0 * d["beta_growth"])
     post["intercept_target"] = xr.full_like(post["intercept_target"], 3.0)
     post["beta_margin"] = xr.full_like(post["beta_margin"], 0.0)
-    base = pe.predict_multiple(post, _paths(0.37, n_paths=50), 0.7, rng=3)
+    post["beta_fcf_margin"] = xr.full_like(post["beta_fcf_margin"], 0.0)
+    base = pe.predict_multiple(post, _paths(0.37, n_paths=50), 0.7, 0.1, rng=3)
     assert float(np.log(base).std()) == pytest.approx(sigma, rel=0.05)
     premium = math.log(1.2)
-    lifted = pe.predict_multiple(post, _paths(0.37, n_paths=50), 0.7, premium=premium, rng=3)
+    lifted = pe.predict_multiple(post, _paths(0.37, n_paths=50), 0.7, 0.1, premium=premium,
+                                 rng=3)
     np.testing.assert_allclose((lifted / base).values, 1.2)
-    bag = pe.predict_multiple(post, _paths(0.37, n_paths=50), 0.7, premium=np.array([0.0, 1.0]), rng=3)
+    bag = pe.predict_multiple(post, _paths(0.37, n_paths=50), 0.7, 0.1,
+                              premium=np.array([0.0, 1.0]), rng=3)
     assert bag.shape == base.shape and float(np.log(bag).mean()) == pytest.approx(3.5, abs=0.05)
 
 
@@ -313,8 +341,26 @@ def test_model_fits_real_peers_and_records_diagnostics():
     post = idata["posterior"]
     assert set(pe.PREDICTION_PARAMS) <= set(post.data_vars)
     assert float(post["growth_centre"].mean()) == pytest.approx(float(peers["sales_cagr_fy20_23e"].mean()))
-    out = pe.predict_multiple(idata, 0.37, 0.706, rng=0)
+    out = pe.predict_multiple(idata, 0.37, 0.706, -0.4, rng=0)
     assert out.dims == ("chain", "draw") and bool((out > 0).all())
+    # the leave-one-out check: one entry per peer, and a left-out peer is predicted worse than
+    # the same peer in the fit (elpd_loo below the in-sample log predictive density)
+    assert idata.attrs["loo_n"] == peers.sizes["peer"]
+    assert 0 <= idata.attrs["loo_n_high_k"] <= peers.sizes["peer"]
+    ll = idata["log_likelihood"]["log_ev_sales"].stack(s=("chain", "draw")).values  # (peer, s)
+    lppd = float(np.sum(np.log(np.mean(np.exp(ll), axis=-1))))
+    assert idata.attrs["loo_elpd"] < lppd
+    assert idata.attrs["loo_p"] == pytest.approx(lppd - idata.attrs["loo_elpd"], rel=1e-6)
+    # the pointwise log likelihood (numpy/scipy, from the deterministics) is the model's own
+    import pymc as pm
+    thin = xr.DataTree.from_dict({"posterior": idata["posterior"].to_dataset().isel(
+        draw=slice(0, 20))})
+    own = pm.compute_log_likelihood(thin, model=pe.build_peer_model(peers), progressbar=False,
+                                    extend_inferencedata=False)
+    np.testing.assert_allclose(
+        idata["log_likelihood"]["log_ev_sales"].isel(draw=slice(0, 20)).values,
+        own["log_ev_sales"].transpose("chain", "draw", "peer").values,
+        atol=1e-7)  # the two implementations' Student-t constants differ by ~2.5e-9
 
 
 @pytest.mark.slow

@@ -156,7 +156,7 @@ def test_percentile_table(summary, page):
 
 def test_valuation_section(summary, page):
     section = _section(page, "valuation")
-    rows = _rows(section)
+    rows = _rows(section.split("<h3>P(upside) across")[0])  # the method table
     assert len(rows) == 2
     for row, method in zip(rows, ("report", "peer-regression")):
         block = summary["valuation_methods"][method]
@@ -378,3 +378,74 @@ def test_the_run_renders_from_memory_what_summary_json_renders(run_dir, tmp_path
     build_report(copy)
     assert (copy / "report.html").read_text(encoding="utf-8") == \
         (run_dir / "report.html").read_text(encoding="utf-8")
+
+
+def _banner_html(page: str) -> str:
+    """The red banner (a role=alert box before the headline), as rendered."""
+    start = page.index("<div class=warning role=alert>")
+    return page[start:page.index("</div>", start)]
+
+
+def test_red_banner_lists_every_failed_check_of_every_fit(run_dir, tmp_path):
+    """A summary whose driver model AND peer regression miss the bar (reasons made by the same
+    functions a run uses): the page opens with the red banner and lists each reason."""
+    from types import SimpleNamespace
+
+    from stforecast.fit import bar_reasons
+    from stforecast.run import _peer_reasons
+
+    driver = bar_reasons(1.05, 120.0, 90.0, 3)
+    peer = _peer_reasons(SimpleNamespace(attrs={"rhat_max": 1.02, "ess_bulk_min": 300.0,
+                                                "ess_tail_min": 250.0, "divergences": 2}))
+    assert len(driver) == 4 and len(peer) == 4
+
+    def edit(data):
+        data["diagnostics"].update(rhat_max=1.05, ess_bulk_min=120.0, ess_tail_min=90.0,
+                                   divergences=3, ok=False, reasons=driver)
+        data["peer_fit"]["diagnostics"].update(rhat_max=1.02, ess_bulk_min=300.0,
+                                               ess_tail_min=250.0, divergences=2, ok=False,
+                                               reasons=peer)
+        data.update(ok=False, reasons=driver + peer)
+
+    page = build_report(_copy(run_dir, tmp_path / "failed", edit)).read_text(encoding="utf-8")
+    banner = _banner_html(page)
+    assert "<div class=banner-ok" not in page
+    assert "<b>FAILED: the quality bar is not met.</b>" in banner
+    assert banner.count("<li>") == len(driver + peer)
+    for reason in driver + peer:
+        assert f"<li>{report._e(reason)}</li>" in banner, reason
+    assert any(r.startswith("peer regression: ") for r in peer)
+    assert page.index("FAILED") < page.index("id=headline")
+
+
+def test_summary_and_report_show_p_upside_across_methods_and_scenarios(summary, page):
+    block = summary["p_upside_range"]
+    assert block["definition"].startswith("P(discounted value per diluted share > today's price)")
+    assert block["price"] == summary["company"]["price"]
+    table = block["p_upside"]
+    assert set(table) == {"report", "peer-regression"}
+    values = []
+    for method, row in table.items():
+        assert set(row) == set(summary["scenarios"])
+        for name, p in row.items():  # the same numbers as each scenario's method summary
+            assert p == summary["scenarios"][name]["valuation_methods"][method]["p_upside"]
+            assert 0 < p["mcse"] < 0.05
+            values.append(p["value"])
+    assert (block["low"], block["high"]) == (min(values), max(values))
+    section = _section(page, "valuation")
+    assert "P(upside) across valuation methods and scenarios" in section
+    for method, row in table.items():
+        for p in row.values():
+            assert report._prob(p) in section
+
+
+def test_report_shows_the_peer_regression_loo_check_and_the_share_outside_the_peers(summary,
+                                                                                     page):
+    loo = summary["peer_fit"]["loo"]
+    assert loo["n"] == 20 and loo["k_threshold"] == 0.7 and loo["p_loo"] > 0
+    assert 0 <= summary["peer_fit"]["share_outside_peer_range"] <= 1
+    section = _section(page, "valuation")
+    assert f"elpd {loo['elpd']:.1f} ± {loo['se']:.1f} over 20 peers" in section
+    assert f"Pareto k max {loo['pareto_k_max']:.2f}" in section
+    assert "outside the peers' observed range" in section
+    assert "Slope on FCF margin" in section

@@ -412,14 +412,14 @@ def events_block(predictive: xr.Dataset, company: Company) -> dict:
 def peers_block(peers: xr.Dataset, peer_posterior: xr.Dataset, company: Company,
                 summary: Mapping, growth: str, margin: str, response: str) -> dict:
     """The peer scatter (``growth`` vs ``response`` columns of ``peers``), the fitted relation for
-    the company's group at the peers' mean ``margin`` (posterior median and central band, no
-    residual), and the company's own points from the summary."""
+    the company's group at the peers' mean ``margin`` and mean FCF margin (posterior median and
+    central band, no residual), and the company's own points from the summary."""
     x = peers[growth].values.astype(float)
     y = peers[response].values.astype(float)
     names = peers["company"].values if "company" in peers.coords else peers["peer"].values
     groups = [str(g) for g in peers["group"].values]
     at = ((summary.get("peer_fit") or {}).get("at_report_growth_and_margin") or {})
-    paths = (summary.get("valuation_methods") or {}).get("sales_cagr")
+    paths = summary.get("sales_cagr")  # the headline paths' expected CAGR (a top-level scalar)
     xs = [float(np.nanmin(x)), float(np.nanmax(x))]
     if at.get("sales_cagr") is not None:
         xs.append(float(at["sales_cagr"]))

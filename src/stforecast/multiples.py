@@ -5,25 +5,35 @@ Two methods (``valuation.method`` in the priors file):
 * ``"report"``: the multiple is the driver model's ``ev_sales_multiple`` (a prior around the
   report's multiple), the same whatever the path's growth;
 * ``"peer-regression"``: the multiple is predicted by the company's peer regression
-  (``stforecast.peers``) from the path's own revenue CAGR (last history year to last forecast
-  year) and its valuation-year gross margin, with the regression's parameter and residual
-  uncertainty, times ``exp(peer_premium)`` (a prior in the priors file). A path or scenario
-  that grows more slowly gets a lower multiple, as markets do. The regression is not
-  extrapolated: a path's CAGR and margin are clipped to the peers' observed ranges, so a path
-  growing 100% a year gets the multiple of the fastest-growing peer's growth, not
-  exp(slope x 100%).
+  (``stforecast.peers``) from what the market can see on that path AT THE VALUATION DATE (the
+  end of the valuation year): the revenue CAGR it can expect then, the valuation year's gross
+  margin and FCF margin; with the regression's parameter and residual uncertainty, times
+  ``exp(peer_premium)`` (the company's premium to its peer line) and ``exp(sector_rerating)``
+  (how far the whole sector's multiples move between the peers' price date and the valuation
+  date), both priors in the priors file.
 
-Both are computed on every path (``ev_sales_multiple_report`` / ``ev_sales_multiple_peer``
-and ``target_price_report`` / ``target_price_peer``); ``ev_sales_multiple`` and
-``target_price`` are the chosen method's. A shock on the ``ev_sales_multiple`` channel
-(e.g. a narrower investor base) multiplies both. The peer regression's residual noise, its
-posterior draw per path and the premium are fixed by ``seed``, so every scenario sees the same
-ones (common random numbers): a scenario changes the peer multiple only through growth, margin
-and its shock channel.
+No look-ahead. The peers' growth predictor is a sales CAGR from the last history year to the
+last forecast year as the market forecast it. On a path, the years up to the valuation year
+are known at the valuation date; the later years are not, so the CAGR uses the revenue the
+market could expect for them: ``expected_growth`` (per segment, from ``simulate.driver_paths``:
+the driver processes' conditional expectation of the log growth after the valuation year given
+the path's parameters and its growth up to the valuation year) applied to the path's
+valuation-year revenue (after any shock). Changing a path's revenue after the valuation year
+does not change its multiple (a test checks it). Without ``expected_growth`` (a point case such
+as the report's own, whose forecast IS its expectation) the realised CAGR is used.
 
-The peers' growth and margin columns are the ones their file's ``[regression]`` names (the
-peers' gross margin may be from an earlier year than the valuation year); the company's margin
-is taken at the valuation year, so that a margin shock reaches the multiple.
+No clip. A path whose predictors lie outside the peers' observed ranges gets the regression's
+line with the slopes' full posterior uncertainty (whose spread grows with the distance from the
+peers' centre) and the Student-t residual; ``peer_outside_range`` (1 = at least one predictor
+outside the peers' range) says how often that happens.
+
+Both methods are computed on every path (``ev_sales_multiple_report`` /
+``ev_sales_multiple_peer`` and ``target_price_report`` / ``target_price_peer``);
+``ev_sales_multiple`` and ``target_price`` are the chosen method's. A shock on the
+``ev_sales_multiple`` channel (e.g. a narrower investor base) multiplies both. The peer
+regression's residual noise, its posterior draw per path, the premium and the re-rating are
+fixed by ``seed``, so every scenario sees the same ones (common random numbers): a scenario
+changes the peer multiple only through the predictors and its shock channel.
 """
 
 from __future__ import annotations
@@ -35,23 +45,27 @@ import xarray as xr
 
 from .company import Company
 from .engine import valuation
-from .peers import PREDICTION_PARAMS, predict_multiple, regression
+from .peers import PREDICTION_PARAMS, PREDICTORS, predict_multiple, regression
 from .priors import Prior
 from .registry import METHOD_VARIABLES, SAMPLE_DIMS, VALUATION_METHODS as METHODS
+
+#: Per-path predictor variables, in the order of ``peers.PREDICTORS``.
+PREDICTOR_VARIABLES = ("sales_cagr", "gross_margin_valuation", "fcf_margin_valuation")
 
 
 @dataclass(frozen=True)
 class PeerRelation:
     """A fitted peer regression (posterior of ``PREDICTION_PARAMS``, dims chain, draw), the
-    premium prior, and the seed that fixes its random numbers across scenarios."""
+    premium and sector re-rating priors (log factors), and the seed that fixes their random
+    numbers across scenarios."""
 
     posterior: xr.Dataset
     premium: Prior
     seed: int
-    #: The peers' observed ranges of CAGR and gross margin: the regression is not extrapolated
-    #: beyond them (a path outside gets the multiple at the nearest edge).
-    growth_range: tuple[float, float] = (-np.inf, np.inf)
-    margin_range: tuple[float, float] = (-np.inf, np.inf)
+    rerating: Prior | None = None
+    #: The peers' observed ranges of each predictor (role -> (min, max)): not a clip, only
+    #: what ``peer_outside_range`` is measured against.
+    ranges: dict = field(default_factory=dict, compare=False)
     cache: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -68,71 +82,120 @@ class Valuation:
 
 
 def sales_cagr(drivers: xr.Dataset, company: Company) -> xr.DataArray:
-    """Revenue CAGR from the last history year to the last forecast year (fraction per year)."""
+    """Revenue CAGR from the last history year to the last forecast year (fraction per year),
+    as the market could expect it at the end of the valuation year (see the module docstring):
+    realised revenue up to the valuation year, then ``drivers["expected_growth"]`` (per
+    segment: expected log growth from the valuation year to the last forecast year). Without
+    ``expected_growth``, the drivers' own last-year revenue (a point case)."""
     segments = drivers["segment_revenue"]
-    last = segments.isel(year=-1, drop=True).sum("segment", skipna=False)
     start = company.last_history_revenue()
-    cagr = (last / start) ** (1.0 / int(segments.sizes["year"])) - 1.0
-    return cagr.assign_attrs(period=f"{company.last_history_year}-{company.last_forecast_year}")
+    n_years = int(segments.sizes["year"])
+    if "expected_growth" in drivers:
+        at_valuation = segments.sel(year=company.market.valuation_year, drop=True)
+        final = (at_valuation * np.exp(drivers["expected_growth"])).sum("segment", skipna=False)
+        basis = f"expected at the end of {company.market.valuation_year}"
+    else:
+        final = segments.isel(year=-1, drop=True).sum("segment", skipna=False)
+        basis = "the drivers' own forecast (no expected_growth given)"
+    cagr = ((final / start) ** (1.0 / n_years) - 1.0).drop_attrs()
+    return cagr.assign_attrs(period=f"{company.last_history_year}-{company.last_forecast_year}",
+                             basis=basis)
+
+
+def fcf_margin(statements: xr.Dataset, company: Company) -> xr.DataArray:
+    """Free cash flow / revenue in the valuation year (fraction) from the engine's output."""
+    year = company.market.valuation_year
+    return (statements["free_cash_flow"].sel(year=year, drop=True)
+            / statements["revenue"].sel(year=year, drop=True))
 
 
 def _log_terms(relation: PeerRelation, dims: list[str], shape: tuple[int, ...]):
-    """Per path: the log multiple at zero growth and margin, and the two slopes.
+    """Per path: the log multiple at zero predictors, and one slope per predictor.
 
-    ``predict_multiple`` is linear in growth and margin on the log scale, and its random numbers
-    (posterior draw per path, residual noise, premium) are fixed by the relation's seed, so
-    log m = a + b_growth * g + b_margin * m exactly, with a, b read off three predictions.
+    ``predict_multiple`` is linear in the predictors on the log scale, and its random numbers
+    (posterior draw per path, residual noise, premium, re-rating) are fixed by the relation's
+    seed, so log m = a + sum_k b_k x_k exactly, with a and b_k read off four predictions.
     Cached per shape: every scenario reuses them (and gets the same noise).
     """
     key = (tuple(dims), shape)
     if key not in relation.cache:
-        premium = xr.DataArray(relation.premium.frozen().rvs(
-            size=shape, random_state=np.random.default_rng([relation.seed, 1])), dims=dims)
+        log_factor = relation.premium.frozen().rvs(
+            size=shape, random_state=np.random.default_rng([relation.seed, 1]))
+        if relation.rerating is not None:
+            log_factor = log_factor + relation.rerating.frozen().rvs(
+                size=shape, random_state=np.random.default_rng([relation.seed, 3]))
+        premium = xr.DataArray(log_factor, dims=dims)
 
-        def log_predict(g: float, m: float) -> np.ndarray:
-            x = xr.DataArray(np.zeros(shape), dims=dims)
-            out = predict_multiple(relation.posterior, x + g, x + m, premium=premium,
+        def log_predict(*x: float) -> np.ndarray:
+            zero = xr.DataArray(np.zeros(shape), dims=dims)
+            out = predict_multiple(relation.posterior, *(zero + v for v in x), premium=premium,
                                    rng=np.random.default_rng([relation.seed, 2]))
             return np.log(out.transpose(*dims).values)
 
-        a = log_predict(0.0, 0.0)
-        relation.cache[key] = (a, log_predict(1.0, 0.0) - a, log_predict(0.0, 1.0) - a)
+        a = log_predict(0.0, 0.0, 0.0)
+        slopes = [log_predict(*np.eye(len(PREDICTORS))[k]) - a for k in range(len(PREDICTORS))]
+        relation.cache[key] = (a, slopes)
     return relation.cache[key]
 
 
-def peer_multiple(drivers: xr.Dataset, relation: PeerRelation, company: Company,
-                  growth: xr.DataArray | None = None) -> xr.DataArray:
+def peer_multiple(predictors: dict[str, xr.DataArray], relation: PeerRelation,
+                  company: Company) -> xr.DataArray:
     """The peer-regression multiple per path (x, before any shock on the multiple).
 
-    ``growth``: the paths' ``sales_cagr`` when already computed.
+    ``predictors``: ``PREDICTOR_VARIABLES`` -> per-path values (see `peer_predictors`).
     """
-    growth = sales_cagr(drivers, company) if growth is None else growth
-    margin = drivers["gross_margin"].sel(year=company.market.valuation_year, drop=True)
-    growth, margin = xr.broadcast(growth, margin)
-    dims = [d for d in SAMPLE_DIMS if d in growth.dims]
-    growth = growth.transpose(*dims).clip(*relation.growth_range)
-    margin = margin.transpose(*dims).clip(*relation.margin_range)
-    a, b_growth, b_margin = _log_terms(relation, dims, growth.shape)
-    multiple = growth.copy(data=np.exp(a + b_growth * growth.values + b_margin * margin.values))
+    values = xr.broadcast(*(predictors[name] for name in PREDICTOR_VARIABLES))
+    dims = [d for d in SAMPLE_DIMS if d in values[0].dims]
+    values = [v.transpose(*dims) for v in values]
+    a, slopes = _log_terms(relation, dims, values[0].shape)
+    log_m = a + sum(b * v.values for b, v in zip(slopes, values))
+    multiple = values[0].copy(data=np.exp(log_m))
     multiple.name = "ev_sales_multiple_peer"
     multiple.attrs = {"units": f"x (EV/sales {company.market.valuation_year})"}
     return multiple
 
 
-def set_multiples(drivers: xr.Dataset, method: Valuation, company: Company) -> xr.Dataset:
+def peer_predictors(drivers: xr.Dataset, statements: xr.Dataset,
+                    company: Company) -> dict[str, xr.DataArray]:
+    """The regression's predictors per path, all known at the valuation date: the expected
+    sales CAGR, and the valuation year's gross margin and FCF margin."""
+    year = company.market.valuation_year
+    return {"sales_cagr": sales_cagr(drivers, company),
+            "gross_margin_valuation": drivers["gross_margin"].sel(year=year, drop=True),
+            "fcf_margin_valuation": fcf_margin(statements, company)}
+
+
+def outside_range(predictors: dict[str, xr.DataArray], relation: PeerRelation) -> xr.DataArray:
+    """1.0 where at least one predictor lies outside the peers' observed range, else 0.0."""
+    out = xr.DataArray(False)
+    for role, name in zip(PREDICTORS, PREDICTOR_VARIABLES):
+        lo, hi = relation.ranges.get(role, (-np.inf, np.inf))
+        out = out | (predictors[name] < lo) | (predictors[name] > hi)
+    return out.astype(float).rename("peer_outside_range")
+
+
+def set_multiples(drivers: xr.Dataset, method: Valuation, company: Company,
+                  statements: xr.Dataset | None = None) -> xr.Dataset:
     """Drivers with ``ev_sales_multiple`` set by ``method`` and both methods' multiples kept.
 
     ``drivers["ev_sales_multiple"]`` on entry is the report method's (after any shock);
     ``drivers["multiple_shock_factor"]``, when present, is the shocks' factor on the multiple.
+    ``statements``: the engine's output on these drivers (only years up to the valuation year
+    are read: its FCF margin); needed with a peer relation.
     """
-    growth = sales_cagr(drivers, company)
     out = drivers.assign(ev_sales_multiple_report=drivers["ev_sales_multiple"],
-                         sales_cagr=growth)
+                         sales_cagr=sales_cagr(drivers, company))
     if method.peers is None:
         return out
+    if statements is None:
+        raise ValueError("set_multiples: the peer regression needs the engine's statements "
+                         "(FCF margin at the valuation year)")
+    predictors = peer_predictors(drivers, statements, company)
     factor = drivers.get("multiple_shock_factor", xr.DataArray(1.0))
-    peer = peer_multiple(drivers, method.peers, company, growth) * factor
-    out = out.assign(ev_sales_multiple_peer=peer)
+    peer = peer_multiple(predictors, method.peers, company) * factor
+    out = out.assign(ev_sales_multiple_peer=peer,
+                     fcf_margin_valuation=predictors["fcf_margin_valuation"],
+                     peer_outside_range=outside_range(predictors, method.peers))
     if method.method == "peer-regression":
         out["ev_sales_multiple"] = peer
     return out
@@ -152,15 +215,16 @@ def method_target_prices(statements: xr.Dataset, drivers: xr.Dataset,
 
 
 def relation_from_fit(peer_idata, premium: Prior, seed: int,
-                      peers: xr.Dataset | None = None) -> PeerRelation:
+                      peers: xr.Dataset | None = None,
+                      rerating: Prior | None = None) -> PeerRelation:
     """A ``PeerRelation`` from ``peers.fit_peer_model``'s DataTree (or posterior Dataset);
-    ``peers`` (the fitted data) sets the ranges the regression is not extrapolated beyond."""
+    ``peers`` (the fitted data) sets the ranges ``peer_outside_range`` is measured against;
+    ``rerating``: the sector re-rating prior (log factor), None for none."""
     post = peer_idata["posterior"].to_dataset() if isinstance(peer_idata, xr.DataTree) \
         else peer_idata
     ranges = {}
     if peers is not None:
-        reg = regression(peers)
-        for key, var in (("growth_range", reg.growth), ("margin_range", reg.margin)):
-            values = peers[var].values.astype(float)
-            ranges[key] = (float(np.nanmin(values)), float(np.nanmax(values)))
-    return PeerRelation(post[list(PREDICTION_PARAMS)], premium, seed, **ranges)
+        for role, col in regression(peers).predictors().items():
+            values = peers[col].values.astype(float)
+            ranges[role] = (float(np.nanmin(values)), float(np.nanmax(values)))
+    return PeerRelation(post[list(PREDICTION_PARAMS)], premium, seed, rerating, ranges)

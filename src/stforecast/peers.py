@@ -2,28 +2,36 @@
 
 A company's peers file (``peers.toml`` in its folder) holds one ``[[peer]]`` row per listed
 peer and declares what the regression uses (``[regression]``): the peer groups in order, the
-response column (an EV/sales multiple) and the two predictor columns (a sales CAGR and a gross
-margin), each named with its period in the data file, never here. The peers are regressed as
+response column (an EV/sales multiple) and the three predictor columns (a sales CAGR, a gross
+margin and an FCF margin), each named with its period in the data file, never here. The peers
+are regressed as
 
     log(response)_i = intercept + group_effect[group_i]
                       + beta_growth * (growth_i - growth_centre)
-                      + beta_margin * (margin_i - margin_centre) + e_i,
+                      + beta_margin * (margin_i - margin_centre)
+                      + beta_fcf_margin * (fcf_margin_i - fcf_margin_centre) + e_i,
     e_i ~ sigma * StudentT(residual_nu)        (Normal when residual_nu = inf)
 
-Units: multiples are times ("x"); growth and gross margin are fractions, so the slopes are
+Units: multiples are times ("x"); growth and the margins are fractions, so the slopes are
 "log multiple per 1.00 (100pp)"; divide by 10 for "per 10pp". The centring constants are the
 peer means of the fitted data and travel with the posterior (deterministics
-``growth_centre`` / ``margin_centre``) so a prediction uses the same ones.
+``growth_centre`` / ``margin_centre`` / ``fcf_margin_centre``) so a prediction uses the same
+ones.
 
 Residuals are Student-t with fixed nu (from the file's ``[priors]``): with a few dozen peers,
-a handful trading far above what growth and margin explain would let a Normal likelihood pull
-the slopes and inflate sigma, while nu itself is not identifiable from so few points.
+a handful trading far above what the predictors explain would let a Normal likelihood pull
+the slopes and inflate sigma, while nu itself is not identifiable from so few points. The
+robust likelihood also keeps predictions honest away from the peers: nothing is clipped to
+the peers' range, and a prediction there carries the slopes' full posterior uncertainty.
 
-The intercept is partially pooled across the groups (non-centred:
-``group_effect = group_sigma * group_z``), the slopes are common. The company being valued
-(the file's ``[target]``) belongs to one group, so its intercept is ``intercept +
-group_effect[target group]`` (deterministic ``intercept_target``); a group with few peers is
-shrunk towards the population intercept.
+The intercept is partially pooled across the groups: the group effects sum to zero
+(non-centred: ``group_effect = group_sigma * group_z``, ``group_z ~ ZeroSumNormal``), the
+slopes are common. The company being valued (the file's ``[target]``) belongs to one group,
+so its intercept is ``intercept + group_effect[target group]`` (deterministic
+``intercept_target``); a group with few peers is shrunk towards the mean of the groups.
+`build_peer_model` says how the model is parameterised for the sampler (standardised
+predictors, zero-sum effects) so that it meets the quality bar at any seed; `peer_loo` is its
+leave-one-out predictive check.
 
 `predict_multiple` uses numpy/xarray only (pymc is imported inside the functions that
 need it), so it runs on saved posteriors.
@@ -59,6 +67,7 @@ PRIOR_KEYS = (
     "group_sigma",
     "beta_growth_sigma",
     "beta_margin_sigma",
+    "beta_fcf_margin_sigma",
     "residual_sigma",
     "residual_nu",
 )
@@ -68,10 +77,12 @@ PREDICTION_PARAMS = (
     "intercept_target",
     "beta_growth",
     "beta_margin",
+    "beta_fcf_margin",
     "sigma",
     "residual_nu",
     "growth_centre",
     "margin_centre",
+    "fcf_margin_centre",
 )
 """Posterior variables (dims chain, draw) that `predict_multiple` needs."""
 
@@ -105,6 +116,14 @@ ROLES: dict[str, tuple[str, ...]] = {
     "response": ("positive",),
     "growth": ("growth",),
     "margin": ("fraction", "margin"),
+    "fcf_margin": ("margin",),
+}
+
+#: Predictor roles -> (their slope, their centre) in the posterior.
+PREDICTORS: dict[str, tuple[str, str]] = {
+    "growth": ("beta_growth", "growth_centre"),
+    "margin": ("beta_margin", "margin_centre"),
+    "fcf_margin": ("beta_fcf_margin", "fcf_margin_centre"),
 }
 
 #: ``[target]`` keys checked as numbers -> (column kind, required). Other keys are free text
@@ -112,6 +131,7 @@ ROLES: dict[str, tuple[str, ...]] = {
 _TARGET_KEYS: dict[str, tuple[str, bool]] = {
     "sales_cagr": ("growth", True),
     "gross_margin": ("fraction", True),
+    "fcf_margin": ("margin", True),
     "target_ev_sales": ("positive", False),
     "gross_margin_final": ("fraction", False),
 }
@@ -120,12 +140,17 @@ _TARGET_KEYS: dict[str, tuple[str, bool]] = {
 @dataclass(frozen=True)
 class Regression:
     """What a peer table's regression uses: its groups (in order) and the names of the response
-    (a multiple, x) and of the growth and margin predictors (fractions)."""
+    (a multiple, x) and of the growth, gross-margin and FCF-margin predictors (fractions)."""
 
     groups: tuple[str, ...]
     response: str
     growth: str
     margin: str
+    fcf_margin: str
+
+    def predictors(self) -> dict[str, str]:
+        """Predictor role -> its column."""
+        return {role: getattr(self, role) for role in PREDICTORS}
 
 
 def regression(peers: xr.Dataset) -> Regression:
@@ -226,9 +251,9 @@ def load_peers(path: str | Path) -> xr.Dataset:
     declared units, ratios as fractions; NaN where an optional value is omitted), with its
     ``units`` and ``kind`` as attrs. ``[meta]`` entries become attrs; ``[regression]``
     becomes ``regression_groups`` (a list) and ``regression_response`` / ``_growth`` /
-    ``_margin`` (column names; see `regression`); ``[target]`` becomes ``target_<key>``
-    (its ``group`` must be a regression group; ``sales_cagr`` and ``gross_margin`` are the
-    company's growth and margin at the report's case). Raises a one-line `DataFileError` (a
+    ``_margin`` / ``_fcf_margin`` (column names; see `regression`); ``[target]`` becomes
+    ``target_<key>`` (its ``group`` must be a regression group; ``sales_cagr``,
+    ``gross_margin`` and ``fcf_margin`` are the company's predictors at the report's case). Raises a one-line `DataFileError` (a
     ``ValueError``) naming the file, the key and what was expected on an unreadable file or
     bad content.
     """
@@ -293,7 +318,7 @@ def load_peers(path: str | Path) -> xr.Dataset:
     target = doc.get("target")
     if not isinstance(target, dict):
         raise DataFileError(f"{path}: target: expected a [target] table (the company being "
-                            f"valued: group, sales_cagr, gross_margin)")
+                            f"valued: group, sales_cagr, gross_margin, fcf_margin)")
     if target.get("group") not in reg.groups:
         raise DataFileError(
             f"{path}: target.group: expected one of {reg.groups}, got {show(target.get('group'))}"
@@ -353,25 +378,48 @@ def _validate_priors(
     return out
 
 
+def _design(peers: xr.Dataset, reg: Regression) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The predictors (peer, predictor) in natural units, their centres and their scales."""
+    x = np.stack([peers[col].values.astype(float) for col in reg.predictors().values()], axis=-1)
+    scale = x.std(axis=0)
+    if not np.all(np.isfinite(x)) or np.any(scale <= 0):
+        raise ValueError(f"peers: expected every peer to have a value of each predictor "
+                         f"{tuple(reg.predictors().values())}, not all equal")
+    return x, x.mean(axis=0), scale
+
+
 def build_peer_model(
     peers: xr.Dataset,
     priors: Mapping[str, float] | None = None,
     target_group: str | None = None,
 ) -> pymc.Model:
-    """Bayesian regression of the log multiple on growth and gross margin.
+    """Bayesian regression of the log multiple on growth, gross margin and FCF margin.
 
     ``peers``: a peer table as from `load_peers` (or `simulate_peer_data`): the
-    `regression` it declares names the response (x) and the growth and margin predictors
-    (fractions); a ``group`` coordinate along ``peer``; the ``[priors]`` are read from the
-    file at ``peers.attrs["path"]``. ``priors`` overrides entries of `load_priors` (see the
+    `regression` it declares names the response (x) and the predictors (fractions); a
+    ``group`` coordinate along ``peer``; the ``[priors]`` are read from the file at
+    ``peers.attrs["path"]``. ``priors`` overrides entries of `load_priors` (see the
     ``[priors]`` table for the rationale). ``target_group`` (default:
-    ``peers.attrs["target_group"]``) selects the group effect added to the population
-    intercept for the valued company's ``intercept_target``.
+    ``peers.attrs["target_group"]``) selects the group effect added to the intercept for the
+    valued company's ``intercept_target``.
 
-    Free variables: ``intercept``, ``group_sigma``, ``group_z`` (dim group),
-    ``beta_growth``, ``beta_margin``, ``sigma``. Deterministics carried in the
-    posterior for prediction: ``group_effect``, ``group_intercept``,
-    ``intercept_target``, ``growth_centre``, ``margin_centre``, ``residual_nu``.
+    Parameterised for the sampler (the posterior is the same model as the module docstring's,
+    with the priors given per 1.00 of each predictor):
+
+    * the predictors are centred on the peer means and divided by their sds, and the free
+      slopes ``slope_std`` (dim ``predictor``) are per sd, with prior sd = the file's sd per
+      1.00 x the predictor's sd; ``beta_<role>`` = ``slope_std / sd`` (deterministic);
+    * the group effects sum to zero (``group_z ~ ZeroSumNormal(1)``, non-centred:
+      ``group_effect = group_sigma * group_z``), so ``intercept`` is the mean of the group
+      intercepts and is not traded off against the mean of the effects: with three groups, an
+      unconstrained effect per group left a ridge between the intercept and the effects'
+      mean that mixed slowly (R-hat 1.016 at some seeds).
+
+    Free variables: ``intercept``, ``group_sigma``, ``group_z`` (dim group), ``slope_std``
+    (dim predictor), ``sigma``. Deterministics carried in the posterior for prediction:
+    ``group_effect``, ``group_intercept``, ``intercept_target``, ``beta_growth``,
+    ``beta_margin``, ``beta_fcf_margin``, ``growth_centre``, ``margin_centre``,
+    ``fcf_margin_centre``, ``residual_nu``.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -383,34 +431,33 @@ def build_peer_model(
     if target_group not in groups:
         raise ValueError(f"target_group: expected one of {reg.groups}, got {target_group!r}")
 
-    growth = peers[reg.growth].values.astype(float)
-    margin = peers[reg.margin].values.astype(float)
+    x, centre, scale = _design(peers, reg)
+    z = (x - centre) / scale
     log_multiple = np.log(peers[reg.response].values.astype(float))
     group_idx = np.array([groups.index(g) for g in peers["group"].values])
+    roles = list(PREDICTORS)
+    slope_sd = np.array([prior[f"beta_{r}_sigma"] for r in roles]) * scale
 
-    coords = {"group": groups, "peer": [str(p) for p in peers["peer"].values]}
+    coords = {"group": groups, "peer": [str(p) for p in peers["peer"].values],
+              "predictor": roles}
     with pm.Model(coords=coords) as model:
-        growth_centre = pm.Deterministic("growth_centre", pt.as_tensor(growth.mean()))
-        margin_centre = pm.Deterministic("margin_centre", pt.as_tensor(margin.mean()))
+        for i, role in enumerate(roles):
+            pm.Deterministic(PREDICTORS[role][1], pt.as_tensor(centre[i]))
         nu = pm.Deterministic("residual_nu", pt.as_tensor(prior["residual_nu"]))
 
         intercept = pm.Normal("intercept", prior["intercept_mu"], prior["intercept_sigma"])
         group_sigma = pm.HalfNormal("group_sigma", prior["group_sigma"])
-        group_z = pm.Normal("group_z", 0.0, 1.0, dims="group")
+        group_z = pm.ZeroSumNormal("group_z", sigma=1.0, dims="group")
         group_effect = pm.Deterministic("group_effect", group_sigma * group_z, dims="group")
-        beta_growth = pm.Normal("beta_growth", 0.0, prior["beta_growth_sigma"])
-        beta_margin = pm.Normal("beta_margin", 0.0, prior["beta_margin_sigma"])
+        slope_std = pm.Normal("slope_std", 0.0, slope_sd, dims="predictor")
+        for i, role in enumerate(roles):
+            pm.Deterministic(PREDICTORS[role][0], slope_std[i] / scale[i])
         sigma = pm.HalfNormal("sigma", prior["residual_sigma"])
 
         pm.Deterministic("group_intercept", intercept + group_effect, dims="group")
         pm.Deterministic("intercept_target", intercept + group_effect[groups.index(target_group)])
 
-        mu = (
-            intercept
-            + group_effect[group_idx]
-            + beta_growth * (growth - growth_centre)
-            + beta_margin * (margin - margin_centre)
-        )
+        mu = intercept + group_effect[group_idx] + pt.dot(z, slope_std)
         if math.isinf(prior["residual_nu"]):
             pm.Normal("log_ev_sales", mu=mu, sigma=sigma, observed=log_multiple, dims="peer")
         else:
@@ -434,42 +481,102 @@ def peer_diagnostics(idata: xr.DataTree, var_names: list[str]) -> dict[str, floa
     }
 
 
+#: The peer regression's own sampler settings (every run, whatever the driver model's): cheap
+#: (20 peers, a few seconds of sampling), so long enough to meet the quality bar at any seed
+#: (measured at ten seeds: tests/test_quality_bar.py).
+PEER_FIT = {"draws": 2000, "tune": 1000, "chains": 4, "nuts_sampler": "nutpie",
+            "target_accept": 0.95}
+
+#: Compiled nutpie models by content (the peer table and priors): ten fits at ten seeds compile
+#: once.
+_COMPILED: dict[str, Any] = {}
+
+
+def _compiled_nutpie(model: pymc.Model, peers: xr.Dataset, priors: Mapping | None):
+    import hashlib
+    import nutpie
+
+    reg = regression(peers)
+    cols = [reg.response, *reg.predictors().values()]
+    key = hashlib.sha256(repr((
+        [peers[c].values.astype(float).tolist() for c in cols],
+        [str(g) for g in peers["group"].values], reg.groups, peers.attrs.get("target_group"),
+        sorted({**load_priors(peers.attrs["path"]), **(priors or {})}.items()),
+    )).encode()).hexdigest()
+    if key not in _COMPILED:
+        if len(_COMPILED) >= 8:
+            _COMPILED.clear()
+        _COMPILED[key] = nutpie.compile_pymc_model(model)
+    return _COMPILED[key]
+
+
+def peer_log_likelihood(posterior: xr.Dataset, peers: xr.Dataset) -> xr.Dataset:
+    """Pointwise log likelihood ``log_ev_sales`` (dims chain, draw, peer) of each peer's log
+    multiple at each posterior draw, from the posterior's deterministics (numpy/scipy: the
+    model's Student-t, or Normal when ``residual_nu`` is inf)."""
+    from scipy import stats
+
+    reg = regression(peers)
+    groups = list(reg.groups)
+    idx = xr.DataArray([groups.index(str(g)) for g in peers["group"].values], dims="peer")
+    mu = posterior["intercept"] + posterior["group_effect"].isel(group=idx, drop=True)
+    for role, (beta, centre) in PREDICTORS.items():
+        x = xr.DataArray(peers[getattr(reg, role)].values.astype(float), dims="peer")
+        mu = mu + posterior[beta] * (x - posterior[centre])
+    y = xr.DataArray(np.log(peers[reg.response].values.astype(float)), dims="peer")
+    nu = float(np.asarray(posterior["residual_nu"]).reshape(-1)[0])
+    z = ((y - mu) / posterior["sigma"]).transpose("chain", "draw", "peer")
+    sigma = posterior["sigma"].broadcast_like(z).transpose(*z.dims).values
+    dens = stats.norm.logpdf(z.values) if math.isinf(nu) else stats.t.logpdf(z.values, nu)
+    ll = xr.DataArray(dens - np.log(sigma), dims=z.dims,
+                      coords={"chain": z["chain"], "draw": z["draw"],
+                              "peer": [str(p) for p in peers["peer"].values]})
+    return xr.Dataset({"log_ev_sales": ll})
+
+
 def fit_peer_model(
     peers: xr.Dataset,
-    draws: int = 1000,
-    tune: int = 1000,
-    chains: int = 4,
+    draws: int = PEER_FIT["draws"],
+    tune: int = PEER_FIT["tune"],
+    chains: int = PEER_FIT["chains"],
     seed: int | None = None,
-    nuts_sampler: str = "pymc",
+    nuts_sampler: str = PEER_FIT["nuts_sampler"],
     priors: Mapping[str, float] | None = None,
-    target_accept: float = 0.95,
+    target_accept: float = PEER_FIT["target_accept"],
 ) -> xr.DataTree:
-    """Fit `build_peer_model` with NUTS and return the ArviZ 1.x DataTree.
+    """Fit `build_peer_model` with NUTS and return the ArviZ 1.x DataTree (groups
+    ``posterior``, ``sample_stats``, ``log_likelihood``).
 
     Diagnostics over the free variables are stored in the root attrs (and warned about
     when R-hat > ``registry.RHAT_MAX`` or there are divergences): ``rhat_max``, ``ess_bulk_min``,
-    ``ess_tail_min``, ``divergences``, and ``wall_time_s`` (seconds, including
-    compilation). The default ``target_accept`` is high because the group sd is
-    weakly identified from a few groups.
+    ``ess_tail_min``, ``divergences``, ``wall_time_s`` (seconds, including
+    compilation), and the leave-one-out check of `peer_loo`. The default ``target_accept`` is
+    high because the group sd is weakly identified from a few groups. ``nuts_sampler``:
+    ``"nutpie"`` (compiled once per peer table and priors in a process) or ``"pymc"``.
     """
     import pymc as pm
 
     model = build_peer_model(peers, priors)
     start = time.perf_counter()
-    with model:
-        idata = pm.sample(
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            random_seed=seed,
-            nuts_sampler=nuts_sampler,
-            target_accept=target_accept,
-            progressbar=False,
-            compute_convergence_checks=False,
-        )
+    if nuts_sampler == "nutpie":
+        import nutpie
+
+        idata = nutpie.sample(_compiled_nutpie(model, peers, priors), draws=draws, tune=tune,
+                              chains=chains, cores=min(chains, 2), seed=seed,
+                              target_accept=target_accept, progress_bar=False)
+    else:
+        with model:
+            idata = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed,
+                              nuts_sampler=nuts_sampler, target_accept=target_accept,
+                              progressbar=False, compute_convergence_checks=False)
+    idata = xr.DataTree.from_dict({
+        "posterior": idata["posterior"].to_dataset(),
+        "sample_stats": idata["sample_stats"].to_dataset(),
+        "log_likelihood": peer_log_likelihood(idata["posterior"].to_dataset(), peers)})
     diagnostics = peer_diagnostics(idata, [rv.name for rv in model.free_RVs])
     diagnostics["wall_time_s"] = time.perf_counter() - start
     idata.attrs.update(diagnostics)
+    idata.attrs.update(peer_loo(idata))
     if diagnostics["rhat_max"] > RHAT_MAX or diagnostics["divergences"] > DIVERGENCES_MAX:
         warnings.warn(
             f"peer model: R-hat max {diagnostics['rhat_max']:.3f}, "
@@ -477,6 +584,30 @@ def fit_peer_model(
             stacklevel=2,
         )
     return idata
+
+
+#: Pareto k above which a peer's PSIS-LOO estimate is unreliable (Vehtari et al. 2024; the
+#: threshold ArviZ flags for a few thousand draws).
+PARETO_K_MAX = 0.7
+
+
+def peer_loo(idata: xr.DataTree) -> dict[str, float]:
+    """The regression's PSIS leave-one-out predictive check (ArviZ ``loo``) from the fit's
+    ``log_likelihood`` group: ``loo_elpd`` (expected log pointwise predictive density of a
+    left-out peer's log multiple, summed over peers), ``loo_se``, ``loo_p`` (effective number of
+    parameters), ``loo_pareto_k_max`` and ``loo_n_high_k`` (peers with k > `PARETO_K_MAX`),
+    ``loo_n`` (peers). Empty when the fit has no log likelihood."""
+    import arviz as az
+
+    if "log_likelihood" not in idata.children:
+        return {}
+    with warnings.catch_warnings():  # a high Pareto k is reported, not warned about
+        warnings.simplefilter("ignore")
+        res = az.loo(idata, pointwise=True)
+    k = np.asarray(res.pareto_k).reshape(-1)
+    return {"loo_elpd": float(res.elpd), "loo_se": float(res.se), "loo_p": float(res.p),
+            "loo_pareto_k_max": float(np.max(k)),
+            "loo_n_high_k": int(np.sum(k > PARETO_K_MAX)), "loo_n": int(k.size)}
 
 
 def _as_array(value: Any, name: str) -> xr.DataArray:
@@ -497,6 +628,7 @@ def predict_multiple(
     posterior: xr.Dataset | xr.DataTree,
     sales_cagr: float | xr.DataArray,
     gross_margin: float | xr.DataArray,
+    fcf_margin: float | xr.DataArray,
     premium: float | np.ndarray | xr.DataArray | None = None,
     rng: np.random.Generator | int | None = None,
 ) -> xr.DataArray:
@@ -504,8 +636,8 @@ def predict_multiple(
 
     ``posterior``: Dataset of the variables in `PREDICTION_PARAMS`, dims (chain,
     draw) (or the fit's DataTree, whose ``posterior`` group is used).
-    ``sales_cagr``, ``gross_margin``: fractions, scalars or DataArrays, typically
-    with dims (chain, draw, path). If the predictors have (chain, draw):
+    ``sales_cagr``, ``gross_margin``, ``fcf_margin``: fractions, scalars or DataArrays,
+    typically with dims (chain, draw, path). If the predictors have (chain, draw):
     the output has their dims; when the sizes equal the posterior's, draws are
     paired by position, otherwise each predictor (chain, draw) gets a posterior draw
     resampled with replacement by ``rng`` (the same index for all parameters, so
@@ -515,8 +647,11 @@ def predict_multiple(
     (broadcast by dim name) or a 1-D numpy array of draws (resampled with
     replacement per output element).
 
-    Per element: ``exp(intercept_target + beta_growth*(g - growth_centre)
-    + beta_margin*(m - margin_centre) + sigma*t_nu + premium)``.
+    Per element: ``exp(intercept_target + sum_k beta_k*(x_k - centre_k) + sigma*t_nu
+    + premium)``. Nothing is clipped: a predictor far from the peers' values gets the
+    regression's line with its full parameter uncertainty, whose spread grows with the
+    distance from the peers' centre (the slopes' posterior sd times the distance), on top of
+    the Student-t residual.
     """
     rng = np.random.default_rng(rng)
     post = posterior["posterior"].to_dataset() if isinstance(posterior, xr.DataTree) else posterior
@@ -526,9 +661,10 @@ def predict_multiple(
     params = post[list(PREDICTION_PARAMS)]
     params = params.drop_vars([c for c in POSTERIOR_DIMS if c in params.coords])
 
-    growth, margin = xr.broadcast(
-        _as_array(sales_cagr, "sales_cagr"), _as_array(gross_margin, "gross_margin")
-    )
+    values = dict(zip(PREDICTORS, xr.broadcast(
+        _as_array(sales_cagr, "sales_cagr"), _as_array(gross_margin, "gross_margin"),
+        _as_array(fcf_margin, "fcf_margin"))))
+    growth = values["growth"]
     present = [d for d in POSTERIOR_DIMS if d in growth.dims]
     if len(present) == len(POSTERIOR_DIMS):
         out_dims = growth.dims
@@ -547,11 +683,10 @@ def predict_multiple(
     else:
         out_dims = POSTERIOR_DIMS + growth.dims
 
-    log_mu = (
-        params["intercept_target"]
-        + params["beta_growth"] * (growth - params["growth_centre"])
-        + params["beta_margin"] * (margin - params["margin_centre"])
-    ).transpose(*out_dims)
+    log_mu = params["intercept_target"] + sum(
+        params[beta] * (values[role] - params[centre])
+        for role, (beta, centre) in PREDICTORS.items())
+    log_mu = log_mu.transpose(*out_dims)
     nu = params["residual_nu"].broadcast_like(log_mu).transpose(*out_dims).values
     log_multiple = log_mu + params["sigma"] * xr.DataArray(_standard_t(nu, rng), dims=out_dims)
 
@@ -579,10 +714,11 @@ def simulate_peer_data(
     moments are the defaults below. ``n_per_group``: peers per group (one count for every
     group, or group -> count).
     ``params``: ``intercept``, ``group_effect`` (mapping group -> log effect),
-    ``beta_growth``, ``beta_margin`` (per 1.00 of the fraction), ``sigma``,
-    ``residual_nu`` (inf = Normal); optional ``growth_mean``, ``growth_sd``,
-    ``margin_mean``, ``margin_sd`` for the Normal predictor draws (default: the
-    means/sds of ``like``'s peers; margins are clipped to [0, 1]).
+    ``beta_growth``, ``beta_margin``, ``beta_fcf_margin`` (per 1.00 of the fraction; the last
+    defaults to 0), ``sigma``, ``residual_nu`` (inf = Normal); optional ``growth_mean``,
+    ``growth_sd``, ``margin_mean``, ``margin_sd``, ``fcf_margin_mean``, ``fcf_margin_sd`` for
+    the Normal predictor draws (default: the means/sds of ``like``'s peers; gross margins are
+    clipped to [0, 1]).
     Predictors are centred on their sample means, as `build_peer_model` does.
     Returns a Dataset with the variables the model needs and the ``group`` coordinate.
     """
@@ -597,16 +733,22 @@ def simulate_peer_data(
         "growth_sd": float(like[reg.growth].std(ddof=1)),
         "margin_mean": float(like[reg.margin].mean()),
         "margin_sd": float(like[reg.margin].std(ddof=1)),
+        "fcf_margin_mean": float(like[reg.fcf_margin].mean()),
+        "fcf_margin_sd": float(like[reg.fcf_margin].std(ddof=1)),
+        "beta_fcf_margin": 0.0,
     }
     params = {**defaults, **params}
     growth = rng.normal(params["growth_mean"], params["growth_sd"], n)
     margin = np.clip(rng.normal(params["margin_mean"], params["margin_sd"], n), 0.0, 1.0)
+    fcf = np.clip(rng.normal(params["fcf_margin_mean"], params["fcf_margin_sd"], n),
+                  -MAX_FRACTION, 1.0)
     effect = np.array([params["group_effect"][g] for g in groups])
     log_mu = (
         params["intercept"]
         + effect
         + params["beta_growth"] * (growth - growth.mean())
         + params["beta_margin"] * (margin - margin.mean())
+        + params["beta_fcf_margin"] * (fcf - fcf.mean())
     )
     noise = _standard_t(np.full(n, float(params["residual_nu"])), rng)
     return xr.Dataset(
@@ -614,6 +756,7 @@ def simulate_peer_data(
             reg.response: ("peer", np.exp(log_mu + params["sigma"] * noise)),
             reg.growth: ("peer", growth),
             reg.margin: ("peer", margin),
+            reg.fcf_margin: ("peer", fcf),
         },
         coords={"peer": [f"SIM{i:04d}" for i in range(n)], "group": ("peer", groups)},
         attrs=dict(like.attrs),

@@ -34,7 +34,7 @@ from .tomlfile import read_toml
 
 PROCESS_PARTS = ("long_run", "persistence", "volatility")
 POOLING_KEYS = ("company_growth_effect",)
-VALUATION_KEYS = ("ev_sales_multiple", "peer_premium")
+VALUATION_KEYS = ("ev_sales_multiple", "peer_premium", "sector_rerating")
 TEXT_KEYS = ("source", "reasoning", "units", "note")
 
 # family -> (parameter names, support of the variable)
@@ -433,7 +433,8 @@ def load_priors(path: str | Path, growth_drivers: dict[str, str] | None = None) 
         _fail(path, "valuation.method", f"one of {', '.join(map(repr, VALUATION_METHODS))}, "
                                         f"got {show(method)}")
     _known(path, "valuation", val_t, VALUATION_KEYS + ("method",))
-    # ev_sales_multiple is a multiple (positive); peer_premium a log premium (any real number)
+    # ev_sales_multiple is a multiple (positive); peer_premium and sector_rerating are log
+    # factors (any real number)
     valuation = {n: parse_prior(path, f"valuation.{n}", t,
                                 "positive" if n == "ev_sales_multiple" else None,
                                 VALUATION_KIND.get(n))

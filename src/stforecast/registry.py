@@ -104,7 +104,12 @@ VARIABLES: dict[str, Variable] = dict([
     _v("cost_of_equity", "fraction per year", "cost of equity", kind="scalar",
        summarised=False),
     _v("sales_cagr", "fraction per year",
-       "revenue CAGR from the last history year to the last forecast year", kind="scalar",
+       "revenue CAGR from the last history year to the last forecast year, as expected at the "
+       "valuation date", kind="scalar", summarised=False),
+    _v("fcf_margin_valuation", "fraction of revenue", "FCF margin in the valuation year",
+       kind="scalar", summarised=False),
+    _v("peer_outside_range", "1 = outside",
+       "a peer-regression predictor outside the peers' observed range", kind="scalar",
        summarised=False),
     _v("target_price_report", "{price} per share", "target price, report multiple",
        kind="scalar", summarised=False),

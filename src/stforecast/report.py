@@ -461,19 +461,23 @@ def _valuation(summary: Mapping, w: _Words, images: Mapping[str, str]) -> str:
         parts.append(_table(("Method", f"Target price ({w.units('target_price')})",
                              f"P(discounted value > {w.price(price)}) ± MCSE",
                              f"EV/sales {year} multiple"), rows, "num"))
+    upside = _upside_range(summary)
+    if upside:
+        parts.append(upside)
     growth_period = (summary.get("periods") or {}).get("sales_cagr", "")
-    cagr = methods.get("sales_cagr")
+    cagr = summary.get("sales_cagr")
     if _is_stats(cagr):
-        parts.append(f"<p class=small>Simulated revenue CAGR {_e(growth_period)} (the peer "
-                     f"regression's growth input): median {_pct(cagr['q50'])} "
-                     f"<span class=muted>[{_pct(cagr['q05'])} – {_pct(cagr['q95'])}]</span>."
-                     "</p>")
+        parts.append(f"<p class=small>Revenue CAGR {_e(growth_period)} the market can expect at "
+                     f"the valuation date (the peer regression's growth input): median "
+                     f"{_pct(cagr['q50'])} <span class=muted>[{_pct(cagr['q05'])} – "
+                     f"{_pct(cagr['q95'])}]</span>.</p>")
     fit = summary.get("peer_fit")
     peers = charts.get("peers") or {}
     if isinstance(fit, Mapping):
         items = []
         for key, what in (("beta_growth_per_10pp", "sales CAGR"),
-                          ("beta_margin_per_10pp", "gross margin")):
+                          ("beta_margin_per_10pp", "gross margin"),
+                          ("beta_fcf_margin_per_10pp", "FCF margin")):
             b = fit.get(key)
             if _is_stats(b):
                 items.append(
@@ -484,15 +488,34 @@ def _valuation(summary: Mapping, w: _Words, images: Mapping[str, str]) -> str:
                     f"×{math.exp(float(b['q95'])):.2f}]</span>")
         at = fit.get("at_report_growth_and_margin")
         if isinstance(at, Mapping) and _is_stats(at.get("multiple")):
+            fcf = at.get("fcf_margin")
             text = (f"At the report's growth ({_pct(at.get('sales_cagr'), 0)} sales CAGR "
-                    f"{_e(growth_period)}) and gross margin ({_pct(at.get('gross_margin'))}): "
-                    f"predicted {_interval(at['multiple'], 'multiple')}")
+                    f"{_e(growth_period)}), gross margin ({_pct(at.get('gross_margin'))})"
+                    + (f" and FCF margin ({_pct(fcf)})" if fcf is not None else "")
+                    + f": predicted {_interval(at['multiple'], 'multiple')}")
             if _is_stats(at.get("multiple_with_premium")):
                 text += (", with the premium prior "
                          + _interval(at["multiple_with_premium"], "multiple"))
             if at.get("report_multiple") is not None:
                 text += f"; the report uses <b>{_num(at['report_multiple'], 'multiple')}</b>"
             items.append(text)
+        loo = fit.get("loo")
+        if isinstance(loo, Mapping) and loo.get("elpd") is not None:
+            high = int(loo.get("n_high_k", 0))
+            items.append(
+                f"Leave-one-out predictive check (PSIS-LOO): elpd {float(loo['elpd']):.1f} ± "
+                f"{float(loo['se']):.1f} over {int(loo['n'])} peers (log predictive density of "
+                f"each peer's log multiple when it is left out), p_loo "
+                f"{float(loo['p_loo']):.1f}; Pareto k max {float(loo['pareto_k_max']):.2f}, "
+                f"{high} peer{'s' if high != 1 else ''} above {float(loo['k_threshold']):g}"
+                + (" (its leave-one-out estimate is unreliable: that peer pulls the fit)"
+                   if high else ""))
+        outside = fit.get("share_outside_peer_range")
+        if outside is not None:
+            items.append(f"{_pct(outside, 0)} of the headline paths have a growth, gross margin "
+                         f"or FCF margin outside the peers' observed range: their multiple is "
+                         f"the regression's line extended, not clipped, with the slopes' "
+                         f"uncertainty widening with the distance")
         diag = fit.get("diagnostics")
         if isinstance(diag, Mapping):
             items.append("Peer-fit diagnostics: " + ", ".join(
@@ -511,15 +534,39 @@ def _valuation(summary: Mapping, w: _Words, images: Mapping[str, str]) -> str:
         return ""
     intro = ("<p class=muted>Both methods are simulated on every path. The report method "
              f"takes the EV/sales {_e(year)} multiple from a prior around the report's own, "
-             "whatever the path's growth; the peer regression predicts it from the path's own "
-             f"revenue CAGR {_e(growth_period)} and gross margin (with the regression's "
-             "parameter and residual uncertainty and a premium prior), so slower paths get "
+             "whatever the path's growth; the peer regression predicts it from what the market "
+             f"can see on the path at the end of {_e(year)}: the revenue CAGR "
+             f"{_e(growth_period)} it can expect then (realised years, then the model's "
+             "expectation of the later ones: no look-ahead), the gross margin and the FCF "
+             "margin of that year, with the regression's parameter and residual uncertainty, "
+             "a premium prior and a sector re-rating prior; slower or cash-hungrier paths get "
              "lower multiples."
              + (f" The headline uses the <b>{_e(method_name(chosen).lower())}</b>." if chosen
                 else "") + "</p>")
     return ("<section id=valuation><h2>Valuation by method</h2>"
             + intro + "".join(parts) + (f"<div class=stack>{imgs}</div>" if imgs else "")
             + "</section>")
+
+
+def _upside_range(summary: Mapping) -> str:
+    """P(upside) ± MCSE by valuation method (rows) and scenario (columns), and its range."""
+    block = summary.get("p_upside_range")
+    if not isinstance(block, Mapping) or not isinstance(block.get("p_upside"), Mapping):
+        return ""
+    table = block["p_upside"]
+    scenarios = list(dict.fromkeys(s for row in table.values() if isinstance(row, Mapping)
+                                   for s in row))
+    headline, chosen = summary.get("headline_scenario"), summary.get("valuation_method")
+    rows = [[f"<b>{_e(method_name(m))}</b>{_headline_tag(m == chosen)}"]
+            + [_e(_prob(table[m].get(s))) for s in scenarios]
+            for m in VALUATION_METHODS if isinstance(table.get(m), Mapping)]
+    heads = ["Method"] + [f"{s} (headline)" if s == headline else s for s in scenarios]
+    low, high = block.get("low"), block.get("high")
+    span = (f" Across methods and scenarios it ranges from {float(low):.2f} to "
+            f"{float(high):.2f}." if low is not None and high is not None else "")
+    return (f"<h3>P(upside) across valuation methods and scenarios</h3>"
+            f"<p class=small>{_e(_capital(str(block.get('definition', ''))))}, ± its Monte "
+            f"Carlo standard error.{_e(span)}</p>" + _table(heads, rows, "num"))
 
 
 def _channel(name: str, effect, channels: Mapping) -> str:

@@ -205,23 +205,57 @@ class ScenarioSummary:
 
 @dataclass(frozen=True)
 class PeerPrediction:
-    """The peer regression's multiple at the report's own growth and margin (x EV/sales)."""
+    """The peer regression's multiple at the report's own growth and margins (x EV/sales)."""
 
     sales_cagr: float
     gross_margin: float
     multiple: Interval
     multiple_with_premium: Interval
     report_multiple: float
+    fcf_margin: float | None = field(default=None, metadata=_OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class PeerLoo:
+    """The peer regression's PSIS leave-one-out predictive check (ArviZ ``loo``): ``elpd`` (the
+    expected log predictive density of a left-out peer's log multiple, summed over the ``n``
+    peers) and its ``se``, ``p_loo`` (effective number of parameters), the largest Pareto k and
+    how many peers have k above ``k_threshold`` (their leave-one-out estimate is unreliable)."""
+
+    elpd: float
+    se: float
+    p_loo: float
+    pareto_k_max: float
+    n_high_k: int
+    n: int
+    k_threshold: float
 
 
 @dataclass(frozen=True)
 class PeerFit:
-    """The peer regression: its diagnostics, slopes (multiple points per 10pp) and prediction."""
+    """The peer regression: its diagnostics, slopes (log multiple per 10pp), prediction at the
+    report's case, leave-one-out check, and the share of the headline scenario's paths whose
+    predictors lie outside the peers' observed range (predicted without a clip)."""
 
     diagnostics: Diagnostics
     beta_growth_per_10pp: Interval
     beta_margin_per_10pp: Interval
     at_report_growth_and_margin: PeerPrediction
+    beta_fcf_margin_per_10pp: Interval | None = field(default=None, metadata=_OMIT_NONE)
+    loo: PeerLoo | None = field(default=None, metadata=_OMIT_NONE)
+    share_outside_peer_range: float | None = field(default=None, metadata=_OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class UpsideRange:
+    """P(upside) across valuation methods and scenarios: ``p_upside[method][scenario]`` with
+    its Monte Carlo error; ``definition`` says what is compared with which price."""
+
+    definition: str
+    price: float
+    p_upside: dict[str, dict[str, Probability]]
+    low: float
+    high: float
 
 
 @dataclass(frozen=True)
@@ -391,6 +425,7 @@ class Summary:
     #: What P(upside) means (price, horizon, method, in words); None in results without it.
     upside: Upside | None = field(default=None, metadata=_OMIT_NONE)
     peer_fit: PeerFit | None = field(default=None, metadata=_OMIT_NONE)
+    p_upside_range: UpsideRange | None = field(default=None, metadata=_OMIT_NONE)
     diagnostics: Diagnostics
     reasons: tuple[str, ...]
     ok: bool

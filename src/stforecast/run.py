@@ -55,15 +55,15 @@ from .model import Observations, build_model, observations_from_company, observe
 from .preflight import trial_logp
 from .priors import PriorSpec, load_priors
 from .multiples import Valuation, relation_from_fit
-from .peers import (build_peer_model, fit_peer_model, load_peers, peer_diagnostics,
-                    predict_multiple)
+from .peers import (PARETO_K_MAX, PEER_FIT, build_peer_model, fit_peer_model, load_peers,
+                    peer_diagnostics, peer_loo, predict_multiple)
 from .registry import HEADLINE_SCENARIO, METHOD_VARIABLES, REPORTED_SCALARS, VARIABLES
-from .results import (Upside, Assumption, CompanyInfo, Diagnostics, Interval, Periods, PeerFit,
-                      PeerPrediction, PriorPredictive, Provenance, Ranked, ReportPercentile,
-                      ReportPercentiles, Results, ScenarioSummary, Sensitivity, Settings, Shock,
-                      Summary, Swing, Tornado, ValuationMethodSummary, load_results,
-                      write_results)
-from .scenarios import ScenarioSpec, load_user_scenarios, run_scenarios
+from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, PeerFit,
+                      PeerLoo, PeerPrediction, PriorPredictive, Provenance, Ranked,
+                      ReportPercentile, ReportPercentiles, Results, ScenarioSummary, Sensitivity,
+                      Settings, Shock, Summary, Swing, Tornado, Upside, UpsideRange,
+                      ValuationMethodSummary, load_results, write_results)
+from .scenarios import ScenarioSpec, load_scenarios, load_user_scenarios, run_scenarios
 from .sensitivity import summary_sensitivity
 from .simulate import VALUATION_VARIABLES, simulate
 from .summary import (discounted, funding_summary, line_stats, p_exceeds, percentile_of,
@@ -214,25 +214,56 @@ def _diagnostics(rhat, ess_bulk, ess_tail, divergences, reasons, digits: int) ->
                        tuple(reasons))
 
 
-def peer_fit_summary(peer_idata, peers: xr.Dataset, company: Company, premium) -> PeerFit:
-    """Slopes, diagnostics and the multiple predicted at the report's own growth and margin."""
+def peer_fit_summary(peer_idata, peers: xr.Dataset, company: Company, premium,
+                     predictive: xr.Dataset | None = None) -> PeerFit:
+    """Slopes, diagnostics, the leave-one-out check, the multiple predicted at the report's own
+    growth and margins, and (with the headline scenario's ``predictive`` draws) the share of
+    paths whose predictors lie outside the peers' range."""
     post = peer_idata["posterior"].to_dataset()
     cagr = float(peers.attrs["target_sales_cagr"])
     margin = float(peers.attrs["target_gross_margin"])
+    fcf = float(peers.attrs["target_fcf_margin"])
     rng = np.random.default_rng(0)
-    plain = predict_multiple(post, cagr, margin, rng=rng).values
-    with_premium = predict_multiple(post, cagr, margin, rng=rng, premium=premium.frozen().rvs(
-        size=20_000, random_state=rng)).values
+    plain = predict_multiple(post, cagr, margin, fcf, rng=rng).values
+    with_premium = predict_multiple(post, cagr, margin, fcf, rng=rng,
+                                    premium=premium.frozen().rvs(size=20_000, random_state=rng)
+                                    ).values
     a = peer_idata.attrs
+    loo = (PeerLoo(round(a["loo_elpd"], 3), round(a["loo_se"], 3), round(a["loo_p"], 3),
+                   round(a["loo_pareto_k_max"], 3), int(a["loo_n_high_k"]), int(a["loo_n"]),
+                   PARETO_K_MAX) if "loo_elpd" in a else None)
+    outside = None
+    if predictive is not None and "peer_outside_range" in predictive:
+        outside = round(float(predictive["peer_outside_range"].mean()), 4)
     return PeerFit(
         diagnostics=_diagnostics(a["rhat_max"], a["ess_bulk_min"], a["ess_tail_min"],
                                  a["divergences"], _peer_reasons(peer_idata), 4),
         beta_growth_per_10pp=_interval(post["beta_growth"].values / 10),
         beta_margin_per_10pp=_interval(post["beta_margin"].values / 10),
+        beta_fcf_margin_per_10pp=_interval(post["beta_fcf_margin"].values / 10),
         at_report_growth_and_margin=PeerPrediction(
             sales_cagr=cagr, gross_margin=round(margin, 4), multiple=_interval(plain),
             multiple_with_premium=_interval(with_premium),
-            report_multiple=float(company.market.ev_sales_multiple)))
+            report_multiple=float(company.market.ev_sales_multiple), fcf_margin=round(fcf, 4)),
+        loo=loo, share_outside_peer_range=outside)
+
+
+#: What ``p_upside`` means, in the words the report uses (one definition across the package).
+P_UPSIDE_DEFINITION = "P(discounted value per diluted share > today's price)"
+
+
+def upside_range(per_scenario: dict[str, ScenarioSummary], company: Company) -> UpsideRange:
+    """P(upside) per valuation method (rows) and scenario (columns) with their MCSEs."""
+    table = {}
+    for name, sc in per_scenario.items():
+        for method, m in sc.valuation_methods.items():
+            table.setdefault(method, {})[name] = m.p_upside
+    values = [p.value for row in table.values() for p in row.values()]
+    return UpsideRange(
+        definition=(f"{P_UPSIDE_DEFINITION}, today's price {company.market.price:g} "
+                    f"{company.price_currency}, by valuation method (the multiple) and scenario"),
+        price=float(company.market.price), p_upside=table,
+        low=min(values) if values else float("nan"), high=max(values) if values else float("nan"))
 
 
 def scenario_summaries(all_scenarios: xr.Dataset, scenarios: ScenarioSpec,
@@ -280,7 +311,8 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
     relation = None
     if peers is not None:
         relation = relation_from_fit(results.draws("peer_posterior").load(),
-                                     spec.valuation["peer_premium"], seed, peers)
+                                     spec.valuation["peer_premium"], seed, peers,
+                                     spec.valuation.get("sector_rerating"))
     valuation = Valuation(spec.valuation_method, relation)
     per_draw = paths_per_draw(posterior, paths)
     obs = observations_from_company(company)
@@ -438,7 +470,8 @@ def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = T
     peer_idata = _peer_fit(peers, settings, cache, timings)
     premium = spec.valuation.get("peer_premium")
     valuation = Valuation(spec.valuation_method, relation_from_fit(
-        peer_idata, premium, settings.seed, peers) if premium is not None else None)
+        peer_idata, premium, settings.seed, peers, spec.valuation.get("sector_rerating"))
+        if premium is not None else None)
     posterior = driver["posterior"]
     if "first_year_growth" in posterior:  # its year is a coordinate of the data, not of the name
         posterior["first_year_growth"].attrs["year"] = inputs.company.first_forecast_year
@@ -460,14 +493,14 @@ def driver_fit_key(inputs: Inputs, settings: RunSettings) -> str:
 
 
 def peer_fit_key(peers: xr.Dataset, settings: RunSettings) -> str:
-    """The fit cache's key of the peer regression: its source, the peer table (values and
-    attributes), the draws, tuning steps and chains, and the seed."""
-    fs = settings.fit
+    """The fit cache's key of the peer regression: its source (with its own sampler settings,
+    ``peers.PEER_FIT``), the peer table (values and attributes), the priors it reads, and the
+    seed."""
     table = {"attrs": {k: str(v) for k, v in peers.attrs.items()},
              "coords": {k: [str(x) for x in v.values] for k, v in peers.coords.items()},
              "values": {k: v.values for k, v in peers.data_vars.items()}}
-    return fit_key("peers", sources=source_hash(*PEER_SOURCES), table=table, draws=fs.draws,
-                   tune=fs.tune, chains=fs.chains, seed=settings.seed)
+    return fit_key("peers", sources=source_hash(*PEER_SOURCES), table=table,
+                   priors=Path(peers.attrs["path"]).read_text(), fit=PEER_FIT, seed=settings.seed)
 
 
 def _cached(cache: FitCache | None, kind: str, key, settings: RunSettings, timings: dict,
@@ -517,24 +550,26 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
 
 def _peer_fit(peers: xr.Dataset, settings: RunSettings, cache: FitCache | None,
               timings: dict) -> xr.DataTree:
-    """The peer regression's DataTree (posterior, sample_stats; diagnostics as root attrs)."""
-    fs = settings.fit
+    """The peer regression's DataTree (posterior, sample_stats, log_likelihood; diagnostics and
+    the leave-one-out check as root attrs)."""
     key = peer_fit_key(peers, settings) if cache is not None else None
     entry = _cached(cache, "peers", key, settings, timings, "peers_cache", "peer regression")
     if entry is not None:
         groups, attrs = entry
         idata = xr.DataTree.from_dict(groups)
         idata.attrs.update(peer_diagnostics(idata, list(attrs["free_parameters"])))
+        idata.attrs.update(peer_loo(idata))
         return idata
-    logger.info(f"fitting the peer regression ({fs.chains} chains x {fs.draws} draws)")
+    logger.info(f"fitting the peer regression ({PEER_FIT['nuts_sampler']}: "
+                f"{PEER_FIT['chains']} chains x {PEER_FIT['draws']} draws)")
     t = time.perf_counter()
     with warnings.catch_warnings():  # its diagnostics are checked into the summary's reasons
         warnings.simplefilter("ignore", UserWarning)
-        idata = fit_peer_model(peers, draws=fs.draws, tune=fs.tune, chains=fs.chains,
-                               seed=settings.seed)
+        idata = fit_peer_model(peers, seed=settings.seed)  # its own settings (PEER_FIT)
     timings["peers"] = time.perf_counter() - t
     if cache is not None:
-        cache.store("peers", key, {g: idata[g].to_dataset() for g in ("posterior", "sample_stats")},
+        cache.store("peers", key, {g: idata[g].to_dataset()
+                                   for g in ("posterior", "sample_stats", "log_likelihood")},
                     {"free_parameters": [rv.name for rv in build_peer_model(peers).free_RVs]})
     return idata
 
@@ -662,8 +697,9 @@ def _summary(company: Company, spec, scenarios: ScenarioSpec, diag, peer_idata, 
         headline_scenario=HEADLINE_SCENARIO,
         valuation_method=spec.valuation_method,
         upside=upside_of(company, spec, predictive),
-        peer_fit=(peer_fit_summary(peer_idata, peers, company, premium)
+        peer_fit=(peer_fit_summary(peer_idata, peers, company, premium, predictive)
                   if premium is not None else None),
+        p_upside_range=upside_range(per_scenario, company),
         diagnostics=_diagnostics(d["rhat_max"], d["ess_bulk_min"], d["ess_tail_min"],
                                  d["divergences"], d["reasons"], 1),
         reasons=reasons, ok=not reasons,

@@ -31,11 +31,18 @@ def _param(params: xr.Dataset, name: str) -> np.ndarray:
     return params[name].transpose("chain", "draw").values[..., None]
 
 
-def _growth_paths(params, rng, shape, years, names) -> dict[str, np.ndarray]:
-    """Log growth per driver, shape (chain, draw, path, year)."""
+def _growth_paths(params, rng, shape, years, names, valuation_year: str | None = None
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Log growth per driver, shape (chain, draw, path, year); and per driver, shape (chain,
+    draw, path), the expected log growth summed over the years after ``valuation_year`` given
+    the path's parameters and its growth up to that year: for the AR(1),
+    ``E[g_{v+k} | g_v] = mu + phi^k (g_v - mu)`` (0 when ``valuation_year`` is the last year or
+    None)."""
     pooled = _param(params, "company_growth_effect")
     first = params["first_year_growth"]
-    out = {}
+    v = years.index(valuation_year) if valuation_year is not None else len(years) - 1
+    ahead = len(years) - 1 - v
+    out, expected = {}, {}
     for name in names:
         mu = _param(params, f"{name}_long_run") + pooled
         phi = _param(params, f"{name}_persistence")
@@ -47,7 +54,9 @@ def _growth_paths(params, rng, shape, years, names) -> dict[str, np.ndarray]:
         for t in range(1, len(years)):
             g[..., t] = ar_step(mu, phi, sigma, g[..., t - 1], rng.standard_normal(shape))
         out[name] = g
-    return out
+        decay = sum(phi ** k for k in range(1, ahead + 1)) if ahead else 0.0
+        expected[name] = ahead * mu + decay * (g[..., v] - mu)
+    return out, expected
 
 
 def _ratio_paths(params, ratios_last: dict[str, float], rng, shape, years,
@@ -89,8 +98,12 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
     """Driver paths with dims (chain, draw, path, year[, segment]) ready for ``run_engine``.
 
     Also returns each units segment's drivers in analyst terms: ``<segment>_<unit>`` (a count)
-    and ``<segment>_<per_unit>`` (currency mn per unit). ``obs``: ``model.Observations`` (the
-    last history year's revenue, unit counts and ratios). Operating costs, capex, funding and
+    and ``<segment>_<per_unit>`` (currency mn per unit), and ``expected_growth`` (dims chain,
+    draw, path, segment): each segment's expected log revenue growth from the valuation year
+    to the last forecast year, given the path's parameters and growth up to the valuation year
+    (the sum of its growth drivers' conditional expectations; what the market can expect at
+    the valuation date, used by ``multiples``). ``obs``: ``model.Observations`` (the last
+    history year's revenue, unit counts and ratios). Operating costs, capex, funding and
     discounting are drawn per path from the priors file's ``[costs]``, ``[funding]`` and
     ``[discounting]`` (``priors``: a ``PriorSpec``; default the company's own file), see
     ``stforecast.costs``; the ``*_ratio`` cost drivers then carry only shocks (0 here).
@@ -98,7 +111,8 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
     case = company.report_case
     years = list(case["year"].values)
     shape = (params.sizes["chain"], params.sizes["draw"], n_paths)
-    growth = _growth_paths(params, rng, shape, years, list(company.growth_drivers()))
+    growth, expected = _growth_paths(params, rng, shape, years, list(company.growth_drivers()),
+                                     company.market.valuation_year)
     level = {name: np.exp(np.cumsum(g, axis=-1)) for name, g in growth.items()}
     units, revenue = {}, {}
     for s in company.segments:
@@ -116,6 +130,12 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
     segment_revenue = xr.DataArray(
         np.stack([revenue[s] for s in segments], axis=-2), dims=SAMPLE_DIMS + ("segment", "year"),
         coords={**coords, "segment": segments})
+    expected_growth = xr.DataArray(
+        np.stack([sum(expected[d] for d in s.growth_drivers) for s in company.segments], axis=-1),
+        dims=SAMPLE_DIMS + ("segment",), coords={**{k: coords[k] for k in SAMPLE_DIMS},
+                                                 "segment": segments},
+        attrs={"units": "log growth", "from_year": str(company.market.valuation_year),
+               "to_year": str(years[-1])})
     ratios_last = {name: obs.ratios[name][-1] for name in RATIO_DRIVERS}
     ratios = _ratio_paths(params, ratios_last, rng, shape, years, ceilings)
     spec = _priors(company, priors)
@@ -130,6 +150,7 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
         **costs, **funding, **{name: zeros for name in ADD_ON_RATIOS})
     drivers = drivers.assign(
         segment_revenue=segment_revenue,
+        expected_growth=expected_growth,
         ev_sales_multiple=xr.DataArray(params["ev_sales_multiple"].transpose("chain", "draw")
                                        .values, dims=("chain", "draw"),
                                        coords={k: coords[k] for k in ("chain", "draw")}),
@@ -139,7 +160,8 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
     return drivers
 
 
-VALUATION_VARIABLES = ("ev_sales_multiple_report", "ev_sales_multiple_peer", "sales_cagr")
+VALUATION_VARIABLES = ("ev_sales_multiple_report", "ev_sales_multiple_peer", "sales_cagr",
+                       "fcf_margin_valuation", "peer_outside_range")
 
 
 def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = None,
@@ -147,10 +169,17 @@ def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = N
     """The engine on driver paths, with the drivers analysts read beside the line items.
 
     ``valuation``: how the EV/sales multiple is set (``stforecast.multiples``); both methods'
-    target prices are added when a peer relation is given. ``keep``: only these variables (all
-    line items and drivers when ``None``).
+    target prices are added when a peer relation is given (the peer regression reads the
+    valuation year's FCF margin, so the engine first runs on the years up to the valuation year,
+    which do not depend on the multiple). ``keep``: only these variables (all line items and
+    drivers when ``None``).
     """
-    drivers = set_multiples(drivers, valuation, company)
+    first = None
+    if valuation.peers is not None:  # the peer multiple reads the valuation year's FCF margin
+        upto = list(company.forecast_years[:company.forecast_years.index(
+            company.market.valuation_year) + 1])
+        first = run_engine(drivers.sel(year=upto), company.opening, company.market, CORRECT)
+    drivers = set_multiples(drivers, valuation, company, first)
     out = run_engine(drivers, company.opening, company.market, CORRECT)
     out = out.assign(method_target_prices(out, drivers, company))
     unit_drivers = company.unit_drivers()

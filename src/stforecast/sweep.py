@@ -264,7 +264,8 @@ def base_from_results(results, spec: SweepSpec | None = None,
     relation = None
     if peers is not None:
         relation = relation_from_fit(results.draws("peer_posterior").load(),
-                                     priors.valuation["peer_premium"], seed, peers)
+                                     priors.valuation["peer_premium"], seed, peers,
+                                     priors.valuation.get("sector_rerating"))
     return SweepBase(company, observations_from_company(company), scenarios,
                      posterior.astype("float64"), Valuation(priors.valuation_method, relation),
                      priors.ceilings(), paths_per_draw(posterior, paths), seed,
