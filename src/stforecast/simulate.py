@@ -19,6 +19,7 @@ import xarray as xr
 from .company import Company
 from .engine import run_engine
 from .multiples import Valuation, method_target_prices, set_multiples
+from .outside_view import GrowthSettings, draw_prior, outside_scale
 from .processes import RATIO_DRIVERS, ar_step, from_scale, to_scale
 from .registry import SAMPLE_DIMS
 from .shocks import ScenarioSpec, ShockDraws, apply_shocks, draw_shocks, intensities
@@ -29,10 +30,40 @@ def _param(params: xr.Dataset, name: str) -> np.ndarray:
     return params[name].transpose("chain", "draw").values[..., None]
 
 
-def _growth_paths(params, rng, shape, years, names) -> dict[str, np.ndarray]:
-    """Log growth per driver, shape (chain, draw, path, year)."""
+def _innovations(rng, shape, n, df: np.ndarray | None) -> np.ndarray:
+    """``n`` unit-variance innovations per path: standard normal, or Student-t with ``df``
+    degrees of freedom per posterior draw (scaled to variance 1; ``df`` floored at 2.5)."""
+    if df is None:
+        return rng.standard_normal(shape + (n,))
+    nu = np.maximum(df, 2.5)[..., None]
+    return rng.standard_t(np.broadcast_to(nu, shape + (n,))) * np.sqrt((nu - 2) / nu)
+
+
+def _growth_paths(params, rng, shape, years, names, growth: GrowthSettings | None = None,
+                  stall_drivers=()) -> dict[str, np.ndarray]:
+    """Log growth per driver, shape (chain, draw, path, year).
+
+    The first forecast year comes from the model. Later years: AR(1) around each driver's
+    long-run growth; with ``growth`` (``stforecast.outside_view.GrowthSettings``) the innovations
+    are Student-t (degrees of freedom per posterior draw from the ``df`` prior), every driver loads
+    on one common factor per path and year (``factor_loading``: the correlation of two drivers'
+    innovations is the product of their loadings; variance stays 1), and a path that has stalled
+    (absorbing, annual probability from the base rates) grows ``stall_drop`` less per year in
+    each of ``stall_drivers`` (one revenue driver per segment) from that year on.
+    """
     pooled = _param(params, "company_growth_effect")
     first = params["first_year_growth"]
+    n = len(years) - 1
+    lam = df = None
+    stall = np.zeros(shape + (max(n, 0),))
+    if growth is not None:
+        draw_shape = shape[:2] + (1,)
+        df = draw_prior(growth.df, rng, draw_shape, np.inf) if growth.df is not None else None
+        lam = draw_prior(growth.factor_loading, rng, draw_shape, 0.0)[..., None]
+        factor = _innovations(rng, shape, n, df)
+        drop = draw_prior(growth.stall_drop, rng, draw_shape, 0.0)[..., None]
+        hazard = rng.uniform(size=shape + (n,)) < growth.stall_probability
+        stall = np.maximum.accumulate(hazard, axis=-1) * drop if n > 0 else stall
     out = {}
     for name in names:
         mu = _param(params, f"{name}_long_run") + pooled
@@ -42,8 +73,15 @@ def _growth_paths(params, rng, shape, years, names) -> dict[str, np.ndarray]:
         g[..., 0] = np.broadcast_to(
             first.sel(growth_driver=name, drop=True).transpose("chain", "draw").values[..., None],
             shape)
-        for t in range(1, len(years)):
-            g[..., t] = ar_step(mu, phi, sigma, g[..., t - 1], rng.standard_normal(shape))
+        if growth is None:
+            for t in range(1, len(years)):
+                g[..., t] = ar_step(mu, phi, sigma, g[..., t - 1], rng.standard_normal(shape))
+        else:
+            e = lam * factor + np.sqrt(1 - lam**2) * _innovations(rng, shape, n, df)
+            drop = stall if name in stall_drivers else np.zeros_like(stall)
+            for t in range(1, len(years)):
+                g[..., t] = ar_step(mu - drop[..., t - 1], phi, sigma, g[..., t - 1],
+                                    e[..., t - 1])
         out[name] = g
     return out
 
@@ -74,20 +112,40 @@ def _ratio_paths(params, ratios_last: dict[str, float], rng, shape, years,
     return out
 
 
+def revenue_drivers(company: Company) -> list[str]:
+    """One growth driver per segment that moves its revenue (a direct segment's revenue, a units
+    segment's revenue per unit): where the stall regime and the outside view act."""
+    return [s.per_unit_driver if s.kind == "units" else s.growth_drivers[0]
+            for s in company.segments]
+
+
 def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
                  rng: np.random.Generator,
-                 ceilings: dict[str, float] | None = None) -> xr.Dataset:
+                 ceilings: dict[str, float] | None = None,
+                 growth_settings: GrowthSettings | None = None) -> xr.Dataset:
     """Driver paths with dims (chain, draw, path, year[, segment]) ready for ``run_engine``.
 
     Also returns each units segment's drivers in analyst terms: ``<segment>_<unit>`` (a count)
     and ``<segment>_<per_unit>`` (currency mn per unit). ``obs``: ``model.Observations`` (the
-    last history year's revenue, unit counts and ratios).
+    last history year's revenue, unit counts and ratios). ``growth_settings``: heavy tails,
+    common factor, stall regime, the outside view's blend and the margin mix shift
+    (``stforecast.outside_view``); None keeps the plain Gaussian AR(1) paths.
     """
     case = company.report_case
     years = list(case["year"].values)
     shape = (params.sizes["chain"], params.sizes["draw"], n_paths)
-    growth = _growth_paths(params, rng, shape, years, list(company.growth_drivers()))
+    movers = revenue_drivers(company)
+    growth = _growth_paths(params, rng, shape, years, list(company.growth_drivers()),
+                           growth_settings, movers)
     level = {name: np.exp(np.cumsum(g, axis=-1)) for name, g in growth.items()}
+    outside = None
+    if growth_settings is not None:
+        inside_total = sum(obs.revenue_last[s.name] * np.prod(
+            [level[d] for d in s.growth_drivers], axis=0) for s in company.segments)
+        scale, outside = outside_scale(inside_total, sum(obs.revenue_last.values()),
+                                       growth_settings, rng)
+        for name in movers:
+            level[name] = level[name] * scale
     units, revenue = {}, {}
     for s in company.segments:
         if s.kind == "units":
@@ -106,6 +164,8 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
         coords={**coords, "segment": segments})
     ratios_last = {name: obs.ratios[name][-1] for name in RATIO_DRIVERS}
     ratios = _ratio_paths(params, ratios_last, rng, shape, years, ceilings)
+    if growth_settings is not None:
+        ratios["gross_margin"] = mix_shift(ratios["gross_margin"], growth_settings, rng)
     drivers = case.drop_vars(["segment_revenue", "ev_sales_multiple", *ratios])
     drivers = drivers.assign(
         segment_revenue=segment_revenue,
@@ -115,7 +175,30 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
         **{name: xr.DataArray(v, dims=dims, coords=coords) for name, v in ratios.items()},
         **{name: xr.DataArray(v, dims=dims, coords=coords) for name, v in units.items()},
     )
+    if outside is not None:
+        drivers["outside_view_path"] = xr.DataArray(
+            outside.astype(float), dims=SAMPLE_DIMS,
+            coords={k: coords[k] for k in ("chain", "draw", "path")})
     return drivers
+
+
+def mix_shift(gross_margin: np.ndarray, growth: GrowthSettings,
+              rng: np.random.Generator) -> np.ndarray:
+    """Gross margin after a mix shift toward lower-margin revenue (hardware, compute).
+
+    Per path, a share ``s`` of revenue a year (prior ``extra_share_per_year``, drawn per path)
+    moves to a business earning ``hardware_margin`` (prior, per posterior draw): after ``k``
+    forecast years the margin is ``(1 - min(1, k s)) gm + min(1, k s) hw``. No-op without a
+    ``[margin_mix]`` section.
+    """
+    if growth.mix_share is None:
+        return gross_margin
+    shape = gross_margin.shape[:-1]
+    share = draw_prior(growth.mix_share, rng, shape, 0.0)[..., None]
+    hw = draw_prior(growth.hardware_margin, rng, shape[:2] + (1,), 0.0)[..., None]
+    k = np.arange(1, gross_margin.shape[-1] + 1)
+    moved = np.minimum(1.0, share * k)
+    return (1 - moved) * gross_margin + moved * np.minimum(hw, gross_margin)
 
 
 VALUATION_VARIABLES = ("ev_sales_multiple_report", "ev_sales_multiple_peer", "sales_cagr")
@@ -135,7 +218,7 @@ def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = N
     unit_drivers = company.unit_drivers()
     extra = [n for n in drivers.data_vars
              if n not in out and (n in unit_drivers or n in RATIO_DRIVERS or n.startswith("shock_")
-                                  or n in VALUATION_VARIABLES)]
+                                  or n in VALUATION_VARIABLES or n == "outside_view_path")]
     if keep is not None:
         return xr.merge([out[[k for k in keep if k in out]],
                          drivers[[k for k in extra if k in keep]]])
@@ -170,13 +253,14 @@ def simulate(params: xr.Dataset, company: Company, obs, n_paths: int,
              rng: np.random.Generator, scenarios: ScenarioSpec | None = None,
              keep: list[str] | None = None, log=None,
              valuation: Valuation = Valuation(),
-             ceilings: dict[str, float] | None = None) -> xr.Dataset:
+             ceilings: dict[str, float] | None = None,
+             growth_settings: GrowthSettings | None = None) -> xr.Dataset:
     """Posterior (or prior) predictive financial statements, dims (chain, draw, path, year).
 
     With ``scenarios``, every scenario is simulated on the same driver paths and shock random
     numbers and the result has a ``scenario`` dimension (see ``stforecast.shocks``).
     """
-    drivers = driver_paths(params, company, obs, n_paths, rng, ceilings)
+    drivers = driver_paths(params, company, obs, n_paths, rng, ceilings, growth_settings)
     if scenarios is None:
         return statements(drivers, company, keep, valuation)
     shape = tuple(drivers.sizes[d] for d in SAMPLE_DIMS)
