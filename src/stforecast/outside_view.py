@@ -13,7 +13,9 @@ simulated path a Bernoulli(``w``) draw says whose long-run growth the path follo
 * inside paths (probability ``1 - w``) follow the fitted growth processes (``stforecast.simulate``:
   AR(1) log growth per driver with Student-t innovations, a common factor, a stall regime);
 * outside paths (probability ``w``) keep the first forecast year as the model gives it (it is
-  conditioned on the partial-year facts the report date knows) and from the second year on grow the
+  conditioned on the partial-year facts the report date knows; in the prior predictive, where no
+  fact informs it, they take the class's growth from the first year on, so that their CAGR is
+  exactly the class's) and from the second year on grow the
   company's revenue at ``m + rho^k (g1 - m)``, ``k`` years after the first, where ``m = log(1 + c)``
   and ``c`` is a draw from the reference class's 3-year CAGR histogram (a new draw per path),
   ``g1`` the path's first-year log growth and ``rho`` the growth persistence: growth fades from what
@@ -155,10 +157,17 @@ class GrowthSettings:
     mix_share: Prior | None = None
     hardware_margin: Prior | None = None
     note: str = ""
+    #: False for the prior predictive: no partial-year fact informs the first forecast year, so
+    #: outside paths take the class's growth from the first year on (their CAGR is the class's)
+    first_year_known: bool = True
 
     def with_weight(self, weight: float) -> GrowthSettings:
         from dataclasses import replace
         return replace(self, weight=float(weight))
+
+    def for_prior(self) -> GrowthSettings:
+        from dataclasses import replace
+        return replace(self, first_year_known=False)
 
 
 def _edge(path, key, v) -> float:
@@ -275,9 +284,11 @@ def outside_scale(total: np.ndarray, total_last: float, settings: GrowthSettings
         return np.ones_like(total), outside
     m = np.log1p(cagr)
     g1 = np.log(total[..., 0] / total_last)
-    log_level = np.log(total[..., 0])
+    if not settings.first_year_known:
+        g1 = m
+    log_level = np.log(total_last) + g1
     target = np.empty_like(total)
-    target[..., 0] = total[..., 0]
+    target[..., 0] = np.exp(log_level)
     for k in range(1, total.shape[-1]):
         log_level = log_level + m + rho ** k * (g1 - m)
         target[..., k] = np.exp(log_level)

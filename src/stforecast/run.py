@@ -526,7 +526,7 @@ def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
                           growth_settings=inputs.growth)
     prior_predictive = simulate(fitted.prior, company, inputs.obs, PRIOR_PATHS_PER_DRAW, rng,
                                 keep=stored_names(company), valuation=fitted.valuation,
-                                ceilings=ceilings, growth_settings=inputs.growth)
+                                ceilings=ceilings, growth_settings=inputs.growth.for_prior())
     predictive.attrs.update(draws_attrs(company))
     inside = None
     if inputs.spec.outside_view is not None and inputs.growth.weight > 0:
