@@ -178,7 +178,7 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
     if outside is not None:
         drivers["outside_view_path"] = xr.DataArray(
             outside.astype(float), dims=SAMPLE_DIMS,
-            coords={k: coords[k] for k in ("chain", "draw", "path")})
+            coords={k: coords[k] for k in SAMPLE_DIMS})
     return drivers
 
 
