@@ -545,13 +545,20 @@ def inside_only(inputs: Inputs, fitted: Fitted, per_draw: int, seed: int,
     """The headline scenario with the outside view's weight set to 0, on the same posterior and
     with the same seed: every random number is the same as the run's (the outside view's own
     draws are made and not used), so the two differ only on the outside paths."""
+    return at_weight(inputs, fitted, 0.0, per_draw, seed, scenarios)
+
+
+def at_weight(inputs: Inputs, fitted: Fitted, weight: float, per_draw: int, seed: int,
+              scenarios: ScenarioSpec | None = None) -> xr.Dataset:
+    """The headline scenario (``INSIDE_KEEP`` variables) with the outside view's weight set to
+    ``weight``, on the fitted posterior (no refit) and the run's random numbers for ``seed``."""
     scenarios = scenarios or inputs.scenarios
     headline = replace(scenarios, scenarios={HEADLINE_SCENARIO:
                                              scenarios.scenarios[HEADLINE_SCENARIO]})
     out = simulate(fitted.posterior, inputs.company, inputs.obs, per_draw,
                    np.random.default_rng(seed), scenarios=headline, keep=INSIDE_KEEP,
                    valuation=fitted.valuation, ceilings=inputs.spec.ceilings(),
-                   growth_settings=inputs.growth.with_weight(0.0))
+                   growth_settings=inputs.growth.with_weight(weight))
     return out.sel(scenario=HEADLINE_SCENARIO, drop=True)
 
 
