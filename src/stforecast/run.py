@@ -584,7 +584,7 @@ def summarise(inputs: Inputs, fitted: Fitted, draws: Draws, settings: RunSetting
         draws.predictive, company, summary.to_dict(), prior=fitted.prior,
         posterior=fitted.posterior, peers=fitted.peers,
         peer_posterior=fitted.peer_idata["posterior"].to_dataset())
-    if outside is not None:
+    if outside is not None and inputs.growth.reference is not None:
         charts["outside_view"] = outside_view_block(outside, draws.headline, draws.inside,
                                                     inputs.growth.reference, company)
     return replace(summary, outside_view=outside, charts=charts)
