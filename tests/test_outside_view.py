@@ -289,3 +289,43 @@ def test_coverage_of_three_year_revenue_on_companies_drawn_from_base_rates(refit
         print(f"coverage {level:.0%}: {rate:.3f} ± {se:.3f} ({N_COMPANIES} companies x "
               f"{OUTCOMES_PER_COMPANY} outcomes, {elapsed:.0f} s)")
         assert abs(rate - level) <= 3 * se, (level, rate, se)
+
+
+# --- shown to people ------------------------------------------------------------------------------
+def test_summary_block_chart_data_plots_and_report_section(sensetime):
+    from stforecast import plots, report
+    from stforecast.charts import outside_view_block
+    from stforecast.outside_view import summary_block
+
+    company, spec, growth = sensetime
+    obs = observations_from_company(company)
+    params = fake_posterior(company, draws=20)
+    keep = ["revenue", "target_price"]
+    final = simulate(params, company, obs, 5, np.random.default_rng(1), keep=keep,
+                     growth_settings=growth)
+    inside = simulate(params, company, obs, 5, np.random.default_rng(1), keep=keep,
+                      growth_settings=growth.with_weight(0.0))
+    block = summary_block(spec, growth, company, final, inside)
+    rows = block["cagr_3y"]
+    assert list(rows) == ["reference_class", "inside_view", "final"]
+    assert block["weight"] == spec.outside_view.weight
+    # the final forecast's CAGR quantiles lie between the inside view's and the class's
+    for i in range(3):
+        lo, hi = sorted((rows["inside_view"]["quartiles"][i], rows["reference_class"]["quartiles"][i]))
+        assert lo - 0.02 <= rows["final"]["quartiles"][i] <= hi + 0.02
+    chart = outside_view_block(block, final, inside, growth.reference, company)
+    cagr = chart["cagr"]
+    n_bins = len(growth.reference.frequency)
+    assert len(cagr["edges"]) == n_bins + 1
+    for key in ("reference_class", "inside_view", "final"):
+        assert len(cagr[key]) == n_bins and abs(sum(cagr[key]) - 1) < 1e-3
+    fig = plots.outside_view_cagr(chart)
+    gids = [p.get_gid() for p in fig.axes[0].patches]
+    assert gids.count("cagr-reference_class") == gids.count("cagr-final") == n_bins
+    fig2 = plots.outside_view_densities(chart)
+    assert {ln.get_gid() for ax in fig2.axes for ln in ax.lines} >= {
+        "revenue-inside_view", "revenue-final", "target_price-inside_view", "target_price-final"}
+    html = report._outside_view({"outside_view": block}, {})
+    assert "id=outside-view" in html and growth.reference.name in html
+    p0 = rows["final"]["p_cagr_below_0"]
+    assert f"{p0['p']:.2f} ± {p0['mcse']:.3f}" in html
