@@ -9,6 +9,7 @@ import json
 import logging
 import shutil
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -278,7 +279,10 @@ def test_scenarios_and_sensitivity_commands(small_run, capsys):
     assert scores == sorted(scores, reverse=True) and len(ranked) == 15
     # the command ranks as the summary does (the company's unit drivers at their level)
     saved = [(e.driver, e.score) for e in summary.sensitivity["revenue"].ranking][:15]
-    assert [(e["driver"], e["score"]) for e in ranked] == saved
+    # (the summary ranks the run's float64 draws, the command the stored ones, rounded to 13
+    # mantissa bits: scores agree to the storage precision, not always to their 4th decimal)
+    assert [e["driver"] for e in ranked] == [d for d, _ in saved]
+    assert np.allclose([e["score"] for e in ranked], [s for _, s in saved], atol=5e-4)
     assert main(["sensitivity", "target_price_hkd", "--results", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["driver"] == "ev_sales_multiple"
     assert main(["sensitivity", "revenu[FY23]", "--results", str(out)]) == 2

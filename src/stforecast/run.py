@@ -392,7 +392,7 @@ def prepare(company: Company | str | Path | None = None, priors_path: Path | Non
     spec = load_priors(priors_path, company.growth_drivers())
     scenarios = load_scenarios(scenarios_path, company)
     return Inputs(company, spec, scenarios, observations_from_company(company), priors_path,
-                  scenarios_path, growth_settings(spec, logger.info))
+                  scenarios_path, growth_settings(spec))
 
 
 def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = True) -> Fitted:
@@ -519,6 +519,8 @@ def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
     n_paths = per_draw * posterior.sizes["chain"] * posterior.sizes["draw"]
     logger.info(f"simulating {n_paths:,} paths ({per_draw} per posterior draw) x "
                 f"{len(scenarios.scenarios)} scenarios")
+    if inputs.growth.note:
+        logger.info(f"warning: {inputs.growth.note}")
     rng = np.random.default_rng(seed)
     predictive = simulate(posterior, company, inputs.obs, per_draw, rng, scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
