@@ -160,6 +160,7 @@ class SweepBase:
     per_draw: int
     seed: int
     default: str = "prior"
+    growth: object = None  # outside_view.GrowthSettings: the run's growth process and blend
 
     @property
     def n_paths(self) -> int:
@@ -177,7 +178,8 @@ def base_from_results(results, spec: SweepSpec | None = None,
     from .peers import load_peers
     from .priors import load_priors
     from .results import Results, load_results
-    from .run import paths_per_draw
+    from .outside_view import growth_settings
+    from .run import _base_rates_beside, paths_per_draw
     from .scenarios import load_scenarios
 
     results = results if isinstance(results, Results) else load_results(results)
@@ -197,7 +199,8 @@ def base_from_results(results, spec: SweepSpec | None = None,
     return SweepBase(company, observations_from_company(company), scenarios,
                      posterior.astype("float64"), Valuation(priors.valuation_method, relation),
                      priors.ceilings(), paths_per_draw(posterior, paths), seed,
-                     spec.default if spec is not None else "prior")
+                     spec.default if spec is not None else "prior",
+                     growth_settings(_base_rates_beside(priors, company)))
 
 
 def _scenario(name: str, setting: dict[str, float], base: SweepBase):
@@ -246,7 +249,8 @@ def sweep_task(chunk: list[tuple[int, dict]], base: SweepBase) -> list[tuple[int
                                        zip(names, chunk)})
     predictive = simulate(base.posterior, base.company, base.obs, base.per_draw,
                           np.random.default_rng(base.seed), scenarios=spec, keep=list(NEEDED),
-                          valuation=base.valuation, ceilings=base.ceilings)
+                          valuation=base.valuation, ceilings=base.ceilings,
+                          growth_settings=base.growth)
     return [(i, setting_summary(predictive.sel(scenario=n, drop=True), base.company))
             for n, (i, _) in zip(names, chunk)]
 
