@@ -611,6 +611,16 @@ def outside_view_summary(inputs: Inputs, draws: Draws) -> dict | None:
                                                              company.market.price)),
                 "p_upside_final": _prob_dict(p_exceeds(draws.headline["target_price"],
                                                        company.market.price))}}
+    if "gross_margin" in draws.headline:
+        # the forecast's 3-year change in gross margin, to set beside the base rates' dispersion
+        # of gross-margin changes (mix shift included)
+        from .company import historical_ratios
+        from .outside_view import CAGR_YEARS
+        gm = draws.headline["gross_margin"]
+        start = float(historical_ratios(company.history)["gross_margin"].values[-1])
+        change = gm.isel(year=min(CAGR_YEARS, gm.sizes["year"]) - 1, drop=True) - start
+        extra["gross_margin_change_3y"] = {"start": round(start, 4), "sd": round(float(
+            change.std()), 4), **_stats_dict(change)}
     if "outside_view_path" in draws.headline:
         extra["share_of_outside_paths"] = round(float(draws.headline["outside_view_path"]
                                                       .mean()), 4)
