@@ -88,7 +88,6 @@ class ReferenceClass:
         x = np.asarray(x, float)
         e, f = np.asarray(self.edges), np.asarray(self.frequency)
         out = np.zeros_like(x)
-        cum = 0.0
         for i in range(len(f)):
             lo, hi = e[i], e[i + 1]
             if np.isinf(lo):
@@ -100,7 +99,6 @@ class ReferenceClass:
             else:
                 part = f[i] * np.clip((x - lo) / (hi - lo), 0.0, 1.0)
             out = out + part
-            cum += f[i]
         return np.where(x < CAGR_FLOOR, 0.0, out)
 
     def ppf(self, u) -> np.ndarray:

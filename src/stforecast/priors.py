@@ -195,13 +195,6 @@ class PriorSpec:
     growth_process: dict[str, Prior] = field(default_factory=dict)
     margin_mix: dict[str, Prior] = field(default_factory=dict)
 
-    def with_weight(self, weight: float) -> PriorSpec:
-        """The same priors with the outside view's weight set to ``weight`` (0: inside view)."""
-        from dataclasses import replace
-        if self.outside_view is None:
-            return self
-        return replace(self, outside_view=replace(self.outside_view, weight=float(weight)))
-
     def processes(self) -> dict[str, ProcessPrior]:
         return {**self.growth, **self.ratios}
 

@@ -288,7 +288,25 @@ def _assumptions(spec) -> tuple[Assumption, ...]:
         Assumption(name, f"long-run {p.long_run.describe()}, persistence "
                    f"{p.persistence.describe()}, volatility {p.volatility.describe()}", p.source)
         for name, p in spec.processes().items()
-    ) + tuple(Assumption(name, p.describe(), p.source) for name, p in spec.valuation.items())
+    ) + tuple(Assumption(name, p.describe(), p.source) for name, p in spec.valuation.items()
+              ) + tuple(Assumption(f"{section}.{name}", p.describe(), p.source)
+                        for section, table in (("growth_process", spec.growth_process),
+                                               ("margin_mix", spec.margin_mix))
+                        for name, p in table.items()
+              ) + _outside_view_assumptions(spec)
+
+
+def _outside_view_assumptions(spec) -> tuple[Assumption, ...]:
+    ov = spec.outside_view
+    if ov is None:
+        return ()
+    out = [Assumption("outside_view.weight", f"{ov.weight:g}", ov.weight_source),
+           Assumption("outside_view.persistence", ov.persistence.describe(),
+                      ov.persistence.source)]
+    if ov.stall_drop is not None:
+        out.append(Assumption("outside_view.stall_drop", ov.stall_drop.describe(),
+                              ov.stall_drop.source))
+    return tuple(out)
 
 
 def company_info(company: Company, provenance: Provenance) -> CompanyInfo:
