@@ -328,4 +328,4 @@ def test_summary_block_chart_data_plots_and_report_section(sensetime):
     html = report._outside_view({"outside_view": block}, {})
     assert "id=outside-view" in html and growth.reference.name in html
     p0 = rows["final"]["p_cagr_below_0"]
-    assert f"{p0['p']:.2f} ± {p0['mcse']:.3f}" in html
+    assert f"{p0['p']:.3f} ± {p0['mcse']:.3f}" in html

@@ -717,10 +717,8 @@ def _outside_view(summary: Mapping, images: Mapping[str, str]) -> str:
     for key, row in (ov.get("cagr_3y") or {}).items():
         q = row["quartiles"]
         rows.append([_e(names.get(key, key)),
-                     _prob({"value": row["p_cagr_below_0"]["p"],
-                            "mcse": row["p_cagr_below_0"]["mcse"]}),
-                     _prob({"value": row["p_cagr_below_10pct"]["p"],
-                            "mcse": row["p_cagr_below_10pct"]["mcse"]}),
+                     *(f"{row[k]['p']:.3f} ± {row[k]['mcse']:.3f}"
+                       for k in ("p_cagr_below_0", "p_cagr_below_10pct")),
                      " / ".join(_pct(v) for v in q)])
     cls = rc.get("name") or rc.get("description", "")
     text = (f"<p>Reference class: <b>{_e(cls)}</b> ({_e(rc.get('description', ''))}; "
