@@ -177,11 +177,16 @@ def _edge(path, key, v) -> float:
     return float(v)
 
 
-def _reference_class(path, i: int, entry: dict) -> ReferenceClass:
+def _reference_class(path, i: int, entry: dict) -> ReferenceClass | dict:
+    """A class with its histogram, or (no ``bins``) the entry itself: its summary statistics."""
     key = f"sales_cagr_3y[{i}]"
-    for name in ("name", "by", "lower", "upper", "bins", "frequency", "source"):
+    needed = ("name", "by", "lower", "upper", "source") + (("bins", "frequency")
+                                                            if "bins" in entry else ("sd",))
+    for name in needed:
         if name not in entry:
             raise BaseRatesError(f"{path}: key '{key}.{name}': expected it (it is missing)")
+    if "bins" not in entry:
+        return dict(entry)
     edges = [_edge(path, f"{key}.bins", v) for v in entry["bins"]]
     freq = [_edge(path, f"{key}.frequency", v) for v in entry["frequency"]]
     if len(edges) < 4 or len(freq) != len(edges) - 1 or any(np.diff(edges) <= 0):
@@ -199,35 +204,81 @@ def _reference_class(path, i: int, entry: dict) -> ReferenceClass:
         mean=entry.get("mean"), sd=entry.get("sd"), source=str(entry["source"]))
 
 
+def _derived(path, stats: dict, shapes: list[ReferenceClass]) -> ReferenceClass:
+    """A class published as summary statistics only (median or mean, sd): the histogram of the
+    widest class of the same dimension that holds it, moved and scaled so that its median and sd
+    are the class's (a CAGR ``x`` of the wide class becomes ``m + (x - M) s / S``)."""
+    lo, hi = _edge(path, "lower", stats["lower"]), _edge(path, "upper", stats["upper"])
+    holders = [c for c in shapes if c.by == stats["by"] and c.lower <= lo and hi <= c.upper]
+    if not holders:
+        raise BaseRatesError(f"{path}: key 'sales_cagr_3y.{stats['name']}': expected bins, or a "
+                             f"wider class of the same 'by' with bins to take its shape from")
+    shape = max(holders, key=lambda c: c.upper - c.lower)
+    centre = stats.get("median", stats.get("mean"))
+    if shape.sd is None or centre is None:
+        raise BaseRatesError(f"{path}: key 'sales_cagr_3y.{shape.name}.sd': expected the sd of "
+                             f"the class whose shape {stats['name']} borrows")
+    wide_median = float(shape.ppf(0.5))
+    k = float(stats["sd"]) / float(shape.sd)
+    edges = tuple(e if math.isinf(e) else round(float(centre) + (e - wide_median) * k, 6)
+                  for e in shape.edges)
+    return ReferenceClass(
+        name=str(stats["name"]), by=str(stats["by"]), lower=lo, upper=hi, edges=edges,
+        frequency=shape.frequency, mean=stats.get("mean"), sd=float(stats["sd"]),
+        source=f"{stats['source']}; shape: {shape.name} moved and scaled to this class's "
+               f"{'median' if 'median' in stats else 'mean'} and sd")
+
+
 def load_base_rates(path: str | Path) -> dict:
-    """The base-rates file as ``{"sales_cagr_3y": [ReferenceClass], "stall": [dict], ...}``."""
+    """The base-rates file as ``{"sales_cagr_3y": [ReferenceClass], "stall": [dict], ...}``;
+    classes published as summary statistics borrow a histogram (see ``_derived``)."""
     raw, _ = read_toml(str(path), BaseRatesError)
     classes = raw.get("sales_cagr_3y", [])
     if not isinstance(classes, list):
         raise BaseRatesError(f"{path}: key 'sales_cagr_3y': expected an array of tables")
     out = {k: v for k, v in raw.items() if k != "sales_cagr_3y"}
-    out["sales_cagr_3y"] = [_reference_class(path, i, e) for i, e in enumerate(classes)]
+    parsed = [_reference_class(path, i, e) for i, e in enumerate(classes)]
+    full = [c for c in parsed if isinstance(c, ReferenceClass)]
+    out["sales_cagr_3y"] = [c if isinstance(c, ReferenceClass) else _derived(path, c, full)
+                            for c in parsed]
     return out
 
 
 def reference_class(rates: dict, spec: OutsideViewSpec, path="base rates") -> ReferenceClass:
-    """The class of ``spec.by`` whose ``[lower, upper)`` holds the company's value."""
-    for c in rates["sales_cagr_3y"]:
-        if c.by == spec.by and c.lower <= spec.value < c.upper:
-            return c
-    raise BaseRatesError(f"{path}: key 'sales_cagr_3y': expected a class by {spec.by} holding "
-                         f"{spec.value:g} (the priors' [outside_view])")
+    """The narrowest class of ``spec.by`` whose ``[lower, upper)`` holds the company's value."""
+    holders = [c for c in rates["sales_cagr_3y"]
+               if c.by == spec.by and c.lower <= spec.value < c.upper]
+    if not holders:
+        raise BaseRatesError(f"{path}: key 'sales_cagr_3y': expected a class by {spec.by} "
+                             f"holding {spec.value:g} (the priors' [outside_view])")
+    return min(holders, key=lambda c: c.upper - c.lower)
 
 
 def stall_probability(rates: dict, name: str, path="base rates") -> float:
-    """The annual probability of a growth stall of the ``[[stall]]`` entry ``name``."""
+    """The annual probability of a growth stall from the ``[[stall]]`` entry ``name``.
+
+    Either ``annual_probability``, or ``probability`` that an ``n``-year CAGR (of the class
+    ``of``, a ``sales_cagr_<n>y`` entry) is below ``below``: a negative n-year CAGR is read as a
+    stall somewhere in those n years, so the annual hazard is ``1 - (1 - p)^(1/n)``.
+    """
     for entry in rates.get("stall", []):
-        if entry.get("name") == name:
-            p = entry.get("annual_probability")
-            if isinstance(p, (int, float)) and 0 <= p < 1:
-                return float(p)
-            raise BaseRatesError(f"{path}: key 'stall.{name}.annual_probability': expected a "
+        if entry.get("name") != name:
+            continue
+        p = entry.get("annual_probability", entry.get("probability"))
+        if not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise BaseRatesError(f"{path}: key 'stall.{name}.probability': expected a "
                                  f"probability in [0, 1)")
+        if "annual_probability" in entry:
+            return float(p)
+        years = next((int(kind[len("sales_cagr_"):-1]) for kind in rates
+                      if kind.startswith("sales_cagr_") and kind.endswith("y")
+                      and any(isinstance(c, dict) and c.get("name") == entry.get("of")
+                              or getattr(c, "name", None) == entry.get("of")
+                              for c in rates[kind])), None)
+        if years is None:
+            raise BaseRatesError(f"{path}: key 'stall.{name}.of': expected the name of a "
+                                 f"sales_cagr_<n>y class")
+        return float(1 - (1 - p) ** (1 / years))
     raise BaseRatesError(f"{path}: key 'stall': expected an entry named {name!r}")
 
 
