@@ -85,13 +85,13 @@ def test_the_class_is_chosen_by_the_priors_dimension_and_value(sensetime):
     ref = reference_class(rates, ov)
     assert ref.by == ov.by and ref.lower <= ov.value < ref.upper
     with pytest.raises(Exception, match="sales_cagr_3y"):
-        reference_class(rates, replace(ov, starting_sales_usd=1e9))
+        reference_class(rates, replace(ov, by="prior_growth", prior_growth=-0.5))
 
 
 def test_bad_outside_view_sections_are_one_line_errors(tmp_path):
     company = load_company("sensetime")
     text = Path(company.priors_path).read_text()
-    for old, new, key in (("weight = 0.5", "weight = 1.5", "outside_view.weight"),
+    for old, new, key in (("weight = 0.83", "weight = 1.5", "outside_view.weight"),
                           ('by = "starting_sales_usd"', 'by = "size"', "outside_view.by"),
                           ("df = {", "dff = {", "growth_process.dff")):
         bad = tmp_path / "priors.toml"
