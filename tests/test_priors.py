@@ -257,7 +257,7 @@ def test_company_growth_driver_missing_from_the_priors_file(tmp_path):
 # --- the company file ---------------------------------------------------------------------------
 COMPANY_TEXT = (FOLDER / "company.toml").read_text()
 OBS_YEAR = 'segment = "smart_city"\nyear = "FY21"\nfraction = 0.5'
-OBS_SD = 'value = 119\nsd = 0.05'
+OBS_SD = 'value = 119\nsd = 0.15'
 LIFE = '[segments.smart_life]\nlabel = "Smart Life"\nkind = "direct"'
 CITY_UNITS_LAST = "units_last = { value = 94,"
 
@@ -281,9 +281,9 @@ BAD_COMPANY = {
     "observation_not_in_the_first_year": (
         lambda t: _edit(t, OBS_YEAR, OBS_YEAR.replace('"FY21"', '"FY22"')),
         "observations[0].year", "first forecast year"),
-    "observation_sd_zero": (lambda t: _edit(t, OBS_SD, OBS_SD.replace("0.05", "0.0")),
+    "observation_sd_zero": (lambda t: _edit(t, OBS_SD, OBS_SD.replace("0.15", "0.0")),
                             "observations[0].sd", "noise sd"),
-    "observation_sd_negative": (lambda t: _edit(t, OBS_SD, OBS_SD.replace("0.05", "-0.05")),
+    "observation_sd_negative": (lambda t: _edit(t, OBS_SD, OBS_SD.replace("0.15", "-0.15")),
                                 "observations[0].sd", "noise sd"),
     "observation_of_unknown_segment": (
         lambda t: _edit(t, OBS_YEAR, OBS_YEAR.replace('"smart_city"', '"smart_home"')),

@@ -98,7 +98,9 @@ def test_report_is_one_self_contained_file(run_dir, summary, page):
     expected = ([f"fan_{v}.png" for v in charts["fans"]]
                 + [f"tornado_{k}.png" for k in summary["sensitivity"]]
                 + ["target_price.png", "valuation_methods.png", "peer_relation.png",
-                   "prior_posterior.png", "scenarios_target_price.png", "scenarios_revenue.png"])
+                   "prior_posterior.png", "scenarios_target_price.png", "scenarios_revenue.png"]
+                + (["outside_view_cagr.png", "outside_view_inside_vs_final.png"]
+                   if charts.get("outside_view") else []))
     assert pngs == sorted(expected)
     images = _images(page)
     assert page.count("data:image/png;base64,") == len(images) == len(pngs)

@@ -9,6 +9,7 @@ import json
 import logging
 import shutil
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -280,10 +281,10 @@ def test_scenarios_and_sensitivity_commands(small_run, capsys):
     assert scores == sorted(scores, reverse=True) and len(ranked) == 15
     # the command ranks as the summary does (the company's unit drivers at their level)
     saved = [(e.driver, e.score) for e in summary.sensitivity["revenue"].ranking][:15]
+    # (the summary ranks the run's float64 draws, the command the stored ones, rounded to 13
+    # mantissa bits: scores agree to the storage precision, not always to their 4th decimal)
     assert [e["driver"] for e in ranked] == [d for d, _ in saved]
-    # scores are rounded to 4 decimals; the command ranks the saved float32 draws, the summary the
-    # float64 ones, so a score at a rounding boundary may differ by one unit in the 4th decimal
-    assert [e["score"] for e in ranked] == pytest.approx([s for _, s in saved], abs=1.01e-4)
+    assert np.allclose([e["score"] for e in ranked], [s for _, s in saved], atol=5e-4)
     assert main(["sensitivity", "target_price_hkd", "--results", str(out), "--json",
                  "--rank"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["driver"] == "ev_sales_multiple"

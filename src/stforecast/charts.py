@@ -526,3 +526,48 @@ def chart_data(predictive_all: xr.Dataset, company: Company, summary: Mapping, *
     if prior is not None and posterior is not None:
         out["prior_posterior"] = prior_posterior_block(prior, posterior)
     return out
+
+
+# --- the outside view -----------------------------------------------------------------------------
+def _shares(values: np.ndarray, edges: Sequence[float]) -> list[float | None]:
+    """Share of ``values`` per bin of ``edges``; the outer bins take everything beyond them (as
+    the base rates' open-ended bins do)."""
+    e = np.asarray(edges, float)
+    clipped = np.clip(values, e[0], np.nextafter(e[-1], -np.inf))
+    counts, _ = np.histogram(clipped, bins=e)
+    return _list(counts / max(values.size, 1))
+
+
+def outside_view_block(block: Mapping, headline: xr.Dataset, inside: xr.Dataset | None,
+                       reference, company: Company) -> dict:
+    """Chart data of the report's outside-view section: the reference class's 3-year CAGR
+    histogram beside the forecast's (final and inside view alone) on the class's own bins, and
+    the final-year revenue and the target price, inside view alone and blended, on one axis each.
+
+    ``block``: the summary's ``outside_view`` block; ``reference``: the
+    ``outside_view.ReferenceClass`` (None when the base rates were missing).
+    """
+    from .outside_view import cagr_3y
+
+    start = company.last_history_revenue()
+    sets = {"final": headline}
+    if inside is not None:
+        sets["inside_view"] = inside
+    cagr = {k: _flat(cagr_3y(ds["revenue"], start)) for k, ds in sets.items()}
+    out: dict = {"period": block.get("period"), "weight": block.get("weight"),
+                 "reference_name": (block.get("reference_class") or {}).get("name")}
+    if reference is not None:
+        hist = reference.histogram()
+        out["cagr"] = {"edges": hist["edges"], "reference_class": hist["frequency"],
+                       **{k: _shares(v, hist["edges"]) for k, v in cagr.items()}}
+    else:
+        edges = _axis(list(cagr.values()), [0.0], HISTOGRAM_BINS)
+        out["cagr"] = {"edges": _list(edges), **{k: _shares(v, edges) for k, v in cagr.items()}}
+    final_year = company.last_forecast_year
+    for name, select in (("revenue", lambda ds: ds["revenue"].sel(year=final_year)),
+                         ("target_price", lambda ds: ds["target_price"])):
+        values = {k: _flat(select(ds)) for k, ds in sets.items()}
+        edges = _axis(list(values.values()), [], HISTOGRAM_BINS)
+        out[name] = {"year": final_year if name == "revenue" else None, **_grid(edges),
+                     **{k: density(v, edges) for k, v in values.items()}}
+    return out

@@ -148,6 +148,18 @@ class _Plots:
 
         return target_price_distribution(self._charts["target_price"])
 
+    def outside_view(self, kind: str = "cagr"):
+        """The outside view: ``"cagr"`` (the base-rate histogram of 3-year sales CAGR beside
+        this forecast's) or ``"inside_vs_final"`` (revenue and target price, inside view alone
+        and blended)."""
+        from .plots import outside_view_cagr, outside_view_densities
+
+        block = self._charts.get("outside_view")
+        if not block:
+            raise StforecastError("plot.outside_view: expected a forecast with an outside view "
+                                  "(an [outside_view] section in the priors and its base rates)")
+        return outside_view_cagr(block) if kind == "cagr" else outside_view_densities(block)
+
     def scenarios(self, variable: str = "target_price"):
         from .plots import scenario_comparison
 

@@ -612,6 +612,74 @@ def swing_tornado(block: Mapping, title: str, units: str = "", top: int = 15) ->
 
 
 # --------------------------------------------------------------------------------------------
+# The outside view
+# --------------------------------------------------------------------------------------------
+
+OUTSIDE_STYLES = {"reference_class": ("#9e9e9e", "Reference class (base rates)"),
+                  "inside_view": ("#e6a23c", "Inside view alone"),
+                  "final": (FAN_COLOUR, "This forecast (blended)")}
+
+
+def outside_view_cagr(chart: Mapping) -> Figure:
+    """The reference class's 3-year sales CAGR histogram beside this forecast's (and the inside
+    view's), bar groups per bin of the class, as The Base Rate Book draws it.
+
+    ``chart``: ``charts["outside_view"]``: ``cagr`` with ``edges`` and a share per bin for each
+    of ``reference_class``, ``inside_view``, ``final``; ``period``, ``weight``.
+    """
+    block = chart["cagr"]
+    edges = _floats(block["edges"])
+    present = [k for k in OUTSIDE_STYLES if block.get(k) is not None]
+    fig, ax = _new_figure(8.0, 4.2)
+    n = len(edges) - 1
+    x = np.arange(n)
+    width = 0.8 / max(len(present), 1)
+    for i, key in enumerate(present):
+        colour, label = OUTSIDE_STYLES[key]
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), 100 * _floats(block[key]), width=width,
+                      color=colour, label=label)
+        for bar in bars:
+            bar.set_gid(f"cagr-{key}")
+    labels = []
+    for i in range(n):
+        lo, hi = edges[i], edges[i + 1]
+        labels.append(f"<{hi:.0%}" if i == 0 else f">{lo:.0%}" if i == n - 1
+                      else f"{lo:.0%}–{hi:.0%}")
+    ax.set_xticks(x, labels, rotation=60, fontsize=7)
+    ax.set_xlabel(f"3-year sales CAGR{(' ' + chart['period']) if chart.get('period') else ''}")
+    ax.set_ylabel("Frequency (%)")
+    weight = chart.get("weight")
+    ax.set_title("Outside view: base rates beside this forecast"
+                 + (f" (weight {weight:g})" if weight is not None else ""))
+    ax.legend(fontsize=8)
+    return fig
+
+
+def outside_view_densities(chart: Mapping, labels: Mapping[str, str] | None = None) -> Figure:
+    """Final-year revenue and target price: the inside view alone beside the blended forecast
+    (kernel densities on one axis each, medians marked)."""
+    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, name in zip(axes, ("revenue", "target_price")):
+        block = chart[name]
+        grid = _floats(block["grid"])
+        for key in ("inside_view", "final"):
+            if block.get(key) is None:
+                continue
+            colour, label = OUTSIDE_STYLES[key]
+            (line,) = ax.plot(grid, _floats(block[key]["density"]), color=colour, linewidth=2,
+                              label=f"{label}: median {block[key]['median']:,.4g}")
+            line.set_gid(f"{name}-{key}")
+            ax.axvline(float(block[key]["median"]), color=colour, linewidth=1, linestyle="--")
+        title = (labels or {}).get(name, name.replace("_", " "))
+        ax.set_title(_capital(title) + (f" {block['year']}" if block.get("year") else ""),
+                     fontsize=10)
+        ax.set_yticks([])
+        ax.legend(fontsize=7)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
 # Every chart of a results folder, and saving
 # --------------------------------------------------------------------------------------------
 
@@ -645,6 +713,11 @@ def figures(charts: Mapping, sensitivity: Mapping | None = None,
                 block["ranking"], f"Sensitivity: {outcome}{year}", labels)
     if charts.get("prior_posterior"):
         figs["prior_posterior"] = prior_posterior(charts["prior_posterior"])
+    if charts.get("outside_view"):
+        figs["outside_view_cagr"] = outside_view_cagr(charts["outside_view"])
+        if charts["outside_view"].get("revenue"):
+            figs["outside_view_inside_vs_final"] = outside_view_densities(
+                charts["outside_view"], labels)
     return figs
 
 

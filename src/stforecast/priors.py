@@ -11,6 +11,18 @@ An elicited ``range`` (central ``mass`` interval, default 0.9) is turned into th
 parameters by the package (closed form where there is one, otherwise a numerical solve).
 Every problem is reported as ONE line naming the file, the key and what was expected
 (``PriorsError``); nothing is ever evaluated from the file's text.
+
+Three optional sections shape the forecast years beyond the fitted processes (see
+``stforecast.outside_view`` and ``stforecast.simulate``); a file without them forecasts as before:
+
+* ``[outside_view]``: the company's reference class (its starting sales in USD and prior growth,
+  which dimension of the base rates picks the class), the weight on the outside view with its
+  justification, the base-rates file, the fade of growth toward the class's level and the stall
+  regime (its class in the base-rates file and the drop in growth once stalled);
+* ``[growth_process]``: Student-t innovations (``df``) and the loading of every growth driver on a
+  common factor (``factor_loading``);
+* ``[margin_mix]``: a mix shift toward lower-margin revenue (``extra_share_per_year`` of revenue
+  moving to a business with gross margin ``hardware_margin``).
 """
 
 from __future__ import annotations
@@ -33,6 +45,13 @@ from .registry import (MAX_PRIOR_PARAMETER, MIN_PRIOR_SCALE, PLAUSIBLE_MASS, PLA
 from .tomlfile import read_toml
 
 PROCESS_PARTS = ("long_run", "persistence", "volatility")
+#: [growth_process] priors -> the support each must have.
+GROWTH_PROCESS_KEYS = {"df": "positive", "factor_loading": "unit"}
+#: [margin_mix] priors -> the support each must have.
+MARGIN_MIX_KEYS = {"extra_share_per_year": "positive", "hardware_margin": "unit"}
+#: What may pick a company's reference class in the base rates.
+REFERENCE_DIMENSIONS = ("starting_sales_usd", "prior_growth")
+DEFAULT_BASE_RATES = "../base_rates.toml"  # relative to the priors file
 POOLING_KEYS = ("company_growth_effect",)
 VALUATION_KEYS = ("ev_sales_multiple", "peer_premium", "sector_rerating")
 TEXT_KEYS = ("source", "reasoning", "units", "note")
@@ -145,6 +164,38 @@ class ProcessPrior:
 
 
 @dataclass(frozen=True)
+class OutsideViewSpec:
+    """A priors file's ``[outside_view]``: the reference class and the weight given to it.
+
+    ``by``: the base rates' dimension that picks the class (``starting_sales_usd`` in USD mn,
+    or ``prior_growth`` as a fraction per year); the class is the ``[[sales_cagr_3y]]`` entry of
+    the base-rates file (``base_rates``, an absolute path) whose ``[lower, upper)`` holds the
+    company's value. ``weight``: the share of forecast paths whose long-run growth comes from the
+    reference class. ``persistence``: how much of the first forecast year's growth is left a year
+    later on those paths (growth fades toward the class's level). ``stall``: the name of the
+    base rates' ``[[stall]]`` entry (annual probability of a growth stall) and ``stall_drop`` the
+    prior of the fall in log growth per year once a path has stalled.
+    """
+
+    reference_class: str
+    by: str
+    starting_sales_usd: float
+    prior_growth: float
+    weight: float
+    weight_source: str
+    base_rates: str
+    persistence: Prior
+    stall: str | None = None
+    stall_drop: Prior | None = None
+    source: str = ""
+
+    @property
+    def value(self) -> float:
+        """The company's value on the dimension that picks its class."""
+        return self.starting_sales_usd if self.by == "starting_sales_usd" else self.prior_growth
+
+
+@dataclass(frozen=True)
 class PriorSpec:
     """A validated priors file."""
 
@@ -163,6 +214,9 @@ class PriorSpec:
     funding: dict[str, Prior] = field(default_factory=dict)
     discounting: dict[str, Prior] = field(default_factory=dict)
     settings: dict[str, float] = field(default_factory=dict)
+    outside_view: OutsideViewSpec | None = None
+    growth_process: dict[str, Prior] = field(default_factory=dict)
+    margin_mix: dict[str, Prior] = field(default_factory=dict)
 
     def processes(self) -> dict[str, ProcessPrior]:
         return {**self.growth, **self.ratios}
@@ -402,7 +456,7 @@ def load_priors(path: str | Path, growth_drivers: dict[str, str] | None = None) 
     path = str(path)
     raw, blob = read_toml(path, PriorsError)
     sections = ("meta", "growth", "ratio", "pooling", "valuation", "costs", "funding",
-                "discounting")
+                "discounting", "outside_view", "growth_process", "margin_mix")
     for name in raw:
         if name == "observation":
             _fail(path, name, "no [observation] section: observation noise now sits with each "
@@ -472,4 +526,74 @@ def load_priors(path: str | Path, growth_drivers: dict[str, str] | None = None) 
                      valuation=valuation, meta=_section(raw, path, "meta"),
                      valuation_method=method, costs=blocks["costs"],
                      funding=blocks["funding"], discounting=blocks["discounting"],
-                     settings=settings)
+                     settings=settings,
+                     outside_view=_outside_view(path, raw.get("outside_view")),
+                     growth_process=_priors_table(path, raw, "growth_process",
+                                                  GROWTH_PROCESS_KEYS),
+                     margin_mix=_priors_table(path, raw, "margin_mix", MARGIN_MIX_KEYS))
+
+
+def _priors_table(path, raw, section, keys: dict[str, str]) -> dict[str, Prior]:
+    """An optional section of priors: all of ``keys`` (each with its support) or none."""
+    if section not in raw:
+        return {}
+    table = _section(raw, path, section)
+    for name in table:
+        if name not in keys and name not in TEXT_KEYS:
+            _fail(path, f"{section}.{name}", f"one of {', '.join(keys)} (or {', '.join(TEXT_KEYS)})")
+    _text(path, section, table, "source", required=True)
+    out = {}
+    for name, support in keys.items():
+        if name not in table:
+            _fail(path, f"{section}.{name}", "a prior distribution (it is missing)")
+        out[name] = parse_prior(path, f"{section}.{name}", table[name], support)
+    return out
+
+
+def _outside_view(path, table) -> OutsideViewSpec | None:
+    """The ``[outside_view]`` section (None when the file has none)."""
+    if table is None:
+        return None
+    key = "outside_view"
+    if not isinstance(table, dict):
+        _fail(path, key, "a table")
+    allowed = {"reference_class", "by", "starting_sales_usd", "prior_growth", "weight",
+               "weight_source", "base_rates", "persistence", "stall", "stall_drop",
+               "starting_sales_source", "prior_growth_source"} | set(TEXT_KEYS)
+    extra = sorted(set(table) - allowed)
+    if extra:
+        _fail(path, f"{key}.{extra[0]}", f"only {', '.join(sorted(allowed))}")
+    by = table.get("by", "starting_sales_usd")
+    if by not in REFERENCE_DIMENSIONS:
+        _fail(path, f"{key}.by", f"one of {', '.join(map(repr, REFERENCE_DIMENSIONS))}, got {by!r}")
+    numbers = {}
+    for name in ("starting_sales_usd", "prior_growth", "weight"):
+        if name not in table:
+            _fail(path, f"{key}.{name}", "a number (it is missing)")
+        numbers[name] = _number(path, f"{key}.{name}", table[name])
+    if numbers["starting_sales_usd"] <= 0:
+        _fail(path, f"{key}.starting_sales_usd", "sales in USD mn > 0")
+    if not 0 <= numbers["weight"] <= 1:
+        _fail(path, f"{key}.weight", f"a weight in [0, 1], got {numbers['weight']:g}")
+    for name in ("weight_source", "source", "starting_sales_source"):
+        _text(path, key, table, name, required=True)
+    base = table.get("base_rates", DEFAULT_BASE_RATES)
+    if not isinstance(base, str) or not base:
+        _fail(path, f"{key}.base_rates", "a path to the base-rates file (relative to this file)")
+    stall = table.get("stall")
+    if stall is not None and not (isinstance(stall, str) and stall):
+        _fail(path, f"{key}.stall", "the name of a [[stall]] entry of the base-rates file")
+    if (stall is None) != ("stall_drop" not in table):
+        _fail(path, f"{key}.stall_drop", "a prior on the drop in log growth once stalled, "
+                                         "given together with 'stall' (or neither)")
+    if "persistence" not in table:
+        _fail(path, f"{key}.persistence", "a prior distribution (it is missing)")
+    return OutsideViewSpec(
+        reference_class=_text(path, key, table, "reference_class", required=True), by=by,
+        weight_source=table["weight_source"], source=table["source"],
+        base_rates=str((Path(path).parent / base).resolve()),
+        persistence=parse_prior(path, f"{key}.persistence", table["persistence"], "unit"),
+        stall=stall,
+        stall_drop=(parse_prior(path, f"{key}.stall_drop", table["stall_drop"], "positive")
+                    if stall is not None else None),
+        **numbers)

@@ -817,6 +817,7 @@ def _render(summary: Mapping, images: Mapping[str, str]) -> str:
     if "target_price" in images:
         parts.append("<section id=target-price><h2>Target price distribution</h2>"
                      + _img(images, "target_price", "Target price distribution") + "</section>")
+    parts.append(_outside_view(summary, images))
     parts.append(_valuation(summary, w, images))
     parts.append(_funding(summary, w))
     parts.append(_conventions(summary, w))
@@ -834,6 +835,38 @@ def _render(summary: Mapping, images: Mapping[str, str]) -> str:
     parts += [_diagnostics(summary), _assumptions(summary), _provenance(summary),
               "</main></body></html>"]
     return "\n".join(p for p in parts if p)
+
+
+def _outside_view(summary: Mapping, images: Mapping[str, str]) -> str:
+    """The outside-view section: the reference class, the weight, the 3-year CAGR table
+    (reference class / inside view alone / final forecast) and the two charts."""
+    ov = summary.get("outside_view")
+    if not ov:
+        return ""
+    rc = ov.get("reference_class") or {}
+    names = {"reference_class": "Reference class (base rates)",
+             "inside_view": "Inside view alone (weight 0)", "final": "This forecast"}
+    rows = []
+    for key, row in (ov.get("cagr_3y") or {}).items():
+        q = row["quartiles"]
+        rows.append([_e(names.get(key, key)),
+                     *(f"{row[k]['p']:.3f} ± {row[k]['mcse']:.3f}"
+                       for k in ("p_cagr_below_0", "p_cagr_below_10pct")),
+                     " / ".join(_pct(v) for v in q)])
+    cls = rc.get("name") or rc.get("description", "")
+    text = (f"<p>Reference class: <b>{_e(cls)}</b> ({_e(rc.get('description', ''))}; "
+            f"{_e(rc.get('by', ''))} = {_e(rc.get('value'))}). Weight on the outside view: "
+            f"<b>{_e(ov.get('weight'))}</b> — {_e(ov.get('weight_source', ''))}</p>")
+    if ov.get("note"):
+        text += f"<p class=muted>{_e(ov['note'])}</p>"
+    table = _table(["", "P(CAGR < 0)", "P(CAGR < 10%)", "CAGR quartiles (25th / 50th / 75th)"],
+                   rows)
+    imgs = "".join(_img(images, n, a) for n, a in (
+        ("outside_view_cagr", "Base-rate histogram of 3-year sales CAGR beside this forecast"),
+        ("outside_view_inside_vs_final", "Inside view alone and blended: revenue and target price")))
+    return (f"<section id=outside-view><h2>Outside view</h2>{text}"
+            f"<p class=muted>3-year sales CAGR {_e(ov.get('period', ''))}; probabilities ± "
+            f"Monte Carlo error.</p>{table}<div class=grid2>{imgs}</div></section>")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -445,6 +445,9 @@ class Summary:
     scenarios_sha256: str
     settings: Settings
     versions: dict[str, str]
+    #: The outside view (``stforecast.outside_view``): the reference class, the weight and the
+    #: 3-year CAGR table for the reference class, the inside view alone and the final forecast.
+    outside_view: dict[str, Any] | None = field(default=None, metadata=_OMIT_NONE)
     #: What the charts and the report show, computed at run time (``stforecast.charts``): plain
     #: JSON, so presentation reads it and computes nothing.
     charts: dict[str, Any] = field(default_factory=dict)

@@ -43,7 +43,7 @@ import xarray as xr
 
 from . import __version__, publish
 from .cache import FitCache, fit_key, source_hash
-from .charts import chart_data
+from .charts import chart_data, outside_view_block
 from .company import Company, load_company
 from .costs import point_funding
 from .engine import convention_table
@@ -53,6 +53,7 @@ from .fit import (FitSettings, bar_reasons, diagnose, free_parameter_names, samp
                   sample_prior)
 from .model import Observations, build_model, observations_from_company, observed_data_values
 from .preflight import trial_logp
+from .outside_view import GrowthSettings, growth_settings, log_table, summary_block
 from .priors import PriorSpec, load_priors
 from .multiples import Valuation, relation_from_fit
 from .peers import (PARETO_K_MAX, PEER_FIT, build_peer_model, fit_peer_model, load_peers,
@@ -83,7 +84,7 @@ def stored_names(company: Company, scenarios: ScenarioSpec | None = None) -> lis
     drivers = [n for n, v in VARIABLES.items() if v.kind == "driver" and v.stored]
     drivers += ["ev_sales_multiple"]
     return (list(reported_lines(company) + REPORTED_SCALARS) + company.unit_drivers() + drivers
-            + list(VALUATION_VARIABLES + METHOD_TARGET_PRICES) + shocks)
+            + list(VALUATION_VARIABLES + METHOD_TARGET_PRICES) + shocks + ["outside_view_path"])
 
 
 PRIOR_PATHS_PER_DRAW = 10
@@ -319,9 +320,21 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
     predictive = simulate(posterior.astype("float64"), company, obs, per_draw,
                           np.random.default_rng(seed), scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
-                          valuation=valuation, ceilings=spec.ceilings(), priors=spec)
+                          valuation=valuation, ceilings=spec.ceilings(), priors=spec,
+                          growth_settings=growth_settings(_base_rates_beside(spec, company),
+                                                          logger.info))
     predictive.attrs.update(draws_attrs(company), liquidity_floor=spec.settings["liquidity_floor"])
     return scenario_summaries(predictive, scenarios, company), predictive
+
+
+def _base_rates_beside(spec: PriorSpec, company: Company) -> PriorSpec:
+    """A stored priors file's base rates: its own path when it exists, else the base-rates file
+    of the company folder's parent (the stored priors text sits in a temporary folder)."""
+    ov = spec.outside_view
+    if ov is None or Path(ov.base_rates).is_file():
+        return spec
+    beside = Path(str(company.folder)).parent / Path(ov.base_rates).name
+    return replace(spec, outside_view=replace(ov, base_rates=str(beside)))
 
 
 def paths_per_draw(posterior: xr.Dataset, paths: int) -> int:
@@ -350,7 +363,25 @@ def _assumptions(spec) -> tuple[Assumption, ...]:
         Assumption(name, f"long-run {p.long_run.describe()}, persistence "
                    f"{p.persistence.describe()}, volatility {p.volatility.describe()}", p.source)
         for name, p in spec.processes().items()
-    ) + tuple(Assumption(name, p.describe(), p.source) for name, p in spec.valuation.items())
+    ) + tuple(Assumption(name, p.describe(), p.source) for name, p in spec.valuation.items()
+              ) + tuple(Assumption(f"{section}.{name}", p.describe(), p.source)
+                        for section, table in (("growth_process", spec.growth_process),
+                                               ("margin_mix", spec.margin_mix))
+                        for name, p in table.items()
+              ) + _outside_view_assumptions(spec)
+
+
+def _outside_view_assumptions(spec) -> tuple[Assumption, ...]:
+    ov = spec.outside_view
+    if ov is None:
+        return ()
+    out = [Assumption("outside_view.weight", f"{ov.weight:g}", ov.weight_source),
+           Assumption("outside_view.persistence", ov.persistence.describe(),
+                      ov.persistence.source)]
+    if ov.stall_drop is not None:
+        out.append(Assumption("outside_view.stall_drop", ov.stall_drop.describe(),
+                              ov.stall_drop.source))
+    return tuple(out)
 
 
 def company_info(company: Company, provenance: Provenance) -> CompanyInfo:
@@ -411,6 +442,7 @@ class Inputs:
     obs: Observations
     priors_path: Path
     scenarios_path: Path
+    growth: GrowthSettings = GrowthSettings()  # the forecast years' growth (outside view etc.)
 
 
 @dataclass(frozen=True)
@@ -436,6 +468,9 @@ class Draws:
     predictive: xr.Dataset
     prior_predictive: xr.Dataset
     n_paths: int
+    #: the headline scenario with the outside view's weight at 0 (same posterior and random
+    #: numbers): the inside view alone; None without an outside view
+    inside: xr.Dataset | None = None
 
     @property
     def headline(self) -> xr.Dataset:
@@ -452,7 +487,7 @@ def prepare(company: Company | str | Path | None = None, priors_path: Path | Non
     spec = load_priors(priors_path, company.growth_drivers())
     scenarios = load_user_scenarios(scenarios_path, company)  # laid over the company's own
     return Inputs(company, spec, scenarios, observations_from_company(company), priors_path,
-                  scenarios_path)
+                  scenarios_path, growth_settings(spec))
 
 
 def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = True) -> Fitted:
@@ -587,16 +622,51 @@ def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
     n_paths = per_draw * posterior.sizes["chain"] * posterior.sizes["draw"]
     logger.info(f"simulating {n_paths:,} paths ({per_draw} per posterior draw) x "
                 f"{len(scenarios.scenarios)} scenarios")
+    if inputs.growth.note:
+        logger.info(f"warning: {inputs.growth.note}")
     rng = np.random.default_rng(seed)
     predictive = simulate(posterior, company, inputs.obs, per_draw, rng, scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
-                          valuation=fitted.valuation, ceilings=ceilings, priors=inputs.spec)
+                          valuation=fitted.valuation, ceilings=ceilings, priors=inputs.spec,
+                          growth_settings=inputs.growth)
     prior_predictive = simulate(fitted.prior, company, inputs.obs, PRIOR_PATHS_PER_DRAW, rng,
                                 keep=stored_names(company), valuation=fitted.valuation,
-                                ceilings=ceilings, priors=inputs.spec)
+                                ceilings=ceilings, priors=inputs.spec,
+                                growth_settings=inputs.growth.for_prior())
     predictive.attrs.update(draws_attrs(company),
                             liquidity_floor=inputs.spec.settings["liquidity_floor"])
-    return Draws(predictive, prior_predictive, int(n_paths))
+    inside = None
+    if inputs.spec.outside_view is not None and inputs.growth.weight > 0:
+        logger.info("simulating the inside view alone (outside-view weight 0, same posterior "
+                    "and random numbers, headline scenario)")
+        inside = inside_only(inputs, fitted, per_draw, seed, scenarios)
+    return Draws(predictive, prior_predictive, int(n_paths), inside)
+
+
+#: What the inside-only simulation keeps (the outside-view comparisons need no more).
+INSIDE_KEEP = ["revenue", "target_price", "value_today", "sales_cagr"]
+
+
+def inside_only(inputs: Inputs, fitted: Fitted, per_draw: int, seed: int,
+                scenarios: ScenarioSpec | None = None) -> xr.Dataset:
+    """The headline scenario with the outside view's weight set to 0, on the same posterior and
+    with the same seed: every random number is the same as the run's (the outside view's own
+    draws are made and not used), so the two differ only on the outside paths."""
+    return at_weight(inputs, fitted, 0.0, per_draw, seed, scenarios)
+
+
+def at_weight(inputs: Inputs, fitted: Fitted, weight: float, per_draw: int, seed: int,
+              scenarios: ScenarioSpec | None = None) -> xr.Dataset:
+    """The headline scenario (``INSIDE_KEEP`` variables) with the outside view's weight set to
+    ``weight``, on the fitted posterior (no refit) and the run's random numbers for ``seed``."""
+    scenarios = scenarios or inputs.scenarios
+    headline = replace(scenarios, scenarios={HEADLINE_SCENARIO:
+                                             scenarios.scenarios[HEADLINE_SCENARIO]})
+    out = simulate(fitted.posterior, inputs.company, inputs.obs, per_draw,
+                   np.random.default_rng(seed), scenarios=headline, keep=INSIDE_KEEP,
+                   valuation=fitted.valuation, ceilings=inputs.spec.ceilings(),
+                   priors=inputs.spec, growth_settings=inputs.growth.with_weight(weight))
+    return out.sel(scenario=HEADLINE_SCENARIO, drop=True)
 
 
 def draws_attrs(company: Company) -> dict[str, str]:
@@ -615,11 +685,68 @@ def summarise(inputs: Inputs, fitted: Fitted, draws: Draws, settings: RunSetting
                        scenario_summaries(draws.predictive, inputs.scenarios, company),
                        draws.headline, draws.prior_predictive, provenance_of(inputs, settings),
                        draws.n_paths)
-    return replace(summary, charts=chart_data(
+    outside = outside_view_summary(inputs, draws)
+    log_table(outside, logger.info)
+    charts = chart_data(
         draws.predictive, company, summary.to_dict(), prior=fitted.prior,
         posterior=fitted.posterior, peers=fitted.peers,
         peer_posterior=fitted.peer_idata["posterior"].to_dataset(),
-        conventions=convention_table(company, point_funding(inputs.spec, company))))
+        conventions=convention_table(company, point_funding(inputs.spec, company)))
+    if outside is not None and inputs.growth.reference is not None:
+        charts["outside_view"] = outside_view_block(outside, draws.headline, draws.inside,
+                                                    inputs.growth.reference, company)
+    return replace(summary, outside_view=outside, charts=charts)
+
+
+def outside_view_summary(inputs: Inputs, draws: Draws) -> dict | None:
+    """The summary's ``outside_view`` block: the reference class, the weight and the 3-year
+    CAGR table (reference class / inside view alone / final), plus the final-year revenue and
+    the target price of the inside view beside the final forecast."""
+    company = inputs.company
+    final = company.last_forecast_year
+    extra = {}
+    if draws.inside is not None:
+        extra["inside_vs_final"] = {
+            "revenue": {"year": final,
+                        "inside_view": _stats_dict(draws.inside["revenue"].sel(year=final)),
+                        "final": _stats_dict(draws.headline["revenue"].sel(year=final))},
+            "target_price": {
+                "inside_view": _stats_dict(draws.inside["target_price"]),
+                "final": _stats_dict(draws.headline["target_price"]),
+                # p_upside as the run's headline defines it (``upside``: the discounted value
+                # per diluted share when the draws carry it)
+                "p_upside_variable": upside_variable(draws.headline),
+                "p_upside_inside_view": _prob_dict(p_exceeds(
+                    draws.inside[upside_variable(draws.inside)], company.market.price)),
+                "p_upside_final": _prob_dict(p_exceeds(
+                    draws.headline[upside_variable(draws.headline)], company.market.price))}}
+    if "gross_margin" in draws.headline:
+        # the forecast's 3-year change in gross margin, to set beside the base rates' dispersion
+        # of gross-margin changes (mix shift included)
+        from .company import historical_ratios
+        from .outside_view import CAGR_YEARS
+        gm = draws.headline["gross_margin"]
+        start = float(historical_ratios(company.history)["gross_margin"].values[-1])
+        change = gm.isel(year=min(CAGR_YEARS, gm.sizes["year"]) - 1, drop=True) - start
+        extra["gross_margin_change_3y"] = {"start": round(start, 4), "sd": round(float(
+            change.std()), 4), **_stats_dict(change)}
+    if "outside_view_path" in draws.headline:
+        extra["share_of_outside_paths"] = round(float(draws.headline["outside_view_path"]
+                                                      .mean()), 4)
+    return summary_block(inputs.spec, inputs.growth, company, draws.headline, draws.inside,
+                         extra)
+
+
+def _stats_dict(da: xr.DataArray) -> dict:
+    from .outside_view import QUARTILES
+    x = da.values.reshape(-1)
+    qs = (0.05,) + QUARTILES + (0.95,)
+    return {f"p{int(round(q * 100)):02d}": round(float(v), 4)
+            for q, v in zip(qs, np.quantile(x, qs))}
+
+
+def _prob_dict(p) -> dict:
+    return {"p": p.value, "mcse": p.mcse} if hasattr(p, "value") else dict(p)
 
 
 def provenance_of(inputs: Inputs, settings: RunSettings) -> Provenance:

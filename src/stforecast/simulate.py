@@ -21,6 +21,7 @@ from .costs import (ADD_ON_RATIOS, COST_DRIVERS, cost_drivers, draw_parameters,
                     funding_drivers)
 from .engine import CORRECT, run_engine
 from .multiples import Valuation, method_target_prices, set_multiples
+from .outside_view import GrowthSettings, draw_prior, outside_scale
 from .processes import RATIO_DRIVERS, ar_step, from_scale, to_scale
 from .registry import SAMPLE_DIMS
 from .shocks import ScenarioSpec, ShockDraws, apply_shocks, draw_shocks, intensities
@@ -31,17 +32,50 @@ def _param(params: xr.Dataset, name: str) -> np.ndarray:
     return params[name].transpose("chain", "draw").values[..., None]
 
 
-def _growth_paths(params, rng, shape, years, names, valuation_year: str | None = None
+def _innovations(rng, shape, n, df: np.ndarray | None) -> np.ndarray:
+    """``n`` unit-variance innovations per path: standard normal, or Student-t with ``df``
+    degrees of freedom per posterior draw (scaled to variance 1; ``df`` floored at 2.5)."""
+    if df is None:
+        return rng.standard_normal(shape + (n,))
+    nu = np.maximum(df, 2.5)[..., None]
+    return rng.standard_t(np.broadcast_to(nu, shape + (n,))) * np.sqrt((nu - 2) / nu)
+
+
+def _growth_paths(params, rng, shape, years, names, valuation_year: str | None = None,
+                  growth: GrowthSettings | None = None, stall_drivers=()
                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Log growth per driver, shape (chain, draw, path, year); and per driver, shape (chain,
     draw, path), the expected log growth summed over the years after ``valuation_year`` given
-    the path's parameters and its growth up to that year: for the AR(1),
-    ``E[g_{v+k} | g_v] = mu + phi^k (g_v - mu)`` (0 when ``valuation_year`` is the last year or
-    None)."""
+    the path's parameters and its growth up to that year.
+
+    The first forecast year comes from the model. Later years: AR(1) around each driver's
+    long-run growth; with ``growth`` (``stforecast.outside_view.GrowthSettings``) the innovations
+    are Student-t (degrees of freedom per posterior draw from the ``df`` prior), every driver loads
+    on one common factor per path and year (``factor_loading``: the correlation of two drivers'
+    innovations is the product of their loadings; variance stays 1), and a path that has stalled
+    (absorbing, annual probability from the base rates) grows ``stall_drop`` less per year in
+    each of ``stall_drivers`` (one revenue driver per segment) from that year on.
+
+    Expected growth: for the AR(1), ``E[g_{v+k} | g_v] = m + phi^k (g_v - m)`` with ``m`` the
+    long-run growth less the stall drop in force at the valuation year (a stall is known when
+    it has happened; a later stall is not anticipated); 0 when ``valuation_year`` is the last
+    year or None.
+    """
     pooled = _param(params, "company_growth_effect")
     first = params["first_year_growth"]
     v = years.index(valuation_year) if valuation_year is not None else len(years) - 1
     ahead = len(years) - 1 - v
+    n = len(years) - 1
+    lam = df = None
+    stall = np.zeros(shape + (max(n, 0),))
+    if growth is not None:
+        draw_shape = shape[:2] + (1,)
+        df = draw_prior(growth.df, rng, draw_shape, np.inf) if growth.df is not None else None
+        lam = draw_prior(growth.factor_loading, rng, draw_shape, 0.0)[..., None]
+        factor = _innovations(rng, shape, n, df)
+        drop = draw_prior(growth.stall_drop, rng, draw_shape, 0.0)[..., None]
+        hazard = rng.uniform(size=shape + (n,)) < growth.stall_probability
+        stall = np.maximum.accumulate(hazard, axis=-1) * drop if n > 0 else stall
     out, expected = {}, {}
     for name in names:
         mu = _param(params, f"{name}_long_run") + pooled
@@ -51,11 +85,19 @@ def _growth_paths(params, rng, shape, years, names, valuation_year: str | None =
         g[..., 0] = np.broadcast_to(
             first.sel(growth_driver=name, drop=True).transpose("chain", "draw").values[..., None],
             shape)
-        for t in range(1, len(years)):
-            g[..., t] = ar_step(mu, phi, sigma, g[..., t - 1], rng.standard_normal(shape))
+        drop = stall if name in stall_drivers else np.zeros_like(stall)
+        if growth is None:
+            for t in range(1, len(years)):
+                g[..., t] = ar_step(mu, phi, sigma, g[..., t - 1], rng.standard_normal(shape))
+        else:
+            e = lam * factor + np.sqrt(1 - lam**2) * _innovations(rng, shape, n, df)
+            for t in range(1, len(years)):
+                g[..., t] = ar_step(mu - drop[..., t - 1], phi, sigma, g[..., t - 1],
+                                    e[..., t - 1])
         out[name] = g
         decay = sum(phi ** k for k in range(1, ahead + 1)) if ahead else 0.0
-        expected[name] = ahead * mu + decay * (g[..., v] - mu)
+        known = mu - (drop[..., v - 1] if 0 < v <= n else 0.0)
+        expected[name] = ahead * known + decay * (g[..., v] - known)
     return out, expected
 
 
@@ -90,11 +132,17 @@ def _priors(company: Company, priors):
         return priors
     from .priors import load_priors
     return load_priors(company.priors_path, company.growth_drivers())
+def revenue_drivers(company: Company) -> list[str]:
+    """One growth driver per segment that moves its revenue (a direct segment's revenue, a units
+    segment's revenue per unit): where the stall regime and the outside view act."""
+    return [s.per_unit_driver if s.kind == "units" else s.growth_drivers[0]
+            for s in company.segments]
 
 
 def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
                  rng: np.random.Generator,
-                 ceilings: dict[str, float] | None = None, priors=None) -> xr.Dataset:
+                 ceilings: dict[str, float] | None = None, priors=None,
+                 growth_settings: GrowthSettings | None = None) -> xr.Dataset:
     """Driver paths with dims (chain, draw, path, year[, segment]) ready for ``run_engine``.
 
     Also returns each units segment's drivers in analyst terms: ``<segment>_<unit>`` (a count)
@@ -107,13 +155,26 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
     discounting are drawn per path from the priors file's ``[costs]``, ``[funding]`` and
     ``[discounting]`` (``priors``: a ``PriorSpec``; default the company's own file), see
     ``stforecast.costs``; the ``*_ratio`` cost drivers then carry only shocks (0 here).
+    ``growth_settings``: heavy tails, common factor, stall regime, the outside view's blend and
+    the margin mix shift (``stforecast.outside_view``); None keeps the plain Gaussian AR(1)
+    paths. The expected growth does not see the outside view's blend (a path's outside-view
+    scale is applied to its levels after the growth paths are drawn).
     """
     case = company.report_case
     years = list(case["year"].values)
     shape = (params.sizes["chain"], params.sizes["draw"], n_paths)
+    movers = revenue_drivers(company)
     growth, expected = _growth_paths(params, rng, shape, years, list(company.growth_drivers()),
-                                     company.market.valuation_year)
+                                     company.market.valuation_year, growth_settings, movers)
     level = {name: np.exp(np.cumsum(g, axis=-1)) for name, g in growth.items()}
+    outside = None
+    if growth_settings is not None:
+        inside_total = sum(obs.revenue_last[s.name] * np.prod(
+            [level[d] for d in s.growth_drivers], axis=0) for s in company.segments)
+        scale, outside = outside_scale(inside_total, sum(obs.revenue_last.values()),
+                                       growth_settings, rng)
+        for name in movers:
+            level[name] = level[name] * scale
     units, revenue = {}, {}
     for s in company.segments:
         if s.kind == "units":
@@ -139,6 +200,8 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
     ratios_last = {name: obs.ratios[name][-1] for name in RATIO_DRIVERS}
     ratios = _ratio_paths(params, ratios_last, rng, shape, years, ceilings)
     spec = _priors(company, priors)
+    if growth_settings is not None:
+        ratios["gross_margin"] = mix_shift(ratios["gross_margin"], growth_settings, rng)
     drivers = case.drop_vars(["segment_revenue", "ev_sales_multiple", *ratios, *ADD_ON_RATIOS])
     sample_coords = {k: coords[k] for k in SAMPLE_DIMS}
     cost_params = draw_parameters(spec.costs, shape, rng)
@@ -157,11 +220,33 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
         **{name: xr.DataArray(v, dims=dims, coords=coords) for name, v in ratios.items()},
         **{name: xr.DataArray(v, dims=dims, coords=coords) for name, v in units.items()},
     )
+    if outside is not None:
+        drivers["outside_view_path"] = xr.DataArray(
+            outside.astype(float), dims=SAMPLE_DIMS,
+            coords={k: coords[k] for k in SAMPLE_DIMS})
     return drivers
 
 
 VALUATION_VARIABLES = ("ev_sales_multiple_report", "ev_sales_multiple_peer", "sales_cagr",
                        "fcf_margin_valuation", "peer_outside_range")
+def mix_shift(gross_margin: np.ndarray, growth: GrowthSettings,
+              rng: np.random.Generator) -> np.ndarray:
+    """Gross margin after a mix shift toward lower-margin revenue (hardware, compute).
+
+    Per path, a share ``s`` of revenue a year (prior ``extra_share_per_year``, drawn per path)
+    moves to a business earning ``hardware_margin`` (prior, per posterior draw): after ``k``
+    forecast years the margin is ``(1 - min(1, k s)) gm + min(1, k s) hw``. No-op without a
+    ``[margin_mix]`` section.
+    """
+    if growth.mix_share is None:
+        return gross_margin
+    shape = gross_margin.shape[:-1]
+    share = draw_prior(growth.mix_share, rng, shape, 0.0)[..., None]
+    hw = draw_prior(growth.hardware_margin, rng, shape[:2] + (1,), 0.0)[..., None]
+    k = np.arange(1, gross_margin.shape[-1] + 1)
+    moved = np.minimum(1.0, share * k)
+    return (1 - moved) * gross_margin + moved * np.minimum(hw, gross_margin)
+
 
 
 def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = None,
@@ -185,7 +270,8 @@ def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = N
     unit_drivers = company.unit_drivers()
     extra = [n for n in drivers.data_vars
              if n not in out and (n in unit_drivers or n in RATIO_DRIVERS or n.startswith("shock_")
-                                  or n in VALUATION_VARIABLES or n in COST_DRIVERS)]
+                                  or n in VALUATION_VARIABLES or n in COST_DRIVERS
+                                  or n == "outside_view_path")]
     if keep is not None:
         return xr.merge([out[[k for k in keep if k in out]],
                          drivers[[k for k in extra if k in keep]]])
@@ -220,13 +306,14 @@ def simulate(params: xr.Dataset, company: Company, obs, n_paths: int,
              rng: np.random.Generator, scenarios: ScenarioSpec | None = None,
              keep: list[str] | None = None, log=None,
              valuation: Valuation = Valuation(),
-             ceilings: dict[str, float] | None = None, priors=None) -> xr.Dataset:
+             ceilings: dict[str, float] | None = None, priors=None,
+             growth_settings: GrowthSettings | None = None) -> xr.Dataset:
     """Posterior (or prior) predictive financial statements, dims (chain, draw, path, year).
 
     With ``scenarios``, every scenario is simulated on the same driver paths and shock random
     numbers and the result has a ``scenario`` dimension (see ``stforecast.shocks``).
     """
-    drivers = driver_paths(params, company, obs, n_paths, rng, ceilings, priors)
+    drivers = driver_paths(params, company, obs, n_paths, rng, ceilings, priors, growth_settings)
     if scenarios is None:
         return statements(drivers, company, keep, valuation)
     shape = tuple(drivers.sizes[d] for d in SAMPLE_DIMS)

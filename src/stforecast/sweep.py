@@ -228,6 +228,7 @@ class SweepBase:
     priors: object = None
     fit: object = None
     fit_seed: int | None = None
+    growth: object = None  # outside_view.GrowthSettings: the run's growth process and blend
 
     @property
     def n_paths(self) -> int:
@@ -246,7 +247,8 @@ def base_from_results(results, spec: SweepSpec | None = None,
     from .priors import load_priors
     from .results import Results, load_results
     from .fit import FitSettings
-    from .run import paths_per_draw
+    from .outside_view import growth_settings
+    from .run import _base_rates_beside, paths_per_draw
     from .scenarios import load_user_scenarios, run_scenarios
 
     results = (results if isinstance(results, Results) else load_results(results, ())).require(
@@ -271,7 +273,8 @@ def base_from_results(results, spec: SweepSpec | None = None,
                      priors.ceilings(), paths_per_draw(posterior, paths), seed,
                      spec.default if spec is not None else "prior", priors,
                      FitSettings(**{k: v for k, v in asdict(summary.settings).items()
-                                    if k != "paths"}), summary.seed)
+                                    if k != "paths"}), summary.seed,
+                     growth_settings(_base_rates_beside(priors, company)))
 
 
 def _scenario(name: str, setting: dict[str, float], base: SweepBase):
@@ -339,7 +342,8 @@ def sweep_task(item: tuple, base: SweepBase, store=None) -> list[tuple[int, dict
     keep = list(dict.fromkeys(NEEDED + (store.variables if store is not None else ())))
     predictive = simulate(posterior, base.company, base.obs, base.per_draw,
                           np.random.default_rng(base.seed), scenarios=spec, keep=keep,
-                          valuation=base.valuation, ceilings=base.ceilings, priors=base.priors)
+                          valuation=base.valuation, ceilings=base.ceilings, priors=base.priors,
+                          growth_settings=base.growth)
     rows = []
     for n, (i, _) in zip(names, chunk):
         one = predictive.sel(scenario=n, drop=True)
