@@ -55,7 +55,8 @@ from .registry import DRAWS_FILE, READABLE_SCHEMAS, SCHEMA_VERSION, SUMMARY_FILE
 
 #: Input files a run records in forecast.nc (names as in ``Company.files``).
 INPUT_FILES = ("company", "priors", "scenarios", "peers",
-               "scenarios_base")  # the company's own scenarios, when a run used an overlay
+               "scenarios_base",  # the company's own scenarios, when a run used an overlay
+               "base_rates")  # the base-rates file the priors' outside view read
 #: The group of forecast.nc that readers of predictive draws need (query, score, sensitivity).
 PREDICTIVE = ("posterior_predictive",)
 #: Written only when not None (``metadata``): e.g. the mean of a multiple's statistics.
@@ -540,9 +541,10 @@ class Provenance:
 
     @classmethod
     def for_run(cls, company, seed: int, settings: Settings, priors_path=None,
-                scenarios_path=None) -> Provenance:
+                scenarios_path=None, base_rates_path=None) -> Provenance:
         """The provenance of a run of ``company`` (a ``stforecast.company.Company``); the priors
-        and scenarios files default to the company's own."""
+        and scenarios files default to the company's own; ``base_rates_path``: the base-rates
+        file the outside view read (stored so that a re-simulation needs the folder alone)."""
         from . import __version__
 
         inputs = {name: InputFile(*company.files[name]) for name in INPUT_FILES
@@ -553,6 +555,9 @@ class Provenance:
         own = company.files.get("scenarios")
         if scenarios_path is not None and own is not None and own[1] != inputs["scenarios"].text:
             inputs["scenarios_base"] = InputFile(*own)  # a user's file laid over this one
+        if base_rates_path is not None and Path(base_rates_path).is_file():
+            inputs["base_rates"] = InputFile(str(base_rates_path),
+                                             Path(base_rates_path).read_text())
         return cls(company.key, company.name, company.currency, company.price_currency,
                    int(seed), settings, inputs, __version__)
 

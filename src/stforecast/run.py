@@ -308,6 +308,7 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
                 raise ResultsError(f"{results.draws_path}: key 'peers_text': expected the peers "
                                    f"file the run read (the valuation needs the peer regression)")
             peers = load_peers(stored["peers"])
+        growth = growth_settings(_base_rates_beside(spec, company, stored), logger.info)
     posterior = results.draws("posterior").load()
     relation = None
     if peers is not None:
@@ -321,17 +322,22 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
                           np.random.default_rng(seed), scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
                           valuation=valuation, ceilings=spec.ceilings(), priors=spec,
-                          growth_settings=growth_settings(_base_rates_beside(spec, company),
-                                                          logger.info))
+                          growth_settings=growth)
     predictive.attrs.update(draws_attrs(company), liquidity_floor=spec.settings["liquidity_floor"])
     return scenario_summaries(predictive, scenarios, company), predictive
 
 
-def _base_rates_beside(spec: PriorSpec, company: Company) -> PriorSpec:
-    """A stored priors file's base rates: its own path when it exists, else the base-rates file
-    of the company folder's parent (the stored priors text sits in a temporary folder)."""
+def _base_rates_beside(spec: PriorSpec, company: Company,
+                       stored: dict[str, Path] | None = None) -> PriorSpec:
+    """A stored priors file's base rates: the base-rates file the run stored (``stored``, from
+    ``Results.input_files``), else its own path when it exists, else the base-rates file of the
+    company folder's parent (the stored priors text sits in a temporary folder)."""
     ov = spec.outside_view
-    if ov is None or Path(ov.base_rates).is_file():
+    if ov is None:
+        return spec
+    if stored is not None and "base_rates" in stored:
+        return replace(spec, outside_view=replace(ov, base_rates=str(stored["base_rates"])))
+    if Path(ov.base_rates).is_file():
         return spec
     beside = Path(str(company.folder)).parent / Path(ov.base_rates).name
     return replace(spec, outside_view=replace(ov, base_rates=str(beside)))
@@ -751,8 +757,9 @@ def _prob_dict(p) -> dict:
 
 def provenance_of(inputs: Inputs, settings: RunSettings) -> Provenance:
     run_settings = Settings(paths=settings.paths, **asdict(settings.fit))
+    ov = inputs.spec.outside_view
     return Provenance.for_run(inputs.company, settings.seed, run_settings, inputs.priors_path,
-                              inputs.scenarios_path)
+                              inputs.scenarios_path, ov.base_rates if ov is not None else None)
 
 
 def write(out: Path, inputs: Inputs, fitted: Fitted, draws: Draws, summary: Summary,

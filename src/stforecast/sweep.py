@@ -262,6 +262,7 @@ def base_from_results(results, spec: SweepSpec | None = None,
         scenarios = (load_user_scenarios(scenarios_path, company) if scenarios_path
                      else run_scenarios(company))
         peers = load_peers(stored["peers"]) if "peer_premium" in priors.valuation else None
+        growth = growth_settings(_base_rates_beside(priors, company, stored))
     posterior = results.draws("posterior").load()
     relation = None
     if peers is not None:
@@ -274,7 +275,7 @@ def base_from_results(results, spec: SweepSpec | None = None,
                      spec.default if spec is not None else "prior", priors,
                      FitSettings(**{k: v for k, v in asdict(summary.settings).items()
                                     if k != "paths"}), summary.seed,
-                     growth_settings(_base_rates_beside(priors, company)))
+                     growth)
 
 
 def _scenario(name: str, setting: dict[str, float], base: SweepBase):
