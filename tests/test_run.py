@@ -95,7 +95,10 @@ def test_results_name_their_company(small_run, company):
     assert (c.currency, c.price_currency, c.price) == ("RMB", "HKD", company.market.price)
     assert c.forecast_years == tuple(company.forecast_years) and c.final_year == "FY23"
     assert c.segments == tuple(company.segment_names)
-    assert c.files == company.file_hashes()
+    # the company's files, and the base-rates file its priors' outside view read
+    base_rates = company.folder.parent / "base_rates.toml"
+    assert c.files == {**company.file_hashes(),
+                       "base_rates": hashlib.sha256(base_rates.read_bytes()).hexdigest()}
     assert c.aliases() == {"target_price_hkd": "target_price"}
 
 
@@ -163,7 +166,7 @@ def test_forecast_nc_root_attrs_carry_company_seed_settings_and_inputs(small_run
         assert attrs[f"{name}_file"] == path
     provenance = load_results(out).provenance
     assert provenance.seed == 5 and set(provenance.inputs) == {"company", "priors", "scenarios",
-                                                               "peers"}
+                                                               "peers", "base_rates"}
 
 
 def test_altered_or_missing_provenance_is_one_line(tmp_path):
