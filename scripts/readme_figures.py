@@ -71,7 +71,8 @@ def headline(s: dict) -> str:
     for label, report, stats, fmt in rows:
         lines.append(f"| {label} | {report} | {fmt(stats['q50'])} | {fmt(stats['q05'])} – "
                      f"{fmt(stats['q95'])} |")
-    lines += ["", f"**P(target price > {pcur} {c['price']:g}) = {_p(s['p_upside'])}** "
+    upside = _upside_words(s)
+    lines += ["", f"**P({upside} > {pcur} {c['price']:g}) = {_p(s['p_upside'])}** "
                   f"({s['p_upside']['n']:,} paths)"
               + "".join(f"; {_p(methods[m]['p_upside'])} with the {m} multiple" for m in other)
               + f". The report's {_money(rp['revenue']['report'])} sits at the "
@@ -93,19 +94,29 @@ def headline(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _upside_words(s: dict) -> str:
+    """What ``p_upside`` compares with the price, in words (``summary.upside``)."""
+    variable = (s.get("upside") or {}).get("variable", "target_price")
+    if variable == "value_today":
+        horizon = s["upside"].get("horizon_years", 0)
+        return f"value per diluted share discounted {horizon:g} year to today"
+    return "target price"
+
+
 def scenarios(s: dict) -> str:
     """One row per scenario: medians of final-year revenue, cash burn, final-year cash, the
     target price, and P(upside)."""
     c = s["company"]
     final, pcur = c["forecast_years"][-1], c["price_currency"]
     lines = [f"| scenario | {final} revenue | cash burn {s['periods']['cash_burn']} | {final} "
-             f"cash | target price | P(TP > {c['price']:g}) |", "|---|---:|---:|---:|---:|---:|"]
+             f"cash | target price | P(upside) |", "|---|---:|---:|---:|---:|---:|"]
     for name, block in s["scenarios"].items():
         label = f"**{name}**" if name == s["headline_scenario"] else name
         lines.append(f"| {label} | {_money(block['revenue'][final]['q50'])} | "
                      f"{_money(block['cash_burn']['q50'])} | {_money(block['cash'][final]['q50'])} | "
                      f"{_price(block['target_price']['q50'])} | {_p(block['p_upside'])} |")
-    lines += ["", f"Medians; {c['currency']} mn and {pcur} per share."]
+    lines += ["", f"Medians; {c['currency']} mn and {pcur} per share. P(upside) = "
+                  f"P({_upside_words(s)} > {c['price']:g})."]
     return "\n".join(lines) + "\n"
 
 
