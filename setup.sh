@@ -43,6 +43,13 @@ find_python() {
   fi
 }
 
+# `./setup.sh --find-python`: print the interpreter it would use (or the one-line error) and stop.
+if [ "${1:-}" = "--find-python" ]; then
+  find_python
+  echo "$py"
+  exit 0
+fi
+
 # Re-use .venv if its Python is >= 3.12 (and, when PYTHON is set, made from that interpreter).
 if good .venv/bin/python && { [ -z "${PYTHON:-}" ] || [ "$(base .venv/bin/python)" = "$(base "$PYTHON")" ]; }; then
   echo "setup.sh: re-using .venv ($(.venv/bin/python --version))"
