@@ -217,3 +217,22 @@ def test_management_cuts_costs_when_runway_is_short(simulated):
                             cut_runway_years=xr.DataArray(0.0))
     np.testing.assert_allclose(statements(halved, COMPANY)["rnd_expense"].values,
                                never["rnd_expense"].values)
+
+
+def test_cash_below_zero_is_met_by_redeeming_term_deposits():
+    """Correct conventions: the plan's term deposits are redeemed before cash goes negative;
+    the redemption is a stock carried forward; liquidity (the sum) is unchanged."""
+    import xarray as xr
+    from stforecast.engine import _redeem_deposits
+
+    cash = xr.DataArray([[100.0, -50.0, -20.0, -80.0], [5.0, 6.0, 7.0, 8.0]],
+                        dims=("path", "year"))
+    deposits = xr.DataArray([[60.0, 60.0, 60.0, 60.0], [1.0, 1.0, 1.0, 1.0]],
+                            dims=("path", "year"))
+    new_cash, new_deposits = _redeem_deposits(cash, deposits)
+    assert new_cash.values.tolist() == [[100.0, 0.0, 30.0, -20.0], [5.0, 6.0, 7.0, 8.0]]
+    assert new_deposits.values.tolist() == [[60.0, 10.0, 10.0, 0.0], [1.0, 1.0, 1.0, 1.0]]
+    assert ((new_cash + new_deposits) == (cash + deposits)).all()
+    # dims in another order come back in the order they came
+    again, _ = _redeem_deposits(cash.T, deposits.T)
+    assert again.dims == ("year", "path") and (again.T == new_cash).all()

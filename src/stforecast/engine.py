@@ -31,12 +31,13 @@ Operating costs come in one of two forms (the drivers say which): fractions of r
   cash are excluded); EV = EV/sales multiple x valuation-year revenue; target price = equity
   value per basic share, undiscounted.
 
-``CORRECT`` (the forecast) differs in five ways:
+``CORRECT`` (the forecast) differs in six ways:
 
 * share-based compensation is added back in operating cash flow (it is non-cash) and is paid
   in new shares issued at the path's value per share (dilution);
 * net cash = liquidity - total debt, liquidity = cash + term deposits + other liquid
-  investments (``opening``);
+  investments (``opening``); cash that would go below zero is met by redeeming term deposits
+  first (liquidity unchanged);
 * funding: when liquidity at a year end would fall below ``liquidity_floor``, the company
   raises the gap plus ``raise_buffer_years`` of that year's burn, as debt (on paths where
   ``raise_with_debt`` is 1; interest at ``debt_interest_rate`` from the next year) or as equity
@@ -76,6 +77,7 @@ class Conventions:
     name: str
     sbc_add_back: bool = False
     liquid_investments_in_net_cash: bool = False
+    redeem_deposits: bool = False
     funding: bool = False
     dilution: bool = False
     management_response: bool = False
@@ -88,7 +90,7 @@ class Conventions:
 
 REPORT = Conventions("report")
 CORRECT = Conventions("correct", sbc_add_back=True, liquid_investments_in_net_cash=True,
-                      funding=True, dilution=True, management_response=True, discount=True)
+                      redeem_deposits=True, funding=True, dilution=True, management_response=True, discount=True)
 CONVENTIONS = {c.name: c for c in (REPORT, CORRECT)}
 
 
@@ -213,6 +215,8 @@ def cash_flow(d: xr.Dataset, inc: xr.Dataset, wc: xr.Dataset,
     years = [str(y) for y in revenue["year"].values]
     cash = opening["cash"] + net_change.cumsum("year", skipna=False)
     term_deposits = opening.get("term_deposits", 0.0) + d["term_deposit_change"].cumsum("year")
+    if conventions.redeem_deposits:
+        cash, term_deposits = _redeem_deposits(cash, term_deposits)
     liquidity = cash + term_deposits + opening.get("other_liquid_investments", 0.0)
     free_cash_flow = ocf - capex
     net_cash = (liquidity if conventions.liquid_investments_in_net_cash else cash) \
@@ -234,6 +238,17 @@ def cash_flow(d: xr.Dataset, inc: xr.Dataset, wc: xr.Dataset,
         "cash_burn": (-free_cash_flow.sum("year", skipna=False)).assign_attrs(
             period=f"{years[0]}-{years[-1]}"),
     })
+
+
+def _redeem_deposits(cash: xr.DataArray, term_deposits: xr.DataArray
+                     ) -> tuple[xr.DataArray, xr.DataArray]:
+    """Cash that the plan would take below zero is met by redeeming term deposits (as far as
+    they go): the redeemed amount is the deepest shortfall so far, a stock carried into later
+    years. Liquidity (their sum) is unchanged; only its split moves."""
+    shortfall = (-cash).clip(min=0).transpose(..., "year")
+    deepest = xr.apply_ufunc(np.maximum.accumulate, shortfall, kwargs={"axis": -1})
+    redeemed = np.minimum(deepest, term_deposits.clip(min=0)).transpose(*cash.dims)
+    return cash + redeemed, term_deposits - redeemed
 
 
 def valuation(d: xr.Dataset, inc: xr.Dataset, cf: xr.Dataset, market: Market) -> xr.Dataset:
