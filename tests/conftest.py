@@ -12,12 +12,22 @@ the company's own history on it.
 
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-#: Every test session fits into a fit cache of its own (never the user's).
-os.environ["STFORECAST_CACHE"] = tempfile.mkdtemp(prefix="stforecast-test-fit-cache-")
+#: The tests' fit cache (never the user's). It is content-addressed (a changed model, data,
+#: prior value, sampler setting, seed or package version is a new key) and kept between sessions
+#: in .pytest_cache, so that a second run of the suite re-fits only what changed; the xdist
+#: workers of one session share it. STFORECAST_TEST_CACHE=fresh gives the session an empty one
+#: of its own (removed at the end). Tests of the fitting itself ask for a refit.
+_FRESH = os.environ.get("STFORECAST_TEST_CACHE") == "fresh"
+if _FRESH:
+    os.environ["STFORECAST_CACHE"] = tempfile.mkdtemp(prefix="stforecast-test-fit-cache-")
+else:
+    os.environ["STFORECAST_CACHE"] = str(Path(__file__).resolve().parents[1] / ".pytest_cache"
+                                         / "stforecast-fits")
 
 #: Settings of the shared small fit: enough draws for posterior means and sds, not for the bar.
 SMALL_FIT = {"draws": 300, "tune": 300, "chains": 2}
@@ -26,7 +36,8 @@ SMALL_FIT_SEED = 20220131
 
 def pytest_unconfigure(config):
     import shutil
-    shutil.rmtree(os.environ["STFORECAST_CACHE"], ignore_errors=True)
+    if _FRESH:
+        shutil.rmtree(os.environ["STFORECAST_CACHE"], ignore_errors=True)
 
 
 def pytest_addoption(parser):
