@@ -3,7 +3,10 @@ command line, each in a fresh Python process:
 
 * ``cold``: a first run with empty caches: a fresh PyTensor ``base_compiledir`` (which also
   moves PyTensor's numba cache; ``compiledir=`` alone does not) and an empty fit cache;
-* ``cache_hit``: the same command again (driver and peer fits read from the fit cache);
+* ``cache_hit``: the same command again (the results folder is up to date: nothing is fitted,
+  simulated or written);
+* ``fit_cache_hit``: the same inputs into a new folder (driver and peer fits read from the fit
+  cache; simulated, written and drawn again; not in the history file);
 * ``prior_change``: one prior's value changed (a copy of the priors file): the driver model is
   fitted again (PyTensor's cache now warm), the peer regression read from the cache;
 * ``scenarios``: ``stforecast scenarios --scenarios FILE`` (re-simulation on the saved posterior);
@@ -32,8 +35,8 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 HISTORY = HERE / "history_run.tsv"
-STAGES = ("import", "fit_cache", "peers_cache", "prior", "compile", "sampling", "peers",
-          "predictive", "summaries", "write", "report")
+STAGES = ("import", "up_to_date", "fit_cache", "peers_cache", "prior", "compile", "sampling",
+          "peers", "predictive", "summaries", "write", "report")
 
 #: The command line in this process, with the run's timings written to $BENCH_TIMINGS.
 CHILD = r"""
@@ -113,6 +116,7 @@ def main():
         out["cold"] = command(base + ["--out", str(res)], env)
         out["cache_hit"] = command(base + ["--out", str(res)], env)
         out["stored_mb"] = size_mb(res)
+        out["fit_cache_hit"] = command(base + ["--out", str(work / "res-new")], env)
         priors = work / "priors.toml"
         out["prior_changed"] = changed_prior(company.priors_path, priors)
         out["prior_change"] = command(base + ["--out", str(work / "res2"), "--priors",
@@ -128,7 +132,7 @@ def main():
         print(json.dumps(out, indent=1))
     else:
         print(f"stforecast run, {company.key}, {args.paths:,} paths; process wall time")
-        for name in ("cold", "cache_hit", "prior_change", "scenarios", "query"):
+        for name in ("cold", "cache_hit", "fit_cache_hit", "prior_change", "scenarios", "query"):
             print(line(name, out[name]))
         print(f"{'':>13}  prior changed: {out['prior_changed']}")
         print(f"{'stored':>13}: {out['stored_mb']} MB (results folder)")

@@ -68,10 +68,22 @@ def source_hash(*modules: str) -> str:
     return h.hexdigest()
 
 
-def package_versions() -> dict[str, str]:
-    """Installed versions of ``PACKAGES`` (from their metadata: nothing is imported)."""
+def package_hash() -> str:
+    """sha256 over every source and data file of the stforecast package (``*.py``, ``*.toml``,
+    by relative path): any change of the code or of the shipped data changes it."""
+    h = hashlib.sha256()
+    files = sorted(p for p in _SRC.rglob("*") if p.suffix in (".py", ".toml") and p.is_file()
+                   and "__pycache__" not in p.parts)
+    for p in files:
+        h.update(p.relative_to(_SRC).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Installed versions of ``names`` (default ``PACKAGES``; from their metadata: nothing is
+    imported)."""
     out = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -634,8 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true",
                    help="skip report.html and the PNGs (default: write them)")
     p.add_argument("--refit", action="store_true",
-                   help="fit again even when the fit cache has this fit (the cache folder is "
-                        "$STFORECAST_CACHE, else ~/.cache/stforecast; default: use the cache)")
+                   help="fit and write again even when the fit cache has this fit (the cache folder "
+                        "is $STFORECAST_CACHE, else ~/.cache/stforecast) or --out already holds "
+                        "this run's results (default: use the cache; do nothing when up to date)")
     p.add_argument("--strict", action="store_true",
                    help=f"exit {EXIT_DIAGNOSTICS} when a fit misses the quality bar (R-hat, ESS, "
                         "divergences); without it the miss is a warning on stderr, in "

@@ -771,16 +771,53 @@ def _same_run(provenance: Provenance, summary: Summary, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- forecast.nc I/O
-def write_results(folder: Path, summary: Summary, groups: dict, provenance: Provenance) -> None:
+#: Root attributes of forecast.nc beside the provenance, written by ``stforecast run`` only:
+#: the run's content key (``run.run_key``) and the sha256 of the summary.json written with it.
+RUN_KEY_ATTR, SUMMARY_SHA_ATTR = "run_key", "summary_sha256"
+
+
+def write_results(folder: Path, summary: Summary, groups: dict, provenance: Provenance,
+                  run_key: str | None = None) -> None:
     """Write ``forecast.nc`` (each xarray Dataset of ``groups`` as a group, with its variables'
-    encodings, then the provenance as root attributes) and ``summary.json`` into ``folder``."""
+    encodings, then the provenance as root attributes) and ``summary.json`` into ``folder``.
+    ``run_key``: the run's content key, stored as a root attribute with the sha256 of the
+    summary (:func:`stored_run` finds the folder up to date by it)."""
     folder = Path(folder)
     mode = "w"
     for name, ds in groups.items():
         ds.to_netcdf(folder / DRAWS_FILE, group=name, mode=mode, engine="h5netcdf")
         mode = "a"
-    write_root_attrs(folder / DRAWS_FILE, provenance.to_attrs())
-    (folder / SUMMARY_FILE).write_text(summary.to_json())
+    text = summary.to_json()
+    attrs = provenance.to_attrs()
+    if run_key is not None:
+        attrs.update({RUN_KEY_ATTR: run_key,
+                      SUMMARY_SHA_ATTR: hashlib.sha256(text.encode()).hexdigest()})
+    write_root_attrs(folder / DRAWS_FILE, attrs)
+    (folder / SUMMARY_FILE).write_text(text)
+
+
+def stored_run(folder: Path, run_key: str, groups: tuple[str, ...] = ()) -> Summary | None:
+    """The :class:`Summary` of ``folder`` when it holds the results of a run with content key
+    ``run_key`` (root attribute of forecast.nc), its summary.json unaltered since (sha256) and
+    its draws valid (:func:`check_draws` for ``groups``); None otherwise (no folder, another
+    key, results written by the Python API, a damaged or altered file). Reads no draws."""
+    import h5py
+
+    folder = Path(folder)
+    try:
+        with h5py.File(folder / DRAWS_FILE, "r") as f:
+            attrs = {k: f.attrs.get(k) for k in (RUN_KEY_ATTR, SUMMARY_SHA_ATTR)}
+        attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+        if attrs[RUN_KEY_ATTR] != run_key:
+            return None
+        raw = (folder / SUMMARY_FILE).read_bytes()
+        if hashlib.sha256(raw).hexdigest() != attrs[SUMMARY_SHA_ATTR]:
+            return None
+        summary = Summary.from_json(raw.decode("utf-8"), folder / SUMMARY_FILE)
+        check_draws(folder / DRAWS_FILE, summary, groups)
+    except (OSError, ValueError, KeyError, ResultsError):
+        return None
+    return summary
 
 
 def write_root_attrs(path: Path, attrs: dict) -> None:
