@@ -64,7 +64,7 @@ def test_api_equals_the_command_line_run(tmp_path):
     settings = RunSettings(paths=PATHS, report=False, fit=FitSettings(**TINY))
     summary = run_forecast(tmp_path / "run", "sensetime", settings)
     assert fc.summary.to_dict() == summary.to_dict()
-    q = fc.query("P(target_price_hkd > 6.73)")
+    q = fc.query("P(value_today > 6.73)")  # p_upside: the discounted value per diluted share
     assert q.value == fc.summary.headline.p_upside.value and q.mcse > 0
     assert fc.plot.fan("revenue").axes and fc.plot.tornado("target_price").axes
     with pytest.raises(StforecastError, match="plot.fan: variable 'nope'"):
@@ -82,5 +82,5 @@ def test_readme_api_block_runs_as_written(tmp_path):
                          capture_output=True, text=True, timeout=900,
                          env={"MPLBACKEND": "Agg", **__import__("os").environ})
     assert out.returncode == 0, out.stderr[-2000:]
-    assert re.search(r"P\(target_price_hkd > 6\.73\) = 0\.\d+ ± 0\.\d+", out.stdout), out.stdout
+    assert re.search(r"P\(value_today > 6\.73\) = 0\.\d+ ± 0\.\d+", out.stdout), out.stdout
     assert (tmp_path / "results" / "sensetime" / "summary.json").exists()

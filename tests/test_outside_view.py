@@ -101,12 +101,24 @@ def test_bad_outside_view_sections_are_one_line_errors(tmp_path):
         assert "\n" not in str(err.value)
 
 
-def test_missing_base_rates_turn_the_outside_view_off_with_a_note():
+def test_missing_base_rates_are_one_line_not_a_silent_inside_view():
     company = load_company("sensetime")
     spec = load_priors(company.priors_path, company.growth_drivers())
     spec = replace(spec, outside_view=replace(spec.outside_view, base_rates="/nonexistent.toml"))
-    g = growth_settings(spec)
-    assert g.reference is None and g.weight == 0 and "not found" in g.note
+    with pytest.raises(PriorsError, match="outside_view.base_rates") as err:
+        growth_settings(spec)
+    assert "\n" not in str(err.value) and "/nonexistent.toml" in str(err.value)
+
+
+def test_a_company_folder_copied_elsewhere_finds_the_shipped_base_rates(tmp_path):
+    """'../base_rates.toml' beside a copy that has none: the shipped file, the same forecast."""
+    import shutil
+    company = load_company("toyco")
+    copy = tmp_path / "elsewhere" / "toyco_b"
+    shutil.copytree(company.folder, copy)
+    own = load_priors(company.priors_path, company.growth_drivers()).outside_view.base_rates
+    moved = load_priors(copy / "priors.toml", company.growth_drivers()).outside_view.base_rates
+    assert moved == own and Path(moved).is_file()
 
 
 # --- the blend ----------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict:
-    """Every entry below ``root``: bytes of regular files (size, mtime and inode above 4 MB),
+    """Every entry below ``root``: bytes of regular files (size, mtime and inode above 64 MB),
     the kind of anything else."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -99,7 +99,7 @@ def snapshot(root: Path) -> dict:
             st = p.lstat()
             if not stat.S_ISREG(mode):
                 value = stat.S_IFMT(mode)
-            elif st.st_size > 4 << 20:
+            elif st.st_size > 64 << 20:
                 value = (st.st_size, st.st_mtime_ns, st.st_ino)
             else:
                 value = p.read_bytes()

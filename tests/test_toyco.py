@@ -197,8 +197,9 @@ def test_toyco_end_to_end_on_the_command_line(tmp_path):
     assert {"base", "risk-weighted", "downturn"} <= set(_names(scenarios))
     q = cli("query", "P(revenue_subscriptions[FY27] > 0) ", "--results", str(out))
     assert re.search(r"= 1(\.0+)? ± 0", q), q
-    assert "subscriptions_revenue_per_subscriber" in cli("sensitivity", "revenue[FY27]", "--results",
-                                                         str(out))
+    # the tornado labels the company's unit drivers in words (its JSON keeps the names)
+    tornado = json.loads(cli("sensitivity", "revenue[FY27]", "--results", str(out), "--json"))
+    assert "subscriptions_revenue_per_subscriber" in [e["driver"] for e in tornado["entries"]]
     actuals = tmp_path / "actuals.toml"
     actuals.write_text("target_price = 25.0\n[revenue]\nFY25 = 300\n")
     scored = json.loads(cli("score", str(actuals), "--results", str(out), "--json"))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .errors import StforecastError, one_line
 from .preflight import check_out, int_option
-from .registry import COMPANY_FILE, SAMPLERS, VARIABLES
+from .registry import COMPANY_FILE, DEFAULT_TUNE, SAMPLERS, VARIABLES
 
 EXIT_USAGE = 2
 EXIT_DIAGNOSTICS = 3
@@ -627,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "draws, and the run says so")
     p.add_argument("--draws", type=int_option("draws"), default=1000,
                    help="posterior draws per chain (default 1000)")
-    p.add_argument("--tune", type=int_option("tune"), default=1000, help="tuning steps per chain (default 1000)")
+    p.add_argument("--tune", type=int_option("tune"), default=DEFAULT_TUNE,
+                   help=f"tuning steps per chain (default {DEFAULT_TUNE})")
     p.add_argument("--chains", type=int_option("chains"), default=4, help="sampler chains (default 4)")
     p.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0],
                    help=f"NUTS implementation (default {SAMPLERS[0]})")

@@ -14,13 +14,13 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
-from .registry import DIVERGENCES_MAX, ESS_MIN, RHAT_MAX, SAMPLERS
+from .registry import DEFAULT_TUNE, DIVERGENCES_MAX, ESS_MIN, RHAT_MAX, SAMPLERS
 
 
 @dataclass(frozen=True)
 class FitSettings:
     draws: int = 1000
-    tune: int = 1000
+    tune: int = DEFAULT_TUNE
     chains: int = 4
     target_accept: float = 0.99
     sampler: str = "nutpie"

@@ -285,8 +285,8 @@ def stall_probability(rates: dict, name: str, path="base rates") -> float:
 def growth_settings(spec: PriorSpec, log=None) -> GrowthSettings:
     """The simulation's growth settings from a priors file (its base rates read here).
 
-    A missing base-rates file turns the outside view off (weight 0, no stall regime) with a
-    note in the log and in ``note``: the rest of the forecast does not depend on it.
+    A missing base-rates file is a one-line ``PriorsError`` (a forecast whose outside view
+    silently went off would differ from the same company's elsewhere).
     """
     gp, mm = spec.growth_process, spec.margin_mix
     base = GrowthSettings(df=gp.get("df"), factor_loading=gp.get("factor_loading"),
@@ -297,10 +297,10 @@ def growth_settings(spec: PriorSpec, log=None) -> GrowthSettings:
         return base
     from dataclasses import replace
     if not Path(ov.base_rates).is_file():
-        note = f"base-rates file {ov.base_rates} not found: the outside view is off"
-        if log is not None:
-            log(f"warning: {note}")
-        return replace(base, note=note)
+        from .priors import PriorsError
+        raise PriorsError(f"{spec.path}: key 'outside_view.base_rates': expected a base-rates "
+                          f"file, found none at {ov.base_rates} (nor beside the shipped "
+                          f"companies); copy it there or name it in the priors file")
     rates = load_base_rates(ov.base_rates)
     ref = reference_class(rates, ov, ov.base_rates)
     p_stall = stall_probability(rates, ov.stall, ov.base_rates) if ov.stall else 0.0

@@ -533,6 +533,22 @@ def load_priors(path: str | Path, growth_drivers: dict[str, str] | None = None) 
                      margin_mix=_priors_table(path, raw, "margin_mix", MARGIN_MIX_KEYS))
 
 
+def _base_rates_path(path, base: str) -> Path:
+    """The base-rates file a priors file names: relative to the priors file; when that file is
+    not there (a company folder copied elsewhere, a stored priors text), the shipped file of the
+    same name (beside the shipped companies). A file found nowhere is refused where it is read
+    (``outside_view.growth_settings``), in one line."""
+    beside = (Path(path).parent / base).resolve()
+    if beside.is_file():
+        return beside
+    from .company import company_roots
+    for root in company_roots():
+        shipped = root / Path(base).name
+        if shipped.is_file():
+            return shipped.resolve()
+    return beside
+
+
 def _priors_table(path, raw, section, keys: dict[str, str]) -> dict[str, Prior]:
     """An optional section of priors: all of ``keys`` (each with its support) or none."""
     if section not in raw:
@@ -591,7 +607,7 @@ def _outside_view(path, table) -> OutsideViewSpec | None:
     return OutsideViewSpec(
         reference_class=_text(path, key, table, "reference_class", required=True), by=by,
         weight_source=table["weight_source"], source=table["source"],
-        base_rates=str((Path(path).parent / base).resolve()),
+        base_rates=str(_base_rates_path(path, base)),
         persistence=parse_prior(path, f"{key}.persistence", table["persistence"], "unit"),
         stall=stall,
         stall_drop=(parse_prior(path, f"{key}.stall_drop", table["stall_drop"], "positive")

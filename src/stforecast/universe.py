@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .distributed import ModelInputs, atomic_write_text, map_tasks
+from .errors import StforecastError
 from .registry import SUMMARY_FILE
 
 COLUMNS = ("company", "ticker", "price", "price_currency", "p_upside", "p_upside_mcse",
@@ -48,8 +49,24 @@ def _finished(folder: Path, inputs: ModelInputs, settings) -> dict | None:
         return None
     same = (summary.get("seed") == settings.seed
             and summary.get("settings") == {"paths": settings.paths, **asdict(settings.fit)}
-            and summary.get("company", {}).get("files") == inputs.company().file_hashes())
+            and summary.get("company", {}).get("files") == _input_hashes(inputs.company()))
     return summary if same else None
+
+
+def _input_hashes(company) -> dict[str, str]:
+    """What a run of ``company`` records of its input files: the company's files and, when its
+    priors have an outside view, the base-rates file they read."""
+    import hashlib
+
+    from .priors import load_priors
+    hashes = company.file_hashes()
+    try:
+        ov = load_priors(company.priors_path, company.growth_drivers()).outside_view
+    except StforecastError:
+        return hashes  # the run will say what is wrong
+    if ov is not None and Path(ov.base_rates).is_file():
+        hashes["base_rates"] = hashlib.sha256(Path(ov.base_rates).read_bytes()).hexdigest()
+    return hashes
 
 
 def forecast_company(inputs: ModelInputs, out: str, settings) -> dict:
