@@ -263,6 +263,10 @@ def synthetic_company(rng, template: Observations, company, ref_future, ref_past
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "known defect (issue 11, open): on the merged code the 50% interval of 3-year revenue covers "
+    "0.275 +/- 0.060 of 80 outcomes drawn from the base rates (3.7 SE under 0.5): the forecast "
+    "is overconfident for such companies. Strict: when it passes, remove this mark."))
 def test_coverage_of_three_year_revenue_on_companies_drawn_from_base_rates(refitter):
     """50% and 90% intervals of revenue three years out, on synthetic companies drawn from the
     base rates and forecast with the run's priors (blend at the configured weight). Outcomes:
