@@ -121,8 +121,19 @@ def rank_sensitivity(ds: xr.Dataset, variable: str, year: str | None = None,
     ``max_samples`` samples a fixed random subset is used (the scores' Monte Carlo error is
     about 1/sqrt(max_samples) = 0.002).
     """
+    _, pairs = _inputs_and_outcome(ds, variable, year, max_samples, seed, level_drivers,
+                                   growth_segments, "ranking sensitivities")
+    ranked = [{"driver": name, "score": round(spearman(x, y), 4)} for name, x, y in pairs]
+    return sorted(ranked, key=lambda e: -abs(e["score"]))
+
+
+def _inputs_and_outcome(ds, variable, year, max_samples, seed, level_drivers, growth_segments,
+                        what: str):
+    """``(outcome samples, [(input, input samples, outcome samples)])`` for one scenario's
+    draws: a fixed random subset of ``max_samples`` when there are more; per input, the samples
+    where both are finite; the multiple only for valuation outcomes, never the outcome itself."""
     if "scenario" in ds.dims:
-        raise ValueError("select one scenario before ranking sensitivities")
+        raise ValueError(f"select one scenario before {what}")
     outcome = ds[variable] if year is None else ds[variable].sel(year=year)
     y = _flat(outcome)
     drivers = driver_values(ds, level_drivers, growth_segments)
@@ -130,14 +141,14 @@ def rank_sensitivity(ds: xr.Dataset, variable: str, year: str | None = None,
     if y.size > max_samples:
         index = np.sort(np.random.default_rng(seed).choice(y.size, max_samples, replace=False))
         y = y[index]
-    ranked = []
+    pairs = []
     for name, x in drivers.items():
         if name == variable or (name == "ev_sales_multiple" and variable not in VALUATION_OUTPUTS):
             continue
         x = x if index is None else x[index]
         ok = np.isfinite(x) & np.isfinite(y)
-        ranked.append({"driver": name, "score": round(spearman(x[ok], y[ok]), 4)})
-    return sorted(ranked, key=lambda e: -abs(e["score"]))
+        pairs.append((name, x[ok], y[ok]))
+    return y, pairs
 
 
 def direct_growth(company) -> dict[str, tuple[str, float, int]]:
@@ -198,23 +209,11 @@ def swing_sensitivity(ds: xr.Dataset, variable: str, year: str | None = None,
     input's 10th and 90th percentiles (its own units, ``basis``). ``labels``: input ->
     ``(label, basis)`` (:func:`input_labels`). With more than ``max_samples`` samples a fixed
     random subset is used."""
-    if "scenario" in ds.dims:
-        raise ValueError("select one scenario before computing a tornado")
     labels = labels or {}
-    outcome = ds[variable] if year is None else ds[variable].sel(year=year)
-    y = _flat(outcome)
-    drivers = driver_values(ds, level_drivers, growth_segments)
-    index = None
-    if y.size > max_samples:
-        index = np.sort(np.random.default_rng(seed).choice(y.size, max_samples, replace=False))
-        y = y[index]
+    y, pairs = _inputs_and_outcome(ds, variable, year, max_samples, seed, level_drivers,
+                                   growth_segments, "computing a tornado")
     entries = []
-    for name, x in drivers.items():
-        if name == variable or (name == "ev_sales_multiple" and variable not in VALUATION_OUTPUTS):
-            continue
-        x = x if index is None else x[index]
-        ok = np.isfinite(x) & np.isfinite(y)
-        xs, ys = x[ok], y[ok]
+    for name, xs, ys in pairs:
         if xs.size == 0:
             continue
         masks = _bands(xs, band)
