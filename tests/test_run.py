@@ -370,3 +370,13 @@ def test_run_logs_through_logging(small_run):
     fitted = ({"trial_logp", "prior", "sampling"} if "sampling" in small_run[1].timings_s
               else {"fit_cache"})
     assert set(small_run[1].timings_s) >= fitted | {"predictive", "write", "total"}
+
+
+def test_the_stored_variables_are_the_ones_a_run_writes(small_run, company):
+    """``stored_names`` (what a sweep's draws store asks for) names exactly what forecast.nc
+    holds: no registry entry for a variable the simulation no longer makes."""
+    from stforecast.run import stored_names
+    from stforecast.scenarios import load_scenarios
+    out, _ = small_run
+    names = set(stored_names(company, load_scenarios(company.scenarios_path, company)))
+    assert names == set(load_results(out).draws().data_vars)
