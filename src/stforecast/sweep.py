@@ -483,8 +483,8 @@ def _probe(base: SweepBase, settings: list[dict], store) -> xr.Dataset:
     spec = base.shocks.with_scenarios({name: _scenario(name, settings[0], base)})
     tiny = base.posterior.isel(chain=[0], draw=[0])
     probe = simulate(tiny, base.company, base.obs, 1, np.random.default_rng(0), scenarios=spec,
-                     valuation=base.valuation, ceilings=base.ceilings).sel(scenario=name,
-                                                                           drop=True)
+                     valuation=base.valuation, ceilings=base.ceilings, priors=base.priors,
+                     growth_settings=base.growth).sel(scenario=name, drop=True)
     missing = [v for v in store.variables if v not in probe]
     if missing:
         raise SweepError(f"sweep: key 'draws_variables': expected variables of the simulation "
