@@ -25,8 +25,8 @@ passed to ``eval``/``exec``/``compile``)::
                   year of the company where the variable has history (its actual value)
     number     := digits ("." digits)? ([eE] [+-]? [0-9]+)?,  digits := [0-9] ("_"? [0-9])*
                   e.g. 7.5, 8800, 3e3, 8_825 (no leading "." and no trailing "."; no
-                  thousands separator "," (a "," after a number gets a hint to write 8825 or
-                  8_825); the quantile level may be written with a leading "-" only to be
+                  thousands separator "," (a "," after a number gets a hint to write the
+                  number without it); the quantile level may be written with a leading "-" only to be
                   rejected)
 
 ``and`` binds tighter than ``or``; ``and``, ``or`` and ``not`` are reserved words.
@@ -241,7 +241,10 @@ class _Parser:
         index = self.toks.index(tok)
         hint = ""
         if tok.text == "," and index > 0 and self.toks[index - 1].kind == "num":
-            hint = ("; numbers take no thousands separator: write 8825 or 8_825, not 8,825")
+            head, after = self.toks[index - 1].text, self.toks[index + 1]
+            tail = after.text if after.kind == "num" else "000"
+            hint = (f"; numbers take no thousands separator: write {head}{tail} or "
+                    f"{head}_{tail}, not {head},{tail}")
         raise QueryError(f"syntax error at character {tok.pos}: expected {expected}, "
                          f"got {got}{hint}")
 
