@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import StforecastError, one_line
+from .errors import StforecastError, one_line, reading_draws
 from .preflight import check_out, int_option
 from .registry import COMPANY_FILE, DEFAULT_TUNE, SAMPLERS, VARIABLES
 
@@ -460,9 +460,9 @@ def cmd_sensitivity(args) -> int:
     scenario = args.scenario or HEADLINE_SCENARIO
     labels = input_labels(company, {s.shock: s.label for s in results.summary.shocks})
     if args.rank:
-        ranked = _from_draws(results, lambda: rank_sensitivity(
-            ds, variable, year, level_drivers=company.unit_drivers(),
-            growth_segments=growth))[: args.top]
+        with reading_draws(results.draws_path):
+            ranked = rank_sensitivity(ds, variable, year, level_drivers=company.unit_drivers(),
+                                      growth_segments=growth)[: args.top]
         if args.json:
             print(dump_json(ranked))
             return 0
@@ -472,9 +472,9 @@ def cmd_sensitivity(args) -> int:
             label = labels.get(e["driver"], (e["driver"].replace("_", " "), ""))[0]
             print(f"{i:>3}. {label[:1].upper() + label[1:]:<46}{e['score']:+.3f}  {bar}")
         return 0
-    tornado = _from_draws(results, lambda: swing_sensitivity(
-        ds, variable, year, level_drivers=company.unit_drivers(), growth_segments=growth,
-        labels=labels))
+    with reading_draws(results.draws_path):
+        tornado = swing_sensitivity(ds, variable, year, level_drivers=company.unit_drivers(),
+                                    growth_segments=growth, labels=labels)
     tornado["entries"] = tornado["entries"][: args.top]
     if args.json:
         print(dump_json({"outcome": variable, "year": year, "scenario": scenario,
@@ -482,17 +482,6 @@ def cmd_sensitivity(args) -> int:
         return 0
     print(format_tornado(tornado, args.outcome, c.units(variable), scenario))
     return 0
-
-
-def _from_draws(results, compute):
-    """``compute()``, with a damaged chunk of the saved draws as a one-line ``ResultsError``."""
-    try:
-        return compute()
-    except (OSError, RuntimeError) as exc:
-        from .errors import ResultsError
-        raise ResultsError(f"{results.draws_path}: cannot read the draws "
-                           f"({' '.join(str(exc).split())}); the results are damaged: run "
-                           f"`stforecast run` again") from None
 
 
 def format_tornado(tornado: dict, outcome: str, units: str, scenario: str) -> str:

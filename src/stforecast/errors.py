@@ -10,6 +10,8 @@ control characters cannot break it, and an echoed input of 100 KB is cut. Standa
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from .registry import MAX_ECHO_CHARS, MAX_MESSAGE_CHARS, MAX_PATH_CHARS, MAX_WORD_CHARS
 
 
@@ -63,6 +65,17 @@ class DataFileError(StforecastError):
 
 class ResultsError(StforecastError):
     """A results folder is missing, incomplete or of another schema version."""
+
+
+@contextmanager
+def reading_draws(path):
+    """Reading the saved draws at ``path``: a damaged chunk (HDF5 raises ``OSError`` or
+    ``RuntimeError``) becomes a one-line ``ResultsError`` telling the user to run again."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        raise ResultsError(f"{path}: cannot read the draws ({' '.join(str(exc).split())}); the "
+                           f"results are damaged: run `stforecast run` again") from None
 
 
 class OptionError(StforecastError):

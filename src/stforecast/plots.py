@@ -370,6 +370,13 @@ def scenario_comparison(block: Mapping) -> Figure:
 # Tornado
 # --------------------------------------------------------------------------------------------
 
+def _no_data(fig, ax, text: str):
+    """``fig`` with ``text`` in the middle of an empty ``ax``."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig
+
+
 def tornado(entries: Iterable[Mapping], title: str,
             labels: Mapping[str, str] | None = None) -> Figure:
     """Horizontal bars of ``{"driver", "score"}`` entries (summary.json's sensitivity ranking),
@@ -380,10 +387,7 @@ def tornado(entries: Iterable[Mapping], title: str,
     fig, ax = _new_figure(7.0, 1.2 + 0.35 * max(len(entries), 1))
     ax.set_title(title)
     if not entries:
-        ax.text(0.5, 0.5, "no sensitivity data", ha="center", va="center",
-                transform=ax.transAxes)
-        ax.set_axis_off()
-        return fig
+        return _no_data(fig, ax, "no sensitivity data")
     ys = np.arange(len(entries))[::-1]  # largest at the top
     scores = [s for _, s in entries]
     bars = ax.barh(ys, scores, height=0.7,
@@ -584,10 +588,7 @@ def swing_tornado(block: Mapping, title: str, units: str = "", top: int = 15) ->
     fig, ax = _new_figure(7.5, 1.4 + 0.38 * max(len(entries), 1))
     ax.set_title(title)
     if not entries:
-        ax.text(0.5, 0.5, "no sensitivity data", ha="center", va="center",
-                transform=ax.transAxes)
-        ax.set_axis_off()
-        return fig
+        return _no_data(fig, ax, "no sensitivity data")
     centre = float(block["median"])
     ys = np.arange(len(entries))[::-1]  # largest swing at the top
     lo, hi = f"{100 * block['band']:.0f}th", f"{100 * (1 - block['band']):.0f}th"

@@ -764,14 +764,10 @@ def evaluate_file(expression: str, results_dir: Path, scenario: str | None = Non
     years come from the company file stored in ``forecast.nc`` and the summary's chart data."""
     query = parse(expression)  # a syntax error is reported before any file is opened
     with _open_draws(results_dir) as (results, group, history):
-        try:
+        from .errors import reading_draws
+        with reading_draws(results.draws_path):
             return _answer(_evaluate(query, expression, _H5Store(group), scenario,
                                      results.summary.company.aliases(), history))
-        except (OSError, RuntimeError) as exc:  # a damaged chunk of the draws
-            from .errors import ResultsError
-            raise ResultsError(f"{results.draws_path}: cannot read the draws "
-                               f"({' '.join(str(exc).split())}); the results are damaged: run "
-                               f"`stforecast run` again") from None
 
 
 class _open_draws:

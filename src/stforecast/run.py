@@ -645,8 +645,6 @@ def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
     n_paths = per_draw * posterior.sizes["chain"] * posterior.sizes["draw"]
     logger.info(f"simulating {n_paths:,} paths ({per_draw} per posterior draw) x "
                 f"{len(scenarios.scenarios)} scenarios")
-    if inputs.growth.note:
-        logger.info(f"warning: {inputs.growth.note}")
     rng = np.random.default_rng(seed)
     predictive = simulate(posterior, company, inputs.obs, per_draw, rng, scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
