@@ -325,7 +325,7 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
                 raise ResultsError(f"{results.draws_path}: key 'peers_text': expected the peers "
                                    f"file the run read (the valuation needs the peer regression)")
             peers = load_peers(stored["peers"])
-        growth = growth_settings(_base_rates_beside(spec, company, stored), logger.info)
+        growth = growth_settings(_base_rates_beside(spec, stored), logger.info)
     posterior = results.draws("posterior").load()
     relation = None
     if peers is not None:
@@ -344,20 +344,14 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
     return scenario_summaries(predictive, scenarios, company), predictive
 
 
-def _base_rates_beside(spec: PriorSpec, company: Company,
-                       stored: dict[str, Path] | None = None) -> PriorSpec:
-    """A stored priors file's base rates: the base-rates file the run stored (``stored``, from
-    ``Results.input_files``), else its own path when it exists, else the base-rates file of the
-    company folder's parent (the stored priors text sits in a temporary folder)."""
+def _base_rates_beside(spec: PriorSpec, stored: dict[str, Path]) -> PriorSpec:
+    """A stored priors file with the base-rates file the run stored beside it (``stored``, from
+    ``Results.input_files``); without one, the priors' own resolution stands (relative to the
+    priors file, else the shipped file: ``priors._base_rates_path``)."""
     ov = spec.outside_view
-    if ov is None:
+    if ov is None or "base_rates" not in stored:
         return spec
-    if stored is not None and "base_rates" in stored:
-        return replace(spec, outside_view=replace(ov, base_rates=str(stored["base_rates"])))
-    if Path(ov.base_rates).is_file():
-        return spec
-    beside = Path(str(company.folder)).parent / Path(ov.base_rates).name
-    return replace(spec, outside_view=replace(ov, base_rates=str(beside)))
+    return replace(spec, outside_view=replace(ov, base_rates=str(stored["base_rates"])))
 
 
 def paths_per_draw(posterior: xr.Dataset, paths: int) -> int:

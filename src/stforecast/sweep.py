@@ -262,7 +262,7 @@ def base_from_results(results, spec: SweepSpec | None = None,
         scenarios = (load_user_scenarios(scenarios_path, company) if scenarios_path
                      else run_scenarios(company))
         peers = load_peers(stored["peers"]) if "peer_premium" in priors.valuation else None
-        growth = growth_settings(_base_rates_beside(priors, company, stored))
+        growth = growth_settings(_base_rates_beside(priors, stored))
     posterior = results.draws("posterior").load()
     relation = None
     if peers is not None:
