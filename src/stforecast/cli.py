@@ -778,26 +778,15 @@ def configure_logging(level: int = logging.INFO) -> None:
 EXIT_BROKEN_PIPE = 141
 
 
-def _quiet_broken_pipe(command):
-    """A closed stdout (``| head -1``) ends the command quietly: no traceback, the rest of the
-    output discarded (stdout pointed at /dev/null so the interpreter's final flush is silent)."""
-    import functools
-    import os
-
-    @functools.wraps(command)
-    def wrapped(*args, **kwargs):
-        try:
-            status = command(*args, **kwargs)
-            sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
-            return status
-        except BrokenPipeError:
-            try:
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-            except (OSError, ValueError):
-                pass
-            return EXIT_BROKEN_PIPE
-    return wrapped
+def _quiet_stdout() -> int:
+    """After a closed stdout (``| head -1``): the rest of the output goes to /dev/null, so the
+    interpreter's final flush is silent; the status a shell reports for it."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def state_dir() -> Path:
@@ -830,9 +819,14 @@ def write_error_log(exc: BaseException) -> Path | None:
 
 def guarded(func, *args) -> int:
     """``func(*args)`` with every failure as ONE line on stderr: a user error (exit 2), an
-    interrupt (130), anything else an internal error whose traceback goes to a log file (70)."""
+    interrupt (130), anything else an internal error whose traceback goes to a log file (70); a
+    closed stdout ends quietly (141)."""
     try:
-        return func(*args)
+        status = func(*args)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return status
+    except BrokenPipeError:  # a closed stdout ends the command quietly
+        return _quiet_stdout()
     except StforecastError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
@@ -840,8 +834,6 @@ def guarded(func, *args) -> int:
         print("error: interrupted (results, if any, are as they were before this command)",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # a closed stdout: `main` ends quietly (status 141)
-        raise
     except Exception as exc:  # noqa: BLE001 - the one place every other error is reported
         log = write_error_log(exc)
         where = f"details in {log}" if log else "no log could be written"
@@ -850,7 +842,6 @@ def guarded(func, *args) -> int:
         return EXIT_INTERNAL
 
 
-@_quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         args = build_parser().parse_args(argv)
