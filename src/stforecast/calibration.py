@@ -119,14 +119,15 @@ class Refitter:
 
     @cached_property
     def compiled(self):
-        import nutpie
-        return nutpie.compile_pymc_model(self.model)
+        from .fit import compile_nutpie
+        return compile_nutpie(self.model, freeze=False)  # refitted with new data
 
     def prior_draws(self, n: int, seed: int) -> list[dict]:
         """``n`` draws of every free parameter from the prior, name -> value."""
         import pymc as pm
         with self.model:
-            prior = pm.sample_prior_predictive(draws=n, random_seed=seed, var_names=self.free)
+            prior = pm.sample_prior_predictive(draws=n, random_seed=seed, var_names=self.free,
+                                               compile_kwargs={"mode": "FAST_COMPILE"})
         ds = prior["prior"].to_dataset().isel(chain=0)
         return [{k: ds[k].isel(draw=i).values for k in self.free} for i in range(n)]
 

@@ -7,7 +7,9 @@ ESS, divergences; DESIGN.md).
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,6 +80,43 @@ def free_parameter_names(model: pm.Model) -> list[str]:
     return [rv.name for rv in model.free_RVs]
 
 
+_COMPILE_LOCK = threading.Lock()
+
+
+@contextmanager
+def _numba_mode_without_inplace():
+    """PyTensor's ``NUMBA`` mode without its in-place rewrites, while nutpie compiles.
+
+    nutpie asks PyTensor for the mode by its name, so the name is re-pointed for the duration
+    (under a lock: one compile at a time per process). The in-place rewrite is quadratic in the
+    size of the graph: on the default driver model it took ~19 of ~23 s of graph rewriting, while
+    the sampling it speeds up takes under a second either way (``bench/bench_run.py``).
+    """
+    from pytensor.compile import mode as modes
+
+    with _COMPILE_LOCK:
+        original = modes.predefined_modes["NUMBA"]
+        modes.predefined_modes["NUMBA"] = original.excluding("inplace")
+        try:
+            yield
+        finally:
+            modes.predefined_modes["NUMBA"] = original
+
+
+def compile_nutpie(model: pm.Model, freeze: bool = True):
+    """The nutpie model of ``model`` (numba backend), compiled without in-place rewrites.
+
+    ``freeze``: the model's data and dimensions become constants of the compiled graph, which
+    makes nutpie's own wrapper functions (rebuilt in every process) ~3x faster to compile; a
+    frozen model cannot take new data, so a model refitted with ``with_data`` (calibration,
+    prior sweeps) is compiled with ``freeze=False``.
+    """
+    import nutpie
+
+    with _numba_mode_without_inplace():
+        return nutpie.compile_pymc_model(model, freeze_model=freeze)
+
+
 @dataclass
 class FitResult:
     idata: xr.DataTree
@@ -88,7 +127,10 @@ class FitResult:
 def sample_prior(model: pm.Model, draws: int, seed: int) -> xr.Dataset:
     """Prior draws of every parameter (dims chain=1, draw)."""
     with model:
-        prior = pm.sample_prior_predictive(draws=draws, random_seed=seed)
+        # PyTensor's Python linker: the draws take ~2 s and nothing is compiled (the C backend
+        # compiled this graph anew, ~15 s, whenever a prior's value changed)
+        prior = pm.sample_prior_predictive(draws=draws, random_seed=seed,
+                                           compile_kwargs={"mode": "FAST_COMPILE"})
     return prior["prior"].to_dataset()
 
 
@@ -102,7 +144,7 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
     if settings.sampler == "nutpie":
         import nutpie
 
-        compiled = nutpie.compile_pymc_model(model)
+        compiled = compile_nutpie(model)
         timings["compile"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         idata = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune,

@@ -494,7 +494,8 @@ _COMPILED: dict[str, Any] = {}
 
 def _compiled_nutpie(model: pymc.Model, peers: xr.Dataset, priors: Mapping | None):
     import hashlib
-    import nutpie
+
+    from .fit import compile_nutpie
 
     reg = regression(peers)
     cols = [reg.response, *reg.predictors().values()]
@@ -506,7 +507,7 @@ def _compiled_nutpie(model: pymc.Model, peers: xr.Dataset, priors: Mapping | Non
     if key not in _COMPILED:
         if len(_COMPILED) >= 8:
             _COMPILED.clear()
-        _COMPILED[key] = nutpie.compile_pymc_model(model)
+        _COMPILED[key] = compile_nutpie(model)
     return _COMPILED[key]
 
 

@@ -533,7 +533,7 @@ def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = T
 
 #: stforecast's modules whose source decides the driver fit and the peer fit.
 DRIVER_SOURCES = ("model", "processes", "priors", "fit", "company")
-PEER_SOURCES = ("peers",)
+PEER_SOURCES = ("peers", "fit")
 
 
 def driver_fit_key(inputs: Inputs, settings: RunSettings) -> str:

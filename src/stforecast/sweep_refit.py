@@ -167,12 +167,11 @@ def _compiled_for(base, keys: tuple[str, ...]):
     """(model, compiled) of the driver model with the swept parameters ``keys`` as data: once
     per worker process, sweep keys and run (``distributed.worker_cached``)."""
     def build():
-        import nutpie
-
+        from .fit import compile_nutpie
         from .model import build_model
         with _hyperparameters_as_data(base.priors, keys):
             model = build_model(base.priors, base.obs, base.company)
-        return model, nutpie.compile_pymc_model(model)
+        return model, compile_nutpie(model, freeze=False)  # each setting sets its data
     key = ("sweep-prior-model", base.priors.sha256,
            tuple(sorted(base.company.file_hashes().items())), keys)
     return worker_cached(key, build)
