@@ -112,12 +112,13 @@ class _Drivers(Mapping):
             self._cache[name] = self.frame.named(self.ds[name])
         return self._cache[name]
 
-    def to_xarray(self, x: Named) -> xr.DataArray:
-        """A line as a DataArray; a driver passed through unchanged is the driver itself."""
+    def to_xarray(self, x: Named, coords: bool = False) -> xr.DataArray:
+        """A line as a DataArray (with the drivers' coordinates along its dimensions when
+        ``coords``); a driver passed through unchanged is the driver itself."""
         for name, named in self._cache.items():
             if named is x:
                 return self.ds[name]
-        return self.frame.to_xarray(x)
+        return self.frame.to_xarray(x, coords)
 
     def __contains__(self, name) -> bool:
         return name in self.ds
@@ -280,7 +281,7 @@ def valuation(d: xr.Dataset, inc: xr.Dataset, cf: xr.Dataset, market: Market) ->
     when present (else undiscounted).
     """
     year = market.valuation_year
-    ev = d["ev_sales_multiple"] * inc["revenue"].sel(year=year, drop=True)
+    ev = (d["ev_sales_multiple"] * inc["revenue"].sel(year=year, drop=True)).drop_attrs()
     equity = ev + cf["net_cash"].sel(year=year, drop=True) - market.minority_interest
     shares = (cf["shares_outstanding"].sel(year=year, drop=True) if "shares_outstanding" in cf
               else market.shares_outstanding_mn)
@@ -296,38 +297,33 @@ def valuation(d: xr.Dataset, inc: xr.Dataset, cf: xr.Dataset, market: Market) ->
     })
 
 
-def _decide(d, fixed: dict, opening, market: Market, conventions: Conventions):
-    """Funding, dilution and management cuts, year by year; returns the moving lines after the
-    decisions and the decisions (``shares_outstanding``, ``funding_raised`` ...).
+def _fund(d, fixed: dict, opening, conventions: Conventions):
+    """Funding and management cuts, year by year; returns the moving lines after the decisions,
+    the decisions and, per year, what the new shares of that year depend on (the net cash
+    before that year's raise and the equity raised; ``_dilute``).
 
     Each year's decision reads that year's statements given the decisions of the years before:
     after a year whose decisions moved anything on any path, the moving lines are computed
-    again (the fixed lines never are).
+    again (the fixed lines never are). Nothing here depends on the EV/sales multiple.
     """
     frame = d.frame
     n_years = frame.sizes["year"]
     lines = _moving_lines(d, fixed, opening, conventions)
     zero = lines["cash"] * 0.0
-    cut, equity, debt, shares_new, sbc_shares = zero + 1.0, zero, zero, zero, zero
-    cut_flag = zero
+    cut, equity, debt, cut_flag = zero + 1.0, zero, zero, zero
     funding = conventions.funding and "liquidity_floor" in d
     respond = conventions.management_response and "cut_runway_years" in d
-    dilutes = d["sbc_dilutes"] if "sbc_dilutes" in d else frame.zeros("year")
-    shares = market.shares_outstanding_mn
-    min_price = MIN_ISSUE_PRICE_FRACTION * market.price * market.fx
+    steps = []  # per year: (net cash before the year's raise, equity raised that year)
     dirty = False  # a decision changed the drivers since the lines were computed
     for i in range(n_years):
         here = frame.equals("year", i)
         if dirty:
             lines = _moving_lines(d, fixed, opening, conventions, _Decisions(cut, equity, debt))
             dirty = False
-        value = (d["ev_sales_multiple"] * fixed["revenue"].at("year", i)
-                 + lines["net_cash"].at("year", i) - market.minority_interest)
-        price = np.maximum(value / shares, min_price)  # currency per share, before new shares
         liquidity = lines["liquidity"].at("year", i)
         burn = -lines["free_cash_flow"].at("year", i)
         raised = 0.0
-        new = 0.0
+        as_equity = None
         if funding:
             short = d["liquidity_floor"] - liquidity
             raised = where(short > 0, short + d["raise_buffer_years"] * np.maximum(burn, 0.0), 0.0)
@@ -336,13 +332,7 @@ def _decide(d, fixed: dict, opening, market: Market, conventions: Conventions):
             as_equity = raised - as_debt
             equity = equity + here * as_equity
             debt = debt + here * as_debt
-            new = as_equity / (price * (1.0 - d["equity_discount"]))
-        if conventions.dilution:
-            vested = fixed["sbc"].at("year", i) * dilutes.at("year", i) / price
-            sbc_shares = sbc_shares + here * vested
-            new = new + vested
-        shares = shares + new
-        shares_new = shares_new + here * new
+        steps.append((lines["net_cash"].at("year", i), as_equity))
         if respond and i + 1 < n_years:
             runway = where(burn > 0, (liquidity + raised) / burn.where(burn > 0), np.inf)
             trigger = runway < d["cut_runway_years"]
@@ -351,20 +341,41 @@ def _decide(d, fixed: dict, opening, market: Market, conventions: Conventions):
             cut_flag = cut_flag + frame.equals("year", i + 1) * trigger
     if dirty:
         lines = _moving_lines(d, fixed, opening, conventions, _Decisions(cut, equity, debt))
+    decisions = {"equity_raised": equity, "debt_raised": debt, "funding_raised": equity + debt,
+                 "management_cut": cut_flag, "cost_cut_factor": cut}
+    return lines, decisions, steps, zero
+
+
+def _dilute(d, multiple: Named, revenue: Named, sbc: Named, steps: list, zero: Named,
+            market: Market, conventions: Conventions) -> dict[str, Named]:
+    """New shares, year by year: equity raised (``steps``, from ``_fund``) is issued at
+    ``equity_discount`` below the path's value per share before that year's new shares, vested
+    share-based compensation (``sbc_dilutes``) at that value; the value is the EV/sales
+    ``multiple`` x that year's revenue + net cash before the year's raise - minorities."""
+    frame = d.frame
+    n_years = frame.sizes["year"]
+    dilutes = d["sbc_dilutes"] if "sbc_dilutes" in d else frame.zeros("year")
+    shares = market.shares_outstanding_mn
+    min_price = MIN_ISSUE_PRICE_FRACTION * market.price * market.fx
+    shares_new, sbc_shares = zero, zero
+    for i, (net_cash, as_equity) in enumerate(steps):
+        here = frame.equals("year", i)
+        value = multiple * revenue.at("year", i) + net_cash - market.minority_interest
+        price = np.maximum(value / shares, min_price)  # currency per share, before new shares
+        new = 0.0
+        if as_equity is not None:
+            new = as_equity / (price * (1.0 - d["equity_discount"]))
+        if conventions.dilution:
+            vested = sbc.at("year", i) * dilutes.at("year", i) / price
+            sbc_shares = sbc_shares + here * vested
+            new = new + vested
+        shares = shares + new
+        shares_new = shares_new + here * new
     base = market.shares_outstanding_mn
     shares_path = base + shares_new.cumsum("year")
-    decisions = {
-        "shares_outstanding": shares_path,
-        "new_shares": shares_new,
-        "sbc_shares": sbc_shares,
-        "equity_raised": equity,
-        "debt_raised": debt,
-        "funding_raised": equity + debt,
-        "management_cut": cut_flag,
-        "cost_cut_factor": cut,
-        "dilution": shares_path.at("year", n_years - 1) / base - 1.0,
-    }
-    return lines, decisions
+    return {"shares_outstanding": shares_path, "new_shares": shares_new,
+            "sbc_shares": sbc_shares,
+            "dilution": shares_path.at("year", n_years - 1) / base - 1.0}
 
 
 #: The output's lines in order: income statement, working capital, cash flow (the decisions,
@@ -381,6 +392,85 @@ CASH_FLOW_LINES = ("depreciation_amortisation", "capex", "operating_cash_flow",
                    "investing_cash_flow", "financing_cash_flow", "net_change_in_cash", "cash",
                    "term_deposits", "liquidity", "total_debt", "net_cash", "free_cash_flow",
                    "cash_burn")
+#: The decisions' lines, in order.
+DECISION_LINES = ("shares_outstanding", "new_shares", "sbc_shares", "equity_raised",
+                  "debt_raised", "funding_raised", "management_cut", "cost_cut_factor", "dilution")
+
+
+class Accounts(Mapping):
+    """The statements and the funding and management decisions of driver paths: everything but
+    the new shares and the valuation, which need the EV/sales multiple (``value``).
+    ``accounts[line]`` is a line as a DataArray (e.g. the free cash flow that a multiple read
+    from the statements up to the valuation date depends on)."""
+
+    def __init__(self, drivers: _Drivers, lines: dict, steps: list, zero, market: Market,
+                 conventions: Conventions):
+        self.drivers, self.lines, self.steps, self.zero = drivers, lines, steps, zero
+        self.market, self.conventions = market, conventions
+
+    def __getitem__(self, name: str) -> xr.DataArray:
+        return self.drivers.to_xarray(self.lines[name], coords=True)
+
+    def __iter__(self):
+        return iter(self.lines)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+def accounts(drivers: xr.Dataset, opening: Mapping[str, float], market: Market,
+             conventions: Conventions = REPORT) -> Accounts:
+    """The accounting identities on driver paths, with the funding and management decisions
+    (``conventions``); the valuation follows in ``value``."""
+    frame = Frame.of(drivers, skip=("segment",))
+    d = _Drivers(drivers, frame)
+    revenue = frame.named(drivers["segment_revenue"].sum("segment", skipna=False))  # NaN stays
+    fixed = _fixed_lines(d, revenue, opening)
+    steps, zero = [], None
+    if conventions.iterative:
+        lines, decisions, steps, zero = _fund(d, fixed, opening, conventions)
+    else:
+        lines, decisions = _moving_lines(d, fixed, opening, conventions), {}
+    lines = {**fixed, **lines, **decisions}
+    pbt, sbc, fcf = lines["profit_before_tax"], lines["sbc"], lines["free_cash_flow"]
+    net_income = pbt + lines["income_tax"] - d["minorities"]
+    lines.update(
+        gross_margin=d["gross_margin"], opex_ratio=lines["opex"] / lines["revenue"],
+        net_income=net_income,
+        adjusted_net_income=(net_income + d["fv_loss_preferred_shares"] + sbc
+                             - d["fv_gains_financial_assets"]),
+        # Cash burn: cumulative negative free cash flow over the forecast years (> 0 = burn)
+        cash_burn=-fcf.sum("year", skipna=False))
+    return Accounts(d, lines, steps, zero, market, conventions)
+
+
+def value(acc: Accounts, ev_sales_multiple: xr.DataArray | None = None) -> xr.Dataset:
+    """Every line item: ``acc``'s statements and decisions, the new shares and the valuation
+    at ``ev_sales_multiple`` (default the drivers' own)."""
+    d, drivers, market = acc.drivers, acc.drivers.ds, acc.market
+    multiple = drivers["ev_sales_multiple"] if ev_sales_multiple is None else ev_sales_multiple
+    lines = dict(acc.lines)
+    if acc.conventions.iterative:
+        lines.update(_dilute(d, d.frame.named(multiple), lines["revenue"], lines["sbc"],
+                             acc.steps, acc.zero, market, acc.conventions))
+    out = {name: d.to_xarray(lines[name]) for name in (*INCOME_LINES, "capex_build")
+           if name in lines}
+    segment_revenue = drivers["segment_revenue"]
+    for segment in segment_revenue["segment"].values:
+        out[f"revenue_{segment}"] = segment_revenue.sel(segment=segment, drop=True)
+    out.update({name: d.to_xarray(lines[name])
+                for name in (*WORKING_CAPITAL_LINES, *CASH_FLOW_LINES, *DECISION_LINES)
+                if name in lines})
+    years = [str(y) for y in drivers["year"].values]
+    out["cash_burn"].attrs["period"] = f"{years[0]}-{years[-1]}"
+    cf = xr.Dataset(out, coords=d.frame.coords)
+    if acc.conventions.discount and "cost_of_equity" in drivers:
+        horizon = drivers["valuation_horizon_years"]
+        cf["discount_factor"] = ((1.0 + drivers["cost_of_equity"]) ** (-horizon)).drop_attrs()
+        cf["cost_of_equity"] = drivers["cost_of_equity"]
+    val = valuation(xr.Dataset({"ev_sales_multiple": multiple}), cf, cf, market)
+    return cf.merge(val, compat="override", join="exact").assign_attrs(
+        conventions=acc.conventions.name)
 
 
 def run_engine(drivers: xr.Dataset, opening: Mapping[str, float], market: Market,
@@ -388,44 +478,11 @@ def run_engine(drivers: xr.Dataset, opening: Mapping[str, float], market: Market
     """Evaluate the accounting identities on driver paths; returns every line item.
 
     Each line has the dimensions of the drivers it depends on (in the order of the drivers'
-    frame: sample dimensions as they first appear, ``year`` last).
+    frame: sample dimensions as they first appear, ``year`` last). The same as
+    ``value(accounts(drivers, ...))``; a multiple that depends on the statements is set
+    between the two (``simulate.statements``).
     """
-    frame = Frame.of(drivers, skip=("segment",))
-    d = _Drivers(drivers, frame)
-    segment_revenue = drivers["segment_revenue"]
-    with xr.set_options(keep_attrs=False):  # a driver's "source" is not the line item's
-        revenue = frame.named(segment_revenue.sum("segment", skipna=False))  # NaN stays NaN
-        fixed = _fixed_lines(d, revenue, opening)
-        if conventions.iterative:
-            lines, decisions = _decide(d, fixed, opening, market, conventions)
-        else:
-            lines, decisions = _moving_lines(d, fixed, opening, conventions), {}
-        lines = {**fixed, **lines}
-        pbt, sbc, fcf = lines["profit_before_tax"], lines["sbc"], lines["free_cash_flow"]
-        net_income = pbt + lines["income_tax"] - d["minorities"]
-        lines.update(
-            opex_ratio=lines["opex"] / lines["revenue"], net_income=net_income,
-            adjusted_net_income=(net_income + d["fv_loss_preferred_shares"] + sbc
-                                 - d["fv_gains_financial_assets"]),
-            # Cash burn: cumulative negative free cash flow over the forecast years (> 0 = burn)
-            cash_burn=-fcf.sum("year", skipna=False))
-        lines.update(decisions, gross_margin=d["gross_margin"])
-        out = {name: d.to_xarray(lines[name]) for name in (*INCOME_LINES, "capex_build")
-               if name in lines}
-        for segment in segment_revenue["segment"].values:
-            out[f"revenue_{segment}"] = segment_revenue.sel(segment=segment, drop=True)
-        out.update({name: d.to_xarray(lines[name])
-                    for name in (*WORKING_CAPITAL_LINES, *CASH_FLOW_LINES, *decisions)})
-        years = [str(y) for y in drivers["year"].values]
-        out["cash_burn"].attrs["period"] = f"{years[0]}-{years[-1]}"
-        cf = xr.Dataset(out, coords=frame.coords)
-        if conventions.discount and "cost_of_equity" in drivers:
-            horizon = drivers["valuation_horizon_years"]
-            cf["discount_factor"] = (1.0 + drivers["cost_of_equity"]) ** (-horizon)
-            cf["cost_of_equity"] = drivers["cost_of_equity"]
-        val = valuation(drivers, cf, cf, market)
-    return cf.merge(val, compat="override", join="exact").assign_attrs(
-        conventions=conventions.name)
+    return value(accounts(drivers, opening, market, conventions))
 
 
 def report_case(company, conventions: Conventions = REPORT, extra: xr.Dataset | None = None

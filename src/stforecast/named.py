@@ -49,12 +49,14 @@ class Frame:
         return Named(np.expand_dims(data, missing) if missing else data, frozenset(da.dims),
                      self)
 
-    def to_xarray(self, x: "Named") -> xr.DataArray:
-        """``x`` as a DataArray over the dimensions it varies along (frame order)."""
+    def to_xarray(self, x: "Named", coords: bool = False) -> xr.DataArray:
+        """``x`` as a DataArray over the dimensions it varies along (frame order); with the
+        frame's coordinates along them when ``coords``."""
         dims = tuple(d for d in self.dims if d in x.dims)
         absent = tuple(i for i, d in enumerate(self.dims) if d not in x.dims)
         data = x.data.squeeze(axis=absent) if absent else x.data
-        return xr.DataArray(data, dims=dims)
+        return xr.DataArray(data, dims=dims, coords={
+            k: c for k, c in self.coords.items() if set(c.dims) <= set(dims)} if coords else None)
 
     def equals(self, dim: str, i: int) -> "Named":
         """True at position ``i`` of ``dim`` (e.g. one year), as a boolean array along it."""

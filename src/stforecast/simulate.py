@@ -19,7 +19,7 @@ import xarray as xr
 from .company import Company
 from .costs import (ADD_ON_RATIOS, COST_DRIVERS, cost_drivers, draw_parameters,
                     funding_drivers)
-from .engine import CORRECT, run_engine
+from .engine import CORRECT, accounts, value
 from .multiples import Valuation, method_target_prices, set_multiples
 from .outside_view import GrowthSettings, draw_prior, outside_scale
 from .processes import RATIO_DRIVERS, ar_step, from_scale, to_scale
@@ -255,17 +255,14 @@ def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = N
 
     ``valuation``: how the EV/sales multiple is set (``stforecast.multiples``); both methods'
     target prices are added when a peer relation is given (the peer regression reads the
-    valuation year's FCF margin, so the engine first runs on the years up to the valuation year,
-    which do not depend on the multiple). ``keep``: only these variables (all line items and
-    drivers when ``None``).
+    valuation year's FCF margin: the engine's statements and funding decisions do not depend
+    on the multiple, so the multiple is set between them and the valuation). ``keep``: only
+    these variables (all line items and drivers when ``None``).
     """
-    first = None
-    if valuation.peers is not None:  # the peer multiple reads the valuation year's FCF margin
-        upto = list(company.forecast_years[:company.forecast_years.index(
-            company.market.valuation_year) + 1])
-        first = run_engine(drivers.sel(year=upto), company.opening, company.market, CORRECT)
-    drivers = set_multiples(drivers, valuation, company, first)
-    out = run_engine(drivers, company.opening, company.market, CORRECT)
+    acc = accounts(drivers, company.opening, company.market, CORRECT)
+    drivers = set_multiples(drivers, valuation, company, 
+                            acc if valuation.peers is not None else None)
+    out = value(acc, drivers["ev_sales_multiple"])
     out = out.assign(method_target_prices(out, drivers, company))
     unit_drivers = company.unit_drivers()
     extra = [n for n in drivers.data_vars
