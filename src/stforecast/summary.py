@@ -12,8 +12,9 @@ import numpy as np
 import xarray as xr
 
 from .mcse import probability
-from .registry import QUANTILES, REPORTED_LINES, REPORTED_SCALARS, SAMPLE_DIMS
-from .results import Probability, Stats
+from .registry import (METHOD_VARIABLES, QUANTILES, REPORTED_LINES, REPORTED_SCALARS,
+                       SAMPLE_DIMS)
+from .results import Probability, ScenarioSummary, Stats, ValuationMethodSummary
 
 
 def reported_lines(company) -> tuple[str, ...]:
@@ -113,3 +114,33 @@ def funding_summary(predictive: xr.Dataset, floor: float | None):
     return Funding(floor=None if floor is None else float(floor), p_raise_by=p_raise, amount_raised=_stats(total),
                    amount_raised_if_raised=_stats(some) if some.size else None,
                    dilution=_stats(_samples(predictive["dilution"])), p_cost_cut_by=p_cut)
+
+
+def scenario_summary(predictive: xr.Dataset, company, description: str = "",
+                     shocks: dict[str, str] | None = None) -> ScenarioSummary:
+    """Line items per year, the per-path scalars, P(upside) and both valuation methods of one
+    scenario's draws (dims chain, draw, path[, year])."""
+    price = company.market.price
+    methods = {}
+    for method, (tp, multiple) in METHOD_VARIABLES.items():
+        if tp in predictive:
+            methods[method] = ValuationMethodSummary(
+                target_price=sample_stats(predictive[tp]),
+                p_upside=p_exceeds(discounted(predictive, tp), price),
+                ev_sales_multiple=sample_stats(predictive[multiple], mean=False))
+    scalars = scalar_stats(predictive)
+    scalars.update(scalar_stats(predictive, ("sales_cagr",), mean=False))
+    return ScenarioSummary(lines=line_stats(predictive, company), scalars=scalars,
+                           p_upside=p_exceeds(predictive[upside_variable(predictive)], price),
+                           valuation_methods=methods, description=description,
+                           shocks=dict(shocks or {}),
+                           funding=funding_summary(
+                               predictive, predictive.attrs.get("liquidity_floor")))
+
+
+def scenario_summaries(all_scenarios: xr.Dataset, scenarios, company) -> dict[str, ScenarioSummary]:
+    """``{scenario: ScenarioSummary}`` for every scenario of the scenarios file."""
+    return {name: scenario_summary(all_scenarios.sel(scenario=name, drop=True), company,
+                                   sc.description,
+                                   {k: v.describe() for k, v in sc.settings.items()})
+            for name, sc in scenarios.scenarios.items()}
