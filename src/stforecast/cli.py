@@ -410,7 +410,7 @@ def cmd_scenarios(args) -> int:
                             settings.chains * settings.draws)
         scenarios, _ = resimulate(results, Path(args.scenarios),
                                   priors_path=Path(args.priors) if args.priors else None,
-                                  paths=args.paths)
+                                  paths=args.paths, keep_draws=False)
     rows = scenario_rows(scenarios, c.final_year)
     if args.json:
         print(dump_json(rows))

@@ -25,7 +25,7 @@ from .registry import METHOD_VARIABLES, REPORTED_SCALARS, VARIABLES
 from .results import Results, ScenarioSummary, load_results
 from .scenarios import ScenarioSpec, load_user_scenarios, run_scenarios
 from .simulate import VALUATION_VARIABLES, simulate
-from .summary import reported_lines, scenario_summaries
+from .summary import reported_lines, scenario_summaries, scenario_summary_of
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def draws_attrs(company: Company) -> dict[str, str]:
 
 def resimulate(results: Path | Results, scenarios_path: Path | None = None,
                priors_path: Path | None = None, paths: int | None = None,
-               seed: int | None = None) -> tuple[dict[str, ScenarioSummary], xr.Dataset]:
+               seed: int | None = None, keep_draws: bool = True
+               ) -> tuple[dict[str, ScenarioSummary], xr.Dataset | None]:
     """Every scenario of ``scenarios_path`` on the SAVED posterior of ``results`` (no refit).
 
     The company, the driver model's posterior and the peer regression come from the results
@@ -59,7 +60,9 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
     in ``forecast.nc``); ``scenarios_path`` (default: the run's scenarios) is the what-if, and
     ``priors_path`` (default: the run's priors) supplies only the valuation method and the peer
     premium. ``paths`` and ``seed`` default to the run's. Returns ``(scenario summaries,
-    predictive draws)``; nothing is written.
+    predictive draws)`` (the draws None unless ``keep_draws``: without them each scenario is
+    summarised as soon as it is simulated, and nothing holds every scenario's draws at once);
+    nothing is written.
     """
     results = (results if isinstance(results, Results) else load_results(results, ())).require(
         ("posterior",))
@@ -91,12 +94,19 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
     valuation = Valuation(spec.valuation_method, relation)
     per_draw = paths_per_draw(posterior, paths)
     obs = observations_from_company(company)
+    attrs = {**draws_attrs(company), "liquidity_floor": spec.settings["liquidity_floor"]}
+
+    def summarise(name: str, draws: xr.Dataset) -> ScenarioSummary:
+        return scenario_summary_of(name, draws.assign_attrs(attrs), scenarios, company)
+
     predictive = simulate(posterior.astype("float64"), company, obs, per_draw,
                           np.random.default_rng(seed), scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
                           valuation=valuation, ceilings=spec.ceilings(), priors=spec,
-                          growth_settings=growth)
-    predictive.attrs.update(draws_attrs(company), liquidity_floor=spec.settings["liquidity_floor"])
+                          growth_settings=growth, then=None if keep_draws else summarise)
+    if not keep_draws:  # each scenario was summarised as soon as simulated
+        return predictive, None
+    predictive.attrs.update(attrs)
     return scenario_summaries(predictive, scenarios, company), predictive
 
 

@@ -277,10 +277,13 @@ def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = N
 
 def simulate_scenarios(drivers: xr.Dataset, company: Company, spec: ScenarioSpec,
                        draws: ShockDraws, keep: list[str] | None = None,
-                       log=None, valuation: Valuation = Valuation()) -> xr.Dataset:
+                       log=None, valuation: Valuation = Valuation(), then=None):
     """Every scenario of ``spec`` on the same driver paths; adds a ``scenario`` dimension.
 
     ``keep``: the variables to retain per scenario (bounds memory when there are many).
+    ``then``: a function of (scenario name, its draws) applied to each scenario's draws as
+    soon as they are simulated (e.g. its summary); with it, returns ``{scenario: then(...)}``
+    and the draws are not kept.
     """
     years = [str(y) for y in drivers["year"].values]
     names = list(spec.scenarios)
@@ -289,12 +292,15 @@ def simulate_scenarios(drivers: xr.Dataset, company: Company, spec: ScenarioSpec
         if log is not None:
             log(f"scenario {i + 1}/{len(names)}: {names[i]}")
         level = intensities(spec, spec.scenarios[names[i]], draws, years)
-        return statements(apply_shocks(drivers, spec, level, company), company, keep, valuation)
+        out = statements(apply_shocks(drivers, spec, level, company), company, keep, valuation)
+        return out if then is None else then(names[i], out)
 
     # numpy releases the GIL in the array arithmetic, so scenarios run well on threads; every
     # random number is drawn beforehand, so the result does not depend on the thread schedule.
     with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
         out = list(pool.map(one, range(len(names))))
+    if then is not None:
+        return dict(zip(names, out))
     return xr.concat(out, dim="scenario", coords="minimal", compat="override",
                      join="exact").assign_coords(scenario=names)
 
@@ -304,15 +310,16 @@ def simulate(params: xr.Dataset, company: Company, obs, n_paths: int,
              keep: list[str] | None = None, log=None,
              valuation: Valuation = Valuation(),
              ceilings: dict[str, float] | None = None, priors=None,
-             growth_settings: GrowthSettings | None = None) -> xr.Dataset:
+             growth_settings: GrowthSettings | None = None, then=None) -> xr.Dataset:
     """Posterior (or prior) predictive financial statements, dims (chain, draw, path, year).
 
     With ``scenarios``, every scenario is simulated on the same driver paths and shock random
-    numbers and the result has a ``scenario`` dimension (see ``stforecast.shocks``).
+    numbers and the result has a ``scenario`` dimension (see ``stforecast.shocks``); ``then``:
+    see ``simulate_scenarios``.
     """
     drivers = driver_paths(params, company, obs, n_paths, rng, ceilings, priors, growth_settings)
     if scenarios is None:
         return statements(drivers, company, keep, valuation)
     shape = tuple(drivers.sizes[d] for d in SAMPLE_DIMS)
     draws = draw_shocks(scenarios, shape, drivers.sizes["year"], rng)
-    return simulate_scenarios(drivers, company, scenarios, draws, keep, log, valuation)
+    return simulate_scenarios(drivers, company, scenarios, draws, keep, log, valuation, then)

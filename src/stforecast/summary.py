@@ -8,6 +8,9 @@ samples; MCSEs account for chain autocorrelation and for paths sharing a posteri
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import xarray as xr
 
@@ -138,9 +141,23 @@ def scenario_summary(predictive: xr.Dataset, company, description: str = "",
                                predictive, predictive.attrs.get("liquidity_floor")))
 
 
-def scenario_summaries(all_scenarios: xr.Dataset, scenarios, company) -> dict[str, ScenarioSummary]:
-    """``{scenario: ScenarioSummary}`` for every scenario of the scenarios file."""
-    return {name: scenario_summary(all_scenarios.sel(scenario=name, drop=True), company,
-                                   sc.description,
-                                   {k: v.describe() for k, v in sc.settings.items()})
-            for name, sc in scenarios.scenarios.items()}
+def scenario_summary_of(name: str, draws: xr.Dataset, scenarios, company) -> ScenarioSummary:
+    """``scenario_summary`` of scenario ``name`` of ``scenarios`` (a ``ScenarioSpec``) from its
+    draws (dims chain, draw, path[, year])."""
+    sc = scenarios.scenarios[name]
+    return scenario_summary(draws, company, sc.description,
+                            {k: v.describe() for k, v in sc.settings.items()})
+
+
+def scenario_summaries(all_scenarios: xr.Dataset, scenarios, company
+                       ) -> dict[str, ScenarioSummary]:
+    """``{scenario: ScenarioSummary}`` for every scenario of the scenarios file (one thread per
+    scenario: the percentiles' partitions release the GIL)."""
+    names = list(scenarios.scenarios)
+
+    def one(name: str) -> ScenarioSummary:
+        return scenario_summary_of(name, all_scenarios.sel(scenario=name, drop=True), scenarios,
+                                   company)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1))) as pool:
+        return dict(zip(names, pool.map(one, names)))
