@@ -51,7 +51,8 @@ def _loaded_after_import(module: str, watch: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize("module", ["stforecast.simulate", "stforecast.engine",
                                     "stforecast.summary", "stforecast.shocks",
-                                    "stforecast.query", "stforecast.registry"])
+                                    "stforecast.query", "stforecast.registry",
+                                    "stforecast.resimulation", "stforecast.observations"])
 def test_module_does_not_load_pymc(module):
     assert _loaded_after_import(module, ("pymc", "pytensor", "nutpie")) == []
 

@@ -315,6 +315,24 @@ def test_scenarios_and_sensitivity_commands(small_run, capsys):
     assert main(["scenarios", "--results", str(out / "nowhere")]) == 2
 
 
+def test_scenarios_command_does_not_import_pymc(small_run, company):
+    """A what-if re-simulation on saved results (``stforecast scenarios --scenarios FILE``)
+    needs no model: PyMC, PyTensor and ArviZ stay unloaded (they cost seconds to import)."""
+    import subprocess
+    import sys
+
+    out, _ = small_run
+    code = ("import sys, json\nfrom stforecast.cli import main\n"
+            f"rc = main(['scenarios', '--scenarios', {str(company.scenarios_path)!r}, "
+            f"'--results', {str(out)!r}, '--json'])\n"
+            "print(json.dumps([rc, sorted(m for m in ('pymc', 'pytensor', 'arviz', 'nutpie') "
+            "if m in sys.modules)]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    rc, heavy = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rc == 0 and heavy == []
+
+
 def test_query_command_on_a_run(small_run, capsys):
     from stforecast.cli import main
     out, summary = small_run

@@ -332,14 +332,14 @@ def _check_run_inputs(company, args) -> None:
                             "name of the company's peers file (a run fits the peer regression)")
     load_peers(company.peers_path)  # read after the driver fit otherwise
     load_peer_priors(company.peers_path)
-    from .run import stored_names
+    from .resimulation import stored_names
     per_draw = math.ceil(args.paths / (args.chains * args.draws))
     check_memory(per_draw * args.chains * args.draws, len(company.forecast_years),
                  len(stored_names(company, scenarios)), len(scenarios.scenarios))
 def paths_rounding(paths: int, posterior_draws: int) -> tuple[int, int]:
     """``(paths per posterior draw, total paths)`` for a requested ``--paths``: future paths are
     drawn per posterior draw, so the total is rounded up to a multiple of the posterior draws
-    (the same rule as ``stforecast.run.paths_per_draw``)."""
+    (the same rule as ``stforecast.resimulation.paths_per_draw``)."""
     per_draw = max(1, -(-paths // max(1, posterior_draws)))
     return per_draw, per_draw * posterior_draws
 
@@ -382,7 +382,7 @@ def _check_resimulate(results, args) -> None:
     import math
 
     from .preflight import check_memory
-    from .run import stored_names
+    from .resimulation import stored_names
     from .scenarios import load_scenarios
     company = results.company
     spec = load_scenarios(Path(args.scenarios), company)
@@ -403,14 +403,14 @@ def cmd_scenarios(args) -> int:
     c = results.summary.company
     scenarios = results.summary.scenarios
     if args.scenarios:  # what-if: re-simulate a scenarios file on the saved posterior
-        from .run import resimulate
+        from .resimulation import resimulate
         _check_resimulate(results, args)
         settings = results.summary.settings
         _say_paths_rounding("scenarios", args.paths or settings.paths,
                             settings.chains * settings.draws)
         scenarios, _ = resimulate(results, Path(args.scenarios),
                                   priors_path=Path(args.priors) if args.priors else None,
-                                  paths=args.paths)
+                                  paths=args.paths, keep_draws=False)
     rows = scenario_rows(scenarios, c.final_year)
     if args.json:
         print(dump_json(rows))

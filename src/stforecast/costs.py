@@ -147,28 +147,39 @@ def _log_growth(revenue: xr.DataArray, start) -> xr.DataArray:
 
 def semi_variable(base, elasticity, inflation, stickiness, revenue, revenue_base):
     """A cost that grows with inflation and ``elasticity`` x revenue growth, ``(1 - stickiness)``
-    x elasticity on the way down: ``base x exp(cumsum(inflation + e x growth))``."""
+    x elasticity on the way down: ``base x exp(cumsum(inflation + e x growth))``. (DataArrays,
+    or the engine's ``named.Named`` arrays.)"""
     growth = _log_growth(revenue, revenue_base)
     down = (1.0 - stickiness) * elasticity
-    step = inflation + xr.where(growth >= 0, elasticity * growth, down * growth)
+    step = inflation + (elasticity * growth).where(growth >= 0, down * growth)
     return base * np.exp(step.cumsum("year"))
 
 
-def operating_costs(d: xr.Dataset, revenue: xr.DataArray) -> dict[str, xr.DataArray]:
-    """R&D, selling and marketing and administrative expense and capex before depreciation's
-    floor, in currency, after management cuts (``cost_cut_factor``) and with the shock add-ons
-    (``<line>_ratio`` x revenue). Administrative expense includes share-based compensation."""
-    cut = d["cost_cut_factor"] if "cost_cut_factor" in d else 1.0
+def cost_plan(d, revenue) -> dict[str, tuple]:
+    """Each cost line before management cuts, in currency: ``{line: (amount a cut scales,
+    shock add-on)}`` for R&D, selling and marketing and administrative expense (without
+    share-based compensation) and capex before depreciation's floor; the add-on is
+    ``<line>_ratio`` x revenue. ``d``: the drivers (a Dataset or the engine's named drivers)."""
     sm = semi_variable(d["selling_marketing_base"], d["selling_marketing_elasticity"],
                        d["cost_inflation"], d["cost_stickiness"], revenue, d["revenue_base"])
     admin = semi_variable(d["admin_base"], d["admin_elasticity"], d["cost_inflation"],
                           d["cost_stickiness"], revenue, d["revenue_base"])
     return {
-        "rnd_expense": d["rnd_cash_cost"] * cut + revenue * d["rnd_ratio"],
-        "selling_marketing_expense": sm * cut + revenue * d["selling_marketing_ratio"],
-        "admin_expense": admin * cut + revenue * d["admin_ratio"] + d["sbc_amount"],
-        "capex_build": d["capex_plan"] * d["capex_overrun"] * cut + revenue * d["capex_ratio"],
+        "rnd_expense": (d["rnd_cash_cost"], revenue * d["rnd_ratio"]),
+        "selling_marketing_expense": (sm, revenue * d["selling_marketing_ratio"]),
+        "admin_expense": (admin, revenue * d["admin_ratio"]),
+        "capex_build": (d["capex_plan"] * d["capex_overrun"], revenue * d["capex_ratio"]),
     }
+
+
+def operating_costs(plan: dict[str, tuple], sbc_amount, cut=1.0) -> dict:
+    """R&D, selling and marketing and administrative expense and capex before depreciation's
+    floor, in currency, after management cuts (``cut``: the cost-cut factor, 1 = none) and
+    with the shock add-ons (``plan`` from ``cost_plan``). Administrative expense includes
+    share-based compensation (``sbc_amount``)."""
+    out = {line: amount * cut + add_on for line, (amount, add_on) in plan.items()}
+    out["admin_expense"] = out["admin_expense"] + sbc_amount
+    return out
 
 
 def funding_drivers(spec, company, params: dict, dims: tuple[str, ...], coords: dict,

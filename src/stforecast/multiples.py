@@ -38,6 +38,7 @@ changes the peer multiple only through the predictors and its shock channel.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -171,17 +172,18 @@ def outside_range(predictors: dict[str, xr.DataArray], relation: PeerRelation) -
     for role, name in zip(PREDICTORS, PREDICTOR_VARIABLES):
         lo, hi = relation.ranges.get(role, (-np.inf, np.inf))
         out = out | (predictors[name] < lo) | (predictors[name] > hi)
-    return out.astype(float).rename("peer_outside_range")
+    return out.astype(float).rename("peer_outside_range").drop_attrs()  # not the CAGR's
 
 
 def set_multiples(drivers: xr.Dataset, method: Valuation, company: Company,
-                  statements: xr.Dataset | None = None) -> xr.Dataset:
+                  statements: Mapping[str, xr.DataArray] | None = None) -> xr.Dataset:
     """Drivers with ``ev_sales_multiple`` set by ``method`` and both methods' multiples kept.
 
     ``drivers["ev_sales_multiple"]`` on entry is the report method's (after any shock);
     ``drivers["multiple_shock_factor"]``, when present, is the shocks' factor on the multiple.
-    ``statements``: the engine's output on these drivers (only years up to the valuation year
-    are read: its FCF margin); needed with a peer relation.
+    ``statements``: the engine's statements on these drivers (its output, or its
+    ``engine.Accounts`` before the valuation; only the valuation year's FCF margin is read);
+    needed with a peer relation.
     """
     out = drivers.assign(ev_sales_multiple_report=drivers["ev_sales_multiple"],
                          sales_cagr=sales_cagr(drivers, company))

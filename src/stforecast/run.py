@@ -34,7 +34,6 @@ the swap), ``swap`` (in the middle of the swap, see ``publish.swap_in``). Read o
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import warnings
@@ -51,7 +50,6 @@ from .charts import chart_data, outside_view_block
 from .company import Company, load_company
 from .costs import point_funding
 from .engine import convention_table
-from .errors import ResultsError
 from .fit import Diagnostics as FitDiagnostics
 from .fit import (FitSettings, bar_reasons, diagnose, free_parameter_names, sample_posterior,
                   sample_prior)
@@ -62,33 +60,23 @@ from .priors import PriorSpec, load_priors
 from .multiples import Valuation, relation_from_fit
 from .peers import (PARETO_K_MAX, PEER_FIT, build_peer_model, fit_peer_model, load_peers,
                     peer_diagnostics, peer_loo, predict_multiple)
-from .registry import HEADLINE_SCENARIO, METHOD_VARIABLES, REPORTED_SCALARS, VARIABLES
+from .resimulation import (draws_attrs, paths_per_draw, resimulate,  # noqa: F401 (resimulate:
+                           stored_names)                             # re-exported)
+from .registry import HEADLINE_SCENARIO
 from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, PeerFit,
                       PeerLoo, PeerPrediction, PriorPredictive, Provenance, Ranked,
-                      ReportPercentile, ReportPercentiles, Results, ScenarioSummary, Sensitivity,
-                      Settings, Shock, Summary, Swing, Tornado, Upside, UpsideRange,
-                      ValuationMethodSummary, load_results, stored_run, write_results)
-from .scenarios import ScenarioSpec, load_scenarios, load_user_scenarios, run_scenarios
+                      ReportPercentile, ReportPercentiles, ScenarioSummary, Sensitivity,
+                      Settings, Shock, Summary, Swing, Tornado, Upside, UpsideRange, stored_run,
+                      write_results)
+from .scenarios import ScenarioSpec, load_user_scenarios
 from .sensitivity import summary_sensitivity
-from .simulate import VALUATION_VARIABLES, simulate
-from .summary import (discounted, funding_summary, line_stats, p_exceeds, percentile_of,
-                      probability_of_falling_revenue, upside_variable,
-                      reported_lines, sample_stats, scalar_stats)
+from .simulate import simulate
+from .summary import (p_exceeds, percentile_of, probability_of_falling_revenue, sample_stats,
+                      scenario_summaries, upside_variable)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SEED = 20220131  # the default seed of every run (a date: 31 Jan 2022)
-METHOD_TARGET_PRICES = tuple(v[0] for v in METHOD_VARIABLES.values())
-
-
-def stored_names(company: Company, scenarios: ScenarioSpec | None = None) -> list[str]:
-    """The predictive variables worth keeping on disk (reported lines, scalars, the company's
-    unit drivers, the registry's stored drivers, and the intensity of each shock)."""
-    shocks = [f"shock_{n}" for n in scenarios.shocks] if scenarios is not None else []
-    drivers = [n for n, v in VARIABLES.items() if v.kind == "driver" and v.stored]
-    drivers += ["ev_sales_multiple"]
-    return (list(reported_lines(company) + REPORTED_SCALARS) + company.unit_drivers() + drivers
-            + list(VALUATION_VARIABLES + METHOD_TARGET_PRICES) + shocks + ["outside_view_path"])
 
 
 PRIOR_PATHS_PER_DRAW = 10
@@ -179,28 +167,6 @@ def _pause_at(stage: str) -> None:
         time.sleep(600)
 
 
-def scenario_summary(predictive: xr.Dataset, company: Company, description: str = "",
-                     shocks: dict[str, str] | None = None) -> ScenarioSummary:
-    """Line items per year, the per-path scalars, P(upside) and both valuation methods of one
-    scenario's draws (dims chain, draw, path[, year])."""
-    price = company.market.price
-    methods = {}
-    for method, (tp, multiple) in METHOD_VARIABLES.items():
-        if tp in predictive:
-            methods[method] = ValuationMethodSummary(
-                target_price=sample_stats(predictive[tp]),
-                p_upside=p_exceeds(discounted(predictive, tp), price),
-                ev_sales_multiple=sample_stats(predictive[multiple], mean=False))
-    scalars = scalar_stats(predictive)
-    scalars.update(scalar_stats(predictive, ("sales_cagr",), mean=False))
-    return ScenarioSummary(lines=line_stats(predictive, company), scalars=scalars,
-                           p_upside=p_exceeds(predictive[upside_variable(predictive)], price),
-                           valuation_methods=methods, description=description,
-                           shocks=dict(shocks or {}),
-                           funding=funding_summary(
-                               predictive, predictive.attrs.get("liquidity_floor")))
-
-
 def upside_of(company: Company, spec, predictive: xr.Dataset) -> Upside:
     """What the run's ``p_upside`` means."""
     variable = upside_variable(predictive)
@@ -282,81 +248,6 @@ def upside_range(per_scenario: dict[str, ScenarioSummary], company: Company) -> 
                     f"{company.price_currency}, by valuation method (the multiple) and scenario"),
         price=float(company.market.price), p_upside=table,
         low=min(values) if values else float("nan"), high=max(values) if values else float("nan"))
-
-
-def scenario_summaries(all_scenarios: xr.Dataset, scenarios: ScenarioSpec,
-                       company: Company) -> dict[str, ScenarioSummary]:
-    """``{scenario: ScenarioSummary}`` for every scenario of the scenarios file."""
-    return {name: scenario_summary(all_scenarios.sel(scenario=name, drop=True), company,
-                                   sc.description,
-                                   {k: v.describe() for k, v in sc.settings.items()})
-            for name, sc in scenarios.scenarios.items()}
-
-
-def resimulate(results: Path | Results, scenarios_path: Path | None = None,
-               priors_path: Path | None = None, paths: int | None = None,
-               seed: int | None = None) -> tuple[dict[str, ScenarioSummary], xr.Dataset]:
-    """Every scenario of ``scenarios_path`` on the SAVED posterior of ``results`` (no refit).
-
-    The company, the driver model's posterior and the peer regression come from the results
-    folder alone (the company, priors, scenarios and peers files as the run read them, stored
-    in ``forecast.nc``); ``scenarios_path`` (default: the run's scenarios) is the what-if, and
-    ``priors_path`` (default: the run's priors) supplies only the valuation method and the peer
-    premium. ``paths`` and ``seed`` default to the run's. Returns ``(scenario summaries,
-    predictive draws)``; nothing is written.
-    """
-    results = (results if isinstance(results, Results) else load_results(results, ())).require(
-        ("posterior",))
-    summary = results.summary
-    seed = summary.seed if seed is None else seed
-    paths = summary.settings.paths if paths is None else paths
-    company = results.company
-    with results.input_files() as stored:
-        spec = load_priors(priors_path or stored["priors"], company.growth_drivers())
-        if spec.sha256 != summary.priors_sha256:
-            logger.info(f"note: {spec.path} differs from the priors file of the run in "
-                        f"{results.folder} ({summary.priors_file}); its valuation settings are "
-                        f"used, the driver posterior is the run's")
-        scenarios = (load_user_scenarios(scenarios_path, company) if scenarios_path
-                     else run_scenarios(company))
-        peers = None
-        if "peer_premium" in spec.valuation:
-            if "peers" not in stored:
-                raise ResultsError(f"{results.draws_path}: key 'peers_text': expected the peers "
-                                   f"file the run read (the valuation needs the peer regression)")
-            peers = load_peers(stored["peers"])
-        growth = growth_settings(_base_rates_beside(spec, stored), logger.info)
-    posterior = results.draws("posterior").load()
-    relation = None
-    if peers is not None:
-        relation = relation_from_fit(results.draws("peer_posterior").load(),
-                                     spec.valuation["peer_premium"], seed, peers,
-                                     spec.valuation.get("sector_rerating"))
-    valuation = Valuation(spec.valuation_method, relation)
-    per_draw = paths_per_draw(posterior, paths)
-    obs = observations_from_company(company)
-    predictive = simulate(posterior.astype("float64"), company, obs, per_draw,
-                          np.random.default_rng(seed), scenarios=scenarios,
-                          keep=stored_names(company, scenarios), log=logger.info,
-                          valuation=valuation, ceilings=spec.ceilings(), priors=spec,
-                          growth_settings=growth)
-    predictive.attrs.update(draws_attrs(company), liquidity_floor=spec.settings["liquidity_floor"])
-    return scenario_summaries(predictive, scenarios, company), predictive
-
-
-def _base_rates_beside(spec: PriorSpec, stored: dict[str, Path]) -> PriorSpec:
-    """A stored priors file with the base-rates file the run stored beside it (``stored``, from
-    ``Results.input_files``); without one, the priors' own resolution stands (relative to the
-    priors file, else the shipped file: ``priors._base_rates_path``)."""
-    ov = spec.outside_view
-    if ov is None or "base_rates" not in stored:
-        return spec
-    return replace(spec, outside_view=replace(ov, base_rates=str(stored["base_rates"])))
-
-
-def paths_per_draw(posterior: xr.Dataset, paths: int) -> int:
-    """Future paths per posterior draw so that there are at least ``paths`` in all."""
-    return max(1, math.ceil(paths / (posterior.sizes["chain"] * posterior.sizes["draw"])))
 
 
 def _peer_reasons(peer_idata) -> list[str]:
@@ -682,13 +573,6 @@ def at_weight(inputs: Inputs, fitted: Fitted, weight: float, per_draw: int, seed
                    valuation=fitted.valuation, ceilings=inputs.spec.ceilings(),
                    priors=inputs.spec, growth_settings=inputs.growth.with_weight(weight))
     return out.sel(scenario=HEADLINE_SCENARIO, drop=True)
-
-
-def draws_attrs(company: Company) -> dict[str, str]:
-    """What predictive draws say of themselves: the company and its currencies (queries accept
-    ``target_price_<price currency>`` as ``target_price`` from these)."""
-    return {"company": company.key, "currency": company.currency,
-            "price_currency": company.price_currency}
 
 
 def summarise(inputs: Inputs, fitted: Fitted, draws: Draws, settings: RunSettings) -> Summary:

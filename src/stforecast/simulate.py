@@ -19,7 +19,7 @@ import xarray as xr
 from .company import Company
 from .costs import (ADD_ON_RATIOS, COST_DRIVERS, cost_drivers, draw_parameters,
                     funding_drivers)
-from .engine import CORRECT, run_engine
+from .engine import CORRECT, accounts, value
 from .multiples import Valuation, method_target_prices, set_multiples
 from .outside_view import GrowthSettings, draw_prior, outside_scale
 from .processes import RATIO_DRIVERS, ar_step, from_scale, to_scale
@@ -255,17 +255,14 @@ def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = N
 
     ``valuation``: how the EV/sales multiple is set (``stforecast.multiples``); both methods'
     target prices are added when a peer relation is given (the peer regression reads the
-    valuation year's FCF margin, so the engine first runs on the years up to the valuation year,
-    which do not depend on the multiple). ``keep``: only these variables (all line items and
-    drivers when ``None``).
+    valuation year's FCF margin: the engine's statements and funding decisions do not depend
+    on the multiple, so the multiple is set between them and the valuation). ``keep``: only
+    these variables (all line items and drivers when ``None``).
     """
-    first = None
-    if valuation.peers is not None:  # the peer multiple reads the valuation year's FCF margin
-        upto = list(company.forecast_years[:company.forecast_years.index(
-            company.market.valuation_year) + 1])
-        first = run_engine(drivers.sel(year=upto), company.opening, company.market, CORRECT)
-    drivers = set_multiples(drivers, valuation, company, first)
-    out = run_engine(drivers, company.opening, company.market, CORRECT)
+    acc = accounts(drivers, company.opening, company.market, CORRECT)
+    drivers = set_multiples(drivers, valuation, company, 
+                            acc if valuation.peers is not None else None)
+    out = value(acc, drivers["ev_sales_multiple"])
     out = out.assign(method_target_prices(out, drivers, company))
     unit_drivers = company.unit_drivers()
     extra = [n for n in drivers.data_vars
@@ -280,10 +277,13 @@ def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = N
 
 def simulate_scenarios(drivers: xr.Dataset, company: Company, spec: ScenarioSpec,
                        draws: ShockDraws, keep: list[str] | None = None,
-                       log=None, valuation: Valuation = Valuation()) -> xr.Dataset:
+                       log=None, valuation: Valuation = Valuation(), then=None):
     """Every scenario of ``spec`` on the same driver paths; adds a ``scenario`` dimension.
 
     ``keep``: the variables to retain per scenario (bounds memory when there are many).
+    ``then``: a function of (scenario name, its draws) applied to each scenario's draws as
+    soon as they are simulated (e.g. its summary); with it, returns ``{scenario: then(...)}``
+    and the draws are not kept.
     """
     years = [str(y) for y in drivers["year"].values]
     names = list(spec.scenarios)
@@ -292,12 +292,15 @@ def simulate_scenarios(drivers: xr.Dataset, company: Company, spec: ScenarioSpec
         if log is not None:
             log(f"scenario {i + 1}/{len(names)}: {names[i]}")
         level = intensities(spec, spec.scenarios[names[i]], draws, years)
-        return statements(apply_shocks(drivers, spec, level, company), company, keep, valuation)
+        out = statements(apply_shocks(drivers, spec, level, company), company, keep, valuation)
+        return out if then is None else then(names[i], out)
 
     # numpy releases the GIL in the array arithmetic, so scenarios run well on threads; every
     # random number is drawn beforehand, so the result does not depend on the thread schedule.
     with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
         out = list(pool.map(one, range(len(names))))
+    if then is not None:
+        return dict(zip(names, out))
     return xr.concat(out, dim="scenario", coords="minimal", compat="override",
                      join="exact").assign_coords(scenario=names)
 
@@ -307,15 +310,16 @@ def simulate(params: xr.Dataset, company: Company, obs, n_paths: int,
              keep: list[str] | None = None, log=None,
              valuation: Valuation = Valuation(),
              ceilings: dict[str, float] | None = None, priors=None,
-             growth_settings: GrowthSettings | None = None) -> xr.Dataset:
+             growth_settings: GrowthSettings | None = None, then=None) -> xr.Dataset:
     """Posterior (or prior) predictive financial statements, dims (chain, draw, path, year).
 
     With ``scenarios``, every scenario is simulated on the same driver paths and shock random
-    numbers and the result has a ``scenario`` dimension (see ``stforecast.shocks``).
+    numbers and the result has a ``scenario`` dimension (see ``stforecast.shocks``); ``then``:
+    see ``simulate_scenarios``.
     """
     drivers = driver_paths(params, company, obs, n_paths, rng, ceilings, priors, growth_settings)
     if scenarios is None:
         return statements(drivers, company, keep, valuation)
     shape = tuple(drivers.sizes[d] for d in SAMPLE_DIMS)
     draws = draw_shocks(scenarios, shape, drivers.sizes["year"], rng)
-    return simulate_scenarios(drivers, company, scenarios, draws, keep, log, valuation)
+    return simulate_scenarios(drivers, company, scenarios, draws, keep, log, valuation, then)

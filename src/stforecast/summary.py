@@ -8,12 +8,16 @@ samples; MCSEs account for chain autocorrelation and for paths sharing a posteri
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import xarray as xr
 
 from .mcse import probability
-from .registry import QUANTILES, REPORTED_LINES, REPORTED_SCALARS, SAMPLE_DIMS
-from .results import Probability, Stats
+from .registry import (METHOD_VARIABLES, QUANTILES, REPORTED_LINES, REPORTED_SCALARS,
+                       SAMPLE_DIMS)
+from .results import Probability, ScenarioSummary, Stats, ValuationMethodSummary
 
 
 def reported_lines(company) -> tuple[str, ...]:
@@ -113,3 +117,47 @@ def funding_summary(predictive: xr.Dataset, floor: float | None):
     return Funding(floor=None if floor is None else float(floor), p_raise_by=p_raise, amount_raised=_stats(total),
                    amount_raised_if_raised=_stats(some) if some.size else None,
                    dilution=_stats(_samples(predictive["dilution"])), p_cost_cut_by=p_cut)
+
+
+def scenario_summary(predictive: xr.Dataset, company, description: str = "",
+                     shocks: dict[str, str] | None = None) -> ScenarioSummary:
+    """Line items per year, the per-path scalars, P(upside) and both valuation methods of one
+    scenario's draws (dims chain, draw, path[, year])."""
+    price = company.market.price
+    methods = {}
+    for method, (tp, multiple) in METHOD_VARIABLES.items():
+        if tp in predictive:
+            methods[method] = ValuationMethodSummary(
+                target_price=sample_stats(predictive[tp]),
+                p_upside=p_exceeds(discounted(predictive, tp), price),
+                ev_sales_multiple=sample_stats(predictive[multiple], mean=False))
+    scalars = scalar_stats(predictive)
+    scalars.update(scalar_stats(predictive, ("sales_cagr",), mean=False))
+    return ScenarioSummary(lines=line_stats(predictive, company), scalars=scalars,
+                           p_upside=p_exceeds(predictive[upside_variable(predictive)], price),
+                           valuation_methods=methods, description=description,
+                           shocks=dict(shocks or {}),
+                           funding=funding_summary(
+                               predictive, predictive.attrs.get("liquidity_floor")))
+
+
+def scenario_summary_of(name: str, draws: xr.Dataset, scenarios, company) -> ScenarioSummary:
+    """``scenario_summary`` of scenario ``name`` of ``scenarios`` (a ``ScenarioSpec``) from its
+    draws (dims chain, draw, path[, year])."""
+    sc = scenarios.scenarios[name]
+    return scenario_summary(draws, company, sc.description,
+                            {k: v.describe() for k, v in sc.settings.items()})
+
+
+def scenario_summaries(all_scenarios: xr.Dataset, scenarios, company
+                       ) -> dict[str, ScenarioSummary]:
+    """``{scenario: ScenarioSummary}`` for every scenario of the scenarios file (one thread per
+    scenario: the percentiles' partitions release the GIL)."""
+    names = list(scenarios.scenarios)
+
+    def one(name: str) -> ScenarioSummary:
+        return scenario_summary_of(name, all_scenarios.sel(scenario=name, drop=True), scenarios,
+                                   company)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1))) as pool:
+        return dict(zip(names, pool.map(one, names)))

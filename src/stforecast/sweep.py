@@ -248,7 +248,7 @@ def base_from_results(results, spec: SweepSpec | None = None,
     from .results import Results, load_results
     from .fit import FitSettings
     from .outside_view import growth_settings
-    from .run import _base_rates_beside, paths_per_draw
+    from .resimulation import _base_rates_beside, paths_per_draw
     from .scenarios import load_user_scenarios, run_scenarios
 
     results = (results if isinstance(results, Results) else load_results(results, ())).require(
