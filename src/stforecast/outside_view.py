@@ -8,19 +8,34 @@ with sources in the base-rates file (``[[sales_cagr_3y]]``: a histogram of 3-yea
 ``[[stall]]``: the annual probability of a growth stall).
 
 **How the two views are blended: a mixture over paths, not an average of parameters.** On each
-simulated path a Bernoulli(``w``) draw says whose long-run growth the path follows:
+simulated path a Bernoulli(``w``) draw says whose growth the path follows:
 
 * inside paths (probability ``1 - w``) follow the fitted growth processes (``stforecast.simulate``:
-  AR(1) log growth per driver with Student-t innovations, a common factor, a stall regime);
-* outside paths (probability ``w``) keep the first forecast year as the model gives it (it is
-  conditioned on the partial-year facts the report date knows; in the prior predictive, where no
-  fact informs it, they take the class's growth from the first year on, so that their CAGR is
-  exactly the class's) and from the second year on grow the
-  company's revenue at ``m + rho^k (g1 - m)``, ``k`` years after the first, where ``m = log(1 + c)``
-  and ``c`` is a draw from the reference class's 3-year CAGR histogram (a new draw per path),
-  ``g1`` the path's first-year log growth and ``rho`` the growth persistence: growth fades from what
-  the company is doing now toward the class's level. Every segment is scaled by the same factor
-  each year, so the segment mix stays the inside view's.
+  the first forecast year from the model, conditioned on the partial-year facts, then AR(1) log
+  growth per driver with Student-t innovations, a common factor, a stall regime);
+* outside paths (probability ``w``) grow the company's revenue at ``m = log(1 + c)`` every
+  forecast year, the first included, where ``c`` is a draw of the class's 3-year CAGR (a new
+  draw per path), so that the path's 3-year CAGR is ``c``. The class is conditioned on the
+  partial-year facts the report date knows (``first_year_facts``, ``class_given_facts``): the
+  class knows the company's revenue, not its segments, so on an outside path every driver is
+  read as growing at ``m``, and a unit count at ``fraction`` of the first year is the likelihood
+  ``Normal(log(count / last count); fraction m, sd)`` with the model's own noise ``sd`` (a
+  segment's revenue share does not depend on ``m`` and says nothing here). The posterior of ``c``
+  is one-dimensional and the same for every path: it is computed exactly, once. In the prior
+  predictive no fact is known and ``c`` is the class's (``GrowthSettings.first_year_known``).
+  Every segment is scaled by the same factor each year, so the segment mix (and every unit
+  count) stays the inside view's, first year included.
+
+Why the first year too: the model's first-year growth is the inside view (the AR(1) of each
+driver around long-run levels that the company's own history pulls up), and the facts inform
+only part of it (one segment's count and share). Keeping it on outside paths let the inside
+view's optimism through the first year and, by momentum, into the later ones: on synthetic
+companies drawn from the base rates the 3-year revenue forecast was biased high (the truths'
+mean PIT was 0.25 in the coverage test of ``tests/test_outside_view.py``). Now the facts reach
+the outside paths by their likelihood, and nothing else of the inside view does but the mix.
+Consequences: the outside paths' growth is the same every year (a year-1 fact moves the whole
+3-year CAGR of an outside path: the class does not say how a 3-year CAGR splits into years), and
+their first year is as narrow as the class's 3-year CAGRs (a single year's growth is noisier).
 
 Why a mixture: the forecast's CAGR distribution is then exactly ``(1 - w) F_inside + w F_outside``,
 which lies between the two for every quantile and every probability (an average of the two
@@ -147,7 +162,6 @@ class GrowthSettings:
 
     reference: ReferenceClass | None = None
     weight: float = 0.0
-    persistence: Prior | None = None
     stall_probability: float = 0.0
     stall_drop: Prior | None = None
     df: Prior | None = None
@@ -155,8 +169,8 @@ class GrowthSettings:
     mix_share: Prior | None = None
     hardware_margin: Prior | None = None
     note: str = ""
-    #: False for the prior predictive: no partial-year fact informs the first forecast year, so
-    #: outside paths take the class's growth from the first year on (their CAGR is the class's)
+    #: False for the prior predictive: no partial-year fact is known, so outside paths' CAGRs
+    #: are the class's itself (not the class conditioned on the facts)
     first_year_known: bool = True
 
     def with_weight(self, weight: float) -> GrowthSettings:
@@ -304,7 +318,7 @@ def growth_settings(spec: PriorSpec, log=None) -> GrowthSettings:
     rates = load_base_rates(ov.base_rates)
     ref = reference_class(rates, ov, ov.base_rates)
     p_stall = stall_probability(rates, ov.stall, ov.base_rates) if ov.stall else 0.0
-    return replace(base, reference=ref, weight=ov.weight, persistence=ov.persistence,
+    return replace(base, reference=ref, weight=ov.weight,
                    stall_probability=p_stall, stall_drop=ov.stall_drop)
 
 
@@ -315,32 +329,82 @@ def draw_prior(prior: Prior | None, rng: np.random.Generator, shape, default: fl
     return np.asarray(prior.frozen().rvs(size=shape, random_state=rng), float).reshape(shape)
 
 
-def outside_scale(total: np.ndarray, total_last: float, settings: GrowthSettings,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Per path and year, the factor taking the inside view's revenue to the path's blended
-    revenue (1 on inside paths and in the first year), and the outside indicator per path.
+@dataclass(frozen=True)
+class FirstYearFact:
+    """A partial-year fact as the outside view reads it: log growth ``log_growth`` observed over
+    ``fraction`` of the first forecast year with noise ``sd`` (on the log scale), if the company
+    grew at the path's rate ``m`` a year: ``log_growth ~ Normal(fraction * m, sd)``."""
 
-    ``total``: company revenue on the inside paths, shape (chain, draw, path, year). The random
-    numbers drawn do not depend on the weight (the inside-only forecast shares them).
+    name: str
+    fraction: float
+    log_growth: float
+    sd: float
+
+
+def first_year_facts(company, obs) -> tuple[FirstYearFact, ...]:
+    """The company's partial-year facts that speak to its revenue growth under the outside view.
+
+    The class knows the company's revenue, not its segments, so an outside path moves every
+    driver at the company's rate: a unit count at ``fraction`` of the year grew by ``fraction x
+    m`` (its noise as in the model); a segment's revenue share is then last year's whatever
+    ``m`` is, so share facts say nothing here (the inside view, whose mix every path keeps,
+    reads them). ``obs``: ``model.Observations`` (the facts' values and last unit counts).
+    """
+    out = []
+    for o in company.observations:
+        if o.quantity == "units":
+            out.append(FirstYearFact(o.name, float(o.fraction),
+                                     float(np.log(obs.facts[o.name] / obs.units_last[o.segment])),
+                                     float(o.sd)))
+    return tuple(out)
+
+
+#: Equal-mass points of the class on which it is conditioned on the facts (a grid of 4,096:
+#: quantiles to ~1e-4 in the tails; finer than any Monte Carlo error of a run)
+CONDITIONING_GRID = 4096
+
+
+def class_given_facts(ref: ReferenceClass, facts, u) -> np.ndarray:
+    """Quantile function of the class's CAGR conditioned on first-year facts, at ``u``.
+
+    An outside path grows at ``m = log(1 + c)`` every year, ``c`` its CAGR: a priori ``c`` is
+    the class's; a fact is the likelihood ``Normal(log_growth; fraction m, sd)``. The posterior
+    is one-dimensional and the same for every path, so it is computed exactly on equal-mass
+    points of the class (``CONDITIONING_GRID``) and inverted by interpolation; without facts
+    it is the class itself (``ReferenceClass.ppf``).
+    """
+    if not facts:
+        return ref.ppf(u)
+    n = CONDITIONING_GRID
+    c = ref.ppf((np.arange(n) + 0.5) / n)
+    m = np.log1p(c)
+    loglik = sum(-0.5 * ((f.log_growth - f.fraction * m) / f.sd) ** 2 for f in facts)
+    w = np.exp(loglik - loglik.max())
+    w = w / w.sum()
+    cum = np.cumsum(w) - w / 2
+    return np.interp(np.asarray(u, float), cum, c)
+
+
+def outside_scale(total: np.ndarray, total_last: float, settings: GrowthSettings,
+                  rng: np.random.Generator, facts=()) -> tuple[np.ndarray, np.ndarray]:
+    """Per path and year, the factor taking the inside view's revenue to the path's blended
+    revenue (1 on inside paths), and the outside indicator per path.
+
+    ``total``: company revenue on the inside paths, shape (chain, draw, path, year); ``facts``:
+    ``first_year_facts`` (ignored for the prior predictive, ``settings.first_year_known``
+    False). The random numbers drawn do not depend on the weight (the inside-only forecast
+    shares them).
     """
     shape = total.shape[:-1]
     u = rng.uniform(size=shape)
-    cagr = settings.reference.sample(rng, shape) if settings.reference is not None else \
-        np.zeros(shape)
-    rho = draw_prior(settings.persistence, rng, shape[:2] + (1,), 0.0)
+    v = rng.uniform(size=shape)
     outside = u < settings.weight
-    if not outside.any():
+    if settings.reference is None or not outside.any():
         return np.ones_like(total), outside
-    m = np.log1p(cagr)
-    g1 = np.log(total[..., 0] / total_last)
-    if not settings.first_year_known:
-        g1 = m
-    log_level = np.log(total_last) + g1
-    target = np.empty_like(total)
-    target[..., 0] = np.exp(log_level)
-    for k in range(1, total.shape[-1]):
-        log_level = log_level + m + rho ** k * (g1 - m)
-        target[..., k] = np.exp(log_level)
+    known = facts if settings.first_year_known else ()
+    m = np.log1p(class_given_facts(settings.reference, known, v))
+    k = np.arange(1, total.shape[-1] + 1)
+    target = total_last * np.exp(m[..., None] * k)
     scale = np.where(outside[..., None], target / total, 1.0)
     return scale, outside
 

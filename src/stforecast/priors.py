@@ -170,11 +170,11 @@ class OutsideViewSpec:
     ``by``: the base rates' dimension that picks the class (``starting_sales_usd`` in USD mn,
     or ``prior_growth`` as a fraction per year); the class is the ``[[sales_cagr_3y]]`` entry of
     the base-rates file (``base_rates``, an absolute path) whose ``[lower, upper)`` holds the
-    company's value. ``weight``: the share of forecast paths whose long-run growth comes from the
-    reference class. ``persistence``: how much of the first forecast year's growth is left a year
-    later on those paths (growth fades toward the class's level). ``stall``: the name of the
-    base rates' ``[[stall]]`` entry (annual probability of a growth stall) and ``stall_drop`` the
-    prior of the fall in log growth per year once a path has stalled.
+    company's value. ``weight``: the share of forecast paths whose growth comes from the
+    reference class (conditioned on the partial-year facts, ``stforecast.outside_view``).
+    ``stall``: the name of the base rates' ``[[stall]]`` entry (annual probability of a growth
+    stall) and ``stall_drop`` the prior of the fall in log growth per year once a path has
+    stalled.
     """
 
     reference_class: str
@@ -184,7 +184,6 @@ class OutsideViewSpec:
     weight: float
     weight_source: str
     base_rates: str
-    persistence: Prior
     stall: str | None = None
     stall_drop: Prior | None = None
     source: str = ""
@@ -574,7 +573,7 @@ def _outside_view(path, table) -> OutsideViewSpec | None:
     if not isinstance(table, dict):
         _fail(path, key, "a table")
     allowed = {"reference_class", "by", "starting_sales_usd", "prior_growth", "weight",
-               "weight_source", "base_rates", "persistence", "stall", "stall_drop",
+               "weight_source", "base_rates", "stall", "stall_drop",
                "starting_sales_source", "prior_growth_source"} | set(TEXT_KEYS)
     extra = sorted(set(table) - allowed)
     if extra:
@@ -602,13 +601,10 @@ def _outside_view(path, table) -> OutsideViewSpec | None:
     if (stall is None) != ("stall_drop" not in table):
         _fail(path, f"{key}.stall_drop", "a prior on the drop in log growth once stalled, "
                                          "given together with 'stall' (or neither)")
-    if "persistence" not in table:
-        _fail(path, f"{key}.persistence", "a prior distribution (it is missing)")
     return OutsideViewSpec(
         reference_class=_text(path, key, table, "reference_class", required=True), by=by,
         weight_source=table["weight_source"], source=table["source"],
         base_rates=str(_base_rates_path(path, base)),
-        persistence=parse_prior(path, f"{key}.persistence", table["persistence"], "unit"),
         stall=stall,
         stall_drop=(parse_prior(path, f"{key}.stall_drop", table["stall_drop"], "positive")
                     if stall is not None else None),

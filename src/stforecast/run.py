@@ -283,9 +283,7 @@ def _outside_view_assumptions(spec) -> tuple[Assumption, ...]:
     ov = spec.outside_view
     if ov is None:
         return ()
-    out = [Assumption("outside_view.weight", f"{ov.weight:g}", ov.weight_source),
-           Assumption("outside_view.persistence", ov.persistence.describe(),
-                      ov.persistence.source)]
+    out = [Assumption("outside_view.weight", f"{ov.weight:g}", ov.weight_source)]
     if ov.stall_drop is not None:
         out.append(Assumption("outside_view.stall_drop", ov.stall_drop.describe(),
                               ov.stall_drop.source))

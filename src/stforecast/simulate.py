@@ -21,7 +21,7 @@ from .costs import (ADD_ON_RATIOS, COST_DRIVERS, cost_drivers, draw_parameters,
                     funding_drivers)
 from .engine import CORRECT, accounts, value
 from .multiples import Valuation, method_target_prices, set_multiples
-from .outside_view import GrowthSettings, draw_prior, outside_scale
+from .outside_view import GrowthSettings, draw_prior, first_year_facts, outside_scale
 from .processes import RATIO_DRIVERS, ar_step, from_scale, to_scale
 from .registry import SAMPLE_DIMS
 from .shocks import ScenarioSpec, ShockDraws, apply_shocks, draw_shocks, intensities
@@ -172,7 +172,7 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
         inside_total = sum(obs.revenue_last[s.name] * np.prod(
             [level[d] for d in s.growth_drivers], axis=0) for s in company.segments)
         scale, outside = outside_scale(inside_total, sum(obs.revenue_last.values()),
-                                       growth_settings, rng)
+                                       growth_settings, rng, first_year_facts(company, obs))
         for name in movers:
             level[name] = level[name] * scale
     units, revenue = {}, {}
