@@ -37,6 +37,7 @@ import logging
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -698,24 +699,35 @@ def write(out: Path, inputs: Inputs, fitted: Fitted, draws: Draws, summary: Summ
     observed = xr.Dataset({k: xr.DataArray(np.atleast_1d(v), dims=f"{k}_dim") for k, v in
                            observed_data_values(inputs.obs, inputs.company).items()})
     out = Path(out)
-    with publish.replacing(out, log=logger.info, between=lambda: _pause_at("swap")) as tmp:
-        logger.info("writing forecast.nc and summary.json")
+    groups = {"posterior": fitted.posterior, "prior": fitted.prior,
+              "sample_stats": fitted.sample_stats, "observed_data": observed,
+              "posterior_predictive": draws.predictive,
+              "prior_predictive": draws.prior_predictive,
+              "peer_posterior": fitted.peer_idata["posterior"].to_dataset()}
+
+    def write_draws(folder: Path) -> float:
         t = time.perf_counter()
-        write_results(tmp, summary, compact_groups({
-            "posterior": fitted.posterior, "prior": fitted.prior,
-            "sample_stats": fitted.sample_stats,
-            "observed_data": observed, "posterior_predictive": draws.predictive,
-            "prior_predictive": draws.prior_predictive,
-            "peer_posterior": fitted.peer_idata["posterior"].to_dataset()}),
-            provenance_of(inputs, settings), run_key=key)
-        timings["write"] = time.perf_counter() - t
+        write_results(folder, summary, compact_groups(groups), provenance_of(inputs, settings),
+                      run_key=key)
+        return time.perf_counter() - t
+
+    with publish.replacing(out, log=logger.info, between=lambda: _pause_at("swap")) as tmp:
+        # The draws are compressed and written on a second thread while the report is drawn
+        # (HDF5's compression and matplotlib's rendering both release the GIL: measured, the two
+        # together take as long as the longer one). Each writes its own files of the staging
+        # folder; the report is built from the summary in memory, nothing is read back.
+        logger.info("writing forecast.nc and summary.json")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            writing = pool.submit(write_draws, tmp)
+            if report:
+                from .report import build_report
+                logger.info("building report.html and the charts")
+                t = time.perf_counter()
+                build_report(tmp, summary)  # from memory: nothing is read back
+                timings["report"] = time.perf_counter() - t
+            timings["write"] = writing.result()
         _pause_at("write")
         if report:
-            from .report import build_report
-            logger.info("building report.html and the charts")
-            t = time.perf_counter()
-            build_report(tmp, summary)  # from memory: nothing is read back
-            timings["report"] = time.perf_counter() - t
             _pause_at("report")
         _pause_at("publish")
     logger.info(f"done: {out}")
