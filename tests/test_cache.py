@@ -126,6 +126,36 @@ def test_keys_follow_values_not_documentation():
     assert driver_fit_key(inputs, dataclasses.replace(TINY, paths=9, report=True)) == key
 
 
+def _scaled(prior, factor):
+    return dataclasses.replace(prior, params={k: v * factor for k, v in prior.params.items()})
+
+
+def test_priors_the_model_does_not_read_do_not_refit():
+    """A prior only the simulation reads (costs, funding, discounting, the growth process's
+    tails, the outside view's weight) keeps the driver fit's key; every prior the model reads
+    (``model.model_priors``) moves it."""
+    inputs = prepare("sensetime")
+    key = driver_fit_key(inputs, TINY)
+    spec = inputs.spec
+    cost = next(iter(spec.costs))
+    funding = next(iter(spec.funding))
+    simulation_only = dataclasses.replace(
+        spec, costs={**spec.costs, cost: _scaled(spec.costs[cost], 1.1)},
+        funding={**spec.funding, funding: _scaled(spec.funding[funding], 1.1)},
+        outside_view=dataclasses.replace(spec.outside_view, weight=0.5),
+        settings={**spec.settings, "liquidity_floor": spec.settings["liquidity_floor"] + 1})
+    assert driver_fit_key(dataclasses.replace(inputs, spec=simulation_only), TINY) == key
+    for section, name in (("pooling", "company_growth_effect"),
+                          ("valuation", "ev_sales_multiple")):
+        table = getattr(spec, section)
+        moved = dataclasses.replace(spec, **{section: {**table, name: _scaled(table[name], 1.1)}})
+        assert driver_fit_key(dataclasses.replace(inputs, spec=moved), TINY) != key, name
+    ratio, proc = next(iter(spec.ratios.items()))
+    moved = dataclasses.replace(spec, ratios={**spec.ratios, ratio: dataclasses.replace(
+        proc, volatility=_scaled(proc.volatility, 1.1))})
+    assert driver_fit_key(dataclasses.replace(inputs, spec=moved), TINY) != key
+
+
 def test_peer_key_follows_the_table_and_settings():
     from stforecast.peers import load_peers
     peers = load_peers(prepare("sensetime").company.peers_path)

@@ -64,8 +64,20 @@ def prior_rv(prior: Prior, name: str):
     raise ValueError(f"unsupported distribution {prior.dist}")
 
 
-def _process_params(spec: PriorSpec, name: str):
-    proc = spec.processes()[name]
+def model_priors(spec: PriorSpec) -> dict:
+    """The priors the driver model reads, and nothing else: the growth and ratio processes
+    (``processes``), the pooling prior (``company_growth_effect``) and the EV/sales prior
+    (``ev_sales_multiple``). The fit depends on a priors file only through these (the fit
+    cache's key, ``stforecast.run.driver_fit_key``), so a change of a prior the simulation alone
+    reads (costs, funding, discounting, the outside view, the growth process's tails, the mix
+    shift, the peer premium) re-simulates on the cached fit."""
+    return {"processes": spec.processes(),
+            "company_growth_effect": spec.pooling["company_growth_effect"],
+            "ev_sales_multiple": spec.valuation["ev_sales_multiple"]}
+
+
+def _process_params(priors: dict, name: str):
+    proc = priors["processes"][name]
     return (prior_rv(proc.long_run, f"{name}_long_run"),
             prior_rv(proc.persistence, f"{name}_persistence"),
             prior_rv(proc.volatility, f"{name}_volatility"))
@@ -81,11 +93,12 @@ def build_model(spec: PriorSpec, obs: Observations, company: Company) -> pm.Mode
     """The driver model conditioned on ``obs`` (see the module docstring)."""
     growth_names = list(company.growth_drivers())
     centred = centred_drivers(company)
+    priors = model_priors(spec)
     with pm.Model(coords={"growth_driver": growth_names}) as model:
-        pooled = prior_rv(spec.pooling["company_growth_effect"], "company_growth_effect")
+        pooled = prior_rv(priors["company_growth_effect"], "company_growth_effect")
         growth = {}
         for name in growth_names:
-            long_run, phi, sigma = _process_params(spec, name)
+            long_run, phi, sigma = _process_params(priors, name)
             growth[name] = (long_run + pooled, phi, sigma)
         g1 = {}
         for segment in (s for s in company.segments if s.kind == "units"):
@@ -139,12 +152,12 @@ def build_model(spec: PriorSpec, obs: Observations, company: Company) -> pm.Mode
             pm.Normal(o.name, mu=mu, sigma=o.sd, observed=data)
 
         for name in RATIO_DRIVERS:
-            level, rho, s = _process_params(spec, name)
+            level, rho, s = _process_params(priors, name)
             L = to_scale(name, level, pt)
             x = pm.Data(f"{name}_observed", obs.ratios[name])
             pm.Normal(name, mu=L + rho * (x[:-1] - L), sigma=s, observed=x[1:])
 
-        prior_rv(spec.valuation["ev_sales_multiple"], "ev_sales_multiple")
+        prior_rv(priors["ev_sales_multiple"], "ev_sales_multiple")
     return model
 
 

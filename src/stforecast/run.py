@@ -54,7 +54,8 @@ from .engine import convention_table
 from .fit import Diagnostics as FitDiagnostics
 from .fit import (FitSettings, bar_reasons, diagnose, free_parameter_names, sample_posterior,
                   sample_prior)
-from .model import Observations, build_model, observations_from_company, observed_data_values
+from .model import (Observations, build_model, model_priors, observations_from_company,
+                    observed_data_values)
 from .preflight import trial_logp
 from .outside_view import GrowthSettings, growth_settings, log_table, summary_block
 from .priors import PriorSpec, load_priors
@@ -428,10 +429,12 @@ PEER_SOURCES = ("peers", "fit")
 
 def driver_fit_key(inputs: Inputs, settings: RunSettings) -> str:
     """The fit cache's key of the driver model's fit: the model's source, the company file, the
-    observations, the resolved prior values, the fit settings and the seed."""
+    observations, the resolved values of the priors the model reads (``model.model_priors``),
+    the fit settings and the seed."""
     return fit_key("driver", sources=source_hash(*DRIVER_SOURCES),
                    company=inputs.company.files["company"][1], observations=inputs.obs,
-                   priors=inputs.spec, fit=asdict(settings.fit), seed=settings.seed)
+                   priors=model_priors(inputs.spec), fit=asdict(settings.fit),
+                   seed=settings.seed)
 
 
 def peer_fit_key(peers: xr.Dataset, settings: RunSettings) -> str:
