@@ -9,6 +9,8 @@ command line, each in a fresh Python process:
   cache; simulated, written and drawn again; not in the history file);
 * ``prior_change``: one prior's value changed (a copy of the priors file): the driver model is
   fitted again (PyTensor's cache now warm), the peer regression read from the cache;
+* ``sim_prior_change``: a prior only the simulation reads changed (the outside view's weight):
+  both fits are read from the cache, the forecast simulated, written and drawn again;
 * ``scenarios``: ``stforecast scenarios --scenarios FILE`` (re-simulation on the saved posterior);
 * ``query``: ``stforecast query`` on the saved results.
 
@@ -86,6 +88,20 @@ def changed_prior(priors: Path, out: Path) -> str:
     return f"{priors.name} line {line}: sigma {m.group(1)} -> {new}"
 
 
+def changed_simulation_prior(priors: Path, out: Path) -> str | None:
+    """A copy of ``priors`` with the ``[outside_view]`` weight lowered by 0.05 (a prior the driver
+    model does not read); None when the file has no such weight."""
+    text = priors.read_text()
+    section = re.search(r"^\[outside_view\]\s*$", text, re.M)
+    m = section and re.compile(r"^weight\s*=\s*([0-9.]+)", re.M).search(text, section.end())
+    if not m:
+        return None
+    new = f"{float(m.group(1)) - 0.05:.6g}"
+    out.write_text(text[:m.start(1)] + new + text[m.end(1):])
+    line = text.count("\n", 0, m.start()) + 1
+    return f"{priors.name} line {line}: outside-view weight {m.group(1)} -> {new}"
+
+
 def size_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6, 1)
 
@@ -121,6 +137,11 @@ def main():
         out["prior_changed"] = changed_prior(company.priors_path, priors)
         out["prior_change"] = command(base + ["--out", str(work / "res2"), "--priors",
                                               str(priors)], env)
+        sim_priors = work / "priors-simulation.toml"
+        out["sim_prior_changed"] = changed_simulation_prior(company.priors_path, sim_priors)
+        if out["sim_prior_changed"]:
+            out["sim_prior_change"] = command(base + ["--out", str(work / "res3"), "--priors",
+                                                      str(sim_priors)], env)
         out["scenarios"] = command(["scenarios", "--results", str(res), "--scenarios",
                                     str(company.scenarios_path)], env)
         final = company.last_forecast_year
@@ -132,24 +153,28 @@ def main():
         print(json.dumps(out, indent=1))
     else:
         print(f"stforecast run, {company.key}, {args.paths:,} paths; process wall time")
-        for name in ("cold", "cache_hit", "fit_cache_hit", "prior_change", "scenarios", "query"):
-            print(line(name, out[name]))
+        for name in ("cold", "cache_hit", "fit_cache_hit", "prior_change", "sim_prior_change",
+                     "scenarios", "query"):
+            if name in out:
+                print(line(name, out[name]))
         print(f"{'':>13}  prior changed: {out['prior_changed']}")
+        if out["sim_prior_changed"]:
+            print(f"{'':>13}  simulation prior changed: {out['sim_prior_changed']}")
         print(f"{'stored':>13}: {out['stored_mb']} MB (results folder)")
     if not args.no_history:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
                                 capture_output=True, text=True).stdout.strip()
         cols = ["date", "commit", "cores", "paths", "cold_s", "cache_hit_s", "prior_change_s",
-                "scenarios_s", "query_s", "stored_mb"]
+                "scenarios_s", "query_s", "stored_mb", "sim_prior_change_s"]
+        sim = out.get("sim_prior_change", {}).get("process_wall", "")
         row = [datetime.date.today().isoformat(), commit, str(os.cpu_count()), str(args.paths),
                *(str(out[k]["process_wall"]) for k in ("cold", "cache_hit", "prior_change",
                                                         "scenarios", "query")),
-               str(out["stored_mb"])]
-        new = not HISTORY.exists()
-        with open(HISTORY, "a") as fh:
-            if new:
-                fh.write("\t".join(cols) + "\n")
-            fh.write("\t".join(row) + "\n")
+               str(out["stored_mb"]), str(sim)]
+        lines = HISTORY.read_text().splitlines() if HISTORY.exists() else []
+        header = "\t".join(cols)
+        # a column added later: the header names it, older rows simply lack it
+        HISTORY.write_text("\n".join([header, *lines[1:], "\t".join(row)]) + "\n")
 
 
 if __name__ == "__main__":
