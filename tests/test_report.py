@@ -52,6 +52,18 @@ def page(run_dir):
     return (run_dir / "report.html").read_text(encoding="utf-8")
 
 
+#: A 1x1 PNG: what ``plots.png_bytes`` returns in tests of the page's words (banner, escaping,
+#: atomicity), whose figures the other tests already draw (~4 s a report saved per test).
+_TINY_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                          "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")
+
+
+@pytest.fixture
+def words_only(monkeypatch):
+    """Figures are laid out but not rendered to PNG (the page's words are what is tested)."""
+    monkeypatch.setattr(report.plots, "png_bytes", lambda fig, *a, **k: _TINY_PNG)
+
+
 def _copy(run_dir: Path, dest: Path, edit=None) -> Path:
     """summary.json alone (no draws) in ``dest``, optionally edited."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -215,7 +227,7 @@ def test_risk_factors_and_sensitivity(summary, page):
         "id=sensitivity")
 
 
-def test_banner_follows_ok_and_reasons(run_dir, tmp_path):
+def test_banner_follows_ok_and_reasons(run_dir, tmp_path, words_only):
     def ok(data):
         data.update(ok=True, reasons=[])
 
@@ -228,7 +240,7 @@ def test_banner_follows_ok_and_reasons(run_dir, tmp_path):
     assert "FAILED" in report._banner(silent) and "no quality verdict" in report._banner(silent)
 
 
-def test_failed_banner_and_escaping(run_dir, tmp_path):
+def test_failed_banner_and_escaping(run_dir, tmp_path, words_only):
     def edit(data):
         data["diagnostics"]["ok"] = True  # the driver model passes; the peer fit does not
         data.update(ok=False, reasons=["peer regression: R-hat 1.030 > 1.01 <after tuning>"])
@@ -282,7 +294,7 @@ def test_one_line_errors(run_dir, tmp_path):
         build_report(old)
 
 
-def test_no_degraded_report_over_a_good_one(run_dir, tmp_path, monkeypatch):
+def test_no_degraded_report_over_a_good_one(run_dir, tmp_path, words_only, monkeypatch):
     good = _copy(run_dir, tmp_path / "good")
     page = build_report(good)
     before = {p.name: p.read_bytes() for p in good.iterdir()}
@@ -388,7 +400,7 @@ def _banner_html(page: str) -> str:
     return page[start:page.index("</div>", start)]
 
 
-def test_red_banner_lists_every_failed_check_of_every_fit(run_dir, tmp_path):
+def test_red_banner_lists_every_failed_check_of_every_fit(run_dir, tmp_path, words_only):
     """A summary whose driver model AND peer regression miss the bar (reasons made by the same
     functions a run uses): the page opens with the red banner and lists each reason."""
     from types import SimpleNamespace
