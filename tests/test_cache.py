@@ -242,3 +242,26 @@ def test_the_diagnostics_are_computed_again_on_a_hit(cached_runs):
     assert out["hit"].diagnostics == out["fresh"].diagnostics
     assert out["hit"].reasons == out["fresh"].reasons  # tiny fits miss the bar: it says so
     assert not out["hit"].ok
+
+
+@pytest.mark.slow
+def test_a_second_fit_of_the_same_model_in_one_process_compiles_once(tmp_path, monkeypatch):
+    """Two fits of the default model in one process (the fit cache empty, so both sample): the
+    driver model is compiled once; another seed samples on the same compiled model."""
+    from stforecast import fit
+
+    compiled = []
+    original = fit.compile_nutpie
+
+    def counting(model, *args, **kwargs):
+        if "company_growth_effect" in {rv.name for rv in model.free_RVs}:
+            compiled.append(model)
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(fit, "_COMPILED", {})
+    monkeypatch.setattr(fit, "compile_nutpie", counting)
+    monkeypatch.setenv("STFORECAST_CACHE", str(tmp_path / "cache"))
+    first = run_forecast(tmp_path / "a", "sensetime", TINY)
+    second = run_forecast(tmp_path / "b", "sensetime", dataclasses.replace(TINY, seed=12))
+    assert len(compiled) == 1
+    assert "sampling" in second.timings_s and first.seed != second.seed

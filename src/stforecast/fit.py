@@ -134,9 +134,32 @@ def sample_prior(model: pm.Model, draws: int, seed: int) -> xr.Dataset:
     return prior["prior"].to_dataset()
 
 
+#: nutpie models compiled in this process, by the content key of the model they were built from
+#: (``sample_posterior``'s ``model_key``): a second fit of the same model in one process (another
+#: seed or sampler setting, ``--refit``; a notebook re-running a forecast; a test session) samples
+#: on the model compiled first. A few entries at most: each holds numba functions.
+_COMPILED: dict[str, object] = {}
+_COMPILED_MAX = 4
+
+
+def _compiled_model(model: pm.Model, model_key: str | None):
+    if model_key is None:
+        return compile_nutpie(model)
+    if model_key not in _COMPILED:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[model_key] = compile_nutpie(model)
+    return _COMPILED[model_key]
+
+
 def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
-                     progressbar: bool = False) -> FitResult:
-    """NUTS with the chosen sampler; returns the DataTree, diagnostics and timings (s)."""
+                     progressbar: bool = False, model_key: str | None = None) -> FitResult:
+    """NUTS with the chosen sampler; returns the DataTree, diagnostics and timings (s).
+
+    ``model_key``: a key of the model's content (its graph, data and prior values, e.g.
+    ``stforecast.run.driver_model_key``); with it, nutpie's compiled model is kept for later
+    fits of the same model in this process (``compile`` is then ~0 s).
+    """
     if settings.sampler not in SAMPLERS:
         raise ValueError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {settings.sampler!r}")
     timings = {}
@@ -144,7 +167,7 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
     if settings.sampler == "nutpie":
         import nutpie
 
-        compiled = compile_nutpie(model)
+        compiled = _compiled_model(model, model_key)
         timings["compile"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         idata = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune,

@@ -437,6 +437,15 @@ def driver_fit_key(inputs: Inputs, settings: RunSettings) -> str:
                    seed=settings.seed)
 
 
+def driver_model_key(inputs: Inputs) -> str:
+    """The key of the driver model itself (what its compiled form depends on: the model's
+    source, the company file, the observations and the priors the model reads), for re-using a
+    compilation in one process (``fit.sample_posterior``)."""
+    return fit_key("driver-model", sources=source_hash(*DRIVER_SOURCES),
+                   company=inputs.company.files["company"][1], observations=inputs.obs,
+                   priors=model_priors(inputs.spec))
+
+
 def peer_fit_key(peers: xr.Dataset, settings: RunSettings) -> str:
     """The fit cache's key of the peer regression: its source (with its own sampler settings,
     ``peers.PEER_FIT``), the peer table (values and attributes), the priors it reads, and the
@@ -484,7 +493,8 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
     timings["prior"] = time.perf_counter() - t
     logger.info(f"fitting: {fs.sampler} NUTS, {fs.chains} chains x {fs.draws} draws "
                 f"({fs.tune} tune)")
-    fit = sample_posterior(model, fs, settings.seed, progressbar=settings.progress)
+    fit = sample_posterior(model, fs, settings.seed, progressbar=settings.progress,
+                           model_key=driver_model_key(inputs))
     timings.update(fit.timings)
     groups = {"prior": prior, "posterior": fit.idata["posterior"].to_dataset(),
               "sample_stats": fit.idata["sample_stats"].to_dataset()}
