@@ -86,12 +86,7 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
             peers = load_peers(stored["peers"])
         growth = growth_settings(_base_rates_beside(spec, stored), logger.info)
     posterior = results.draws("posterior").load()
-    relation = None
-    if peers is not None:
-        relation = relation_from_fit(results.draws("peer_posterior").load(),
-                                     spec.valuation["peer_premium"], seed, peers,
-                                     spec.valuation.get("sector_rerating"))
-    valuation = Valuation(spec.valuation_method, relation)
+    valuation = saved_valuation(results, spec, peers, seed)
     per_draw = paths_per_draw(posterior, paths)
     obs = observations_from_company(company)
     attrs = {**draws_attrs(company), "liquidity_floor": spec.settings["liquidity_floor"]}
@@ -108,6 +103,18 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
         return predictive, None
     predictive.attrs.update(attrs)
     return scenario_summaries(predictive, scenarios, company), predictive
+
+
+def saved_valuation(results: Results, spec: PriorSpec, peers: xr.Dataset | None,
+                    seed: int) -> Valuation:
+    """The valuation method of ``spec`` on a saved run: with ``peers`` (the peer table the run
+    read), the peer regression's relation from the run's saved peer posterior."""
+    relation = None
+    if peers is not None:
+        relation = relation_from_fit(results.draws("peer_posterior").load(),
+                                     spec.valuation["peer_premium"], seed, peers,
+                                     spec.valuation.get("sector_rerating"))
+    return Valuation(spec.valuation_method, relation)
 
 
 def _base_rates_beside(spec: PriorSpec, stored: dict[str, Path]) -> PriorSpec:

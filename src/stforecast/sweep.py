@@ -242,13 +242,12 @@ def base_from_results(results, spec: SweepSpec | None = None,
     scenarios files it stored; paths and seed from ``spec`` when it sets them, else the run's.
     ``scenarios_path``: another scenarios file whose shocks are swept."""
     from .model import observations_from_company
-    from .multiples import Valuation, relation_from_fit
     from .peers import load_peers
     from .priors import load_priors
     from .results import Results, load_results
     from .fit import FitSettings
     from .outside_view import growth_settings
-    from .resimulation import _base_rates_beside, paths_per_draw
+    from .resimulation import _base_rates_beside, paths_per_draw, saved_valuation
     from .scenarios import load_user_scenarios, run_scenarios
 
     results = (results if isinstance(results, Results) else load_results(results, ())).require(
@@ -264,13 +263,8 @@ def base_from_results(results, spec: SweepSpec | None = None,
         peers = load_peers(stored["peers"]) if "peer_premium" in priors.valuation else None
         growth = growth_settings(_base_rates_beside(priors, stored))
     posterior = results.draws("posterior").load()
-    relation = None
-    if peers is not None:
-        relation = relation_from_fit(results.draws("peer_posterior").load(),
-                                     priors.valuation["peer_premium"], seed, peers,
-                                     priors.valuation.get("sector_rerating"))
     return SweepBase(company, observations_from_company(company), scenarios,
-                     posterior.astype("float64"), Valuation(priors.valuation_method, relation),
+                     posterior.astype("float64"), saved_valuation(results, priors, peers, seed),
                      priors.ceilings(), paths_per_draw(posterior, paths), seed,
                      spec.default if spec is not None else "prior", priors,
                      FitSettings(**{k: v for k, v in asdict(summary.settings).items()
