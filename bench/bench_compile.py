@@ -5,9 +5,9 @@ the default company's model with the run's fit settings (4 chains x 1,000 draws,
 tuning), in one of two states:
 
 * ``same``: the priors file as shipped, PyTensor's disk caches warm from an earlier run;
-* ``changed``: one prior's value changed by a random amount (a copy of the company folder), so
-  that every graph holding the priors as constants is new to the caches: what a user meets after
-  editing a prior.
+* ``changed``: the first ``sigma`` of the priors file scaled by a random 1.001-1.01 (in a copy
+  of the company folder), so that every graph holding the priors as constants is new to the
+  caches: what a user meets after editing a prior.
 
 Variants:
 
@@ -38,7 +38,7 @@ VARIANTS = ("nutpie", "nutpie-no-inplace", "nutpie-frozen", "nutpie-run", "pymc"
 STATES = ("same", "changed")
 
 CHILD = r"""
-import json, random, shutil, sys, tempfile, time, warnings
+import json, random, re, shutil, sys, tempfile, time, warnings
 from pathlib import Path
 warnings.simplefilter("ignore")
 variant, state = sys.argv[1], sys.argv[2]
@@ -55,8 +55,11 @@ if state == "changed":
     shutil.copytree(company.folder.parent, tmp / "companies")
     priors_path = tmp / "companies" / company.folder.name / company.priors_path.name
     text = priors_path.read_text()
-    new = f"sigma = {0.05 + random.uniform(1e-4, 1e-3):.6f}\n"
-    priors_path.write_text(text.replace("sigma = 0.05\n", new, 1))
+    m = re.search(r"sigma\s*=\s*([0-9.]+)", text)  # the first sigma, moved by a random amount
+    if m is None:
+        sys.exit(f"{priors_path}: no 'sigma = <number>' to change")
+    value = f"{float(m.group(1)) * random.uniform(1.001, 1.01):.6g}"
+    priors_path.write_text(text[:m.start(1)] + value + text[m.end(1):])
 spec = load_priors(priors_path, company.growth_drivers())
 model = build_model(spec, observations_from_company(company), company)
 fs = FitSettings()

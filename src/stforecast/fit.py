@@ -135,14 +135,18 @@ def sample_prior(model: pm.Model, draws: int, seed: int) -> xr.Dataset:
 
 
 #: nutpie models compiled in this process, by the content key of the model they were built from
-#: (``sample_posterior``'s ``model_key``): a second fit of the same model in one process (another
-#: seed or sampler setting, ``--refit``; a notebook re-running a forecast; a test session) samples
-#: on the model compiled first. A few entries at most: each holds numba functions.
+#: (``compiled_model``): a second fit of the same model in one process (another seed or sampler
+#: setting, ``--refit``; a notebook re-running a forecast; the peer regression at ten seeds; a
+#: test session) samples on the model compiled first. A few entries at most, the oldest dropped
+#: first: each holds numba functions.
 _COMPILED: dict[str, object] = {}
-_COMPILED_MAX = 4
+_COMPILED_MAX = 8
 
 
-def _compiled_model(model: pm.Model, model_key: str | None):
+def compiled_model(model: pm.Model, model_key: str | None):
+    """nutpie's compiled ``model`` (``compile_nutpie``), kept in this process under
+    ``model_key`` (a key of the model's content: graph, data and prior values); compiled anew
+    without a key."""
     if model_key is None:
         return compile_nutpie(model)
     if model_key not in _COMPILED:
@@ -167,7 +171,7 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
     if settings.sampler == "nutpie":
         import nutpie
 
-        compiled = _compiled_model(model, model_key)
+        compiled = compiled_model(model, model_key)
         timings["compile"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         idata = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune,

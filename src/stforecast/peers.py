@@ -487,15 +487,10 @@ def peer_diagnostics(idata: xr.DataTree, var_names: list[str]) -> dict[str, floa
 PEER_FIT = {"draws": 2000, "tune": 1000, "chains": 4, "nuts_sampler": "nutpie",
             "target_accept": 0.95}
 
-#: Compiled nutpie models by content (the peer table and priors): ten fits at ten seeds compile
-#: once.
-_COMPILED: dict[str, Any] = {}
-
-
 def _compiled_nutpie(model: pymc.Model, peers: xr.Dataset, priors: Mapping | None):
     import hashlib
 
-    from .fit import compile_nutpie
+    from .fit import compiled_model
 
     reg = regression(peers)
     cols = [reg.response, *reg.predictors().values()]
@@ -504,11 +499,7 @@ def _compiled_nutpie(model: pymc.Model, peers: xr.Dataset, priors: Mapping | Non
         [str(g) for g in peers["group"].values], reg.groups, peers.attrs.get("target_group"),
         sorted({**load_priors(peers.attrs["path"]), **(priors or {})}.items()),
     )).encode()).hexdigest()
-    if key not in _COMPILED:
-        if len(_COMPILED) >= 8:
-            _COMPILED.clear()
-        _COMPILED[key] = compile_nutpie(model)
-    return _COMPILED[key]
+    return compiled_model(model, f"peers-{key}")  # ten fits at ten seeds compile once
 
 
 def peer_log_likelihood(posterior: xr.Dataset, peers: xr.Dataset) -> xr.Dataset:

@@ -427,23 +427,21 @@ DRIVER_SOURCES = ("model", "processes", "priors", "fit", "company")
 PEER_SOURCES = ("peers", "fit")
 
 
-def driver_fit_key(inputs: Inputs, settings: RunSettings) -> str:
-    """The fit cache's key of the driver model's fit: the model's source, the company file, the
-    observations, the resolved values of the priors the model reads (``model.model_priors``),
-    the fit settings and the seed."""
-    return fit_key("driver", sources=source_hash(*DRIVER_SOURCES),
-                   company=inputs.company.files["company"][1], observations=inputs.obs,
-                   priors=model_priors(inputs.spec), fit=asdict(settings.fit),
-                   seed=settings.seed)
-
-
 def driver_model_key(inputs: Inputs) -> str:
     """The key of the driver model itself (what its compiled form depends on: the model's
-    source, the company file, the observations and the priors the model reads), for re-using a
-    compilation in one process (``fit.sample_posterior``)."""
+    source, the company file, the observations and the resolved values of the priors the model
+    reads, ``model.model_priors``), for re-using a compilation in one process
+    (``fit.sample_posterior``)."""
     return fit_key("driver-model", sources=source_hash(*DRIVER_SOURCES),
                    company=inputs.company.files["company"][1], observations=inputs.obs,
                    priors=model_priors(inputs.spec))
+
+
+def driver_fit_key(inputs: Inputs, settings: RunSettings) -> str:
+    """The fit cache's key of the driver model's fit: the model (``driver_model_key``), the fit
+    settings and the seed."""
+    return fit_key("driver", model=driver_model_key(inputs), fit=asdict(settings.fit),
+                   seed=settings.seed)
 
 
 def peer_fit_key(peers: xr.Dataset, settings: RunSettings) -> str:
