@@ -404,13 +404,16 @@ def cmd_scenarios(args) -> int:
     scenarios = results.summary.scenarios
     if args.scenarios:  # what-if: re-simulate a scenarios file on the saved posterior
         from .resimulation import resimulate
+        from .summary import UPSIDE_VARIABLE
         _check_resimulate(results, args)
         settings = results.summary.settings
         _say_paths_rounding("scenarios", args.paths or settings.paths,
                             settings.chains * settings.draws)
         scenarios, _ = resimulate(results, Path(args.scenarios),
                                   priors_path=Path(args.priors) if args.priors else None,
-                                  paths=args.paths, keep_draws=False)
+                                  paths=args.paths, keep_draws=False,
+                                  # the table's columns and P(upside)'s variable, nothing else
+                                  variables=[v for v, _ in SCENARIO_COLUMNS] + [UPSIDE_VARIABLE])
     rows = scenario_rows(scenarios, c.final_year)
     if args.json:
         print(dump_json(rows))

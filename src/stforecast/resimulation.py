@@ -51,7 +51,8 @@ def draws_attrs(company: Company) -> dict[str, str]:
 
 def resimulate(results: Path | Results, scenarios_path: Path | None = None,
                priors_path: Path | None = None, paths: int | None = None,
-               seed: int | None = None, keep_draws: bool = True
+               seed: int | None = None, keep_draws: bool = True,
+               variables: list[str] | None = None
                ) -> tuple[dict[str, ScenarioSummary], xr.Dataset | None]:
     """Every scenario of ``scenarios_path`` on the SAVED posterior of ``results`` (no refit).
 
@@ -96,7 +97,8 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
 
     predictive = simulate(posterior.astype("float64"), company, obs, per_draw,
                           np.random.default_rng(seed), scenarios=scenarios,
-                          keep=stored_names(company, scenarios), log=logger.info,
+                          keep=stored_names(company, scenarios) if variables is None
+                          else list(variables), log=logger.info,
                           valuation=valuation, ceilings=spec.ceilings(), priors=spec,
                           growth_settings=growth, then=None if keep_draws else summarise)
     if not keep_draws:  # each scenario was summarised as soon as simulated
