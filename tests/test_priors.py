@@ -356,3 +356,47 @@ def test_shipped_company_loads_by_name_and_by_folder():
     assert by_name.key == COMPANY.key == "sensetime"
     assert by_name.segment_names == COMPANY.segment_names
     assert [o.name for o in by_name.observations] == [o.name for o in COMPANY.observations]
+
+
+#: One member of every family a priors or scenarios file may name (and a U-shaped Beta).
+FAMILY_MEMBERS = [("Normal", {"mu": 0.3, "sigma": 0.7}),
+                  ("StudentT", {"nu": 3.5, "mu": -0.2, "sigma": 0.4}),
+                  ("LogNormal", {"mu": -0.3, "sigma": 0.6}),
+                  ("Gamma", {"alpha": 2.3, "beta": 4.1}), ("HalfNormal", {"sigma": 0.2}),
+                  ("Exponential", {"lam": 3.0}), ("Beta", {"alpha": 2.5, "beta": 7.0}),
+                  ("Beta", {"alpha": 0.7, "beta": 0.4}),
+                  ("LogitNormal", {"mu": -1.0, "sigma": 0.5}),
+                  ("Uniform", {"lower": -0.5, "upper": 2.0})]
+
+
+@pytest.mark.parametrize("dist,params", FAMILY_MEMBERS)
+def test_quantiles_and_draws_are_scipy_stats_own(dist, params):
+    """``Prior.quantile`` and ``Prior.draw`` (no scipy.stats import: re-simulation loads faster)
+    give bit for bit the frozen scipy.stats distribution's ``ppf`` and ``rvs`` (the same random
+    numbers consumed: the simulation's streams do not change)."""
+    from stforecast.priors import Prior
+
+    prior = Prior(dist, params)
+    frozen = prior.frozen()
+    q = np.concatenate([[0.0, 1.0, -0.1, 1.1, np.nan, 0.5], np.random.default_rng(0).random(500)])
+    assert frozen.ppf(q).tobytes() == prior.quantile(q).tobytes()
+    assert all(type(frozen.ppf(x)) is type(prior.quantile(x)) and
+               np.array_equal(frozen.ppf(x), prior.quantile(x), equal_nan=True)
+               for x in (0.0, 0.05, 0.5, 1.0))
+    for shape in [(4, 100, 25), (7,)]:
+        assert frozen.rvs(size=shape, random_state=np.random.default_rng(5)).tobytes() == \
+            prior.draw(shape, np.random.default_rng(5)).tobytes()
+
+
+def test_truncated_log_t_draws_are_scipy_stats_own():
+    """A LogStudentT severity's draws: exp of scipy.stats.t's quantile at a uniform times the
+    mass below the truncation, bit for bit."""
+    from scipy import stats
+
+    from stforecast.scenarios import LogStudentT
+
+    t = stats.t(3.0, -0.2877, 0.55)
+    u = np.random.default_rng(2).random((50, 3))
+    expected = np.exp(t.ppf(u * float(t.cdf(np.log(4.0)))))
+    heavy = LogStudentT({"nu": 3.0, "mu": -0.2877, "sigma": 0.55, "upper": 4.0})
+    assert heavy.draw((50, 3), np.random.default_rng(2)).tobytes() == expected.tobytes()

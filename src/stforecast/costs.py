@@ -64,7 +64,7 @@ COST_DRIVERS = ("rnd_cash_cost", "rnd_headcount", "capex_plan", "sbc_amount",
 
 
 def _rvs(prior, shape, rng) -> np.ndarray:
-    return np.asarray(prior.frozen().rvs(size=shape, random_state=rng), dtype=float)
+    return np.asarray(prior.draw(shape, rng), dtype=float)
 
 
 def draw_parameters(priors: dict, shape: tuple[int, ...], rng: np.random.Generator
@@ -76,7 +76,7 @@ def draw_parameters(priors: dict, shape: tuple[int, ...], rng: np.random.Generat
 def point_parameters(priors: dict) -> dict[str, float]:
     """The median of every prior (the point case: the report's case under the correct
     conventions)."""
-    return {name: float(np.asarray(p.frozen().ppf(0.5))) for name, p in priors.items()}
+    return {name: float(np.asarray(p.quantile(0.5))) for name, p in priors.items()}
 
 
 def report_amounts(company) -> dict[str, xr.DataArray]:

@@ -120,11 +120,10 @@ def _log_terms(relation: PeerRelation, dims: list[str], shape: tuple[int, ...]):
     """
     key = (tuple(dims), shape)
     if key not in relation.cache:
-        log_factor = relation.premium.frozen().rvs(
-            size=shape, random_state=np.random.default_rng([relation.seed, 1]))
+        log_factor = relation.premium.draw(shape, np.random.default_rng([relation.seed, 1]))
         if relation.rerating is not None:
-            log_factor = log_factor + relation.rerating.frozen().rvs(
-                size=shape, random_state=np.random.default_rng([relation.seed, 3]))
+            log_factor = log_factor + relation.rerating.draw(
+                shape, np.random.default_rng([relation.seed, 3]))
         premium = xr.DataArray(log_factor, dims=dims)
 
         def log_predict(*x: float) -> np.ndarray:

@@ -326,7 +326,7 @@ def draw_prior(prior: Prior | None, rng: np.random.Generator, shape, default: fl
     """``shape`` draws of ``prior`` (``default`` everywhere when there is none)."""
     if prior is None:
         return np.full(shape, float(default))
-    return np.asarray(prior.frozen().rvs(size=shape, random_state=rng), float).reshape(shape)
+    return np.asarray(prior.draw(shape, rng), float).reshape(shape)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, stats
 
+from . import distributions
 from .errors import StforecastError, show
 from .costs import (COST_PRIORS, DISCOUNT_PRIORS, DISCOUNT_SETTINGS, FUNDING_PRIORS,
                     FUNDING_SETTINGS, SUPPORT)
@@ -100,7 +100,10 @@ class Prior:
     elicited: tuple[float, float, float] | None = None  # (low, high, mass) when given as a range
 
     def frozen(self):
-        """The scipy.stats frozen distribution (for prior checks and plots)."""
+        """The scipy.stats frozen distribution (for prior checks and plots; ``quantile`` and
+        ``draw`` give its ``ppf`` and ``rvs`` without importing scipy.stats)."""
+        from scipy import stats
+
         p = self.params
         match self.dist:
             case "Normal":
@@ -123,6 +126,15 @@ class Prior:
                 return stats.uniform(p["lower"], p["upper"] - p["lower"])
         raise AssertionError(self.dist)
 
+    def quantile(self, q):
+        """The quantile function at ``q`` (the frozen distribution's ``ppf``)."""
+        return distributions.quantile(self.dist, self.params, q)
+
+    def draw(self, size, rng: np.random.Generator) -> np.ndarray:
+        """``size`` draws from ``rng`` (the frozen distribution's ``rvs(size=size,
+        random_state=rng)``: the same numbers)."""
+        return distributions.draw(self.dist, self.params, size, rng)
+
     def describe(self) -> str:
         inner = ", ".join(f"{k}={v:.4g}" for k, v in self.params.items())
         return f"{self.dist}({inner})"
@@ -132,6 +144,8 @@ class _LogitNormal:
     """Minimal frozen LogitNormal (scipy has none): logit(X) ~ Normal(mu, sigma)."""
 
     def __init__(self, mu, sigma):
+        from scipy import stats
+
         self._norm = stats.norm(mu, sigma)
 
     def ppf(self, q):
@@ -258,8 +272,8 @@ def _central(dist: str, params: tuple) -> tuple[float, float]:
     tail = (1 - PLAUSIBLE_MASS) / 2
     try:
         with np.errstate(all="ignore"):
-            frozen = Prior(dist, dict(params)).frozen()
-            return tuple(float(frozen.ppf(q)) for q in (tail, 1 - tail))
+            prior = Prior(dist, dict(params))
+            return tuple(float(prior.quantile(q)) for q in (tail, 1 - tail))
     except (ArithmeticError, ValueError):
         return math.nan, math.nan
 
@@ -295,7 +309,7 @@ def _elicit(path, key, dist, low, high, mass) -> dict[str, float]:
 def _solve(dist, low, high, mass) -> tuple[tuple[str, float], ...] | None:
     """``_elicit``'s parameters as pairs (cached: a numerical solve for Beta and Gamma), or
     None when no member of the family matches."""
-    z = stats.norm.ppf(0.5 + mass / 2)
+    z = distributions.quantile("Normal", {"mu": 0.0, "sigma": 1.0}, 0.5 + mass / 2)
     match dist:
         case "Normal":
             return (("mu", (low + high) / 2), ("sigma", (high - low) / (2 * z)))
@@ -307,17 +321,17 @@ def _solve(dist, low, high, mass) -> tuple[tuple[str, float], ...] | None:
             return (("mu", (a + b) / 2), ("sigma", (b - a) / (2 * z)))
     q = np.array([0.5 - mass / 2, 0.5 + mass / 2])
     target = np.array([low, high])
-    make = {"Beta": lambda a, b: stats.beta(a, b),
-            "Gamma": lambda a, b: stats.gamma(a, scale=1.0 / b)}[dist]
     names = {"Beta": ("alpha", "beta"), "Gamma": ("alpha", "beta")}[dist]
 
     def loss(log_params):
         a, b = np.exp(log_params)
-        return np.log(make(a, b).ppf(q) / target)
+        return np.log(distributions.quantile(dist, dict(zip(names, (a, b))), q) / target)
 
     mid = (low + high) / 2
     start = np.log([mid * 10, (1 - mid) * 10]) if dist == "Beta" else np.log([4.0, 4.0 / mid])
     start = np.clip(start, -9.9, 9.9)  # inside the solver's bounds, whatever the range
+    from scipy import optimize
+
     try:
         with np.errstate(all="ignore"):
             sol = optimize.least_squares(loss, start, bounds=(-10, 10))

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import integrate, stats
 
+from .distributions import t_cdf, t_quantile
 from .errors import StforecastError, show
 from .priors import Prior, PriorsError, parse_prior
 from .registry import (CHANNEL_RANGES, HEADLINE_SCENARIO, MAX_NAME_CHARS, MAX_SCENARIOS,
@@ -82,18 +82,20 @@ class _TruncatedLogT:
     """Frozen distribution of exp(T), T ~ Student-t(nu, mu, sigma) truncated to T <= log(upper)."""
 
     def __init__(self, nu, mu, sigma, upper):
-        self._t = stats.t(nu, mu, sigma)
+        self._args = (nu, mu, sigma)
         self._log_upper = math.log(upper)
-        self._mass = float(self._t.cdf(self._log_upper))
+        self._mass = t_cdf(nu, mu, sigma, self._log_upper)
 
     def cdf(self, x):
+        from scipy import stats
+
         x = np.asarray(x, dtype=float)
         logx = np.log(np.where(x > 0, x, 1.0))
-        out = np.minimum(self._t.cdf(logx) / self._mass, 1.0)
+        out = np.minimum(stats.t(*self._args).cdf(logx) / self._mass, 1.0)
         return np.where(x > 0, out, 0.0)
 
     def ppf(self, q):
-        return np.exp(self._t.ppf(np.asarray(q, dtype=float) * self._mass))
+        return np.exp(t_quantile(*self._args, np.asarray(q, dtype=float) * self._mass))
 
     def rvs(self, size=None, random_state=None):
         return self.ppf(np.random.default_rng(random_state).random(size))
@@ -102,8 +104,10 @@ class _TruncatedLogT:
         return float(self.ppf(0.5))
 
     def mean(self):
-        value, _ = integrate.quad(lambda t: math.exp(t) * self._t.pdf(t), -np.inf,
-                                  self._log_upper)
+        from scipy import integrate, stats
+
+        t = stats.t(*self._args)
+        value, _ = integrate.quad(lambda x: math.exp(x) * t.pdf(x), -np.inf, self._log_upper)
         return value / self._mass
 
 
@@ -118,6 +122,10 @@ class LogStudentT:
     def frozen(self) -> _TruncatedLogT:
         p = self.params
         return _TruncatedLogT(p["nu"], p["mu"], p["sigma"], p["upper"])
+
+    def draw(self, size, rng: np.random.Generator) -> np.ndarray:
+        """``size`` draws from ``rng`` (as ``frozen().rvs``)."""
+        return self.frozen().rvs(size=size, random_state=rng)
 
     def describe(self) -> str:
         inner = ", ".join(f"{k}={v:.4g}" for k, v in self.params.items())

@@ -78,11 +78,11 @@ def draw_shocks(spec: ScenarioSpec, shape: tuple[int, ...], n_years: int,
     """The random numbers every scenario shares (common random numbers)."""
     prob, unif, sev, corr = {}, {}, {}, {}
     for name, shock in spec.shocks.items():
-        prob[name] = shock.probability.frozen().rvs(size=shape, random_state=rng)
+        prob[name] = shock.probability.draw(shape, rng)
         unif[name] = rng.random(shape + (n_years,))
-        sev[name] = shock.severity.frozen().rvs(size=shape + (n_years,), random_state=rng)
+        sev[name] = shock.severity.draw(shape + (n_years,), rng)
     for name, factor in spec.factors.items():  # after the shocks: their own draws are unchanged
-        rho = factor.correlation.frozen().rvs(size=shape, random_state=rng)[..., None]
+        rho = factor.correlation.draw(shape, rng)[..., None]
         common = rng.standard_normal(shape + (n_years,))
         for shock in factor.shocks:
             own = rng.standard_normal(shape + (n_years,))
