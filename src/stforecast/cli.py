@@ -398,7 +398,20 @@ SCENARIO_COLUMNS = (("revenue", True), ("cash_burn", False), ("cash", True),
                     ("target_price", False))
 
 
+def _without_dask() -> None:
+    """Keep dask out of a command that makes no dask arrays: xarray, when dask is installed,
+    imports it (with dask.array, scipy.sparse, jinja2, yaml: about 0.5 s) to ask whether each
+    new array is a dask array. Marking dask as not installed (``sys.modules["dask"] = None``,
+    Python's way of blocking an import) before xarray is first imported makes xarray answer no
+    without asking; a process that has imported xarray already (a test, a notebook) is left as
+    it is."""
+    if "xarray" not in sys.modules and "dask" not in sys.modules:
+        sys.modules["dask"] = None
+
+
 def cmd_scenarios(args) -> int:
+    if args.scenarios:  # a re-simulation: xarray arrays only
+        _without_dask()
     results = _load_results(args)
     c = results.summary.company
     scenarios = results.summary.scenarios
