@@ -333,6 +333,25 @@ def test_scenarios_command_does_not_import_pymc(small_run, company):
     assert rc == 0 and heavy == []
 
 
+def test_scenarios_command_takes_a_file_of_only_new_scenarios(small_run, company, tmp_path,
+                                                              capsys):
+    """``stforecast scenarios --scenarios FILE`` with a file that holds only a new scenario (the
+    README's example: laid over the company's scenarios) re-simulates the run's scenarios and
+    the new one (its memory check read the file alone and refused it)."""
+    from stforecast.cli import main
+    from stforecast.scenarios import load_scenarios
+
+    out, summary = small_run
+    shock = next(iter(load_scenarios(company.scenarios_path, company).shocks))
+    path = tmp_path / "mine.toml"
+    path.write_text(f'[scenarios.mine]\ndescription = "a test"\ndefault = 0.1\n'
+                    f'shocks = {{ {shock} = "{company.forecast_years[-1]}" }}\n')
+    assert main(["scenarios", "--scenarios", str(path), "--results", str(out), "--json"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    rows = json.loads("\n".join(line for line in printed if not line.startswith("[stforecast]")))
+    assert [row["scenario"] for row in rows] == list(summary.scenarios) + ["mine"]
+
+
 def test_query_command_on_a_run(small_run, capsys):
     from stforecast.cli import main
     out, summary = small_run

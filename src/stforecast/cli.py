@@ -383,9 +383,9 @@ def _check_resimulate(results, args) -> None:
 
     from .preflight import check_memory
     from .resimulation import stored_names
-    from .scenarios import load_scenarios
+    from .scenarios import load_user_scenarios
     company = results.company
-    spec = load_scenarios(Path(args.scenarios), company)
+    spec = load_user_scenarios(Path(args.scenarios), company)  # laid over the run's, as resimulate
     s = results.summary.settings
     paths = s.paths if args.paths is None else args.paths
     draws = s.chains * s.draws
