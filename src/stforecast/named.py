@@ -153,10 +153,10 @@ class Named:
         data = self.data
         if skipna is not False and data.dtype.kind == "f":
             data = np.where(np.isnan(data), 0.0, data)
-        return self._new(np.cumsum(data, axis=self._axis(dim)))
+        return self._new(_accumulate(np.add, data, self._axis(dim)))
 
     def cummax(self, dim: str) -> "Named":
-        return self._new(np.maximum.accumulate(self.data, axis=self._axis(dim)))
+        return self._new(_accumulate(np.maximum, self.data, self._axis(dim)))
 
     def sum(self, dim: str, skipna: bool = False) -> "Named":
         if skipna:
@@ -179,6 +179,21 @@ class Named:
         if dim not in self.dims:
             raise ValueError(f"Named array has no dimension {dim!r} (has {sorted(self.dims)})")
         return self.frame.axis[dim]
+
+
+def _accumulate(ufunc, data: np.ndarray, axis: int) -> np.ndarray:
+    """``ufunc.accumulate(data, axis)`` (``np.cumsum`` for ``np.add``) of float data as one
+    ``ufunc`` call per position along ``axis``: the same operations in the same order (each
+    position is the ufunc of the one before and the data there), but numpy's accumulate along
+    a short last axis (the years) runs element by element, several times slower."""
+    if data.dtype != np.float64 or data.shape[axis] < 2:
+        return ufunc.accumulate(data, axis=axis)
+    out = np.empty_like(data)
+    src, dst = np.moveaxis(data, axis, 0), np.moveaxis(out, axis, 0)
+    dst[0, ...] = src[0, ...]
+    for i in range(1, len(src)):
+        ufunc(dst[i - 1, ...], src[i, ...], out=dst[i, ...])
+    return out
 
 
 def where(cond, x, y) -> Named:
