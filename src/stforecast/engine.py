@@ -61,7 +61,7 @@ depends on (sample dimensions as they first appear in the drivers, ``year`` last
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -444,25 +444,37 @@ def accounts(drivers: xr.Dataset, opening: Mapping[str, float], market: Market,
     return Accounts(d, lines, steps, zero, market, conventions)
 
 
-def value(acc: Accounts, ev_sales_multiple: xr.DataArray | None = None) -> xr.Dataset:
+#: The lines the valuation reads (``value`` returns them whatever it is asked for).
+VALUATION_LINES = ("revenue", "net_cash", "shares_outstanding")
+
+
+def value(acc: Accounts, ev_sales_multiple: xr.DataArray | None = None,
+          lines: Collection[str] | None = None) -> xr.Dataset:
     """Every line item: ``acc``'s statements and decisions, the new shares and the valuation
-    at ``ev_sales_multiple`` (default the drivers' own)."""
+    at ``ev_sales_multiple`` (default the drivers' own). ``lines``: only these line items (and
+    ``VALUATION_LINES``; the valuation's own results are always there); None for all."""
     d, drivers, market = acc.drivers, acc.drivers.ds, acc.market
     multiple = drivers["ev_sales_multiple"] if ev_sales_multiple is None else ev_sales_multiple
-    lines = dict(acc.lines)
+    computed = dict(acc.lines)
     if acc.conventions.iterative:
-        lines.update(_dilute(d, d.frame.named(multiple), lines["revenue"], lines["sbc"],
-                             acc.steps, acc.zero, market, acc.conventions))
-    out = {name: d.to_xarray(lines[name]) for name in (*INCOME_LINES, "capex_build")
-           if name in lines}
+        computed.update(_dilute(d, d.frame.named(multiple), computed["revenue"],
+                                computed["sbc"], acc.steps, acc.zero, market, acc.conventions))
+
+    def wanted(name: str) -> bool:
+        return lines is None or name in lines or name in VALUATION_LINES
+
+    out = {name: d.to_xarray(computed[name]) for name in (*INCOME_LINES, "capex_build")
+           if name in computed and wanted(name)}
     segment_revenue = drivers["segment_revenue"]
     for segment in segment_revenue["segment"].values:
-        out[f"revenue_{segment}"] = segment_revenue.sel(segment=segment, drop=True)
-    out.update({name: d.to_xarray(lines[name])
+        if wanted(f"revenue_{segment}"):
+            out[f"revenue_{segment}"] = segment_revenue.sel(segment=segment, drop=True)
+    out.update({name: d.to_xarray(computed[name])
                 for name in (*WORKING_CAPITAL_LINES, *CASH_FLOW_LINES, *DECISION_LINES)
-                if name in lines})
+                if name in computed and wanted(name)})
     years = [str(y) for y in drivers["year"].values]
-    out["cash_burn"].attrs["period"] = f"{years[0]}-{years[-1]}"
+    if "cash_burn" in out:
+        out["cash_burn"].attrs["period"] = f"{years[0]}-{years[-1]}"
     cf = xr.Dataset(out, coords=d.frame.coords)
     if acc.conventions.discount and "cost_of_equity" in drivers:
         horizon = drivers["valuation_horizon_years"]

@@ -21,15 +21,13 @@ from .observations import observations_from_company
 from .outside_view import growth_settings
 from .peers import load_peers
 from .priors import PriorSpec, load_priors
-from .registry import METHOD_VARIABLES, REPORTED_SCALARS, VARIABLES
+from .registry import REPORTED_SCALARS, VARIABLES
 from .results import Results, ScenarioSummary, load_results
 from .scenarios import ScenarioSpec, load_user_scenarios, run_scenarios
-from .simulate import VALUATION_VARIABLES, simulate
+from .simulate import METHOD_TARGET_PRICES, VALUATION_VARIABLES, simulate
 from .summary import reported_lines, scenario_summaries, scenario_summary_of
 
 logger = logging.getLogger(__name__)
-
-METHOD_TARGET_PRICES = tuple(v[0] for v in METHOD_VARIABLES.values())
 
 
 def stored_names(company: Company, scenarios: ScenarioSpec | None = None) -> list[str]:

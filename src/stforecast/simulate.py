@@ -23,7 +23,7 @@ from .engine import CORRECT, accounts, value
 from .multiples import Valuation, method_target_prices, set_multiples
 from .outside_view import GrowthSettings, draw_prior, first_year_facts, outside_scale
 from .processes import RATIO_DRIVERS, ar_step, from_scale, to_scale
-from .registry import SAMPLE_DIMS
+from .registry import METHOD_VARIABLES, SAMPLE_DIMS
 from .shocks import ScenarioSpec, ShockDraws, apply_shocks, draw_shocks, intensities
 
 
@@ -227,6 +227,8 @@ def driver_paths(params: xr.Dataset, company: Company, obs, n_paths: int,
     return drivers
 
 
+#: Each valuation method's target price (``multiples.method_target_prices``).
+METHOD_TARGET_PRICES = tuple(tp for tp, _ in METHOD_VARIABLES.values())
 VALUATION_VARIABLES = ("ev_sales_multiple_report", "ev_sales_multiple_peer", "sales_cagr",
                        "fcf_margin_valuation", "peer_outside_range")
 def mix_shift(gross_margin: np.ndarray, growth: GrowthSettings,
@@ -262,8 +264,9 @@ def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = N
     acc = accounts(drivers, company.opening, company.market, CORRECT)
     drivers = set_multiples(drivers, valuation, company, 
                             acc if valuation.peers is not None else None)
-    out = value(acc, drivers["ev_sales_multiple"])
-    out = out.assign(method_target_prices(out, drivers, company))
+    out = value(acc, drivers["ev_sales_multiple"], keep)
+    if keep is None or set(METHOD_TARGET_PRICES) & set(keep):
+        out = out.assign(method_target_prices(out, drivers, company))
     unit_drivers = company.unit_drivers()
     extra = [n for n in drivers.data_vars
              if n not in out and (n in unit_drivers or n in RATIO_DRIVERS or n.startswith("shock_")
