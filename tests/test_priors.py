@@ -400,3 +400,31 @@ def test_truncated_log_t_draws_are_scipy_stats_own():
     expected = np.exp(t.ppf(u * float(t.cdf(np.log(4.0)))))
     heavy = LogStudentT({"nu": 3.0, "mu": -0.2877, "sigma": 0.55, "upper": 4.0})
     assert heavy.draw((50, 3), np.random.default_rng(2)).tobytes() == expected.tobytes()
+
+
+def test_elicited_parameters_are_kept_between_processes(tmp_path, monkeypatch):
+    """A Beta or Gamma range is solved once: the parameters are kept in the cache folder (a
+    later process reads them instead of importing scipy.optimize), exactly as solved; a damaged
+    memo file is ignored."""
+    from stforecast import priors
+
+    monkeypatch.setenv("STFORECAST_CACHE", str(tmp_path))
+    for stale in (priors._solve, priors._solved):
+        stale.cache_clear()
+    monkeypatch.setattr(priors, "_solve", priors._solve.__wrapped__)  # no in-process cache
+    entry = {"dist": "Beta", "range": [0.11, 0.37]}
+    solved = parse_prior("p.toml", "k", entry).params
+    assert (tmp_path / "elicited_priors.json").is_file()
+
+    def unavailable(*args):
+        raise AssertionError("solved again")
+
+    monkeypatch.setattr(priors, "_solve_numerically", unavailable)
+    priors._solved.cache_clear()  # a new process
+    assert parse_prior("p.toml", "k", entry).params == solved
+    (tmp_path / "elicited_priors.json").write_text("{not json")
+    priors._solved.cache_clear()
+    monkeypatch.undo()
+    monkeypatch.setenv("STFORECAST_CACHE", str(tmp_path))
+    assert parse_prior("p.toml", "k", entry).params == solved
+    priors._solved.cache_clear()

@@ -28,6 +28,7 @@ Three optional sections shape the forecast years beyond the fitted processes (se
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,6 +38,7 @@ import numpy as np
 
 from . import distributions
 from .errors import StforecastError, show
+from .memo import Memo
 from .costs import (COST_PRIORS, DISCOUNT_PRIORS, DISCOUNT_SETTINGS, FUNDING_PRIORS,
                     FUNDING_SETTINGS, SUPPORT)
 from .processes import RATIO_DRIVERS
@@ -319,9 +321,36 @@ def _solve(dist, low, high, mass) -> tuple[tuple[str, float], ...] | None:
         case "LogitNormal":
             a, b = math.log(low / (1 - low)), math.log(high / (1 - high))
             return (("mu", (a + b) / 2), ("sigma", (b - a) / (2 * z)))
+    names = {"Beta": ("alpha", "beta"), "Gamma": ("alpha", "beta")}[dist]
+    key = json.dumps([dist, float(low), float(high), float(mass)])
+    known = _solved().get(key)
+    if isinstance(known, list) and len(known) == len(names) and all(
+            isinstance(v, float) for v in known):
+        return tuple(zip(names, known))
+    params = _solve_numerically(dist, names, low, high, mass)
+    if params is not None:
+        _solved().put(key, [v for _, v in params])
+    return params
+
+
+@lru_cache(maxsize=1)
+def _solved() -> Memo:
+    """``_solve``'s numerical solutions kept between processes (``stforecast.memo``: a solve
+    needs scipy.optimize, whose import costs more than the rest of parsing a scenarios file),
+    valid for this module's and ``distributions``' source and the numpy and scipy versions."""
+    import scipy
+
+    from .cache import source_hash
+
+    return Memo("elicited_priors", json.dumps([source_hash("priors", "distributions"),
+                                               np.__version__, scipy.__version__]))
+
+
+def _solve_numerically(dist, names, low, high, mass) -> tuple[tuple[str, float], ...] | None:
+    """The Beta or Gamma whose central ``mass`` interval is [low, high] (least squares on the
+    log parameters), or None when the solve fails."""
     q = np.array([0.5 - mass / 2, 0.5 + mass / 2])
     target = np.array([low, high])
-    names = {"Beta": ("alpha", "beta"), "Gamma": ("alpha", "beta")}[dist]
 
     def loss(log_params):
         a, b = np.exp(log_params)
