@@ -352,6 +352,21 @@ def test_scenarios_command_takes_a_file_of_only_new_scenarios(small_run, company
     assert [row["scenario"] for row in rows] == list(summary.scenarios) + ["mine"]
 
 
+def test_read_group_has_the_values_xarray_reads(small_run):
+    """``Results.read_group`` (h5py, for the re-simulation) gives the variables, coordinates,
+    dtypes and values bit for bit that ``draws(group).load()`` gives, for plain groups and for
+    one it leaves to xarray (booleans stored as integers)."""
+    out, _ = small_run
+    results = load_results(out, ())
+    for group in ("posterior", "peer_posterior", "sample_stats"):
+        fast, slow = results.read_group(group), results.draws(group).load()
+        assert list(fast.data_vars) == list(slow.data_vars)
+        assert list(fast.coords) == list(slow.coords)
+        for name, var in slow.variables.items():
+            assert fast[name].dims == var.dims and fast[name].dtype == var.dtype
+            assert fast[name].values.tobytes() == var.values.tobytes()
+
+
 def test_query_command_on_a_run(small_run, capsys):
     from stforecast.cli import main
     out, summary = small_run

@@ -84,7 +84,7 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
                                    f"file the run read (the valuation needs the peer regression)")
             peers = load_peers(stored["peers"])
         growth = growth_settings(_base_rates_beside(spec, stored), logger.info)
-    posterior = results.draws("posterior").load()
+    posterior = results.read_group("posterior")
     valuation = saved_valuation(results, spec, peers, seed)
     per_draw = paths_per_draw(posterior, paths)
     obs = observations_from_company(company)
@@ -111,7 +111,7 @@ def saved_valuation(results: Results, spec: PriorSpec, peers: xr.Dataset | None,
     read), the peer regression's relation from the run's saved peer posterior."""
     relation = None
     if peers is not None:
-        relation = relation_from_fit(results.draws("peer_posterior").load(),
+        relation = relation_from_fit(results.read_group("peer_posterior"),
                                      spec.valuation["peer_premium"], seed, peers,
                                      spec.valuation.get("sector_rerating"))
     return Valuation(spec.valuation_method, relation)

@@ -663,6 +663,21 @@ class Results:
             ds = select_scenario(ds, scenario)
         return ds
 
+    def read_group(self, group: str):
+        """One small group of ``forecast.nc`` (a posterior) read whole with h5py: the variables
+        and coordinates (names, dimensions, dtypes, values) that ``draws(group).load()`` has,
+        without its attributes and without xarray's netCDF bookkeeping per variable (a few ms
+        each: 0.1-0.3 s for a posterior). A group with anything else (an encoding, a value
+        type or an attribute the plain reading does not cover) is read by ``draws``."""
+        import h5py
+
+        try:
+            with h5py.File(self.draws_path, "r") as f:
+                ds = _plain_group(f[group]) if isinstance(f.get(group), h5py.Group) else None
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError):
+            ds = None
+        return self.draws(group).load() if ds is None else ds
+
     @contextmanager
     def input_files(self):
         """The stored input files written to a temporary folder: ``{name: path}`` (for the
@@ -675,6 +690,60 @@ class Results:
                 path.write_text(f.text)
                 out[name] = path
             yield out
+
+
+#: Attributes by which xarray decodes values or makes coordinates (CF conventions): a variable
+#: with one is not plain.
+_DECODING_ATTRS = frozenset({"scale_factor", "add_offset", "missing_value", "_Unsigned", "dtype",
+                             "units", "calendar", "coordinates", "_Encoding", "bounds",
+                             "grid_mapping", "flag_values", "flag_masks", "flag_meanings"})
+#: The NAME of a dimension scale that is a dimension only (no coordinate variable).
+_DIMENSION_ONLY = b"This is a netCDF dimension but not a netCDF variable"
+
+
+def _plain_group(group):
+    """An h5netcdf-written group of plain numbers and strings as an xarray Dataset (values and
+    coordinates as xarray decodes them: a float fill value reads as NaN, strings as str; no
+    attributes), or None when it holds anything else."""
+    import numpy as np
+    import xarray as xr
+
+    data_vars, coords = {}, {}
+    for name, ds in group.items():
+        attrs = ds.attrs if hasattr(ds, "attrs") else {}
+        if not hasattr(ds, "dtype") or set(attrs) & _DECODING_ATTRS:
+            return None
+        is_scale = attrs.get("CLASS") == b"DIMENSION_SCALE"
+        if is_scale and bytes(attrs.get("NAME", b"")).startswith(_DIMENSION_ONLY):
+            continue  # a dimension, not a variable
+        if is_scale:
+            dims = (name,)
+        elif "DIMENSION_LIST" in attrs:
+            dims = tuple(group.file[ref[0]].name.rsplit("/", 1)[-1]
+                         for ref in attrs["DIMENSION_LIST"])
+        elif ds.ndim == 0:
+            dims = ()
+        else:
+            return None
+        values = ds[()]
+        kind = values.dtype.kind
+        fill = attrs.get("_FillValue")
+        if kind == "O":
+            if fill is not None or not all(isinstance(v, (str, bytes)) for v in values.flat):
+                return None
+            values = np.array([v.decode() if isinstance(v, bytes) else v
+                               for v in values.flat]).reshape(values.shape)
+        elif kind == "f":
+            if fill is not None:
+                fill = np.asarray(fill, dtype=values.dtype).reshape(-1)
+                if fill.size != 1:
+                    return None
+                missing = np.isnan(values) if np.isnan(fill[0]) else values == fill[0]
+                values = np.where(missing, np.array(np.nan, dtype=values.dtype), values)
+        elif kind not in "iub" or fill is not None:
+            return None
+        (coords if is_scale else data_vars)[name] = xr.Variable(dims, values)
+    return xr.Dataset(data_vars, coords=coords)
 
 
 #: The largest summary.json read (a run's is well under 1 MB; chart data included).
