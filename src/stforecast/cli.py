@@ -398,20 +398,26 @@ SCENARIO_COLUMNS = (("revenue", True), ("cash_burn", False), ("cash", True),
                     ("target_price", False))
 
 
-def _without_dask() -> None:
-    """Keep dask out of a command that makes no dask arrays: xarray, when dask is installed,
-    imports it (with dask.array, scipy.sparse, jinja2, yaml: about 0.5 s) to ask whether each
-    new array is a dask array. Marking dask as not installed (``sys.modules["dask"] = None``,
-    Python's way of blocking an import) before xarray is first imported makes xarray answer no
-    without asking; a process that has imported xarray already (a test, a notebook) is left as
-    it is."""
-    if "xarray" not in sys.modules and "dask" not in sys.modules:
-        sys.modules["dask"] = None
+#: Optional packages that xarray and pandas import when installed and a re-simulation never
+#: uses: dask (xarray imports it, with dask.array, scipy.sparse, jinja2 and yaml, about 0.5 s,
+#: only to ask whether each new array is a dask array) and pyarrow (pandas 3 imports it at
+#: import, ~0.1 s, to back string indexes, which work without it).
+UNUSED_OPTIONAL_PACKAGES = ("dask", "pyarrow")
+
+
+def _without_unused_packages() -> None:
+    """Mark ``UNUSED_OPTIONAL_PACKAGES`` as not installed (``sys.modules[name] = None``,
+    Python's way of blocking an import), so that xarray and pandas take their paths without
+    them. Only before xarray and pandas are first imported: a process that has imported them
+    already (a test, a notebook) is left as it is."""
+    if not {"xarray", "pandas"} & set(sys.modules):
+        for name in UNUSED_OPTIONAL_PACKAGES:
+            sys.modules.setdefault(name, None)
 
 
 def cmd_scenarios(args) -> int:
-    if args.scenarios:  # a re-simulation: xarray arrays only
-        _without_dask()
+    if args.scenarios:  # a re-simulation: numpy-backed xarray arrays only
+        _without_unused_packages()
     results = _load_results(args)
     c = results.summary.company
     scenarios = results.summary.scenarios
