@@ -69,7 +69,7 @@ import xarray as xr
 
 from .company import Market
 from .costs import cost_plan, operating_costs, uses_cost_model
-from .named import Frame, Named, where
+from .named import Frame, Named, where, without_attrs
 from .registry import DAYS_PER_YEAR
 
 #: Lowest value per share at which new shares are issued, as a fraction of today's price (a
@@ -281,7 +281,7 @@ def valuation(d: xr.Dataset, inc: xr.Dataset, cf: xr.Dataset, market: Market) ->
     when present (else undiscounted).
     """
     year = market.valuation_year
-    ev = (d["ev_sales_multiple"] * inc["revenue"].sel(year=year, drop=True)).drop_attrs()
+    ev = without_attrs(d["ev_sales_multiple"] * inc["revenue"].sel(year=year, drop=True))
     equity = ev + cf["net_cash"].sel(year=year, drop=True) - market.minority_interest
     shares = (cf["shares_outstanding"].sel(year=year, drop=True) if "shares_outstanding" in cf
               else market.shares_outstanding_mn)
@@ -478,7 +478,7 @@ def value(acc: Accounts, ev_sales_multiple: xr.DataArray | None = None,
     cf = xr.Dataset(out, coords=d.frame.coords)
     if acc.conventions.discount and "cost_of_equity" in drivers:
         horizon = drivers["valuation_horizon_years"]
-        cf["discount_factor"] = ((1.0 + drivers["cost_of_equity"]) ** (-horizon)).drop_attrs()
+        cf["discount_factor"] = without_attrs((1.0 + drivers["cost_of_equity"]) ** (-horizon))
         cf["cost_of_equity"] = drivers["cost_of_equity"]
     val = valuation(xr.Dataset({"ev_sales_multiple": multiple}), cf, cf, market)
     return cf.merge(val, compat="override", join="exact").assign_attrs(

@@ -46,6 +46,7 @@ import xarray as xr
 
 from .company import Company
 from .engine import valuation
+from .named import without_attrs
 from .peers import PREDICTION_PARAMS, PREDICTORS, predict_multiple, regression
 from .priors import Prior
 from .registry import METHOD_VARIABLES, SAMPLE_DIMS, VALUATION_METHODS as METHODS
@@ -98,7 +99,7 @@ def sales_cagr(drivers: xr.Dataset, company: Company) -> xr.DataArray:
     else:
         final = segments.isel(year=-1, drop=True).sum("segment", skipna=False)
         basis = "the drivers' own forecast (no expected_growth given)"
-    cagr = ((final / start) ** (1.0 / n_years) - 1.0).drop_attrs()
+    cagr = without_attrs((final / start) ** (1.0 / n_years) - 1.0)
     return cagr.assign_attrs(period=f"{company.last_history_year}-{company.last_forecast_year}",
                              basis=basis)
 
@@ -155,12 +156,13 @@ def peer_multiple(predictors: dict[str, xr.DataArray], relation: PeerRelation,
     return multiple
 
 
-def peer_predictors(drivers: xr.Dataset, statements: xr.Dataset,
-                    company: Company) -> dict[str, xr.DataArray]:
+def peer_predictors(drivers: xr.Dataset, statements: xr.Dataset, company: Company,
+                    cagr: xr.DataArray | None = None) -> dict[str, xr.DataArray]:
     """The regression's predictors per path, all known at the valuation date: the expected
-    sales CAGR, and the valuation year's gross margin and FCF margin."""
+    sales CAGR (``cagr`` when already computed: ``sales_cagr``), and the valuation year's gross
+    margin and FCF margin."""
     year = company.market.valuation_year
-    return {"sales_cagr": sales_cagr(drivers, company),
+    return {"sales_cagr": sales_cagr(drivers, company) if cagr is None else cagr,
             "gross_margin_valuation": drivers["gross_margin"].sel(year=year, drop=True),
             "fcf_margin_valuation": fcf_margin(statements, company)}
 
@@ -171,7 +173,7 @@ def outside_range(predictors: dict[str, xr.DataArray], relation: PeerRelation) -
     for role, name in zip(PREDICTORS, PREDICTOR_VARIABLES):
         lo, hi = relation.ranges.get(role, (-np.inf, np.inf))
         out = out | (predictors[name] < lo) | (predictors[name] > hi)
-    return out.astype(float).rename("peer_outside_range").drop_attrs()  # not the CAGR's
+    return without_attrs(out.astype(float).rename("peer_outside_range"))  # not the CAGR's
 
 
 def set_multiples(drivers: xr.Dataset, method: Valuation, company: Company,
@@ -184,14 +186,14 @@ def set_multiples(drivers: xr.Dataset, method: Valuation, company: Company,
     ``engine.Accounts`` before the valuation; only the valuation year's FCF margin is read);
     needed with a peer relation.
     """
-    out = drivers.assign(ev_sales_multiple_report=drivers["ev_sales_multiple"],
-                         sales_cagr=sales_cagr(drivers, company))
+    cagr = sales_cagr(drivers, company)
+    out = drivers.assign(ev_sales_multiple_report=drivers["ev_sales_multiple"], sales_cagr=cagr)
     if method.peers is None:
         return out
     if statements is None:
         raise ValueError("set_multiples: the peer regression needs the engine's statements "
                          "(FCF margin at the valuation year)")
-    predictors = peer_predictors(drivers, statements, company)
+    predictors = peer_predictors(drivers, statements, company, cagr)
     factor = drivers.get("multiple_shock_factor", xr.DataArray(1.0))
     peer = peer_multiple(predictors, method.peers, company) * factor
     out = out.assign(ev_sales_multiple_peer=peer,

@@ -77,6 +77,16 @@ class Frame:
         return Named(values.reshape(shape), frozenset((dim,)), self)
 
 
+def without_attrs(da: xr.DataArray) -> xr.DataArray:
+    """``da.drop_attrs()`` (no attributes on it or its coordinates) without the deep copy of
+    its values that ``drop_attrs`` makes (the result shares them; ~6 ms on a million values)."""
+    out = da.copy(deep=False)
+    out.attrs = {}
+    for coord in out.coords.values():
+        coord.attrs = {}
+    return out
+
+
 def _data(x):
     return x.data if isinstance(x, Named) else x
 

@@ -140,12 +140,13 @@ def _combined(spec: ScenarioSpec, level: dict[str, np.ndarray], channel: str,
 
 
 def apply_shocks(drivers: xr.Dataset, spec: ScenarioSpec, level: dict[str, np.ndarray],
-                 company) -> xr.Dataset:
+                 company, with_intensities: bool = True) -> xr.Dataset:
     """Driver paths under the given shock intensities (dims chain, draw, path, year).
 
     ``drivers`` come from ``simulate.driver_paths``; returned drivers are ready for
     ``run_engine`` and keep their names and units. The shock intensities are added as
-    ``shock_<name>`` (intensity per path and year, 0 = no shock).
+    ``shock_<name>`` (intensity per path and year, 0 = no shock) unless ``with_intensities``
+    is False (the engine does not read them).
     """
     sample = drivers["gross_margin"]  # (chain, draw, path, year): the frame for new arrays
     dims, coords = sample.dims, sample.coords
@@ -157,7 +158,8 @@ def apply_shocks(drivers: xr.Dataset, spec: ScenarioSpec, level: dict[str, np.nd
         return np.broadcast_to(da.transpose(*[d for d in dims if d in da.dims]).values,
                                sample.shape)
 
-    out = {f"shock_{name}": wrap(level[name]) for name in spec.shocks}  # new and changed drivers
+    out = {f"shock_{name}": wrap(level[name]) for name in spec.shocks
+           if with_intensities}  # new and changed drivers
     level = {name: x for name, x in level.items() if x.any()}  # shocks that act on some path
     segment_factor = {}
     overall = _combined(spec, level, "revenue")

@@ -295,7 +295,9 @@ def simulate_scenarios(drivers: xr.Dataset, company: Company, spec: ScenarioSpec
         if log is not None:
             log(f"scenario {i + 1}/{len(names)}: {names[i]}")
         level = intensities(spec, spec.scenarios[names[i]], draws, years)
-        out = statements(apply_shocks(drivers, spec, level, company), company, keep, valuation)
+        shocked = apply_shocks(drivers, spec, level, company, with_intensities=keep is None or any(
+            name.startswith("shock_") for name in keep))
+        out = statements(shocked, company, keep, valuation)
         return out if then is None else then(names[i], out)
 
     # numpy releases the GIL in the array arithmetic, so scenarios run well on threads; every
