@@ -127,6 +127,14 @@ class LogStudentT:
         """``size`` draws from ``rng`` (as ``frozen().rvs``)."""
         return self.frozen().rvs(size=size, random_state=rng)
 
+    def draw_later(self, size, rng: np.random.Generator):
+        """``draw`` in two steps: its random numbers are taken from ``rng`` now (the same ones),
+        and the returned function turns them into the same draws (the quantile function, the
+        costly part) when and where it is called."""
+        u = np.random.default_rng(rng).random(size)
+        frozen = self.frozen()
+        return lambda: frozen.ppf(u)
+
     def describe(self) -> str:
         inner = ", ".join(f"{k}={v:.4g}" for k, v in self.params.items())
         return f"{self.dist}({inner})"

@@ -42,6 +42,8 @@ Pure numpy/scipy/xarray; no refit is ever needed.
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,22 +67,48 @@ STICKY_COSTS = ("rnd_ratio", "selling_marketing_ratio", "admin_ratio")
 class ShockDraws:
     """Per shock: its prior annual probability per path (chain, draw, path), a uniform per path
     and year for occurrence (linked across a factor's shocks), and the severity per path and year
-    drawn from its own distribution. Per factor: its latent correlation per path."""
+    drawn from its own distribution (``OnDemand``: a heavy-tailed severity's quantile function
+    runs when a scenario first needs it). Per factor: its latent correlation per path."""
 
     probability: dict[str, np.ndarray]
     uniform: dict[str, np.ndarray]
-    severity: dict[str, np.ndarray]
+    severity: Mapping[str, np.ndarray]
     correlation: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class OnDemand(Mapping):
+    """Arrays by name: ``ready`` ones, and ``later`` ones computed by their function on first
+    use (once, by whichever thread asks first; the others wait for it). Computed draws are the
+    same wherever they are computed: their random numbers were taken in order beforehand."""
+
+    def __init__(self, ready: dict[str, np.ndarray], later: dict[str, Callable[[], np.ndarray]]):
+        self._ready, self._later, self._lock = dict(ready), dict(later), threading.Lock()
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._ready:
+            with self._lock:
+                if name not in self._ready:
+                    self._ready[name] = self._later[name]()
+        return self._ready[name]
+
+    def __iter__(self):
+        return iter([*self._ready, *(k for k in self._later if k not in self._ready)])
+
+    def __len__(self) -> int:
+        return len(set(self._ready) | set(self._later))
 
 
 def draw_shocks(spec: ScenarioSpec, shape: tuple[int, ...], n_years: int,
                 rng: np.random.Generator) -> ShockDraws:
     """The random numbers every scenario shares (common random numbers)."""
-    prob, unif, sev, corr = {}, {}, {}, {}
+    prob, unif, sev, later, corr = {}, {}, {}, {}, {}
     for name, shock in spec.shocks.items():
         prob[name] = shock.probability.draw(shape, rng)
         unif[name] = rng.random(shape + (n_years,))
-        sev[name] = shock.severity.draw(shape + (n_years,), rng)
+        if isinstance(shock.severity, LogStudentT):  # a costly quantile function: when needed
+            later[name] = shock.severity.draw_later(shape + (n_years,), rng)
+        else:
+            sev[name] = shock.severity.draw(shape + (n_years,), rng)
     for name, factor in spec.factors.items():  # after the shocks: their own draws are unchanged
         rho = factor.correlation.draw(shape, rng)[..., None]
         common = rng.standard_normal(shape + (n_years,))
@@ -88,7 +116,7 @@ def draw_shocks(spec: ScenarioSpec, shape: tuple[int, ...], n_years: int,
             own = rng.standard_normal(shape + (n_years,))
             unif[shock] = special.ndtr(np.sqrt(rho) * common + np.sqrt(1.0 - rho) * own)
         corr[name] = rho[..., 0]
-    return ShockDraws(prob, unif, sev, corr)
+    return ShockDraws(prob, unif, OnDemand(sev, later), corr)
 
 
 def intensities(spec: ScenarioSpec, scenario: Scenario, draws: ShockDraws,
@@ -107,8 +135,11 @@ def intensities(spec: ScenarioSpec, scenario: Scenario, draws: ShockDraws,
             occurred = u < p
             if shock.from_year is not None:  # years over at the report date: no random event
                 occurred[..., :years.index(shock.from_year)] = False
-        severity = draws.severity[name] if setting.severity is None else setting.severity
-        hit = np.where(occurred, severity, 0.0)
+        if occurred.any():
+            severity = draws.severity[name] if setting.severity is None else setting.severity
+            hit = np.where(occurred, severity, 0.0)
+        else:  # no occurrence: the severities are not needed (np.where would give these zeros)
+            hit = np.zeros(u.shape)
         level = np.empty(u.shape)
         carried = np.zeros(u.shape[:-1])
         for t in range(len(years)):
