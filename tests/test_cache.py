@@ -186,7 +186,7 @@ def cached_runs(tmp_path_factory):
     compiled models is empty: ``fresh`` (``refit``: a fit, stored; it compiles the driver model),
     ``hit`` (read from the cache), ``damaged`` (after the peer regression's entry was truncated:
     that fit is made again, the driver fit read), ``seed12`` (another seed: not in the cache, a
-    second fit of the same model). ``compiled``: the driver models compiled meanwhile."""
+    second fit of the same model, into an empty cache of its own). ``compiled``: the driver models compiled meanwhile."""
     from stforecast import fit
     root = tmp_path_factory.mktemp("cached-runs")
     cache = FitCache(root / "cache")
@@ -218,6 +218,7 @@ def cached_runs(tmp_path_factory):
         out["damaged"] = run_forecast(root / "damaged", "sensetime", TINY)
         logs["damaged"] = list(handler.messages)
         handler.messages.clear()
+        mp.setenv("STFORECAST_CACHE", str(root / "cache12"))  # an empty cache: it samples
         out["seed12"] = run_forecast(root / "seed12", "sensetime",
                                      dataclasses.replace(TINY, seed=12))
         logs["seed12"] = list(handler.messages)
