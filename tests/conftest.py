@@ -40,6 +40,23 @@ def pytest_unconfigure(config):
         shutil.rmtree(os.environ["STFORECAST_CACHE"], ignore_errors=True)
 
 
+#: Test files by cost, most expensive first (measured, full lane, 2 workers: fits in fresh
+#: processes, dask clusters, default-size runs). The files are handed to the xdist workers in
+#: this order (then every other file in collection order), so that the long ones start first and
+#: the quick files fill the end: with xdist's own order (files with the most tests first) the
+#: files of a few long tests came last and one worker waited minutes for the other.
+COSTLIEST_FIRST = ("test_distributed.py", "test_api.py", "test_up_to_date.py",
+                   "test_results_integrity.py", "test_cache.py", "test_toyco.py",
+                   "test_notebooks.py", "test_run.py", "test_report.py", "test_model.py",
+                   "test_outside_view.py", "test_peers.py", "test_default_run_reproduces.py",
+                   "test_quality_bar.py", "test_engine.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(COSTLIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
 def pytest_addoption(parser):
     parser.addoption("--full-sbc", action="store_true", default=False,
                      help="run the full SBC (250 fits, a few minutes) instead of the reduced one")

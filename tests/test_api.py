@@ -77,7 +77,14 @@ def test_api_equals_the_command_line_run(tmp_path):
 
 @pytest.mark.slow
 def test_readme_api_block_runs_as_written(tmp_path):
-    """The README's block, verbatim, in a fresh interpreter (default settings: a full fit)."""
+    """The README's block, verbatim, in a fresh interpreter (default settings: a full fit).
+
+    The default fit is made first in this process (``shared_fits.ensure_fit``: the model this
+    worker compiled for the test above, into the session's fit cache), so the interpreter reads
+    it rather than compiling the model anew; the default-run test (tests/
+    test_default_run_reproduces.py) reads the same entry or makes it, under the same lock."""
+    from shared_fits import ensure_fit
+    ensure_fit(RunSettings())
     out = subprocess.run([sys.executable, "-c", readme_api_block()], cwd=tmp_path,
                          capture_output=True, text=True, timeout=900,
                          env={"MPLBACKEND": "Agg", **__import__("os").environ})

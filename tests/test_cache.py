@@ -182,19 +182,31 @@ def _summary_text(folder):
 
 @pytest.fixture(scope="session")
 def cached_runs(tmp_path_factory):
-    """Runs of one company and settings into an empty fit cache: ``fresh`` (``refit``: a fit,
-    with PyTensor's compile cache warm from earlier runs, stored), ``hit`` (read from the
-    cache), ``damaged`` (after the peer regression's entry was truncated: that fit is made
-    again, the driver fit read)."""
+    """Runs of one company and settings into an empty fit cache, in a process whose store of
+    compiled models is empty: ``fresh`` (``refit``: a fit, stored; it compiles the driver model),
+    ``hit`` (read from the cache), ``damaged`` (after the peer regression's entry was truncated:
+    that fit is made again, the driver fit read), ``seed12`` (another seed: not in the cache, a
+    second fit of the same model, into an empty cache of its own). ``compiled``: the driver models compiled meanwhile."""
+    from stforecast import fit
     root = tmp_path_factory.mktemp("cached-runs")
     cache = FitCache(root / "cache")
-    out, logs = {}, {}
+    out, logs, compiled = {}, {}, []
     handler = Messages()
     log = logging.getLogger("stforecast")
     log.addHandler(handler)
     level, log.level = log.level, logging.INFO
+    original = fit.compile_nutpie
+
+    def counting(model, *args, **kwargs):
+        if "company_growth_effect" in {rv.name for rv in model.free_RVs}:
+            compiled.append(model)
+        return original(model, *args, **kwargs)
+
+    store = fit._COMPILED
     mp = pytest.MonkeyPatch()
     mp.setenv("STFORECAST_CACHE", str(cache.root))
+    mp.setattr(fit, "_COMPILED", {})
+    mp.setattr(fit, "compile_nutpie", counting)
     try:
         for name, settings in (("fresh", dataclasses.replace(TINY, refit=True)), ("hit", TINY)):
             handler.messages.clear()
@@ -205,16 +217,24 @@ def cached_runs(tmp_path_factory):
         handler.messages.clear()
         out["damaged"] = run_forecast(root / "damaged", "sensetime", TINY)
         logs["damaged"] = list(handler.messages)
+        handler.messages.clear()
+        mp.setenv("STFORECAST_CACHE", str(root / "cache12"))  # an empty cache: it samples
+        out["seed12"] = run_forecast(root / "seed12", "sensetime",
+                                     dataclasses.replace(TINY, seed=12))
+        logs["seed12"] = list(handler.messages)
+        made = dict(fit._COMPILED)
     finally:
         mp.undo()
         log.removeHandler(handler)
         log.setLevel(level)
-    return root, out, logs, cache
+    for key, model in made.items():  # later tests in this process re-use the compilation
+        store.setdefault(key, model)
+    return root, out, logs, cache, compiled
 
 
 @pytest.mark.slow  # one fit of the driver model (~40-60 s, mostly nutpie's compilation)
 def test_a_cache_hit_gives_the_summary_of_a_fresh_fit(cached_runs):
-    root, out, logs, _ = cached_runs
+    root, out, logs, _, _ = cached_runs
     assert any("read from the cache" in m for m in logs["hit"])
     assert not any(m.startswith("fitting") for m in logs["hit"])
     assert any(m.startswith("fitting") for m in logs["fresh"])
@@ -228,7 +248,7 @@ def test_a_cache_hit_gives_the_summary_of_a_fresh_fit(cached_runs):
 
 @pytest.mark.slow
 def test_a_truncated_entry_is_refitted_not_used(cached_runs):
-    root, out, logs, cache = cached_runs
+    root, out, logs, cache, _ = cached_runs
     assert any("damaged entry" in m for m in logs["damaged"])
     assert any(m.startswith("fitting the peer regression") for m in logs["damaged"])
     assert any(m.startswith("driver model: fit read from the cache") for m in logs["damaged"])
@@ -238,30 +258,20 @@ def test_a_truncated_entry_is_refitted_not_used(cached_runs):
 
 @pytest.mark.slow
 def test_the_diagnostics_are_computed_again_on_a_hit(cached_runs):
-    _, out, _, _ = cached_runs
+    _, out, _, _, _ = cached_runs
     assert out["hit"].diagnostics == out["fresh"].diagnostics
     assert out["hit"].reasons == out["fresh"].reasons  # tiny fits miss the bar: it says so
     assert not out["hit"].ok
 
 
 @pytest.mark.slow
-def test_a_second_fit_of_the_same_model_in_one_process_compiles_once(tmp_path, monkeypatch):
-    """Two fits of the default model in one process (the fit cache empty, so both sample): the
-    driver model is compiled once; another seed samples on the same compiled model."""
-    from stforecast import fit
-
-    compiled = []
-    original = fit.compile_nutpie
-
-    def counting(model, *args, **kwargs):
-        if "company_growth_effect" in {rv.name for rv in model.free_RVs}:
-            compiled.append(model)
-        return original(model, *args, **kwargs)
-
-    monkeypatch.setattr(fit, "_COMPILED", {})
-    monkeypatch.setattr(fit, "compile_nutpie", counting)
-    monkeypatch.setenv("STFORECAST_CACHE", str(tmp_path / "cache"))
-    first = run_forecast(tmp_path / "a", "sensetime", TINY)
-    second = run_forecast(tmp_path / "b", "sensetime", dataclasses.replace(TINY, seed=12))
+def test_a_second_fit_of_the_same_model_in_one_process_compiles_once(cached_runs):
+    """Two fits of the default model in one process (``fresh`` and ``seed12``: neither in the
+    fit cache, so both sample; the store of compiled models empty before the first): the driver
+    model is compiled once; another seed samples on the same compiled model."""
+    _, out, logs, _, compiled = cached_runs
+    first, second = out["fresh"], out["seed12"]
+    assert "sampling" in first.timings_s and "sampling" in second.timings_s
+    assert any(m.startswith("fitting") for m in logs["seed12"])
     assert len(compiled) == 1
-    assert "sampling" in second.timings_s and first.seed != second.seed
+    assert first.seed != second.seed

@@ -527,9 +527,15 @@ def _paths(out: Path) -> int:
 
 @pytest.fixture(scope="module")
 def previous(tmp_path_factory):
-    """A complete results folder with its report (a real tiny run, 100 paths; it fits once into
-    the session's fit cache, which every later run reads)."""
+    """A complete results folder with its report (a real tiny run, 100 paths, in a subprocess;
+    its fit is in the session's fit cache, which every later run reads)."""
     out = tmp_path_factory.mktemp("previous") / "res"
+    # TINY's fit, made first in this process (it compiles the model once for the session's
+    # worker, not in a subprocess): every run below, this one too, reads it
+    from shared_fits import ensure_fit
+    from stforecast.fit import FitSettings
+    from stforecast.run import RunSettings
+    ensure_fit(RunSettings(seed=7, fit=FitSettings(draws=50, tune=50, chains=2)))
     proc = _run("run", "--out", str(out), "--paths", "100", *TINY)
     assert proc.returncode == 0, proc.stderr
     assert (out / "report.html").exists() and _paths(out) == 100

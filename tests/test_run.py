@@ -19,9 +19,11 @@ from stforecast.company import load_company
 from stforecast.errors import ResultsError, StforecastError
 from stforecast.fit import FitSettings
 from stforecast.priors import PriorsError
+from stforecast.query import QueryError
 from stforecast.registry import (HEADLINE_SCENARIO, QUANTILES, REPORTED_LINES, REPORTED_SCALARS,
                                  SCHEMA_VERSION)
 from stforecast.results import Stats, Summary, load_results
+from stforecast.resimulation import recompute
 from stforecast.run import RunSettings, resimulate, run_forecast
 
 SMALL = RunSettings(seed=5, paths=2000, report=False,
@@ -192,8 +194,7 @@ def test_forecast_nc_loads_with_xarray_alone(small_run):
     out, _ = small_run
     pp = xr.open_dataset(out / "forecast.nc", group="posterior_predictive", engine="h5netcdf")
     assert set(pp["revenue"].dims) == {"scenario", "chain", "draw", "path", "year"}
-    assert list(pp["scenario"].values) == ["base", "risk-weighted", "us-restrictions",
-                                           "public-sector-squeeze", "combined-stress"]
+    assert list(pp["scenario"].values) == ["risk-weighted"]  # the headline; others recomputed
     assert "shock_us_restrictions" in pp and "scenario" not in xr.open_dataset(
         out / "forecast.nc", group="prior_predictive", engine="h5netcdf").dims
     assert pp["revenue"].dtype == "float32"
@@ -220,9 +221,28 @@ def test_results_are_self_contained(small_run, tmp_path):
     summaries, predictive = resimulate(results)
     assert list(summaries) == list(summary.scenarios)
     assert predictive.sizes["scenario"] == len(summary.scenarios)
-    for name, block in summaries.items():  # the saved posterior is float32-rounded: close, not equal
-        assert block.p_upside.value == pytest.approx(summary.scenarios[name].p_upside.value,
-                                                     abs=0.05), name
+    for name, block in summaries.items():  # the posterior is stored exactly: the run's draws
+        assert block.to_dict() == summary.scenarios[name].to_dict(), name
+
+
+def test_scenarios_not_stored_are_recomputed_exactly(small_run):
+    """forecast.nc keeps the headline scenario's predictive draws; every other scenario is
+    recomputed from the stored posterior, and what the headline's recomputation gives is exactly
+    what the file holds (so the others are what the file would have held)."""
+    out, summary = small_run
+    results = load_results(out)
+    stored = results.draws(scenario="risk-weighted").load()
+    again = recompute(results, ["risk-weighted"]).isel(scenario=0)
+    xr.testing.assert_identical(again.drop_attrs(), stored.drop_attrs().drop_encoding())
+    every = results.draws()
+    assert list(every["scenario"].values) == list(summary.scenarios)
+    assert every["revenue"].dtype == "float32"
+    xr.testing.assert_equal(every.sel(scenario="risk-weighted"), stored)
+    one = results.draws(scenario="us-restrictions")
+    xr.testing.assert_equal(one, every.sel(scenario="us-restrictions"))
+    assert not np.array_equal(one["revenue"].values, stored["revenue"].values)
+    with pytest.raises(QueryError, match="unknown scenario 'nope'; valid scenarios: base, "):
+        results.draws(scenario="nope")
 
 
 @pytest.mark.slow

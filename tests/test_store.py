@@ -1,10 +1,10 @@
-"""How a run stores its draws (``run.compact_groups``): one gzip chunk per scenario, the values
+"""How a run stores its draws (``resimulation.compact_groups``): one gzip chunk per scenario, the values
 exactly the rounded float32 draws whatever the chunking."""
 
 import numpy as np
 import xarray as xr
 
-from stforecast.run import _round_mantissa, compact_groups
+from stforecast.resimulation import compact_groups, round_mantissa as _round_mantissa
 
 
 def _draws(seed=0):
@@ -34,3 +34,7 @@ def test_one_chunk_per_scenario_and_the_same_values(tmp_path):
         np.testing.assert_array_equal(back["revenue"].values,
                                       _round_mantissa(ds["revenue"].values))
         np.testing.assert_array_equal(back["flag"].values, ds["flag"].values)
+    with xr.open_dataset(path, group="posterior", engine="h5netcdf") as back:
+        # the posterior is kept exactly: the scenarios not stored are recomputed from it
+        assert back["revenue"].dtype == np.float64
+        np.testing.assert_array_equal(back["revenue"].values, ds["revenue"].values[0])

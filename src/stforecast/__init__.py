@@ -52,7 +52,7 @@ def evaluate(expression: str, draws, scenario: str | None = None):
     ``.n``, ``.scenario``), or ``QueryResults`` for several answers. History years are
     addressable for a results folder (the company's actuals).
     """
-    from .query import evaluate as _evaluate, history_of
+    from .query import evaluate as _evaluate, history_of, wanted_scenarios
     from .results import Results
 
     if not hasattr(draws, "data_vars"):
@@ -60,5 +60,6 @@ def evaluate(expression: str, draws, scenario: str | None = None):
         aliases = draws.summary.company.aliases()
         company_file = draws.provenance.inputs.get("company")
         history = history_of(company_file.text if company_file else None, draws.summary.charts)
-        return _evaluate(expression, draws.draws(), scenario, aliases, history)
+        predictive = draws.predictive(wanted_scenarios(list(draws.summary.scenarios), scenario))
+        return _evaluate(expression, predictive, scenario, aliases, history)
     return _evaluate(expression, draws, scenario)

@@ -467,7 +467,7 @@ def build_peer_model(
 
 def peer_diagnostics(idata: xr.DataTree, var_names: list[str]) -> dict[str, float]:
     """R-hat max, bulk/tail ESS min over ``var_names`` and the divergence count."""
-    import arviz as az
+    import arviz_stats as az  # ArviZ's own functions, without importing its plotting
 
     post = idata["posterior"].to_dataset()[var_names]
     rhat = az.rhat(post)
@@ -589,7 +589,7 @@ def peer_loo(idata: xr.DataTree) -> dict[str, float]:
     left-out peer's log multiple, summed over peers), ``loo_se``, ``loo_p`` (effective number of
     parameters), ``loo_pareto_k_max`` and ``loo_n_high_k`` (peers with k > `PARETO_K_MAX`),
     ``loo_n`` (peers). Empty when the fit has no log likelihood."""
-    import arviz as az
+    import arviz_stats as az  # ArviZ's own functions, without importing its plotting
 
     if "log_likelihood" not in idata.children:
         return {}

@@ -86,6 +86,7 @@ __all__ = [
     "evaluate_file",
     "select_scenario",
     "parse",
+    "wanted_scenarios",
 ]
 
 FUNCTIONS = ("P", "mean", "median", "sd", "quantile")
@@ -766,8 +767,20 @@ def evaluate_file(expression: str, results_dir: Path, scenario: str | None = Non
     with _open_draws(results_dir) as (results, group, history):
         from .errors import reading_draws
         with reading_draws(results.draws_path):
-            return _answer(_evaluate(query, expression, _H5Store(group), scenario,
+            store: _Store = _H5Store(group)
+            wanted = wanted_scenarios(list(results.summary.scenarios), scenario)
+            if "scenario" in store.sizes and not set(wanted) <= set(store.labels("scenario")):
+                store = _XrStore(results.predictive(wanted))  # recomputed: not in the file
+            return _answer(_evaluate(query, expression, store, scenario,
                                      results.summary.company.aliases(), history))
+
+
+def wanted_scenarios(names: list[str], scenario: str | None) -> list[str]:
+    """The scenarios of a run (``names``) that a query for ``scenario`` reads: the headline
+    scenario by default, every one for ``"all"``."""
+    if scenario == ALL_SCENARIOS:
+        return list(names)
+    return [HEADLINE_SCENARIO if scenario is None else scenario]
 
 
 class _open_draws:
@@ -838,7 +851,7 @@ def catalogue(results_dir: Path) -> dict:
                 "history_years": [y for y in history.get(name, {}) if y not in years]
                 if has_years else []})
         return {"results": str(results.folder),
-                "scenarios": store.labels("scenario") if "scenario" in store.sizes else [],
+                "scenarios": list(results.summary.scenarios) if "scenario" in store.sizes else [],
                 "headline": HEADLINE_SCENARIO, "variables": variables,
                 "aliases": c.aliases(), "functions": list(FUNCTIONS), "grammar": GRAMMAR}
 

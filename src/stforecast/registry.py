@@ -34,10 +34,12 @@ QUANTILES = {"q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95}
 #: Results files and their schema.
 SUMMARY_FILE = "summary.json"
 DRAWS_FILE = "forecast.nc"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Schema versions ``load_results`` still reads: 3 only added keys to 2 (``upside``, each
-#: scenario's ``funding``) and changed what ``p_upside`` measures (see ``upside``).
-READABLE_SCHEMAS = (2, 3)
+#: scenario's ``funding``) and changed what ``p_upside`` measures (see ``upside``); 4 changed
+#: forecast.nc alone: its ``posterior_predictive`` keeps the headline scenario (the others are
+#: recomputed from the posterior, stored at full precision), where 2 and 3 keep every scenario.
+READABLE_SCHEMAS = (2, 3, 4)
 #: Files of a company folder.
 COMPANY_FILE = "company.toml"
 PRIORS_FILE = "priors.toml"

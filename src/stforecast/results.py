@@ -608,7 +608,8 @@ class Results:
     ``summary``: the typed :class:`Summary`; ``provenance``: ``forecast.nc``'s root attributes;
     ``company``: the ``Company`` re-parsed from the stored company file (the folder it came from
     is not needed); ``draws(group, scenario)``: one group of ``forecast.nc`` as a lazily loaded
-    xarray Dataset.
+    xarray Dataset; ``predictive(scenarios)``: posterior predictive draws of some scenarios
+    (those the file does not keep recomputed).
     """
 
     def __init__(self, folder: Path, summary: Summary):
@@ -647,8 +648,47 @@ class Results:
                                  files={k: (f.path, f.text) for k, f in stored.items()})
 
     def draws(self, group: str = "posterior_predictive", scenario: str | None = None):
-        """One group of ``forecast.nc`` (lazily loaded; ``attrs`` carry the company key and its
-        currencies). ``scenario``: select one scenario of ``posterior_predictive``."""
+        """One group of ``forecast.nc`` as an xarray Dataset (lazily loaded; ``attrs`` carry the
+        company key and its currencies). For ``posterior_predictive``: every scenario of the
+        run (``scenario`` None) or one (``scenario``: a name, its dimension dropped); the file
+        keeps the headline scenario, the others are recomputed from the stored posterior
+        (``stforecast.resimulation.recompute``: exact, a few seconds)."""
+        if group == "posterior_predictive":
+            ds = self.predictive(None if scenario is None else [scenario])
+            return ds if scenario is None else ds.isel(scenario=0)
+        ds = self._open(group)
+        if scenario is not None:
+            from .query import select_scenario
+            ds = select_scenario(ds, scenario)
+        return ds
+
+    def predictive(self, scenarios: list[str] | None = None):
+        """The posterior predictive draws of ``scenarios`` (default: every scenario of the run, in
+        the summary's order) with their ``scenario`` dimension: those ``forecast.nc`` keeps
+        read lazily, the others recomputed (see :meth:`draws`). An unknown name is a
+        ``QueryError`` listing the run's scenarios."""
+        from .query import QueryError
+
+        ds = self._open("posterior_predictive")
+        if "scenario" not in ds.dims:
+            return ds
+        known = list(self.summary.scenarios)
+        names = known if scenarios is None else list(scenarios)
+        for name in names:
+            if name not in known:
+                raise QueryError(f"unknown scenario {name!r}; valid scenarios: "
+                                 f"{', '.join(known)} (or all)")
+        stored = [str(v) for v in ds["scenario"].values]
+        missing = [n for n in names if n not in stored]
+        if missing:
+            import xarray as xr
+
+            from .resimulation import recompute
+            ds = xr.concat([ds, recompute(self, missing).assign_attrs(ds.attrs)], "scenario",
+                           data_vars="all", coords="minimal", compat="override", join="exact")
+        return ds if names == stored else ds.sel(scenario=names)
+
+    def _open(self, group: str):
         import xarray as xr
 
         try:
@@ -658,9 +698,6 @@ class Results:
                                f"({' '.join(str(exc).split())})") from None
         c = self.summary.company
         ds.attrs.update(company=c.key, currency=c.currency, price_currency=c.price_currency)
-        if scenario is not None:
-            from .query import select_scenario
-            ds = select_scenario(ds, scenario)
         return ds
 
     def read_group(self, group: str):

@@ -8,9 +8,11 @@ were, and no file of an earlier run survives beside new ones. It writes the resu
 ``stforecast.results``:
 
 * ``forecast.nc``: DataTree with ``posterior``, ``prior``, ``sample_stats``, ``observed_data``,
-  ``posterior_predictive`` (dims scenario, chain, draw, path, year: every scenario of the
-  scenarios file, with the shock intensities ``shock_<name>``), ``prior_predictive`` (the
-  driver model alone, no shocks) and ``peer_posterior``; float32 and gzip-compressed; its root
+  ``posterior_predictive`` (dims scenario, chain, draw, path, year: the headline scenario, with
+  the shock intensities ``shock_<name>``; ``Results.draws`` recomputes the others exactly from
+  the stored posterior, see ``stforecast.resimulation``), ``prior_predictive`` (the driver model
+  alone, no shocks) and ``peer_posterior``; gzip-compressed, the posterior and the peer
+  posterior at full precision, the rest float32 with rounded mantissas; its root
   attributes carry the schema version, company, seed, settings and every input file's text and
   sha256 (``results.Provenance``);
 * ``summary.json``: a ``results.Summary``: percentiles per line item and year and P(upside) +-
@@ -62,8 +64,8 @@ from .priors import PriorSpec, load_priors
 from .multiples import Valuation, relation_from_fit
 from .peers import (PARETO_K_MAX, PEER_FIT, build_peer_model, fit_peer_model, load_peers,
                     peer_diagnostics, peer_loo, predict_multiple)
-from .resimulation import (draws_attrs, paths_per_draw, resimulate,  # noqa: F401 (resimulate:
-                           stored_names)                             # re-exported)
+from .resimulation import (compact_groups, draws_attrs, paths_per_draw,  # noqa: F401
+                           resimulate, stored_names, stored_predictive)  # (re-exported)
 from .registry import HEADLINE_SCENARIO
 from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, PeerFit,
                       PeerLoo, PeerPrediction, PriorPredictive, Provenance, Ranked,
@@ -96,66 +98,14 @@ class RunSettings:
 
 
 def _versions() -> dict[str, str]:
-    import arviz
-    import pymc
-    import pytensor
-    import scipy
-
-    out = {"stforecast": __version__, "pymc": pymc.__version__, "pytensor": pytensor.__version__,
-           "arviz": arviz.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-           "xarray": xr.__version__}
-    try:
-        import nutpie
-        out["nutpie"] = nutpie.__version__
-    except ImportError:  # pragma: no cover - nutpie is a dependency
-        pass
+    """The versions summary.json records (from the packages' metadata: importing ArviZ and
+    nutpie only to read them would cost a run ~1.5 s)."""
+    versions = package_versions(("pymc", "pytensor", "arviz", "numpy", "scipy", "xarray",
+                                 "nutpie"))
+    out = {"stforecast": __version__, **{k: v for k, v in versions.items() if k != "nutpie"}}
+    if versions["nutpie"] != "absent":  # pragma: no branch - nutpie is a dependency
+        out["nutpie"] = versions["nutpie"]
     return out
-
-
-#: Mantissa bits kept when storing draws: relative precision 2**-13 = 1.2e-4 (1mn on 8,000),
-#: far below the Monte Carlo error of any statistic, and it lets gzip compress the draws.
-MANTISSA_BITS = 13
-
-
-def _round_mantissa(values: np.ndarray) -> np.ndarray:
-    """float32 with the low mantissa bits zeroed (round to nearest; NaN/inf untouched)."""
-    x = np.ascontiguousarray(values, dtype=np.float32)
-    drop = 23 - MANTISSA_BITS
-    bits = x.view(np.uint32)
-    rounded = ((bits + np.uint32(1 << (drop - 1))) & np.uint32(~((1 << drop) - 1) & 0xFFFFFFFF))
-    return np.where(np.isfinite(x), rounded.view(np.float32), x)
-
-
-def _chunks(var: xr.DataArray) -> tuple[int, ...] | None:
-    """One chunk per scenario (the whole variable without a scenario dimension): measured on
-    the default run's draws, 12% smaller than the netCDF library's default chunks (a few
-    thousand values each) at the same writing time, and a query reads one scenario at once."""
-    if var.ndim == 0 or 0 in var.shape:
-        return None
-    return tuple(1 if dim == "scenario" else n for dim, n in zip(var.dims, var.shape))
-
-
-def _compact(ds: xr.Dataset) -> xr.Dataset:
-    """float64 -> float32 with rounded mantissas (see ``MANTISSA_BITS``); per variable byte-shuffle
-    + gzip level 1 (measured: as small as level 4, 40% faster to write) in chunks of one
-    scenario (``_chunks``)."""
-    ds = ds.copy()
-    for name, var in ds.data_vars.items():
-        if var.dtype == np.float64:
-            ds[name] = var.copy(data=_round_mantissa(var.values))
-        if var.dtype.kind in "fiub":
-            chunks = _chunks(ds[name])
-            ds[name].encoding = {"compression": "gzip", "compression_opts": 1, "shuffle": True,
-                                 **({"chunksizes": chunks} if chunks else {})}
-        else:
-            ds[name].encoding = {}
-    return ds
-
-
-def compact_groups(groups: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
-    """The groups as stored: object variables dropped, floats rounded and compressed."""
-    return {name: _compact(ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object]))
-            for name, ds in groups.items()}
 
 
 PAUSE_ENV = "STFORECAST_TEST_PAUSE_AT"
@@ -712,7 +662,7 @@ def write(out: Path, inputs: Inputs, fitted: Fitted, draws: Draws, summary: Summ
     out = Path(out)
     groups = {"posterior": fitted.posterior, "prior": fitted.prior,
               "sample_stats": fitted.sample_stats, "observed_data": observed,
-              "posterior_predictive": draws.predictive,
+              "posterior_predictive": stored_predictive(draws.predictive),
               "prior_predictive": draws.prior_predictive,
               "peer_posterior": fitted.peer_idata["posterior"].to_dataset()}
 

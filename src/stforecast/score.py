@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .errors import StforecastError
-from .registry import POSITIVE_VARIABLES, SAMPLE_DIMS
+from .registry import HEADLINE_SCENARIO, POSITIVE_VARIABLES, SAMPLE_DIMS
 from .tomlfile import read_toml
 
 if TYPE_CHECKING:  # xarray is only needed for the datasets passed in
@@ -386,7 +386,11 @@ def run_score(actuals_path: str | Path, results_dir: str | Path, scenario: str |
         aliases = results.summary.company.aliases()
         actuals = [Actual(aliases.get(a.variable, a.variable), a.year, a.value) for a in actuals]
         company = results.company
-        predictive = results.draws()
+        from .query import QueryError
+        try:  # the scenario scored: read from forecast.nc, or recomputed if it is not kept there
+            predictive = results.predictive([scenario or HEADLINE_SCENARIO])
+        except QueryError as exc:
+            raise ActualsError(str(exc)) from None
         try:
             rows = score(actuals, predictive, company.published,
                          {"target_price": company.market.target_price_published},

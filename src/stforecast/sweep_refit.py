@@ -10,8 +10,8 @@ sweepable here: it acts in the simulation through the peer regression, not in th
 
 ``prior_fit(values, base)`` is one setting's refit: the driver model with the swept prior
 parameters set to ``values``, fitted on the company's own history with the run's fit settings
-and seed, its diagnostics checked against the bar. Its posterior is rounded to the precision
-the run stored its own posterior at (``stforecast.run.MANTISSA_BITS``).
+and seed, its diagnostics checked against the bar. Its posterior is kept at full precision, as
+the run stores its own.
 
 Compile once per worker: ``model.py`` writes prior hyperparameters into the graph as constants,
 which a compiled model cannot change. Without touching ``model.py``, the sweep builds the model
@@ -213,18 +213,9 @@ def prior_fit(values: tuple[tuple[str, float], ...], base) -> dict:
     posterior = idata["posterior"].to_dataset()
     if "first_year_growth" in posterior:
         posterior["first_year_growth"].attrs["year"] = base.company.first_forecast_year
-    posterior = posterior.map(lambda v: v.copy(data=_stored_precision(v.values))
-                              if v.dtype.kind == "f" else v)
     return {"values": values, "posterior": posterior, "diagnostics": diagnostics.to_dict(),
             "seconds": {k: round(v, 2) for k, v in seconds.items()}}
 
 
 def with_values(spec, values: tuple[tuple[str, float], ...]):
     return with_prior_values(spec, dict(values))
-
-
-def _stored_precision(values: np.ndarray) -> np.ndarray:
-    """float64 values as the run stores its posterior (float32, rounded mantissa), back in
-    float64."""
-    from .run import _round_mantissa
-    return _round_mantissa(values).astype("float64")

@@ -1,0 +1,45 @@
+"""Fits that fresh processes of a test session need (the notebooks' kernels, the README's
+interpreter, the command line in subprocesses), made first in the test worker's own process.
+
+A fresh process compiles the driver model before its first fit (~15-40 s); a test worker
+compiles it once and keeps it (``stforecast.fit.compiled_model``). ``ensure_fit`` fits the
+model with a run's settings in this process, through ``run.fit_models`` (the code a run fits
+with), into the session's fit cache, so that the fresh process reads that fit instead of
+compiling. A lock on the fit's key makes a second worker that needs the same fit wait for the
+first and read it (no two fits of one key at the same time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def fit_lock(key: str):
+    """An exclusive lock, across the session's processes, named by a fit's key."""
+    root = Path(os.environ["STFORECAST_CACHE"])
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".lock-{key[:24]}", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def driver_lock(settings, company="sensetime"):
+    """``fit_lock`` of the driver fit a run of ``company`` with ``settings`` makes or reads."""
+    from stforecast.run import driver_fit_key, prepare
+    return fit_lock(driver_fit_key(prepare(company), settings))
+
+
+def ensure_fit(settings, company="sensetime") -> None:
+    """The driver and peer fits of a run of ``company`` with ``settings`` are in the session's
+    fit cache (fitted here, or read: the cache's own hit/miss)."""
+    from stforecast.run import _quiet_pymc, driver_fit_key, fit_models, prepare
+    inputs = prepare(company)
+    with fit_lock(driver_fit_key(inputs, settings)), _quiet_pymc():
+        fit_models(inputs, settings)
