@@ -367,9 +367,10 @@ def test_scenarios_command_takes_a_file_of_only_new_scenarios(small_run, company
     path.write_text(f'[scenarios.mine]\ndescription = "a test"\ndefault = 0.1\n'
                     f'shocks = {{ {shock} = "{company.forecast_years[-1]}" }}\n')
     assert main(["scenarios", "--scenarios", str(path), "--results", str(out), "--json"]) == 0
-    printed = capsys.readouterr().out.splitlines()
-    rows = json.loads("\n".join(line for line in printed if not line.startswith("[stforecast]")))
+    printed = capsys.readouterr()
+    rows = json.loads(printed.out)  # with --json, stdout is the JSON alone; progress on stderr
     assert [row["scenario"] for row in rows] == list(summary.scenarios) + ["mine"]
+    assert "[stforecast] scenario 1/" in printed.err
 
 
 def test_read_group_has_the_values_xarray_reads(small_run):

@@ -780,18 +780,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _PrintHandler(logging.Handler):
     """Log records as ``[stforecast] message  [seconds since start]`` lines on (the current)
-    stdout."""
+    stdout, or stderr when ``to_stderr`` (a command whose stdout is JSON)."""
+
+    def __init__(self, to_stderr: bool = False):
+        super().__init__()
+        self.to_stderr = to_stderr
 
     def emit(self, record: logging.LogRecord) -> None:
         print(f"[stforecast] {record.getMessage()}  [{record.relativeCreated / 1000:.1f} s]",
-              flush=True)
+              file=sys.stderr if self.to_stderr else sys.stdout, flush=True)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Print the ``stforecast`` loggers' progress messages (once, however often called)."""
+def configure_logging(level: int = logging.INFO, to_stderr: bool = False) -> None:
+    """Print the ``stforecast`` loggers' progress messages (one handler, however often called);
+    ``to_stderr``: on stderr, so that a command's ``--json`` output alone is on stdout."""
     log = logging.getLogger("stforecast")
-    if not any(isinstance(h, _PrintHandler) for h in log.handlers):
-        log.addHandler(_PrintHandler())
+    handler = next((h for h in log.handlers if isinstance(h, _PrintHandler)), None)
+    if handler is None:
+        log.addHandler(_PrintHandler(to_stderr))
+    else:
+        handler.to_stderr = to_stderr
     log.setLevel(level)
 
 
@@ -867,7 +875,7 @@ def guarded(func, *args) -> int:
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         args = build_parser().parse_args(argv)
-        configure_logging()
+        configure_logging(to_stderr=bool(getattr(args, "json", False)))
         return args.func(args)
     return guarded(run)
 
