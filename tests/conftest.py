@@ -81,10 +81,29 @@ def obs(company):
 
 
 @pytest.fixture(scope="session")
-def refitter(spec, obs, company):
-    """The company's driver model, compiled at its first fit and shared by every fitting test."""
-    from stforecast.calibration import Refitter
-    return Refitter(spec, obs, company)
+def refitter(company):
+    """The company's driver model, compiled at its first fit and shared by every fitting test.
+
+    It is the process's own ``stforecast.distributed.refitter`` of the company (a ``Refitter``
+    of the same priors and observations, kept per process): the serial calibration fits of
+    tests/test_distributed.py compile that one, so a worker that ran them does not compile the
+    same model a second time for the model's tests."""
+    from stforecast.distributed import ModelInputs
+    from stforecast.distributed import refitter as process_refitter
+    return process_refitter(ModelInputs.from_company(company))
+
+
+@pytest.fixture
+def keep_compiled_models():
+    """The process's store of compiled models (``stforecast.fit._COMPILED``, at most
+    ``_COMPILED_MAX``, the oldest dropped first) as it was before the test: for a test that
+    compiles many one-off models (synthetic data), which would push out the models that later
+    tests in this worker fit again (a recompile of the driver model, ~13 s)."""
+    from stforecast import fit
+    kept = dict(fit._COMPILED)
+    yield
+    fit._COMPILED.clear()
+    fit._COMPILED.update(kept)
 
 
 @pytest.fixture(scope="session")

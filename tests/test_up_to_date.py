@@ -4,6 +4,7 @@ any change of the inputs, the settings or the stored files, and ``refit``, runs 
 
 import dataclasses
 import logging
+import shutil
 
 import pytest
 
@@ -63,10 +64,20 @@ def test_the_key_follows_what_the_results_depend_on():
     assert run_key(dataclasses.replace(inputs, company=other), TINY) != key
 
 
-@pytest.mark.slow  # one tiny fit of the driver model and a handful of tiny runs
-def test_the_same_run_again_does_nothing_and_gives_the_same_summary(runs):
+@pytest.fixture(scope="module")
+def first_run(runs):
+    """The module's one full ``TINY`` run into the empty folder ``res``, with its log, and a
+    byte-for-byte copy of that folder (``pristine``) made before any test touches ``res``."""
     root, run = runs
-    first, log1 = run("res")
+    summary, log = run("res")
+    shutil.copytree(root / "res", root / "pristine", copy_function=shutil.copy2)
+    return summary, log
+
+
+@pytest.mark.slow  # one tiny fit of the driver model and a handful of tiny runs
+def test_the_same_run_again_does_nothing_and_gives_the_same_summary(runs, first_run):
+    root, run = runs
+    first, log1 = first_run
     assert not any(UP_TO_DATE in m for m in log1)
     before = _files(root / "res")
     again, log2 = run("res")
@@ -88,9 +99,13 @@ def test_the_same_run_again_does_nothing_and_gives_the_same_summary(runs):
 
 
 @pytest.mark.slow
-def test_anything_changed_runs_in_full(runs):
+def test_anything_changed_runs_in_full(runs, first_run):
     root, run = runs
-    run("res3")
+    # a folder holding the TINY run's results: a copy of the module's first run (the run key
+    # does not name the results folder, so the copy is up to date for TINY, checked here)
+    shutil.copytree(root / "pristine", root / "res3", copy_function=shutil.copy2)
+    _, log = run("res3")
+    assert any(UP_TO_DATE in m for m in log)
     _, log = run("res3", dataclasses.replace(TINY, paths=480))  # another setting
     assert any(m.startswith("simulating") for m in log)
     _, log = run("res3", dataclasses.replace(TINY, paths=480))
@@ -101,12 +116,16 @@ def test_anything_changed_runs_in_full(runs):
     path.write_bytes(good.replace(b'"seed": 11', b'"seed":  11', 1))
     _, log = run("res3", dataclasses.replace(TINY, paths=480))
     assert not any(UP_TO_DATE in m for m in log) and path.read_bytes() == good
+    # damaged draws are not trusted either (same settings as the folder's: only the damage
+    # can make this run in full); the run writes whole draws again
+    draws = root / "res3" / "forecast.nc"
+    draws.write_bytes(draws.read_bytes()[: draws.stat().st_size // 2])
+    _, log = run("res3", dataclasses.replace(TINY, paths=480))
+    assert not any(UP_TO_DATE in m for m in log) and path.read_bytes() == good
+    load_results(root / "res3")
+    _, log = run("res3", dataclasses.replace(TINY, paths=480))
+    assert any(UP_TO_DATE in m for m in log)  # the repaired folder is up to date again
     # a report asked for where there is none
     _, log = run("res3", dataclasses.replace(TINY, paths=480, report=True))
     assert not any(UP_TO_DATE in m for m in log) and (root / "res3" / "report.html").is_file()
-    # damaged draws are not trusted either
-    draws = root / "res3" / "forecast.nc"
-    draws.write_bytes(draws.read_bytes()[: draws.stat().st_size // 2])
-    _, log = run("res3", dataclasses.replace(TINY, paths=480, report=True))
-    assert not any(UP_TO_DATE in m for m in log)
     load_results(root / "res3")
