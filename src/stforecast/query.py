@@ -70,6 +70,7 @@ import numpy as np
 from . import mcse as _mcse
 from .errors import StforecastError
 from .registry import HEADLINE_SCENARIO, SAMPLE_DIMS, variable
+from .results import DIMENSION_ONLY, NON_COORD_PREFIX
 
 if TYPE_CHECKING:  # xarray is never imported here, to keep start-up fast
     import xarray as xr
@@ -84,6 +85,7 @@ __all__ = [
     "catalogue",
     "evaluate",
     "evaluate_file",
+    "check_scenario",
     "select_scenario",
     "parse",
     "wanted_scenarios",
@@ -532,8 +534,8 @@ class _H5Store(_Store):
     labels; a coordinate variable's values are its labels.
     """
 
-    _NON_COORD = "_nc4_non_coord_"
-    _BARE = b"This is a netCDF dimension but not a netCDF variable"
+    _NON_COORD = NON_COORD_PREFIX
+    _BARE = DIMENSION_ONLY
 
     def __init__(self, group):
         import h5py
@@ -593,10 +595,15 @@ def _scenario_index(store: _Store, scenario: str | None) -> int | None:
             raise QueryError(f"the results have no {HEADLINE_SCENARIO!r} scenario; choose one of: "
                              f"{', '.join(names)}")
         scenario = HEADLINE_SCENARIO
+    check_scenario(scenario, names)
+    return names.index(scenario)
+
+
+def check_scenario(scenario: str, names: list[str]) -> None:
+    """``QueryError`` (one line, listing ``names``) unless ``scenario`` is one of ``names``."""
     if scenario not in names:
         raise QueryError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(names)} "
                          f"(or {ALL_SCENARIOS})")
-    return names.index(scenario)
 
 
 def select_scenario(ds, scenario: str | None):

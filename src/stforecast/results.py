@@ -667,7 +667,7 @@ class Results:
         the summary's order) with their ``scenario`` dimension: those ``forecast.nc`` keeps
         read lazily, the others recomputed (see :meth:`draws`). An unknown name is a
         ``QueryError`` listing the run's scenarios."""
-        from .query import QueryError
+        from .query import check_scenario
 
         ds = self._open("posterior_predictive")
         if "scenario" not in ds.dims:
@@ -675,9 +675,7 @@ class Results:
         known = list(self.summary.scenarios)
         names = known if scenarios is None else list(scenarios)
         for name in names:
-            if name not in known:
-                raise QueryError(f"unknown scenario {name!r}; valid scenarios: "
-                                 f"{', '.join(known)} (or all)")
+            check_scenario(name, known)
         stored = [str(v) for v in ds["scenario"].values]
         missing = [n for n in names if n not in stored]
         if missing:
@@ -735,7 +733,9 @@ _DECODING_ATTRS = frozenset({"scale_factor", "add_offset", "missing_value", "_Un
                              "units", "calendar", "coordinates", "_Encoding", "bounds",
                              "grid_mapping", "flag_values", "flag_masks", "flag_meanings"})
 #: The NAME of a dimension scale that is a dimension only (no coordinate variable).
-_DIMENSION_ONLY = b"This is a netCDF dimension but not a netCDF variable"
+DIMENSION_ONLY = b"This is a netCDF dimension but not a netCDF variable"
+#: The prefix netCDF-4 gives a variable named like a dimension it is not the coordinate of.
+NON_COORD_PREFIX = "_nc4_non_coord_"
 
 
 def _plain_group(group):
@@ -748,10 +748,11 @@ def _plain_group(group):
     data_vars, coords = {}, {}
     for name, ds in group.items():
         attrs = ds.attrs if hasattr(ds, "attrs") else {}
-        if not hasattr(ds, "dtype") or set(attrs) & _DECODING_ATTRS:
+        if (not hasattr(ds, "dtype") or set(attrs) & _DECODING_ATTRS
+                or name.startswith(NON_COORD_PREFIX)):  # renamed on disk: left to xarray
             return None
         is_scale = attrs.get("CLASS") == b"DIMENSION_SCALE"
-        if is_scale and bytes(attrs.get("NAME", b"")).startswith(_DIMENSION_ONLY):
+        if is_scale and bytes(attrs.get("NAME", b"")).startswith(DIMENSION_ONLY):
             continue  # a dimension, not a variable
         if is_scale:
             dims = (name,)
