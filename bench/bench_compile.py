@@ -16,7 +16,11 @@ Variants:
 * ``nutpie-frozen``: data and dimensions frozen into the graph (``freeze_model``);
 * ``nutpie-run``: both (what ``stforecast.fit.compile_nutpie`` does);
 * ``pymc``: PyMC's own NUTS on PyTensor's C backend (its compiled C is cached on disk across
-  processes; ``pm.sample`` compiles inside, so its seconds are one figure).
+  processes; ``pm.sample`` compiles inside, so its seconds are one figure);
+* ``stforecast``: what a run does now (``stforecast.compiled``): the priors' values are data of
+  one compiled model kept on disk, so ``changed`` reads the entry ``same`` left (or an earlier
+  run); its ``source`` column says whether the process compiled it ("built") or read it
+  ("disk"), and its compile seconds include the check of the entry against the model.
 
 Also the prior draws (1,000, as the run makes them) with PyTensor's default mode and with the
 Python linker the run uses. Prints a table; ``--json`` prints one JSON object.
@@ -34,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 
-VARIANTS = ("nutpie", "nutpie-no-inplace", "nutpie-frozen", "nutpie-run", "pymc")
+VARIANTS = ("nutpie", "nutpie-no-inplace", "nutpie-frozen", "nutpie-run", "pymc", "stforecast")
 STATES = ("same", "changed")
 
 CHILD = r"""
@@ -80,6 +84,23 @@ if variant == "pymc":
                   target_accept=fs.target_accept, random_seed=1, progressbar=False,
                   compute_convergence_checks=False)
     out["compile_and_sampling_s"] = round(time.perf_counter() - t, 2)
+elif variant == "stforecast":
+    import nutpie
+    from stforecast import compiled as C
+    from stforecast.preflight import trial_logp
+    t = time.perf_counter()
+    reference = trial_logp(model)["logp"]
+    out["trial_logp_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    entry = C.compiled_model(model, C.driver_key(company, observations_from_company(company), spec),
+                             expected=reference)
+    compiled = C.nutpie_model(entry, model)
+    out["compile_s"] = round(time.perf_counter() - t, 2)
+    out["source"] = entry.source
+    t = time.perf_counter()
+    nutpie.sample(compiled, draws=fs.draws, tune=fs.tune, chains=fs.chains, cores=2,
+                  target_accept=fs.target_accept, seed=1, progress_bar=False)
+    out["sampling_s"] = round(time.perf_counter() - t, 2)
 else:
     import nutpie
     from contextlib import nullcontext
@@ -121,6 +142,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown: {', '.join(unknown)} (variants: {', '.join(VARIANTS)}; states: "
                  f"{', '.join(STATES)})")
     results = {f"{v}/{s}": run_variant(v, s) for s in states for v in variants}
+    # (``stforecast/changed`` after ``stforecast/same``: the entry is on disk by then)
     if args.json:
         print(json.dumps({"cores": os.cpu_count(), "results": results}, indent=1))
         return 0
@@ -134,7 +156,9 @@ def main(argv=None) -> int:
         compile_s = r.get("compile_s", r.get("compile_and_sampling_s"))
         sampling = r.get("sampling_s", "(in compile)")
         print(f"{key:28s} {compile_s:>8} {sampling!s:>9} {r['prior_default_s']:>15} "
-              f"{r['prior_python_linker_s']:>14}")
+              f"{r['prior_python_linker_s']:>14}"
+              + (f"  ({r['source']}; trial log-density {r['trial_logp_s']} s)"
+                 if "source" in r else ""))
     return 0
 
 

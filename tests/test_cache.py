@@ -183,11 +183,12 @@ def _summary_text(folder):
 @pytest.fixture(scope="session")
 def cached_runs(tmp_path_factory):
     """Runs of one company and settings into an empty fit cache, in a process whose store of
-    compiled models is empty: ``fresh`` (``refit``: a fit, stored; it compiles the driver model),
+    compiled models and whose cache folder are empty: ``fresh`` (``refit``: a fit, stored; it
+    compiles the driver model, ``stforecast.compiled``),
     ``hit`` (read from the cache), ``damaged`` (after the peer regression's entry was truncated:
     that fit is made again, the driver fit read), ``seed12`` (another seed: not in the cache, a
     second fit of the same model, into an empty cache of its own). ``compiled``: the driver models compiled meanwhile."""
-    from stforecast import fit
+    from stforecast import compiled as compiled_models
     root = tmp_path_factory.mktemp("cached-runs")
     cache = FitCache(root / "cache")
     out, logs, compiled = {}, {}, []
@@ -195,18 +196,17 @@ def cached_runs(tmp_path_factory):
     log = logging.getLogger("stforecast")
     log.addHandler(handler)
     level, log.level = log.level, logging.INFO
-    original = fit.compile_nutpie
+    original = compiled_models._build
 
     def counting(model, *args, **kwargs):
-        if "company_growth_effect" in {rv.name for rv in model.free_RVs}:
-            compiled.append(model)
+        compiled.append(model)
         return original(model, *args, **kwargs)
 
-    store = fit._COMPILED
+    store = compiled_models._PROCESS
     mp = pytest.MonkeyPatch()
     mp.setenv("STFORECAST_CACHE", str(cache.root))
-    mp.setattr(fit, "_COMPILED", {})
-    mp.setattr(fit, "compile_nutpie", counting)
+    mp.setattr(compiled_models, "_PROCESS", {})
+    mp.setattr(compiled_models, "_build", counting)
     try:
         for name, settings in (("fresh", dataclasses.replace(TINY, refit=True)), ("hit", TINY)):
             handler.messages.clear()
@@ -222,7 +222,7 @@ def cached_runs(tmp_path_factory):
         out["seed12"] = run_forecast(root / "seed12", "sensetime",
                                      dataclasses.replace(TINY, seed=12))
         logs["seed12"] = list(handler.messages)
-        made = dict(fit._COMPILED)
+        made = dict(compiled_models._PROCESS)
     finally:
         mp.undo()
         log.removeHandler(handler)
@@ -268,10 +268,13 @@ def test_the_diagnostics_are_computed_again_on_a_hit(cached_runs):
 def test_a_second_fit_of_the_same_model_in_one_process_compiles_once(cached_runs):
     """Two fits of the default model in one process (``fresh`` and ``seed12``: neither in the
     fit cache, so both sample; the store of compiled models empty before the first): the driver
-    model is compiled once; another seed samples on the same compiled model."""
+    model is compiled once; another seed (its fit cache elsewhere) samples on the same compiled
+    model, kept in the process."""
     _, out, logs, _, compiled = cached_runs
     first, second = out["fresh"], out["seed12"]
     assert "sampling" in first.timings_s and "sampling" in second.timings_s
     assert any(m.startswith("fitting") for m in logs["seed12"])
+    assert any(m.startswith("compiled model: built") for m in logs["fresh"])
+    assert any(m.startswith("compiled model: process") for m in logs["seed12"])
     assert len(compiled) == 1
     assert first.seed != second.seed

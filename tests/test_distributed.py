@@ -420,12 +420,12 @@ sigma = [{file_sigma}, 0.12]
 @pytest.mark.slow
 def test_prior_sweep_refits_once_per_worker_and_matches_serially(cluster, universe, tmp_path):
     """Two prior settings x two shock settings on ToyCo's saved run: every prior setting is
-    refitted on the cluster (its model compiled once per worker), the results equal the serial
-    reference exactly, the draws land in one store, and resuming redoes only what is missing."""
+    refitted on the cluster (one compiled model for both settings' values), the results equal
+    the serial reference exactly, the file's own values reproduce the run exactly, the draws
+    land in one store, and resuming redoes only what is missing."""
     import xarray as xr
     from stforecast.results import load_results
     from stforecast.sweep import base_from_results
-    from stforecast.sweep_refit import DATA_PREFIX
     _, client = cluster
     _, _, out = universe
     results = load_results(out / "toyco")
@@ -435,8 +435,7 @@ def test_prior_sweep_refits_once_per_worker_and_matches_serially(cluster, univer
     spec = load_sweep(path, base.shocks.shocks, base.priors)
     base = base_from_results(results, spec)
     on_cluster = run_sweep(base, spec, tmp_path / "c", client, per_task=1)
-    models = client.run(lambda: sum(1 for k in __import__("stforecast.distributed").distributed
-                                    ._CACHE if k[0] == "sweep-prior-model"))
+    models = client.run(lambda: len(__import__("stforecast.compiled").compiled._PROCESS))
     assert all(n <= 1 for n in models.values()) and sum(models.values()) >= 1
     serial = run_sweep(base, spec, tmp_path / "s", per_task=3, chart=False)
     assert serial == on_cluster  # exact: every float of every summary and diagnostic
@@ -447,9 +446,8 @@ def test_prior_sweep_refits_once_per_worker_and_matches_serially(cluster, univer
     # common random numbers within a prior setting: the shock lowers the odds
     for sigma in (file_sigma, 0.12):
         assert by[(0.3, sigma)]["p_upside"]["value"] < by[(0.0, sigma)]["p_upside"]["value"]
-    # the file's own value refits the run's model: statistically the run's posterior (not bit
-    # for bit: the refit's graph carries the value as data). Tolerance 0.06 on P(upside) =
-    # about 4 x (path MCSE 0.011 + the posterior's own Monte Carlo error, of the same order).
+    # the file's own value refits the run's model (the same compiled model, the same values
+    # and seed): the run's posterior bit for bit, so the same summary
     shock_only = load_sweep(_write(tmp_path / "shock.toml", PRIOR_SWEEP.split("[priors")[0]
                                    .replace('draws_store = "draws.zarr"', "")),
                             base.shocks.shocks, base.priors)
@@ -457,8 +455,7 @@ def test_prior_sweep_refits_once_per_worker_and_matches_serially(cluster, univer
                          chart=False)
     for r in run_rows:
         p = r["setting"]["manufacturing_downturn.probability"]
-        assert abs(by[(p, file_sigma)]["p_upside"]["value"]
-                   - r["summary"]["p_upside"]["value"]) < 0.06
+        assert by[(p, file_sigma)]["p_upside"] == r["summary"]["p_upside"]
     store = xr.open_zarr(tmp_path / "c" / "draws.zarr").load()
     assert store.sizes["setting"] == 4
     assert list(store["priors.pooling.company_growth_effect.sigma"].values) == [
@@ -466,7 +463,6 @@ def test_prior_sweep_refits_once_per_worker_and_matches_serially(cluster, univer
     xr.testing.assert_identical(xr.open_zarr(tmp_path / "s" / "draws.zarr").load()
                                 .drop_attrs(deep=False), store.drop_attrs(deep=False))
     assert "fit_ok" in (tmp_path / "c" / "sweep.csv").read_text().splitlines()[0]
-    assert DATA_PREFIX  # the swept parameter entered the compiled model as data
     # resume: one setting missing -> one task, the other settings untouched
     (tmp_path / "c" / "settings" / "00001.json").unlink()
     tasks = []

@@ -12,7 +12,7 @@ import pytest
 from stforecast.calibration import (parameter_recovery, rank_uniformity_pvalue, sbc,
                                     simulate_observations)
 from stforecast.fit import FitSettings, diagnose, sample_prior
-from stforecast.model import centred_drivers, observed_data_values
+from stforecast.model import PRIOR_VALUES, centred_drivers, observed_data_values
 from stforecast.processes import RATIO_DRIVERS
 
 
@@ -113,9 +113,10 @@ def test_missing_parameter_is_named(refitter, company, obs, truths):
 
 
 def test_model_data_are_the_company_observations(refitter, company, obs):
-    """Every ``pm.Data`` of the model is fed by ``observed_data_values`` (names and values)."""
+    """Every ``pm.Data`` of the model but the priors' values (``PRIOR_VALUES``) is fed by
+    ``observed_data_values`` (names and values)."""
     values = observed_data_values(obs, company)
-    data = {v.name: v.get_value() for v in refitter.model.data_vars}
+    data = {v.name: v.get_value() for v in refitter.model.data_vars if v.name != PRIOR_VALUES}
     assert set(data) == set(values)
     for name, value in values.items():
         np.testing.assert_array_equal(data[name], value, err_msg=name)

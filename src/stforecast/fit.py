@@ -7,6 +7,7 @@ ESS, divergences; DESIGN.md).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -16,7 +17,10 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
+from .model import PRIOR_VALUES
 from .registry import DEFAULT_TUNE, DIVERGENCES_MAX, ESS_MIN, RHAT_MAX, SAMPLERS
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,22 @@ def _numba_mode_without_inplace():
             modes.predefined_modes["NUMBA"] = original
 
 
+@contextmanager
+def numba_compile():
+    """The compile settings of every model nutpie samples: PyTensor's ``NUMBA`` mode without
+    in-place rewrites (``_numba_mode_without_inplace``) and without fast-math. With fast-math,
+    numba's code for the same graph rounded differently when freshly compiled and when loaded
+    from PyTensor's cache (a gradient's last bits, hence another chain), so a fit depended on
+    the state of the caches; without it the two agree (``tests/test_compiled.py``). Sampling
+    takes about a second either way."""
+    import pytensor
+
+    with _numba_mode_without_inplace(), pytensor.config.change_flags(numba__fastmath=False):
+        yield
+
+
 def compile_nutpie(model: pm.Model, freeze: bool = True):
-    """The nutpie model of ``model`` (numba backend), compiled without in-place rewrites.
+    """The nutpie model of ``model`` (numba backend), compiled as ``numba_compile`` says.
 
     ``freeze``: the model's data and dimensions become constants of the compiled graph, which
     makes nutpie's own wrapper functions (rebuilt in every process) ~3x faster to compile; a
@@ -113,7 +131,7 @@ def compile_nutpie(model: pm.Model, freeze: bool = True):
     """
     import nutpie
 
-    with _numba_mode_without_inplace():
+    with numba_compile():
         return nutpie.compile_pymc_model(model, freeze_model=freeze)
 
 
@@ -157,12 +175,17 @@ def compiled_model(model: pm.Model, model_key: str | None):
 
 
 def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
-                     progressbar: bool = False, model_key: str | None = None) -> FitResult:
+                     progressbar: bool = False, model_key: str | None = None,
+                     reference_logp: float | None = None) -> FitResult:
     """NUTS with the chosen sampler; returns the DataTree, diagnostics and timings (s).
 
-    ``model_key``: a key of the model's content (its graph, data and prior values, e.g.
-    ``stforecast.run.driver_model_key``); with it, nutpie's compiled model is kept for later
-    fits of the same model in this process (``compile`` is then ~0 s).
+    ``model_key``: for the driver model (``stforecast.model.build_model``, whose priors are
+    the data vector ``PRIOR_VALUES``), the key of its compiled form
+    (``stforecast.run.driver_model_key``): nutpie samples on ``stforecast.compiled``'s model,
+    compiled once and kept on disk for every process and every value of the priors, checked
+    against the model's own log-density (``reference_logp`` when the caller has it,
+    ``preflight.trial_logp``). For another model, a key of its content: its compiled model is
+    kept for later fits in this process. Without a key, nutpie compiles anew.
     """
     if settings.sampler not in SAMPLERS:
         raise ValueError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {settings.sampler!r}")
@@ -171,7 +194,14 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
     if settings.sampler == "nutpie":
         import nutpie
 
-        compiled = compiled_model(model, model_key)
+        if model_key is not None and PRIOR_VALUES in model.named_vars:
+            from . import compiled as compiled_models
+
+            entry = compiled_models.compiled_model(model, model_key, expected=reference_logp)
+            compiled = compiled_models.nutpie_model(entry, model)
+            logger.info(f"compiled model: {entry.source} ({time.perf_counter() - t0:.1f} s)")
+        else:
+            compiled = compiled_model(model, model_key)
         timings["compile"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         idata = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune,

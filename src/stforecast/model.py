@@ -24,7 +24,9 @@ growth and all history years for ratios:
 Names: ``<driver>_long_run``, ``<driver>_persistence``, ``<driver>_volatility`` for every
 process; ``first_year_growth`` (deterministic, dim ``growth_driver``, with the first forecast
 year as its ``year`` coordinate). All observations are ``pm.Data`` so a compiled model can be
-re-used with simulated data (parameter recovery, SBC).
+re-used with simulated data (parameter recovery, SBC), and so are the priors' parameters (one
+vector, ``prior_values``), so that a compiled model takes a change of a prior's value
+(``stforecast.compiled``).
 """
 
 from __future__ import annotations
@@ -35,33 +37,66 @@ import pytensor.tensor as pt
 
 from .company import Company
 from .observations import Observations, observations_from_company  # noqa: F401 (re-exported)
-from .priors import Prior, PriorSpec
+from .priors import FAMILIES, Prior, PriorSpec
 from .processes import RATIO_DRIVERS, ar_step, logit, stationary_sd, to_scale
 
 
-def prior_rv(prior: Prior, name: str):
-    """A PyMC random variable from a validated ``Prior``."""
-    p = prior.params
-    match prior.dist:
-        case "Normal":
-            return pm.Normal(name, mu=p["mu"], sigma=p["sigma"])
-        case "StudentT":
-            return pm.StudentT(name, nu=p["nu"], mu=p["mu"], sigma=p["sigma"])
-        case "LogNormal":
-            return pm.LogNormal(name, mu=p["mu"], sigma=p["sigma"])
-        case "Gamma":
-            return pm.Gamma(name, alpha=p["alpha"], beta=p["beta"])
-        case "HalfNormal":
-            return pm.HalfNormal(name, sigma=p["sigma"])
-        case "Exponential":
-            return pm.Exponential(name, lam=p["lam"])
-        case "Beta":
-            return pm.Beta(name, alpha=p["alpha"], beta=p["beta"])
-        case "LogitNormal":
-            return pm.LogitNormal(name, mu=p["mu"], sigma=p["sigma"])
-        case "Uniform":
-            return pm.Uniform(name, lower=p["lower"], upper=p["upper"])
-    raise ValueError(f"unsupported distribution {prior.dist}")
+def prior_rv(prior: Prior, name: str, values: PriorValues):
+    """A PyMC random variable from a validated ``Prior``, its parameters read from the model's
+    prior-values vector (``PriorValues``), so that one compiled model serves any value of them."""
+    if prior.dist not in _PYMC:
+        raise ValueError(f"unsupported distribution {prior.dist}")
+    return _PYMC[prior.dist](name, **{k: values.parameter(name, k)
+                                      for k in FAMILIES[prior.dist][0]})
+
+
+#: PyMC's class of each family of ``priors.FAMILIES`` (parameters by the same names).
+_PYMC = {"Normal": pm.Normal, "StudentT": pm.StudentT, "LogNormal": pm.LogNormal,
+         "Gamma": pm.Gamma, "HalfNormal": pm.HalfNormal, "Exponential": pm.Exponential,
+         "Beta": pm.Beta, "LogitNormal": pm.LogitNormal, "Uniform": pm.Uniform}
+
+#: Name of the driver model's data vector of prior parameters (``PriorValues``).
+PRIOR_VALUES = "prior_values"
+
+
+def named_priors(spec: PriorSpec) -> dict[str, Prior]:
+    """The driver model's priors by the name of their random variable, in a fixed order."""
+    priors = model_priors(spec)
+    named = {}
+    for name, proc in priors["processes"].items():
+        named[f"{name}_long_run"] = proc.long_run
+        named[f"{name}_persistence"] = proc.persistence
+        named[f"{name}_volatility"] = proc.volatility
+    named["company_growth_effect"] = priors["company_growth_effect"]
+    named["ev_sales_multiple"] = priors["ev_sales_multiple"]
+    return named
+
+
+def prior_layout(spec: PriorSpec) -> tuple[tuple[str, str, str], ...]:
+    """``(variable, family, parameter)`` of every entry of the prior-values vector: the model's
+    structure as far as its priors go (their values excluded), for the compiled model's key."""
+    return tuple((name, prior.dist, k) for name, prior in named_priors(spec).items()
+                 for k in FAMILIES[prior.dist][0])
+
+
+def prior_value_vector(spec: PriorSpec) -> np.ndarray:
+    """The values of ``prior_layout(spec)``'s entries (float64), the model's ``prior_values``."""
+    named = named_priors(spec)
+    return np.array([float(named[v].params[k]) for v, _, k in prior_layout(spec)], dtype=float)
+
+
+class PriorValues:
+    """The driver model's prior parameters as one ``pm.Data`` vector (``PRIOR_VALUES``): a change
+    of a prior's value changes data, not the graph, so a compiled model takes it
+    (``stforecast.compiled``). Created inside the model context."""
+
+    def __init__(self, spec: PriorSpec):
+        layout = prior_layout(spec)
+        self.index = {(v, k): i for i, (v, _, k) in enumerate(layout)}
+        self.data = pm.Data(PRIOR_VALUES, prior_value_vector(spec))
+
+    def parameter(self, variable: str, parameter: str):
+        return self.data[self.index[(variable, parameter)]]
 
 
 def model_priors(spec: PriorSpec) -> dict:
@@ -76,11 +111,11 @@ def model_priors(spec: PriorSpec) -> dict:
             "ev_sales_multiple": spec.valuation["ev_sales_multiple"]}
 
 
-def _process_params(priors: dict, name: str):
+def _process_params(priors: dict, name: str, values: PriorValues):
     proc = priors["processes"][name]
-    return (prior_rv(proc.long_run, f"{name}_long_run"),
-            prior_rv(proc.persistence, f"{name}_persistence"),
-            prior_rv(proc.volatility, f"{name}_volatility"))
+    return (prior_rv(proc.long_run, f"{name}_long_run", values),
+            prior_rv(proc.persistence, f"{name}_persistence", values),
+            prior_rv(proc.volatility, f"{name}_volatility", values))
 
 
 def centred_drivers(company: Company) -> tuple[str, ...]:
@@ -95,10 +130,11 @@ def build_model(spec: PriorSpec, obs: Observations, company: Company) -> pm.Mode
     centred = centred_drivers(company)
     priors = model_priors(spec)
     with pm.Model(coords={"growth_driver": growth_names}) as model:
-        pooled = prior_rv(priors["company_growth_effect"], "company_growth_effect")
+        values = PriorValues(spec)
+        pooled = prior_rv(priors["company_growth_effect"], "company_growth_effect", values)
         growth = {}
         for name in growth_names:
-            long_run, phi, sigma = _process_params(priors, name)
+            long_run, phi, sigma = _process_params(priors, name, values)
             growth[name] = (long_run + pooled, phi, sigma)
         g1 = {}
         for segment in (s for s in company.segments if s.kind == "units"):
@@ -152,12 +188,12 @@ def build_model(spec: PriorSpec, obs: Observations, company: Company) -> pm.Mode
             pm.Normal(o.name, mu=mu, sigma=o.sd, observed=data)
 
         for name in RATIO_DRIVERS:
-            level, rho, s = _process_params(priors, name)
+            level, rho, s = _process_params(priors, name, values)
             L = to_scale(name, level, pt)
             x = pm.Data(f"{name}_observed", obs.ratios[name])
             pm.Normal(name, mu=L + rho * (x[:-1] - L), sigma=s, observed=x[1:])
 
-        prior_rv(priors["ev_sales_multiple"], "ev_sales_multiple")
+        prior_rv(priors["ev_sales_multiple"], "ev_sales_multiple", values)
     return model
 
 

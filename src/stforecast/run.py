@@ -51,6 +51,7 @@ from . import __version__, publish
 from .cache import FitCache, fit_key, package_hash, package_versions, source_hash
 from .charts import chart_data, outside_view_block
 from .company import Company, load_company
+from .compiled import driver_key
 from .costs import point_funding
 from .engine import convention_table
 from .fit import Diagnostics as FitDiagnostics
@@ -373,25 +374,28 @@ def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = T
 
 
 #: stforecast's modules whose source decides the driver fit and the peer fit.
-DRIVER_SOURCES = ("model", "processes", "priors", "fit", "company")
+DRIVER_SOURCES = ("model", "processes", "priors", "fit", "company", "compiled")
 PEER_SOURCES = ("peers", "fit")
 
 
 def driver_model_key(inputs: Inputs) -> str:
-    """The key of the driver model itself (what its compiled form depends on: the model's
-    source, the company file, the observations and the resolved values of the priors the model
-    reads, ``model.model_priors``), for re-using a compilation in one process
+    """The key of the driver model's compiled form (``compiled.driver_key``): the company
+    file, the observations and the layout of the priors the model reads
+    (``model.prior_layout``: their families, not their values, which are data of the compiled
+    model), for re-using a compilation across processes and prior values
     (``fit.sample_posterior``)."""
-    return fit_key("driver-model", sources=source_hash(*DRIVER_SOURCES),
-                   company=inputs.company.files["company"][1], observations=inputs.obs,
-                   priors=model_priors(inputs.spec))
+    return driver_key(inputs.company, inputs.obs, inputs.spec)
 
 
 def driver_fit_key(inputs: Inputs, settings: RunSettings) -> str:
-    """The fit cache's key of the driver model's fit: the model (``driver_model_key``), the fit
-    settings and the seed."""
-    return fit_key("driver", model=driver_model_key(inputs), fit=asdict(settings.fit),
-                   seed=settings.seed)
+    """The fit cache's key of the driver model's fit: the model's sources, the company file,
+    the observations, the resolved values of the priors the model reads
+    (``model.model_priors``), its compiled form (``driver_model_key``), the fit settings and
+    the seed."""
+    return fit_key("driver", sources=source_hash(*DRIVER_SOURCES),
+                   company=inputs.company.files["company"][1], observations=inputs.obs,
+                   priors=model_priors(inputs.spec), model=driver_model_key(inputs),
+                   fit=asdict(settings.fit), seed=settings.seed)
 
 
 def peer_fit_key(peers: xr.Dataset, settings: RunSettings) -> str:
@@ -442,7 +446,7 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
     logger.info(f"fitting: {fs.sampler} NUTS, {fs.chains} chains x {fs.draws} draws "
                 f"({fs.tune} tune)")
     fit = sample_posterior(model, fs, settings.seed, progressbar=settings.progress,
-                           model_key=driver_model_key(inputs))
+                           model_key=driver_model_key(inputs), reference_logp=trial["logp"])
     timings.update(fit.timings)
     groups = {"prior": prior, "posterior": fit.idata["posterior"].to_dataset(),
               "sample_stats": fit.idata["sample_stats"].to_dataset()}

@@ -13,30 +13,18 @@ parameters set to ``values``, fitted on the company's own history with the run's
 and seed, its diagnostics checked against the bar. Its posterior is kept at full precision, as
 the run stores its own.
 
-Compile once per worker: ``model.py`` writes prior hyperparameters into the graph as constants,
-which a compiled model cannot change. Without touching ``model.py``, the sweep builds the model
-with the SWEPT parameters as ``pm.Data`` (``_hyperparameters_as_data`` wraps ``model.prior_rv``
-while the model is built), compiles it once per worker process and sweep, and gives each
-setting its values through ``with_data``, as calibration gives new observations. The price:
-that graph is not the run's (data where the run has folded constants), so a setting that
-repeats the file's values reproduces the run's posterior statistically, not bit for bit. Every
-worker compiles the same graph, so a setting's fit is identical serially and on any worker.
-The clean form of this, for whoever owns ``model.py``: ``prior_rv`` taking its parameters as
-``pm.Data`` (one shared variable per distribution parameter, ``<variable>__<parameter>``), so
-the run's own model could be re-used for prior settings. With ``sampler = "pymc"`` every prior
+Compile once: the driver model's prior parameters are one data vector
+(``model.PRIOR_VALUES``), so every setting refits the same compiled model
+(``stforecast.compiled``, kept in each worker process and on disk), its values the setting's.
+A setting that repeats the file's values reproduces the run's posterior bit for bit, and a
+setting's fit is identical serially and on any worker. With ``sampler = "pymc"`` every prior
 setting compiles its own model (PyMC's NUTS compiles inside ``pm.sample``).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from contextlib import contextmanager
 from dataclasses import replace
-
-import numpy as np
-
-from .distributed import worker_cached
 
 #: Prefix of a prior parameter's key in a sweep's settings (shock keys have none).
 PRIOR_PREFIX = "priors."
@@ -121,100 +109,24 @@ def with_prior_values(spec, values: dict[str, float]):
     return replace(spec, growth=growth, ratios=ratios, pooling=pooling, valuation=valuation)
 
 
-#: Name of the data variable carrying a swept prior parameter in the compiled model.
-DATA_PREFIX = "sweep_prior__"
-
-
-def data_name(key: str) -> str:
-    """``pooling.company_growth_effect.sigma`` -> the name of its data variable."""
-    return DATA_PREFIX + key.removeprefix(PRIOR_PREFIX)
-
-
-@contextmanager
-def _hyperparameters_as_data(spec, keys: tuple[str, ...]):
-    """While building the driver model, the swept priors' parameters enter it as ``pm.Data``
-    (named ``data_name(key)``) instead of constants, so one compilation takes every prior
-    setting through ``with_data``. ``model.py`` is not changed: its ``prior_rv`` is wrapped for
-    the duration of the build, and only for the ``Prior`` objects the keys name (found by
-    identity in ``spec``, which ``build_model`` walks). Should ``model.py`` stop building priors
-    through ``prior_rv``, ``with_data`` fails loudly (an unknown data variable), never silently.
-    """
-    import pymc as pm
-
-    from . import model as model_module
-    swept = {}
-    for key in keys:
-        name, _, param = key.removeprefix(PRIOR_PREFIX).rpartition(".")
-        swept.setdefault(id(locate(spec, name)), {})[param] = data_name(key)
-    original = model_module.prior_rv
-
-    def prior_rv(prior, name):
-        params = swept.get(id(prior))
-        if not params:
-            return original(prior, name)
-        values = {k: (pm.Data(params[k], np.asarray(v, dtype="float64")) if k in params else v)
-                  for k, v in prior.params.items()}
-        return original(replace(prior, params=values), name)
-
-    model_module.prior_rv = prior_rv
-    try:
-        yield
-    finally:
-        model_module.prior_rv = original
-
-
-def _compiled_for(base, keys: tuple[str, ...]):
-    """(model, compiled) of the driver model with the swept parameters ``keys`` as data: once
-    per worker process, sweep keys and run (``distributed.worker_cached``)."""
-    def build():
-        from .fit import compile_nutpie
-        from .model import build_model
-        with _hyperparameters_as_data(base.priors, keys):
-            model = build_model(base.priors, base.obs, base.company)
-        return model, compile_nutpie(model, freeze=False)  # each setting sets its data
-    key = ("sweep-prior-model", base.priors.sha256,
-           tuple(sorted(base.company.file_hashes().items())), keys)
-    return worker_cached(key, build)
-
-
 def prior_fit(values: tuple[tuple[str, float], ...], base) -> dict:
     """The refit of one prior setting (see the module docstring) on ``base`` (a ``SweepBase``
     with ``priors``, ``fit`` and ``fit_seed``): ``{"values", "posterior" (float64),
     "diagnostics" (dict), "seconds": {"compile", "sampling"}}`` (``compile``: the seconds this
-    task spent compiling, 0 when its worker had compiled the model before)."""
-    import nutpie
-
-    from .fit import diagnose, free_parameter_names, sample_posterior
+    task spent on the compiled model, ~0 when its worker had it before)."""
+    from .compiled import driver_key
+    from .fit import sample_posterior
     from .model import build_model
 
-    fs = base.fit
-    with_values(base.priors, values)  # validates the values (one line naming the parameter)
-    seconds = {"compile": 0.0}
-    if fs.sampler == "nutpie":
-        t = time.perf_counter()
-        model, compiled = _compiled_for(base, tuple(k for k, _ in values))
-        seconds["compile"] = time.perf_counter() - t
-        t = time.perf_counter()
-        compiled = compiled.with_data(**{data_name(k): np.asarray(v, dtype="float64")
-                                         for k, v in values})
-        # exactly fit.sample_posterior's call
-        idata = nutpie.sample(compiled, draws=fs.draws, tune=fs.tune, chains=fs.chains,
-                              cores=min(fs.chains, 2), target_accept=fs.target_accept,
-                              seed=base.fit_seed, progress_bar=False)
-        seconds["sampling"] = time.perf_counter() - t
-        diagnostics = diagnose(idata["posterior"].to_dataset(),
-                               idata["sample_stats"].to_dataset(), free_parameter_names(model))
-    else:  # PyMC's NUTS compiles inside pm.sample: one compilation per setting
-        model = build_model(with_values(base.priors, values), base.obs, base.company)
-        t = time.perf_counter()
-        result = sample_posterior(model, fs, base.fit_seed)
-        seconds["sampling"] = time.perf_counter() - t
-        idata, diagnostics = result.idata, result.diagnostics
-    posterior = idata["posterior"].to_dataset()
+    spec = with_values(base.priors, values)  # validates the values (one line naming the parameter)
+    model = build_model(spec, base.obs, base.company)
+    result = sample_posterior(model, base.fit, base.fit_seed,
+                              model_key=driver_key(base.company, base.obs, spec))
+    posterior = result.idata["posterior"].to_dataset()
     if "first_year_growth" in posterior:
         posterior["first_year_growth"].attrs["year"] = base.company.first_forecast_year
-    return {"values": values, "posterior": posterior, "diagnostics": diagnostics.to_dict(),
-            "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+    return {"values": values, "posterior": posterior, "diagnostics": result.diagnostics.to_dict(),
+            "seconds": {k: round(result.timings[k], 2) for k in ("compile", "sampling")}}
 
 
 def with_values(spec, values: tuple[tuple[str, float], ...]):

@@ -1,0 +1,401 @@
+"""The driver model compiled once and kept on disk, for every process and every prior value.
+
+nutpie samples a model through two C functions, its log-density with gradient and its
+"expand" function (the draws' constrained values and deterministics). nutpie's own
+``compile_pymc_model`` rewrites the PyTensor graph (~7 s on the default driver model) and
+builds those two functions with numba (~3.5 s with PyTensor's numba cache warm, ~17 s cold) in
+every process: numba cannot cache nutpie's functions, which close over objects named anew in
+each process. This module keeps the work:
+
+* the model's priors enter as one data vector (``model.PRIOR_VALUES``), so the compiled graph
+  depends on the model's *structure* (sources, company data, prior families), not on the
+  priors' values, and a change of a prior's value reuses it (``structure_key``);
+* the two PyTensor functions (rewritten and linked to numba, ``fit.numba_compile``) are
+  pickled: unpickling skips the rewriting, and PyTensor's numba cache serves their code;
+* the two C entry points are written as a small Python module next to them
+  (``WRAPPERS``), whose numba functions read the prior values from nutpie's ``user_data``
+  pointer and call the PyTensor functions as module globals: numba caches them on disk, keyed
+  by that file, which is unique to the entry.
+
+An entry is ``<cache>/compiled/<key>/``: ``functions.pkl`` (the pickled functions),
+``meta.json`` (shapes, names, the pickle's sha256) and ``wrappers.py``. It is written in a
+temporary folder and renamed into place (a reader never sees half an entry); a damaged
+entry (unreadable, wrong checksum, a log-density that disagrees with the model's own) is
+removed and compiled again, never used (``ModelMismatch``). The freshly built model checks
+every entry it uses: the log-density at the prior's centre, from the cached functions and from
+the model's own graph evaluated without compilation, must agree (``check``).
+
+Units: log-densities in nats; the vector ``x`` is the model's free parameters on the sampler's
+(unconstrained) scale, in nutpie's order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cache import cache_dir, fit_key, package_versions, source_hash
+from .errors import StforecastError
+from .model import PRIOR_VALUES, prior_layout
+
+FORMAT = 1
+#: Compiled models kept on disk; the least recently used are removed beyond this.
+MAX_ENTRIES = 16
+#: stforecast's modules whose source decides the compiled driver model.
+SOURCES = ("model", "processes", "compiled", "fit")
+#: Relative tolerance between the cached log-density and the model's own at the prior's centre
+#: (the compiled graph is rewritten, the reference is not: they differ by rounding only).
+RTOL = 1e-8
+
+logger = logging.getLogger(__name__)
+_INNER: dict[str, tuple] = {}  # key -> (logp, expand) numba functions, for the wrappers module
+_LOCK = threading.Lock()
+
+
+class ModelMismatch(StforecastError):
+    """A cached compiled model is damaged or does not evaluate as the model it was loaded for
+    (one line, naming the entry's file). A run compiles again rather than show it; a fresh
+    compilation that fails the check raises it."""
+
+
+def inner_functions(key: str) -> tuple:
+    """The PyTensor functions of entry ``key`` (called by its ``wrappers.py`` on import)."""
+    return _INNER[key]
+
+
+WRAPPERS = '''"""nutpie's C entry points of stforecast's compiled model {key}.
+
+Written by stforecast.compiled; numba caches the compiled functions next to this file.
+"""
+import numba
+import numpy as np
+
+from stforecast.compiled import inner_functions
+
+_logp, _expand = inner_functions("{key}")
+N_DIM = {n_dim}
+N_EXPANDED = {n_expanded}
+N_VALUES = {n_values}
+_double_p = numba.types.CPointer(numba.types.double)
+LOGP = numba.types.int64(numba.types.uint64, _double_p, _double_p, _double_p,
+                         numba.types.voidptr)
+EXPAND = numba.types.int64(numba.types.uint64, numba.types.uint64, _double_p, _double_p,
+                           numba.types.voidptr)
+
+
+@numba.cfunc(LOGP, cache=True)
+def logp(dim, x_, grad_, logp_, values_):
+    """0, or nutpie's error code: -1 wrong size, 1 failed, 3 gradient or 4 value not finite."""
+    if dim != N_DIM:
+        return -1
+    try:
+        x = numba.carray(x_, (N_DIM,))
+        values = numba.carray(values_, (N_VALUES,), np.float64)
+        value, grad = _logp({logp_args})
+        out = numba.carray(grad_, (N_DIM,))
+        out[...] = grad
+        numba.carray(logp_, (1,))[0] = value[()]
+        if not np.all(np.isfinite(grad)):
+            return 3
+        if not np.isfinite(value[()]):
+            return 4
+    except Exception:  # noqa: BLE001
+        return 1
+    return 0
+
+
+@numba.cfunc(EXPAND, cache=True)
+def expand(dim, expanded, x_, out_, values_):
+    """0, or -1 (wrong sizes), -2 (failed)."""
+    if dim != N_DIM or expanded != N_EXPANDED:
+        return -1
+    try:
+        x = numba.carray(x_, (N_DIM,))
+        values = numba.carray(values_, (N_VALUES,), np.float64)
+        (drawn,) = _expand({expand_args})
+        numba.carray(out_, (N_EXPANDED,))[...] = drawn
+    except Exception:  # noqa: BLE001
+        return -2
+    return 0
+'''
+
+
+def structure_key(model_source: dict) -> str:
+    """The compiled model's key: the sources of the modules that build and compile it, the
+    package versions, and ``model_source`` (what else decides the graph: the company's data and
+    the priors' layout, ``model.prior_layout``; never the priors' values)."""
+    return fit_key("compiled-driver", sources=source_hash(*SOURCES), format=FORMAT,
+                   versions=package_versions(), python=sys.version, fastmath=False,
+                   **model_source)
+
+
+def driver_key(company, obs, spec) -> str:
+    """``structure_key`` of the driver model of ``company`` (its company file), ``obs`` and the
+    priors ``spec`` (their layout, ``model.prior_layout``; not their values)."""
+    return structure_key({"company": company.files["company"][1], "observations": obs,
+                          "layout": prior_layout(spec)})
+
+
+@dataclass
+class Compiled:
+    """A compiled driver model: PyTensor functions, their C entry points and nutpie's layout."""
+
+    key: str
+    logp_fn: object  # pytensor Function: x -> (log-density, gradient)
+    expand_fn: object  # pytensor Function: x -> (all stored values, joined,)
+    meta: dict
+    wrappers: object  # the module with the ``logp`` and ``expand`` numba cfuncs
+    source: str = ""  # where the last ``compiled_model`` call found it
+
+    @property
+    def n_dim(self) -> int:
+        return self.meta["n_dim"]
+
+
+def _frozen(model):
+    """``model`` with its dimensions and data as constants, the prior values excepted."""
+    from pymc.model.transform.optimization import freeze_dims_and_data
+    return freeze_dims_and_data(model, data=[v.name for v in model.data_vars
+                                             if v.name != PRIOR_VALUES])
+
+
+def _build(model, key: str, folder: Path) -> Compiled:
+    """Compile ``model`` (nutpie's own graph functions, PyTensor's numba mode without in-place
+    rewrites) and write the entry into ``folder``."""
+    from nutpie.compile_pymc import _make_functions, _prepare_dims_and_coords
+    from pymc.initial_point import make_initial_point_fn
+
+    from .fit import numba_compile
+
+    frozen = _frozen(model)
+    start = make_initial_point_fn(model=frozen, return_transformed=True,
+                                  jitter_rvs=set(frozen.free_RVs), default_strategy="support_point")
+    with numba_compile():
+        n_dim, n_expanded, logp_fn, expand_fn, _, shape_info, reparameterized = _make_functions(
+            frozen, mode="NUMBA", compute_grad=True, join_expanded=True,
+            pymc_initial_point_fn=start)
+    takes = {}
+    for name, fn in (("logp", logp_fn), ("expand", expand_fn)):
+        shared = [v.name for v in fn.get_shared()]
+        if shared not in ([], [PRIOR_VALUES]):
+            raise ModelMismatch(f"the {name} function reads data other than {PRIOR_VALUES}: "
+                                f"{shared}")
+        takes[name] = bool(shared)
+    names, slices, shapes = shape_info
+    dims, coords = _prepare_dims_and_coords(frozen, shape_info, reparameterized)
+    n_values = int(np.asarray(model[PRIOR_VALUES].get_value()).size)
+    blob = pickle.dumps((logp_fn, expand_fn), protocol=pickle.HIGHEST_PROTOCOL)
+    meta = {"format": FORMAT, "key": key, "n_dim": int(n_dim), "n_expanded": int(n_expanded),
+            "n_values": n_values, "takes_values": takes, "names": list(names),
+            "slices": [[int(s.start), int(s.stop)] for s in slices],
+            "shapes": [list(map(int, s)) for s in shapes],
+            "reparameterized": list(reparameterized),
+            "dims": {k: list(v) for k, v in dims.items()},
+            "coords": {k: list(v.tolist()) for k, v in coords.items()},
+            "sha256": hashlib.sha256(blob).hexdigest()}
+    folder.mkdir(parents=True)
+    (folder / "functions.pkl").write_bytes(blob)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+    (folder / "wrappers.py").write_text(_wrappers_source(meta))
+    return Compiled(key, logp_fn, expand_fn, meta, None)
+
+
+def _wrappers_source(meta: dict) -> str:
+    takes = meta["takes_values"]
+    return WRAPPERS.format(key=meta["key"], n_dim=meta["n_dim"],
+                           n_expanded=meta["n_expanded"], n_values=meta["n_values"],
+                           logp_args="x, values" if takes["logp"] else "x",
+                           expand_args="x, values" if takes["expand"] else "x")
+
+
+def _load(folder: Path, key: str) -> Compiled:
+    """The entry in ``folder``; ``ModelMismatch`` when it is damaged or not this key's."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        blob = (folder / "functions.pkl").read_bytes()
+        wrappers = (folder / "wrappers.py").read_text()
+    except (OSError, ValueError) as exc:
+        raise ModelMismatch(f"{folder}: unreadable ({exc})") from None
+    if meta.get("format") != FORMAT or meta.get("key") != key:
+        raise ModelMismatch(f"{folder}: not an entry of this format and key")
+    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        raise ModelMismatch(f"{folder}/functions.pkl: checksum mismatch (damaged)")
+    if wrappers != _wrappers_source(meta):
+        raise ModelMismatch(f"{folder}/wrappers.py: not what this entry's layout writes")
+    from .fit import numba_compile
+
+    try:
+        with numba_compile():  # unpickling links the functions to numba: the same settings
+            logp_fn, expand_fn = pickle.loads(blob)
+    except Exception as exc:  # noqa: BLE001 (a pickle of other versions fails in many ways)
+        raise ModelMismatch(f"{folder}/functions.pkl: does not load ({exc})") from None
+    return Compiled(key, logp_fn, expand_fn, meta, None)
+
+
+def _import_wrappers(compiled: Compiled, folder: Path):
+    """Import the entry's ``wrappers.py`` (numba compiles its two functions, or loads them
+    from its cache next to the file)."""
+    _INNER[compiled.key] = (compiled.logp_fn.vm.jit_fn, compiled.expand_fn.vm.jit_fn)
+    name = f"stforecast_compiled_{compiled.key[:24]}"
+    spec = importlib.util.spec_from_file_location(name, folder / "wrappers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # numba's cache finds the functions' globals by module name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 (an entry removed or damaged meanwhile)
+        sys.modules.pop(name, None)
+        raise ModelMismatch(f"{folder}/wrappers.py: does not load ({exc})") from None
+    compiled.wrappers = module
+    return compiled
+
+
+def compiled_model(model, key: str, root: Path | None = None,
+                   expected: float | None = None) -> Compiled:
+    """The compiled driver model of ``model`` under ``key`` (``structure_key``), checked against
+    ``model`` (``check``; ``expected``: the model's own log-density at its prior's centre when
+    the caller has it): from this process, from the disk cache (``<root>/compiled/<key>``,
+    default the user's cache folder) or compiled now and stored; its ``source`` says which
+    ("process", "disk" or "built"). An entry that fails the check is dropped and compiled
+    again; a fresh compilation that fails it raises ``ModelMismatch``."""
+    from .preflight import trial_logp
+
+    if expected is None:
+        expected = trial_logp(model)["logp"]
+    base = Path(root or cache_dir()) / "compiled"
+    with _LOCK:
+        compiled = _PROCESS.pop(key, None)
+        if compiled is not None:
+            compiled.source = "process"
+        elif (base / key).is_dir():
+            try:
+                compiled = _import_wrappers(_load(base / key, key), base / key)
+                compiled.source = "disk"
+                os.utime(base / key)  # least recently used are pruned first
+            except ModelMismatch as exc:
+                logger.warning(f"compiled model cache: {exc}; compiling again")
+                compiled = None
+        if compiled is not None:
+            try:
+                check(compiled, model, expected)
+            except ModelMismatch as exc:
+                logger.warning(f"compiled model cache: {exc}; compiling again")
+                compiled = None
+        if compiled is None:
+            shutil.rmtree(base / key, ignore_errors=True)
+            compiled = _store(model, key, base)
+            check(compiled, model, expected)
+        if len(_PROCESS) >= _PROCESS_MAX:
+            _PROCESS.pop(next(iter(_PROCESS)))
+        _PROCESS[key] = compiled  # most recently used last
+        return compiled
+
+
+def _store(model, key: str, base: Path) -> Compiled:
+    """Compile ``model`` into a temporary folder, rename it into ``base/key`` and load it from
+    there, as every later process will (the functions as unpickled)."""
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=base))
+    try:
+        _build(model, key, tmp / "entry")
+        try:
+            os.replace(tmp / "entry", base / key)
+        except OSError:  # another process stored the same entry first
+            pass
+        compiled = _import_wrappers(_load(base / key, key), base / key)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    compiled.source = "built"
+    _prune(base)
+    return compiled
+
+
+_PROCESS: dict[str, Compiled] = {}
+_PROCESS_MAX = 8
+
+
+def _prune(base: Path, keep: int = MAX_ENTRIES) -> None:
+    entries = sorted((p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    for tmp in base.glob(".*"):  # a temporary folder older than an hour: a crashed writer's
+        if time.time() - tmp.stat().st_mtime > 3600:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prior_values(model) -> np.ndarray:
+    """The model's prior-values vector, C-contiguous float64 (nutpie's ``user_data``)."""
+    return np.ascontiguousarray(model[PRIOR_VALUES].get_value(), dtype=np.float64)
+
+
+def check(compiled: Compiled, model, expected: float) -> float:
+    """The model's log-density at its prior's centre from the compiled C entry point, which
+    must agree with ``expected``, the model's own graph evaluated without compilation
+    (``preflight.trial_logp``) -- ``ModelMismatch`` otherwise; returns it."""
+    import ctypes
+
+    point = model.initial_point()
+    meta = compiled.meta
+    x = np.zeros(meta["n_dim"])
+    for name, (a, b), shape in zip(meta["names"], meta["slices"], meta["shapes"]):
+        if b <= meta["n_dim"]:
+            x[a:b] = np.asarray(point[name], dtype=float).ravel()
+    values = prior_values(model)
+    grad, out = np.zeros(meta["n_dim"]), np.zeros(1)
+    dp = ctypes.POINTER(ctypes.c_double)
+    code = compiled.wrappers.logp.ctypes(meta["n_dim"], x.ctypes.data_as(dp),
+                                         grad.ctypes.data_as(dp), out.ctypes.data_as(dp),
+                                         values.ctypes.data_as(ctypes.c_void_p))
+    got = float(out[0])
+    if code != 0 or not np.isclose(got, expected, rtol=RTOL, atol=1e-10):
+        raise ModelMismatch(f"compiled model {compiled.key[:16]}: log-density {got!r} (code "
+                            f"{code}) at the prior's centre, the model's own is {expected!r}")
+    return got
+
+
+def nutpie_model(compiled: Compiled, model):
+    """nutpie's model of ``model`` on ``compiled``: the C entry points, the prior values of
+    ``model`` as their ``user_data``, and ``model``'s own starting points (PyMC's support
+    points, jittered, as nutpie's ``compile_pymc_model`` makes them)."""
+    import pandas as pd
+    from nutpie.compile_pymc import CompiledPyMCModel, _rv_dict_to_flat_array_wrapper
+    from pymc.initial_point import make_initial_point_fn
+
+    meta = compiled.meta
+    free = [(n, tuple(s)) for n, (a, b), s in zip(meta["names"], meta["slices"], meta["shapes"])
+            if b <= meta["n_dim"]]
+    start = make_initial_point_fn(model=model, return_transformed=True,
+                                  jitter_rvs=set(model.free_RVs), default_strategy="support_point")
+    lock = threading.Lock()
+
+    def locked(seed=None):
+        with lock:
+            return start(seed)
+
+    initial = _rv_dict_to_flat_array_wrapper(locked, names=[n for n, _ in free],
+                                            shapes=[s for _, s in free])
+    values = prior_values(model)
+    values.flags.writeable = False
+    shape_info = (meta["names"], [slice(a, b) for a, b in meta["slices"]],
+                  [tuple(s) for s in meta["shapes"]])
+    return CompiledPyMCModel(
+        _n_dim=meta["n_dim"], dims={k: tuple(v) for k, v in meta["dims"].items()},
+        _coords={k: pd.Index(v) for k, v in meta["coords"].items()},
+        _shapes={n: tuple(s) for n, s in zip(meta["names"], meta["shapes"])},
+        compiled_logp_func=compiled.wrappers.logp, compiled_expand_func=compiled.wrappers.expand,
+        initial_point_func=initial, shared_data={}, shared_var_keys={}, user_data=values,
+        n_expanded=meta["n_expanded"], shape_info=shape_info, logp_func=compiled.logp_fn,
+        expand_func=compiled.expand_fn, reparameterized_names=meta["reparameterized"])

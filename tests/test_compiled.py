@@ -1,0 +1,135 @@
+"""The driver model compiled once and kept on disk (``stforecast.compiled``): one compiled model
+serves every process and every value of the priors, gives the fit a fresh compilation gives,
+and a damaged or mismatched entry is never used."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stforecast import compiled as C
+from stforecast.fit import FitSettings, sample_posterior
+from stforecast.model import PRIOR_VALUES, build_model, prior_layout, prior_value_vector
+
+SMALL = FitSettings(draws=60, tune=60, chains=2)
+
+
+def _with_sigma(spec, factor: float):
+    """``spec`` with the pooled growth prior's sigma scaled by ``factor`` (a value, not the
+    model's structure)."""
+    old = spec.pooling["company_growth_effect"]
+    prior = dataclasses.replace(old, params={**old.params, "sigma": old.params["sigma"] * factor},
+                                elicited=None)
+    return dataclasses.replace(spec, pooling={**spec.pooling, "company_growth_effect": prior})
+
+
+@pytest.fixture
+def fresh_store(monkeypatch):
+    """An empty store of compiled models in this process (the test's own)."""
+    monkeypatch.setattr(C, "_PROCESS", {})
+
+
+def _posterior(model, key, seed=3):
+    fit = sample_posterior(model, SMALL, seed, model_key=key)
+    return fit.idata["posterior"].to_dataset()
+
+
+def test_prior_values_are_data_and_the_key_ignores_them(company, obs, spec):
+    """The priors' parameters are one data vector of the model; a change of a value keeps the
+    compiled model's key, a change of a family does not."""
+    model = build_model(spec, obs, company)
+    assert np.array_equal(model[PRIOR_VALUES].get_value(), prior_value_vector(spec))
+    assert len(prior_layout(spec)) == len(prior_value_vector(spec))
+    changed = _with_sigma(spec, 1.1)
+    assert not np.array_equal(prior_value_vector(changed), prior_value_vector(spec))
+    assert C.driver_key(company, obs, changed) == C.driver_key(company, obs, spec)
+    old = spec.pooling["company_growth_effect"]
+    other_family = dataclasses.replace(spec, pooling={**spec.pooling, "company_growth_effect":
+                                                      dataclasses.replace(old, dist="StudentT",
+                                                      params={"nu": 5.0, **old.params})})
+    assert C.driver_key(company, obs, other_family) != C.driver_key(company, obs, spec)
+
+
+@pytest.mark.slow  # compiles the driver model (~15-30 s) and samples it several times
+def test_one_compiled_model_serves_processes_and_prior_values(company, obs, spec, tmp_path,
+                                                              monkeypatch, fresh_store):
+    """Built once into an empty cache; read back from disk (another process's view) it gives the
+    same fit bit for bit, in this process and in a fresh one; a changed prior value samples on
+    it without compiling; a truncated entry is compiled again, never used; a model it does not
+    belong to is refused."""
+    monkeypatch.setenv("STFORECAST_CACHE", str(tmp_path))
+    built = C._build
+    builds = []
+    monkeypatch.setattr(C, "_build", lambda *a: builds.append(1) or built(*a))
+    model = build_model(spec, obs, company)
+    key = C.driver_key(company, obs, spec)
+    first = _posterior(model, key)
+    assert C._PROCESS[key].source == "built" and builds == [1]
+    entry = tmp_path / "compiled" / key
+    assert {p.name for p in entry.iterdir()} >= {"functions.pkl", "meta.json", "wrappers.py"}
+
+    C._PROCESS.clear()  # as a new process finds it: on disk
+    again = _posterior(model, key)
+    assert C._PROCESS[key].source == "disk" and builds == [1]
+    assert first.equals(again)
+
+    # a fresh process, reading the entry: the same draws (no state of this process helps it)
+    script = (
+        "import json, sys\n"
+        "from stforecast.company import load_company\n"
+        "from stforecast.priors import load_priors\n"
+        "from stforecast.model import build_model, observations_from_company\n"
+        "from stforecast.fit import FitSettings, sample_posterior\n"
+        "from stforecast import compiled as C\n"
+        "c = load_company(); s = load_priors(c.priors_path, c.growth_drivers())\n"
+        "o = observations_from_company(c); m = build_model(s, o, c)\n"
+        "f = sample_posterior(m, FitSettings(draws=60, tune=60, chains=2), 3,\n"
+        "                     model_key=C.driver_key(c, o, s))\n"
+        "p = f.idata['posterior']['company_growth_effect'].values\n"
+        "print(json.dumps({'source': C._PROCESS[C.driver_key(c, o, s)].source,\n"
+        "                  'draws': [float(v).hex() for v in p.ravel()]}))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)
+    other = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert other["source"] == "disk"
+    assert other["draws"] == [float(v).hex() for v in
+                              first["company_growth_effect"].values.ravel()]
+
+    changed = build_model(_with_sigma(spec, 1.5), obs, company)
+    moved = _posterior(changed, key)
+    assert C._PROCESS[key].source == "process" and builds == [1]
+    assert not moved["company_growth_effect"].equals(first["company_growth_effect"])
+
+    with pytest.raises(C.ModelMismatch, match="log-density"):
+        C.check(C._PROCESS[key], build_model(_with_sigma(spec, 1.5), obs, company),
+                expected=-1.0)  # the model's own log-density is not -1 at its centre
+
+    functions = entry / "functions.pkl"
+    functions.write_bytes(functions.read_bytes()[:-500])
+    C._PROCESS.clear()
+    repaired = _posterior(model, key)
+    assert builds == [1, 1] and C._PROCESS[key].source == "built"
+    assert first.equals(repaired)
+
+
+def test_a_damaged_entry_is_refused_in_one_line(tmp_path):
+    """Unreadable, checksum-failing or foreign entries raise ``ModelMismatch`` naming the file."""
+    entry = tmp_path / "k"
+    entry.mkdir()
+    with pytest.raises(C.ModelMismatch, match="unreadable"):
+        C._load(entry, "k")
+    (entry / "meta.json").write_text(json.dumps({"format": C.FORMAT, "key": "other"}))
+    (entry / "functions.pkl").write_bytes(b"x")
+    (entry / "wrappers.py").write_text("")
+    with pytest.raises(C.ModelMismatch, match="not an entry of this format and key"):
+        C._load(entry, "k")
+    (entry / "meta.json").write_text(json.dumps({"format": C.FORMAT, "key": "k",
+                                                 "sha256": "0" * 64}))
+    with pytest.raises(C.ModelMismatch, match="checksum mismatch") as err:
+        C._load(entry, "k")
+    assert "\n" not in str(err.value) and "functions.pkl" in str(err.value)
