@@ -25,6 +25,10 @@ removed and compiled again, never used (``ModelMismatch``). The freshly built mo
 every entry it uses: the log-density at the prior's centre, from the cached functions and from
 the model's own graph evaluated without compilation, must agree (``check``).
 
+It calls nutpie 0.16's private compile helpers (``_make_functions``,
+``_prepare_dims_and_coords``, ``_rv_dict_to_flat_array_wrapper``, ``CompiledPyMCModel``), hence
+``nutpie<0.17`` in ``pyproject.toml``.
+
 Units: log-densities in nats; the vector ``x`` is the model's free parameters on the sampler's
 (unconstrained) scale, in nutpie's order.
 """
