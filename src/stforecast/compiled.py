@@ -176,9 +176,9 @@ def _frozen(model):
                                              if v.name != PRIOR_VALUES])
 
 
-def _build(model, key: str, folder: Path) -> Compiled:
-    """Compile ``model`` (nutpie's own graph functions, PyTensor's numba mode without in-place
-    rewrites) and write the entry into ``folder``."""
+def _build(model, key: str, folder: Path) -> None:
+    """Compile ``model`` (nutpie's own graph functions, ``fit.numba_compile``'s settings) and
+    write the entry into ``folder``."""
     from nutpie.compile_pymc import _make_functions, _prepare_dims_and_coords
     from pymc.initial_point import make_initial_point_fn
 
@@ -214,7 +214,6 @@ def _build(model, key: str, folder: Path) -> Compiled:
     (folder / "functions.pkl").write_bytes(blob)
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     (folder / "wrappers.py").write_text(_wrappers_source(meta))
-    return Compiled(key, logp_fn, expand_fn, meta, None)
 
 
 def _wrappers_source(meta: dict) -> str:
