@@ -92,7 +92,7 @@ elif variant == "stforecast":
     reference = trial_logp(model)["logp"]
     out["trial_logp_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    entry = C.compiled_model(model, C.driver_key(company, observations_from_company(company), spec),
+    entry = C.load_or_build(model, C.driver_key(company, observations_from_company(company), spec),
                              expected=reference)
     compiled = C.nutpie_model(entry, model)
     out["compile_s"] = round(time.perf_counter() - t, 2)

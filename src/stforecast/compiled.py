@@ -9,7 +9,7 @@ each process. This module keeps the work:
 
 * the model's priors enter as one data vector (``model.PRIOR_VALUES``), so the compiled graph
   depends on the model's *structure* (sources, company data, prior families), not on the
-  priors' values, and a change of a prior's value reuses it (``structure_key``);
+  priors' values, and a change of a prior's value reuses it (``driver_key``);
 * the two PyTensor functions (rewritten and linked to numba, ``fit.numba_compile``) are
   pickled: unpickling skips the rewriting, and PyTensor's numba cache serves their code;
 * the two C entry points are written as a small Python module next to them
@@ -137,20 +137,15 @@ def expand(dim, expanded, x_, out_, values_):
 '''
 
 
-def structure_key(model_source: dict) -> str:
-    """The compiled model's key: the sources of the modules that build and compile it, the
-    package versions, and ``model_source`` (what else decides the graph: the company's data and
-    the priors' layout, ``model.prior_layout``; never the priors' values)."""
+def driver_key(company, obs, spec) -> str:
+    """The compiled driver model's key: the sources of the modules that build and compile it,
+    the package and Python versions, and what else decides the graph: ``company``'s company
+    file, the observations ``obs`` and the layout of the priors ``spec`` (``model.prior_layout``:
+    their families, never their values)."""
     return fit_key("compiled-driver", sources=source_hash(*SOURCES), format=FORMAT,
                    versions=package_versions(), python=sys.version, fastmath=False,
-                   **model_source)
-
-
-def driver_key(company, obs, spec) -> str:
-    """``structure_key`` of the driver model of ``company`` (its company file), ``obs`` and the
-    priors ``spec`` (their layout, ``model.prior_layout``; not their values)."""
-    return structure_key({"company": company.files["company"][1], "observations": obs,
-                          "layout": prior_layout(spec)})
+                   company=company.files["company"][1], observations=obs,
+                   layout=prior_layout(spec))
 
 
 @dataclass
@@ -162,11 +157,7 @@ class Compiled:
     expand_fn: object  # pytensor Function: x -> (all stored values, joined,)
     meta: dict
     wrappers: object  # the module with the ``logp`` and ``expand`` numba cfuncs
-    source: str = ""  # where the last ``compiled_model`` call found it
-
-    @property
-    def n_dim(self) -> int:
-        return self.meta["n_dim"]
+    source: str = ""  # where the last ``load_or_build`` call found it
 
 
 def _frozen(model):
@@ -265,9 +256,9 @@ def _import_wrappers(compiled: Compiled, folder: Path):
     return compiled
 
 
-def compiled_model(model, key: str, root: Path | None = None,
-                   expected: float | None = None) -> Compiled:
-    """The compiled driver model of ``model`` under ``key`` (``structure_key``), checked against
+def load_or_build(model, key: str, root: Path | None = None,
+                  expected: float | None = None) -> Compiled:
+    """The compiled driver model of ``model`` under ``key`` (``driver_key``), checked against
     ``model`` (``check``; ``expected``: the model's own log-density at its prior's centre when
     the caller has it): from this process, from the disk cache (``<root>/compiled/<key>``,
     default the user's cache folder) or compiled now and stored; its ``source`` says which

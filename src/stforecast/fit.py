@@ -197,7 +197,7 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
         if model_key is not None and PRIOR_VALUES in model.named_vars:
             from . import compiled as compiled_models
 
-            entry = compiled_models.compiled_model(model, model_key, expected=reference_logp)
+            entry = compiled_models.load_or_build(model, model_key, expected=reference_logp)
             compiled = compiled_models.nutpie_model(entry, model)
             logger.info(f"compiled model: {entry.source} ({time.perf_counter() - t0:.1f} s)")
         else:

@@ -81,8 +81,8 @@ def prior_layout(spec: PriorSpec) -> tuple[tuple[str, str, str], ...]:
 
 def prior_value_vector(spec: PriorSpec) -> np.ndarray:
     """The values of ``prior_layout(spec)``'s entries (float64), the model's ``prior_values``."""
-    named = named_priors(spec)
-    return np.array([float(named[v].params[k]) for v, _, k in prior_layout(spec)], dtype=float)
+    return np.array([float(prior.params[k]) for prior in named_priors(spec).values()
+                     for k in FAMILIES[prior.dist][0]], dtype=float)
 
 
 class PriorValues:
