@@ -283,6 +283,25 @@ def test_builds_from_a_copied_folder_alone(run_dir, page, tmp_path, monkeypatch)
         p.name for p in run_dir.glob("*.png"))
 
 
+def test_report_process_passes_its_errors_back(run_dir, tmp_path):
+    """The run's report is drawn in a second process (``ReportProcess``; the page it drew is
+    the one ``test_builds_from_a_copied_folder_alone`` rebuilds here, byte for byte): an error
+    there is raised here, as the same one-line error, and the process serves a second report."""
+    from stforecast.results import Summary
+
+    good = _copy(run_dir, tmp_path / "good")
+    old = _copy(run_dir, tmp_path / "old", lambda d: d.pop("charts"))
+    summary = Summary.from_json((old / "summary.json").read_text(), old / "summary.json")
+    with report.ReportProcess() as reports:
+        with pytest.raises(ResultsError, match="key 'charts'") as err:
+            reports.build(old, summary).result()
+        assert "\n" not in str(err.value) and not (old / "report.html").exists()
+        summary = Summary.from_json((good / "summary.json").read_text(), good / "summary.json")
+        page = reports.build(good, summary).result()
+    assert page == good / "report.html" and page.read_bytes() == (run_dir / "report.html"
+                                                                  ).read_bytes()
+
+
 def test_one_line_errors(run_dir, tmp_path):
     with pytest.raises(ResultsError, match="summary.json: results file not found") as err:
         build_report(tmp_path)

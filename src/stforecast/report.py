@@ -24,10 +24,12 @@ import base64
 import html
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from . import plots
@@ -36,7 +38,7 @@ from .results import Summary
 from .registry import (DIVERGENCES_MAX, ESS_MIN, METHOD_VARIABLES, QUANTILES, RHAT_MAX,
                        SUMMARY_FILE, VALUATION_METHODS, VARIABLES)
 
-__all__ = ["build_report", "REPORT_NAME"]
+__all__ = ["build_report", "ReportProcess", "REPORT_NAME"]
 
 REPORT_NAME = "report.html"
 STATS = ("mean",) + tuple(QUANTILES)
@@ -901,6 +903,45 @@ def build_report(results_dir: Path | str, summary: Summary | None = None) -> Pat
     out = results_dir / REPORT_NAME
     _write_atomic(out, page)
     return out
+
+
+class ReportProcess:
+    """A second Python process that builds reports (``build_report``), so that a run draws its
+    report on one core while it writes its draws on the other.
+
+    Threads do not overlap the two: matplotlib's drawing and h5netcdf's writing are mostly
+    Python and hold the GIL (measured on the default run: the draws 2.6 s and the report 3.4 s
+    each alone, 7.0 s and 7.8 s on two threads). The process is spawned (not forked from a
+    process that holds the sampler's threads) when the object is made, and imports matplotlib
+    and draws one empty figure at once, so that it is ready by the time a summary is. Use it
+    as a context manager; ``build(results_dir, summary)`` returns a ``Future`` whose result is
+    the page's path, and re-raises the process's error (a killed process: ``BrokenProcessPool``).
+    """
+
+    def __init__(self):
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self._pool.submit(_warm_up)
+
+    def build(self, results_dir: Path | str, summary: Summary) -> Future:
+        return self._pool.submit(build_report, Path(results_dir), summary)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ReportProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _warm_up() -> None:
+    """Load matplotlib's fonts and renderer (the first figure of a process pays for them)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1.0, 1.0))
+    fig.text(0.5, 0.5, "0")
+    plots.png_bytes(fig, dpi=10)
 
 
 def rebuild_report(results_dir: Path | str) -> Path:

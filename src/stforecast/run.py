@@ -39,7 +39,7 @@ import logging
 import os
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -650,15 +650,18 @@ def up_to_date(out: Path, inputs: Inputs, settings: RunSettings, key: str) -> Su
 
 
 def write(out: Path, inputs: Inputs, fitted: Fitted, draws: Draws, summary: Summary,
-          settings: RunSettings, report: bool = True, key: str | None = None
-          ) -> dict[str, float]:
+          settings: RunSettings, report: bool = True, key: str | None = None,
+          renderer=None) -> dict[str, float]:
     """Write the results folder ``out`` as a whole: built in a staging folder beside it and
     swapped in when complete, under the folder's lock (``stforecast.publish.replacing``); the
     previous folder, whatever it held, is gone afterwards (so ``report=False`` leaves no report).
     ``key``: the run key (``run_key``) recorded in forecast.nc, so that the same run again finds
-    the folder up to date (None: not recorded; the Python API's saves).
+    the folder up to date (None: not recorded; the Python API's saves). The report is built in
+    a second process (``report.ReportProcess``; ``renderer``: one already started, else one is
+    started here) while this one writes the draws.
 
-    Returns the seconds spent writing the draws and building the report.
+    Returns the seconds spent writing the draws and building the report (the report's: from
+    the start of the write until it is done).
     """
     timings = {}
     observed = xr.Dataset({k: xr.DataArray(np.atleast_1d(v), dims=f"{k}_dim") for k, v in
@@ -670,33 +673,44 @@ def write(out: Path, inputs: Inputs, fitted: Fitted, draws: Draws, summary: Summ
               "prior_predictive": draws.prior_predictive,
               "peer_posterior": fitted.peer_idata["posterior"].to_dataset()}
 
-    def write_draws(folder: Path) -> float:
+    with publish.replacing(out, log=logger.info, between=lambda: _pause_at("swap")) as tmp, \
+            _report_process(report, renderer) as reports:
+        # Each writes its own files of the staging folder; the report is built from the summary
+        # in memory (sent to the other process), nothing is read back.
         t = time.perf_counter()
-        write_results(folder, summary, compact_groups(groups), provenance_of(inputs, settings),
-                      run_key=key)
-        return time.perf_counter() - t
-
-    with publish.replacing(out, log=logger.info, between=lambda: _pause_at("swap")) as tmp:
-        # The draws are compressed and written on a second thread while the report is drawn
-        # (HDF5's compression and matplotlib's rendering both release the GIL: measured, the two
-        # together take as long as the longer one). Each writes its own files of the staging
-        # folder; the report is built from the summary in memory, nothing is read back.
+        building = None
+        if report:
+            logger.info("building report.html and the charts (in a second process)")
+            building = reports.build(tmp, summary)
         logger.info("writing forecast.nc and summary.json")
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            writing = pool.submit(write_draws, tmp)
-            if report:
-                from .report import build_report
-                logger.info("building report.html and the charts")
-                t = time.perf_counter()
-                build_report(tmp, summary)  # from memory: nothing is read back
-                timings["report"] = time.perf_counter() - t
-            timings["write"] = writing.result()
+        try:
+            write_results(tmp, summary, compact_groups(groups), provenance_of(inputs, settings),
+                          run_key=key)
+            timings["write"] = time.perf_counter() - t
+        finally:  # the staging folder is not left (nor removed) while the report writes in it
+            if building is not None:
+                wait([building])
+        if building is not None:
+            building.result()  # its error, if any, is the run's
+            timings["report"] = time.perf_counter() - t
         _pause_at("write")
         if report:
             _pause_at("report")
         _pause_at("publish")
     logger.info(f"done: {out}")
     return timings
+
+
+@contextmanager
+def _report_process(report: bool, renderer):
+    """``renderer`` when given (its owner closes it), else a new ``report.ReportProcess`` when a
+    report is wanted (closed on leaving), else None."""
+    if renderer is not None or not report:
+        yield renderer
+        return
+    from .report import ReportProcess
+    with ReportProcess() as started:
+        yield started
 
 
 def _run_forecast(out, company: Company, settings, priors_path, scenarios_path) -> Summary:
@@ -715,10 +729,14 @@ def _run_forecast(out, company: Company, settings, priors_path, scenarios_path) 
     t = time.perf_counter()
     draws = simulate_draws(inputs, fitted, settings.paths, settings.seed)
     timings = {**fitted.timings, "predictive": time.perf_counter() - t}
-    t = time.perf_counter()
-    summary = summarise(inputs, fitted, draws, settings)
-    timings["summaries"] = time.perf_counter() - t
-    timings.update(write(out, inputs, fitted, draws, summary, settings, settings.report, key))
+    # the report's process starts now, so that it is ready (matplotlib loaded) when the
+    # summary is: the summaries use one core
+    with _report_process(settings.report, None) as renderer:
+        t = time.perf_counter()
+        summary = summarise(inputs, fitted, draws, settings)
+        timings["summaries"] = time.perf_counter() - t
+        timings.update(write(out, inputs, fitted, draws, summary, settings, settings.report, key,
+                             renderer))
     timings["total"] = time.perf_counter() - t_start
     summary.timings_s.update({k: round(v, 2) for k, v in timings.items()})
     return summary
