@@ -39,7 +39,6 @@ import logging
 import os
 import time
 import warnings
-from concurrent.futures import wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -689,7 +688,7 @@ def write(out: Path, inputs: Inputs, fitted: Fitted, draws: Draws, summary: Summ
             timings["write"] = time.perf_counter() - t
         finally:  # the staging folder is not left (nor removed) while the report writes in it
             if building is not None:
-                wait([building])
+                building.wait()
         if building is not None:
             building.result()  # its error, if any, is the run's
             timings["report"] = time.perf_counter() - t
