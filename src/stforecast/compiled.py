@@ -257,17 +257,19 @@ def _import_wrappers(compiled: Compiled, folder: Path):
 
 
 def load_or_build(model, key: str, root: Path | None = None,
-                  expected: float | None = None) -> Compiled:
+                  expected: float | None = None, point: dict | None = None) -> Compiled:
     """The compiled driver model of ``model`` under ``key`` (``driver_key``), checked against
-    ``model`` (``check``; ``expected``: the model's own log-density at its prior's centre when
-    the caller has it): from this process, from the disk cache (``<root>/compiled/<key>``,
+    ``model`` (``check``; ``expected`` and ``point``: the model's own log-density at its prior's
+    centre, and that centre, when the caller has them, as ``preflight.trial_logp`` returns
+    them): from this process, from the disk cache (``<root>/compiled/<key>``,
     default the user's cache folder) or compiled now and stored; its ``source`` says which
     ("process", "disk" or "built"). An entry that fails the check is dropped and compiled
     again; a fresh compilation that fails it raises ``ModelMismatch``."""
     from .preflight import trial_logp
 
     if expected is None:
-        expected = trial_logp(model)["logp"]
+        trial = trial_logp(model)
+        expected, point = trial["logp"], trial["point"]
     base = Path(root or cache_dir()) / "compiled"
     with _LOCK:
         compiled = _PROCESS.pop(key, None)
@@ -283,14 +285,14 @@ def load_or_build(model, key: str, root: Path | None = None,
                 compiled = None
         if compiled is not None:
             try:
-                check(compiled, model, expected)
+                check(compiled, model, expected, point)
             except ModelMismatch as exc:
                 logger.warning(f"compiled model cache: {exc}; compiling again")
                 compiled = None
         if compiled is None:
             shutil.rmtree(base / key, ignore_errors=True)
             compiled = _store(model, key, base)
-            check(compiled, model, expected)
+            check(compiled, model, expected, point)
         if len(_PROCESS) >= _PROCESS_MAX:
             _PROCESS.pop(next(iter(_PROCESS)))
         _PROCESS[key] = compiled  # most recently used last
@@ -335,13 +337,14 @@ def prior_values(model) -> np.ndarray:
     return np.ascontiguousarray(model[PRIOR_VALUES].get_value(), dtype=np.float64)
 
 
-def check(compiled: Compiled, model, expected: float) -> float:
-    """The model's log-density at its prior's centre from the compiled C entry point, which
-    must agree with ``expected``, the model's own graph evaluated without compilation
+def check(compiled: Compiled, model, expected: float, point: dict | None = None) -> float:
+    """The model's log-density at its prior's centre (``point``, default
+    ``model.initial_point()``) from the compiled C entry point, which must agree with
+    ``expected``, the model's own graph evaluated without compilation
     (``preflight.trial_logp``) -- ``ModelMismatch`` otherwise; returns it."""
     import ctypes
 
-    point = model.initial_point()
+    point = model.initial_point() if point is None else point
     meta = compiled.meta
     x = np.zeros(meta["n_dim"])
     for name, (a, b), shape in zip(meta["names"], meta["slices"], meta["shapes"]):

@@ -176,16 +176,21 @@ def compiled_model(model: pm.Model, model_key: str | None):
 
 def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
                      progressbar: bool = False, model_key: str | None = None,
-                     reference_logp: float | None = None) -> FitResult:
+                     reference_logp: float | None = None,
+                     reference_point: dict | None = None, while_sampling=None) -> FitResult:
     """NUTS with the chosen sampler; returns the DataTree, diagnostics and timings (s).
 
     ``model_key``: for the driver model (``stforecast.model.build_model``, whose priors are
     the data vector ``PRIOR_VALUES``), the key of its compiled form
     (``stforecast.run.driver_model_key``): nutpie samples on ``stforecast.compiled``'s model,
     compiled once and kept on disk for every process and every value of the priors, checked
-    against the model's own log-density (``reference_logp`` when the caller has it,
-    ``preflight.trial_logp``). For another model, a key of its content: its compiled model is
+    against the model's own log-density (``reference_logp`` and ``reference_point``, its
+    value and the prior's centre, when the caller has them: ``preflight.trial_logp``). For another model, a key of its content: its compiled model is
     kept for later fits in this process. Without a key, nutpie compiles anew.
+
+    ``while_sampling``: a function of no arguments called while nutpie's sampler runs (its
+    threads hold no GIL, so Python work such as the prior draws overlaps them; after sampling
+    with PyMC's sampler); an error there cancels the sampler and is raised.
     """
     if settings.sampler not in SAMPLERS:
         raise ValueError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {settings.sampler!r}")
@@ -197,17 +202,25 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
         if model_key is not None and PRIOR_VALUES in model.named_vars:
             from . import compiled as compiled_models
 
-            entry = compiled_models.load_or_build(model, model_key, expected=reference_logp)
+            entry = compiled_models.load_or_build(model, model_key, expected=reference_logp,
+                                                  point=reference_point)
             compiled = compiled_models.nutpie_model(entry, model)
             logger.info(f"compiled model: {entry.source} ({time.perf_counter() - t0:.1f} s)")
         else:
             compiled = compiled_model(model, model_key)
         timings["compile"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        idata = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune,
-                              chains=settings.chains, cores=min(settings.chains, 2),
-                              target_accept=settings.target_accept, seed=seed,
-                              progress_bar=progressbar)
+        sampler = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune,
+                                chains=settings.chains, cores=min(settings.chains, 2),
+                                target_accept=settings.target_accept, seed=seed,
+                                progress_bar=progressbar, blocking=False)
+        try:
+            if while_sampling is not None:
+                while_sampling()
+            idata = sampler.wait()
+        except BaseException:
+            sampler.cancel()
+            raise
         timings["sampling"] = time.perf_counter() - t1
     else:
         with model:
@@ -217,6 +230,8 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
                               random_seed=seed, progressbar=progressbar, compute_convergence_checks=False)
         timings["compile"] = 0.0
         timings["sampling"] = time.perf_counter() - t0
+        if while_sampling is not None:
+            while_sampling()
     names = free_parameter_names(model)
     diagnostics = diagnose(idata["posterior"].to_dataset(), idata["sample_stats"].to_dataset(), names)
     return FitResult(idata, diagnostics, timings)

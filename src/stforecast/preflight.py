@@ -158,7 +158,8 @@ class ModelCheckError(StforecastError):
 def trial_logp(model, where: str = "priors") -> dict[str, float]:
     """The model's log-density and its gradient at the prior's centre (PyMC's initial point,
     where the samplers start), which must be finite; ``ModelCheckError`` naming the offending
-    variables otherwise. Returns ``{"logp": value, "seconds": build + evaluate}``.
+    variables otherwise. Returns ``{"logp": value, "point": the centre (PyMC's initial point,
+    by value variable), "seconds": build + evaluate}``.
 
     Evaluated by PyTensor's Python linker with no graph rewrites, so nothing is compiled to C
     (the C compilation the samplers do costs tens of seconds on a cold cache); the terms are
@@ -198,4 +199,4 @@ def trial_logp(model, where: str = "priors") -> dict[str, float]:
                               + (f" (not finite in {', '.join(bad)})" if bad else
                                  " (its gradient is not finite)")
                               + "; check the priors' ranges and the history's values")
-    return {"logp": logp, "seconds": time.perf_counter() - t}
+    return {"logp": logp, "point": point, "seconds": time.perf_counter() - t}

@@ -438,16 +438,21 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
     timings["trial_logp"] = trial["seconds"]
     logger.info(f"the model evaluates at the prior's centre (log-density {trial['logp']:.1f}, "
                 f"{trial['seconds']:.1f} s)")
-    logger.info(f"sampling the prior ({fs.prior_draws} draws)")
-    t = time.perf_counter()
-    prior = sample_prior(model, fs.prior_draws, settings.seed)
-    timings["prior"] = time.perf_counter() - t
+    drawn = {}
+
+    def draw_prior():  # while the sampler's threads run (the draws are their own seed's)
+        logger.info(f"sampling the prior ({fs.prior_draws} draws) while NUTS samples")
+        t = time.perf_counter()
+        drawn["prior"] = sample_prior(model, fs.prior_draws, settings.seed)
+        timings["prior"] = time.perf_counter() - t
+
     logger.info(f"fitting: {fs.sampler} NUTS, {fs.chains} chains x {fs.draws} draws "
                 f"({fs.tune} tune)")
     fit = sample_posterior(model, fs, settings.seed, progressbar=settings.progress,
-                           model_key=driver_model_key(inputs), reference_logp=trial["logp"])
+                           model_key=driver_model_key(inputs), reference_logp=trial["logp"],
+                           reference_point=trial["point"], while_sampling=draw_prior)
     timings.update(fit.timings)
-    groups = {"prior": prior, "posterior": fit.idata["posterior"].to_dataset(),
+    groups = {"prior": drawn["prior"], "posterior": fit.idata["posterior"].to_dataset(),
               "sample_stats": fit.idata["sample_stats"].to_dataset()}
     if cache is not None:
         cache.store("driver", key, groups, {"free_parameters": free_parameter_names(model)})
