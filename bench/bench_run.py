@@ -59,7 +59,7 @@ code = cli.main(sys.argv[1:])
 timings["in_process"] = round(time.perf_counter() - t0, 2)
 with open(os.environ["BENCH_TIMINGS"], "w") as fh:
     json.dump(timings, fh)
-sys.exit(code)
+cli.leave(code)  # as the stforecast command ends (cli.entry)
 """
 
 

@@ -179,3 +179,28 @@ def test_sampler_choices_match_fit():
 
 def test_console_script_is_installed():
     assert _SCRIPT.exists()
+
+
+def test_leave_runs_exit_handlers_flushes_and_waits_for_threads(tmp_path):
+    """``cli.leave`` (how the stforecast command ends): the status is the process's, buffered
+    output and atexit handlers are not lost, and a running (non-daemon) thread is waited for."""
+    script = (
+        "import atexit, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from stforecast import cli\n"
+        "out = Path(sys.argv[1])\n"
+        "atexit.register(lambda: (out / 'atexit').write_text('ran'))\n"
+        "if sys.argv[2] == 'thread':\n"
+        "    threading.Thread(target=lambda: (time.sleep(0.5), (out / 'thread').write_text('done'))"
+        ").start()\n"
+        "print('buffered line')\n"
+        "cli.leave(3)\n")
+    for mode in ("plain", "thread"):
+        folder = tmp_path / mode
+        folder.mkdir()
+        done = subprocess.run([sys.executable, "-c", script, str(folder), mode],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 3, done.stderr
+        assert done.stdout == "buffered line\n"
+        assert (folder / "atexit").read_text() == "ran"
+        assert (folder / "thread").exists() == (mode == "thread")
