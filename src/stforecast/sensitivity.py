@@ -65,9 +65,11 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     return ((ends - (counts - 1) / 2.0))[inverse].astype(float)
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rank correlation (0.0 when either side is constant)."""
-    rx, ry = average_ranks(x), average_ranks(y)
+def spearman(x: np.ndarray, y: np.ndarray, y_ranks: np.ndarray | None = None) -> float:
+    """Spearman's rank correlation (0.0 when either side is constant); ``y_ranks``:
+    ``average_ranks(y)`` when the caller has it (one outcome against many inputs)."""
+    rx = average_ranks(x)
+    ry = average_ranks(y) if y_ranks is None else y_ranks.copy()
     rx -= rx.mean()
     ry -= ry.mean()
     denom = np.sqrt((rx * rx).sum() * (ry * ry).sum())
@@ -121,9 +123,12 @@ def rank_sensitivity(ds: xr.Dataset, variable: str, year: str | None = None,
     ``max_samples`` samples a fixed random subset is used (the scores' Monte Carlo error is
     about 1/sqrt(max_samples) = 0.002).
     """
-    _, pairs = _inputs_and_outcome(ds, variable, year, max_samples, seed, level_drivers,
+    y, pairs = _inputs_and_outcome(ds, variable, year, max_samples, seed, level_drivers,
                                    growth_segments, "ranking sensitivities")
-    ranked = [{"driver": name, "score": round(spearman(x, y), 4)} for name, x, y in pairs]
+    finite = np.isfinite(y)
+    y_ranks = average_ranks(y[finite])  # the outcome's ranks where an input is finite throughout
+    ranked = [{"driver": name, "score": round(spearman(
+        x, yy, y_ranks if yy.size == y_ranks.size else None), 4)} for name, x, yy in pairs]
     return sorted(ranked, key=lambda e: -abs(e["score"]))
 
 
