@@ -39,6 +39,7 @@ import logging
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -493,11 +494,28 @@ def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
     default the run's. The random numbers come from ``seed`` alone.
     """
     scenarios = scenarios or inputs.scenarios
-    posterior, company, ceilings = fitted.posterior, inputs.company, inputs.spec.ceilings()
+    posterior = fitted.posterior
     per_draw = paths_per_draw(posterior, paths)
     n_paths = per_draw * posterior.sizes["chain"] * posterior.sizes["draw"]
     logger.info(f"simulating {n_paths:,} paths ({per_draw} per posterior draw) x "
                 f"{len(scenarios.scenarios)} scenarios")
+    inside = None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        if inputs.spec.outside_view is not None and inputs.growth.weight > 0:
+            # its random numbers are its own seed's (the run's own, drawn afresh), so it runs
+            # beside the scenarios: their serial steps leave a core free
+            logger.info("simulating the inside view alone (outside-view weight 0, same "
+                        "posterior and random numbers, headline scenario), beside the scenarios")
+            inside = pool.submit(inside_only, inputs, fitted, per_draw, seed, scenarios)
+        predictive, prior_predictive = _predictive(inputs, fitted, scenarios, per_draw, seed)
+        inside = inside.result() if inside is not None else None
+    return Draws(predictive, prior_predictive, int(n_paths), inside)
+
+
+def _predictive(inputs: Inputs, fitted: Fitted, scenarios: ScenarioSpec, per_draw: int,
+                seed: int) -> tuple[xr.Dataset, xr.Dataset]:
+    """Every scenario's predictive draws, then the prior predictive, on one stream of ``seed``."""
+    posterior, company, ceilings = fitted.posterior, inputs.company, inputs.spec.ceilings()
     rng = np.random.default_rng(seed)
     predictive = simulate(posterior, company, inputs.obs, per_draw, rng, scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
@@ -509,12 +527,7 @@ def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
                                 growth_settings=inputs.growth.for_prior())
     predictive.attrs.update(draws_attrs(company),
                             liquidity_floor=inputs.spec.settings["liquidity_floor"])
-    inside = None
-    if inputs.spec.outside_view is not None and inputs.growth.weight > 0:
-        logger.info("simulating the inside view alone (outside-view weight 0, same posterior "
-                    "and random numbers, headline scenario)")
-        inside = inside_only(inputs, fitted, per_draw, seed, scenarios)
-    return Draws(predictive, prior_predictive, int(n_paths), inside)
+    return predictive, prior_predictive
 
 
 #: What the inside-only simulation keeps (the outside-view comparisons need no more).
