@@ -133,3 +133,41 @@ def test_a_damaged_entry_is_refused_in_one_line(tmp_path):
     with pytest.raises(C.ModelMismatch, match="checksum mismatch") as err:
         C._load(entry, "k")
     assert "\n" not in str(err.value) and "functions.pkl" in str(err.value)
+
+
+def test_a_gradient_not_finite_at_the_centre_is_refused_in_one_line(company, obs, spec):
+    """The run leaves the gradient at the prior's centre to the compiled model's check
+    (``trial_logp(..., gradient=False)``): a compiled log-density that agrees with the model's
+    but whose gradient is not finite there is refused as the trial evaluation would refuse it,
+    one line naming the priors file."""
+    from types import SimpleNamespace
+
+    from stforecast.preflight import ModelCheckError, trial_logp
+
+    model = build_model(spec, obs, company)
+    trial = trial_logp(model, "my/priors.toml", gradient=False)
+    n = sum(int(np.size(v)) for v in trial["point"].values())
+    names = list(trial["point"])
+    slices, start = [], 0
+    for name in names:
+        size = int(np.size(trial["point"][name]))
+        slices.append((start, start + size))
+        start += size
+
+    def logp(gradient_value):
+        def entry(n_dim, x, grad, out, values):
+            out[0] = trial["logp"]
+            for i in range(n_dim):
+                grad[i] = gradient_value
+            return 0
+        return SimpleNamespace(ctypes=entry)
+
+    meta = {"n_dim": n, "names": names, "slices": slices,
+            "shapes": [list(np.shape(trial["point"][k])) for k in names]}
+    good = SimpleNamespace(meta=meta, key="k" * 16, wrappers=SimpleNamespace(logp=logp(0.5)))
+    assert C.check(good, model, trial["logp"], trial["point"], "my/priors.toml") == trial["logp"]
+    bad = SimpleNamespace(meta=meta, key="k" * 16, wrappers=SimpleNamespace(logp=logp(np.nan)))
+    with pytest.raises(ModelCheckError, match="my/priors.toml: .*its gradient is not finite"
+                       ) as err:
+        C.check(bad, model, trial["logp"], trial["point"], "my/priors.toml")
+    assert "\n" not in str(err.value)

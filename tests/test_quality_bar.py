@@ -58,11 +58,11 @@ def driver_rows(company):
     spec = load_priors(company.priors_path, company.growth_drivers())
     obs = observations_from_company(company)
     model = build_model(spec, obs, company)
-    key, reference = driver_key(company, obs, spec), trial_logp(model)["logp"]
+    key, reference = driver_key(company, obs, spec), trial_logp(model)
     rows = []
     for seed in SEEDS:
         d = sample_posterior(model, FitSettings(), seed, model_key=key,
-                             reference_logp=reference).diagnostics
+                             reference=reference).diagnostics
         rows.append((seed, d.rhat_max, d.ess_bulk_min, d.ess_tail_min, d.divergences))
     return rows
 

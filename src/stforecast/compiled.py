@@ -257,11 +257,13 @@ def _import_wrappers(compiled: Compiled, folder: Path):
 
 
 def load_or_build(model, key: str, root: Path | None = None,
-                  expected: float | None = None, point: dict | None = None) -> Compiled:
+                  expected: float | None = None, point: dict | None = None,
+                  where: str = "priors") -> Compiled:
     """The compiled driver model of ``model`` under ``key`` (``driver_key``), checked against
     ``model`` (``check``; ``expected`` and ``point``: the model's own log-density at its prior's
     centre, and that centre, when the caller has them, as ``preflight.trial_logp`` returns
-    them): from this process, from the disk cache (``<root>/compiled/<key>``,
+    them; ``where``: the priors file, named by ``check``'s error): from this process, from the
+    disk cache (``<root>/compiled/<key>``,
     default the user's cache folder) or compiled now and stored; its ``source`` says which
     ("process", "disk" or "built"). An entry that fails the check is dropped and compiled
     again; a fresh compilation that fails it raises ``ModelMismatch``."""
@@ -285,14 +287,14 @@ def load_or_build(model, key: str, root: Path | None = None,
                 compiled = None
         if compiled is not None:
             try:
-                check(compiled, model, expected, point)
+                check(compiled, model, expected, point, where)
             except ModelMismatch as exc:
                 logger.warning(f"compiled model cache: {exc}; compiling again")
                 compiled = None
         if compiled is None:
             shutil.rmtree(base / key, ignore_errors=True)
             compiled = _store(model, key, base)
-            check(compiled, model, expected, point)
+            check(compiled, model, expected, point, where)
         if len(_PROCESS) >= _PROCESS_MAX:
             _PROCESS.pop(next(iter(_PROCESS)))
         _PROCESS[key] = compiled  # most recently used last
@@ -337,11 +339,14 @@ def prior_values(model) -> np.ndarray:
     return np.ascontiguousarray(model[PRIOR_VALUES].get_value(), dtype=np.float64)
 
 
-def check(compiled: Compiled, model, expected: float, point: dict | None = None) -> float:
+def check(compiled: Compiled, model, expected: float, point: dict | None = None,
+          where: str = "priors") -> float:
     """The model's log-density at its prior's centre (``point``, default
     ``model.initial_point()``) from the compiled C entry point, which must agree with
     ``expected``, the model's own graph evaluated without compilation
-    (``preflight.trial_logp``) -- ``ModelMismatch`` otherwise; returns it."""
+    (``preflight.trial_logp``) -- ``ModelMismatch`` otherwise; returns it. Its gradient there
+    must be finite (``preflight.ModelCheckError`` naming ``where`` otherwise: the sampler
+    could not start)."""
     import ctypes
 
     point = model.initial_point() if point is None else point
@@ -360,6 +365,9 @@ def check(compiled: Compiled, model, expected: float, point: dict | None = None)
     if code != 0 or not np.isclose(got, expected, rtol=RTOL, atol=1e-10):
         raise ModelMismatch(f"compiled model {compiled.key[:16]}: log-density {got!r} (code "
                             f"{code}) at the prior's centre, the model's own is {expected!r}")
+    if not np.all(np.isfinite(grad)):
+        from .preflight import impossible_history
+        raise impossible_history(where, got, [])
     return got
 
 

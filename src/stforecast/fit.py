@@ -176,16 +176,15 @@ def compiled_model(model: pm.Model, model_key: str | None):
 
 def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
                      progressbar: bool = False, model_key: str | None = None,
-                     reference_logp: float | None = None,
-                     reference_point: dict | None = None, while_sampling=None) -> FitResult:
+                     reference: dict | None = None, while_sampling=None) -> FitResult:
     """NUTS with the chosen sampler; returns the DataTree, diagnostics and timings (s).
 
     ``model_key``: for the driver model (``stforecast.model.build_model``, whose priors are
     the data vector ``PRIOR_VALUES``), the key of its compiled form
     (``stforecast.run.driver_model_key``): nutpie samples on ``stforecast.compiled``'s model,
     compiled once and kept on disk for every process and every value of the priors, checked
-    against the model's own log-density (``reference_logp`` and ``reference_point``, its
-    value and the prior's centre, when the caller has them: ``preflight.trial_logp``). For another model, a key of its content: its compiled model is
+    against the model's own log-density and its gradient at the prior's centre
+    (``reference``: ``preflight.trial_logp``'s answer when the caller has it). For another model, a key of its content: its compiled model is
     kept for later fits in this process. Without a key, nutpie compiles anew.
 
     ``while_sampling``: a function of no arguments called while nutpie's sampler runs (its
@@ -202,8 +201,10 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
         if model_key is not None and PRIOR_VALUES in model.named_vars:
             from . import compiled as compiled_models
 
-            entry = compiled_models.load_or_build(model, model_key, expected=reference_logp,
-                                                  point=reference_point)
+            reference = reference or {}
+            entry = compiled_models.load_or_build(
+                model, model_key, expected=reference.get("logp"), point=reference.get("point"),
+                where=reference.get("where", "priors"))
             compiled = compiled_models.nutpie_model(entry, model)
             logger.info(f"compiled model: {entry.source} ({time.perf_counter() - t0:.1f} s)")
         else:

@@ -155,11 +155,13 @@ class ModelCheckError(StforecastError):
     """The model cannot be evaluated at its starting point (priors and data incompatible)."""
 
 
-def trial_logp(model, where: str = "priors") -> dict[str, float]:
+def trial_logp(model, where: str = "priors", gradient: bool = True) -> dict:
     """The model's log-density and its gradient at the prior's centre (PyMC's initial point,
     where the samplers start), which must be finite; ``ModelCheckError`` naming the offending
     variables otherwise. Returns ``{"logp": value, "point": the centre (PyMC's initial point,
-    by value variable), "seconds": build + evaluate}``.
+    by value variable), "where": where, "seconds": build + evaluate}``. ``gradient=False``
+    leaves the gradient to the caller (the compiled driver model's check evaluates it anyway,
+    ``compiled.check``; building its graph here costs ~1 s).
 
     Evaluated by PyTensor's Python linker with no graph rewrites, so nothing is compiled to C
     (the C compilation the samplers do costs tens of seconds on a cold cache); the terms are
@@ -179,7 +181,7 @@ def trial_logp(model, where: str = "priors") -> dict[str, float]:
         names = [rv.name for rv in model.basic_RVs]
         terms = [term.sum() for term in model.logp(sum=False)]
         total = reduce(operator.add, terms)
-        grads = pytensor.grad(total, model.value_vars)
+        grads = pytensor.grad(total, model.value_vars) if gradient else []
         fn = pytensor.function(model.value_vars, [total, *terms, *grads],
                                mode=Mode(linker="py", optimizer=None),
                                on_unused_input="ignore")
@@ -194,9 +196,15 @@ def trial_logp(model, where: str = "priors") -> dict[str, float]:
     grad_ok = all(np.all(np.isfinite(np.asarray(g, dtype=float))) for g in out[1 + len(terms):])
     if not (math.isfinite(logp) and grad_ok):
         bad = [n for n, v in zip(names, term_values) if not np.isfinite(float(v))][:3]
-        raise ModelCheckError(f"{where}: expected priors under which the company's history is "
-                              f"possible: at the prior's centre the log-density is {logp:g}"
-                              + (f" (not finite in {', '.join(bad)})" if bad else
-                                 " (its gradient is not finite)")
-                              + "; check the priors' ranges and the history's values")
-    return {"logp": logp, "point": point, "seconds": time.perf_counter() - t}
+        raise impossible_history(where, logp, bad)
+    return {"logp": logp, "point": point, "where": where, "seconds": time.perf_counter() - t}
+
+
+def impossible_history(where: str, logp: float, bad: list[str]) -> ModelCheckError:
+    """The one-line error of a model not finite at its prior's centre: its log-density is not
+    finite in the terms ``bad``, or (none named) its gradient is not finite."""
+    return ModelCheckError(f"{where}: expected priors under which the company's history is "
+                           f"possible: at the prior's centre the log-density is {logp:g}"
+                           + (f" (not finite in {', '.join(bad)})" if bad else
+                              " (its gradient is not finite)")
+                           + "; check the priors' ranges and the history's values")

@@ -435,7 +435,8 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
                                                   list(attrs["free_parameters"]))}
     model = build_model(inputs.spec, inputs.obs, inputs.company)
     # the log-density and its gradient at the sampler's starting point, before any sampling
-    trial = trial_logp(model, str(inputs.priors_path))
+    # (nutpie's gradient there is evaluated by the compiled model's check: compiled.check)
+    trial = trial_logp(model, str(inputs.priors_path), gradient=fs.sampler != "nutpie")
     timings["trial_logp"] = trial["seconds"]
     logger.info(f"the model evaluates at the prior's centre (log-density {trial['logp']:.1f}, "
                 f"{trial['seconds']:.1f} s)")
@@ -450,8 +451,8 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
     logger.info(f"fitting: {fs.sampler} NUTS, {fs.chains} chains x {fs.draws} draws "
                 f"({fs.tune} tune)")
     fit = sample_posterior(model, fs, settings.seed, progressbar=settings.progress,
-                           model_key=driver_model_key(inputs), reference_logp=trial["logp"],
-                           reference_point=trial["point"], while_sampling=draw_prior)
+                           model_key=driver_model_key(inputs), reference=trial,
+                           while_sampling=draw_prior)
     timings.update(fit.timings)
     groups = {"prior": drawn["prior"], "posterior": fit.idata["posterior"].to_dataset(),
               "sample_stats": fit.idata["sample_stats"].to_dataset()}
