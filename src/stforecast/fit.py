@@ -184,8 +184,9 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
     (``stforecast.run.driver_model_key``): nutpie samples on ``stforecast.compiled``'s model,
     compiled once and kept on disk for every process and every value of the priors, checked
     against the model's own log-density and its gradient at the prior's centre
-    (``reference``: ``preflight.trial_logp``'s answer when the caller has it). For another model, a key of its content: its compiled model is
-    kept for later fits in this process. Without a key, nutpie compiles anew.
+    (``reference``: ``preflight.trial_logp``'s answer when the caller has it). For another
+    model, a key of its content: its compiled model is kept for later fits in this process.
+    Without a key, nutpie compiles anew.
 
     ``while_sampling``: a function of no arguments called while nutpie's sampler runs (its
     threads hold no GIL, so Python work such as the prior draws overlaps them; after sampling
