@@ -16,7 +16,8 @@ command line, each in a fresh Python process:
 
 Each run prints its breakdown (seconds per stage, from the run's ``Summary.timings_s``, plus
 the import time); ``--json`` prints one JSON object; every invocation appends one line to
-``bench/history_run.tsv`` so that regressions show.
+``bench/history_run.tsv`` so that regressions show, and each figure is printed with its ratio
+to that file's last line (``x0.70 of 33.7 s``).
 
 Run: .venv/bin/python bench/bench_run.py [--json] [--paths N] [--no-history]
 """
@@ -106,10 +107,34 @@ def size_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6, 1)
 
 
-def line(name: str, r: dict) -> str:
+#: The history file's column of each figure that has one (the ratio is printed against it).
+HISTORY_COLUMNS = {"cold": "cold_s", "cache_hit": "cache_hit_s", "prior_change": "prior_change_s",
+                   "sim_prior_change": "sim_prior_change_s", "scenarios": "scenarios_s",
+                   "query": "query_s"}
+
+
+def last_history() -> tuple[str, dict[str, float]]:
+    """The commit and the figures of the history file's last line ("", {} without one)."""
+    lines = HISTORY.read_text().splitlines() if HISTORY.exists() else []
+    if len(lines) < 2:
+        return "", {}
+    header, last = lines[0].split("\t"), lines[-1].split("\t")
+    figures = {}
+    for name, value in zip(header, last):
+        try:
+            figures[name] = float(value)
+        except ValueError:
+            continue
+    return dict(zip(header, last)).get("commit", ""), figures
+
+
+def line(name: str, r: dict, before: dict[str, float] | None = None) -> str:
     t = r["timings"]
     parts = ", ".join(f"{k} {t[k]:.1f}" for k in STAGES if k in t)
-    return f"{name:>13}: {r['process_wall']:6.1f} s" + (f"  ({parts})" if parts else "")
+    old = (before or {}).get(HISTORY_COLUMNS.get(name, ""))
+    ratio = f"  x{r['process_wall'] / old:.2f} of {old:.1f} s" if old else ""
+    return (f"{name:>13}: {r['process_wall']:6.1f} s{ratio}"
+            + (f"  ({parts})" if parts else ""))
 
 
 def main():
@@ -152,11 +177,13 @@ def main():
     if args.json:
         print(json.dumps(out, indent=1))
     else:
-        print(f"stforecast run, {company.key}, {args.paths:,} paths; process wall time")
+        commit, before = last_history()
+        print(f"stforecast run, {company.key}, {args.paths:,} paths; process wall time"
+              + (f"; xR = ratio to {HISTORY.name}'s last line ({commit})" if before else ""))
         for name in ("cold", "cache_hit", "fit_cache_hit", "prior_change", "sim_prior_change",
                      "scenarios", "query"):
             if name in out:
-                print(line(name, out[name]))
+                print(line(name, out[name], before))
         print(f"{'':>13}  prior changed: {out['prior_changed']}")
         if out["sim_prior_changed"]:
             print(f"{'':>13}  simulation prior changed: {out['sim_prior_changed']}")

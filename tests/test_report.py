@@ -318,6 +318,28 @@ def test_report_process_passes_its_errors_back(run_dir, tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("refused: ") and \
         "key 'charts'" in done.stdout, done.stderr
+    # a caller killed (no clean-up at all): its report process ends too
+    done = subprocess.run([sys.executable, "-c",
+                           "import os\nfrom stforecast.report import ReportProcess\n"
+                           "print(ReportProcess()._proc.pid, flush=True)\nos._exit(9)"],
+                          capture_output=True, text=True, timeout=60)
+    if Path("/proc/self/stat").exists():  # where a process's state can be read
+        assert _ends_within(int(done.stdout), 20.0)
+
+
+def _ends_within(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` has ended (gone, or a zombie) within ``seconds``."""
+    import time
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_one_line_errors(run_dir, tmp_path):

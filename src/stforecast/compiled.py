@@ -67,6 +67,8 @@ RTOL = 1e-8
 logger = logging.getLogger(__name__)
 _INNER: dict[str, tuple] = {}  # key -> (logp, expand) numba functions, for the wrappers module
 _LOCK = threading.Lock()
+_PROCESS: dict[str, "Compiled"] = {}  # key -> compiled model, most recently used last
+_PROCESS_MAX = 8
 
 
 class ModelMismatch(StforecastError):
@@ -263,9 +265,8 @@ def load_or_build(model, key: str, root: Path | None = None,
     ``model`` (``check``; ``expected`` and ``point``: the model's own log-density at its prior's
     centre, and that centre, when the caller has them, as ``preflight.trial_logp`` returns
     them; ``where``: the priors file, named by ``check``'s error): from this process, from the
-    disk cache (``<root>/compiled/<key>``,
-    default the user's cache folder) or compiled now and stored; its ``source`` says which
-    ("process", "disk" or "built"). An entry that fails the check is dropped and compiled
+    disk cache (``<root>/compiled/<key>``, default the user's cache folder) or compiled now and
+    stored; its ``source`` says which ("process", "disk" or "built"). An entry that fails the check is dropped and compiled
     again; a fresh compilation that fails it raises ``ModelMismatch``."""
     from .preflight import trial_logp
 
@@ -318,10 +319,6 @@ def _store(model, key: str, base: Path) -> Compiled:
     compiled.source = "built"
     _prune(base)
     return compiled
-
-
-_PROCESS: dict[str, Compiled] = {}
-_PROCESS_MAX = 8
 
 
 def _prune(base: Path, keep: int = MAX_ENTRIES) -> None:

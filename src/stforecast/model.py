@@ -99,6 +99,14 @@ class PriorValues:
         return self.data[self.index[(variable, parameter)]]
 
 
+def label_first_year(posterior, company: Company):
+    """``posterior`` with the first forecast year on ``first_year_growth`` (attribute
+    ``year``): a coordinate of the company's data, not of the variable's name."""
+    if "first_year_growth" in posterior:
+        posterior["first_year_growth"].attrs["year"] = company.first_forecast_year
+    return posterior
+
+
 def model_priors(spec: PriorSpec) -> dict:
     """The priors the driver model reads, and nothing else: the growth and ratio processes
     (``processes``), the pooling prior (``company_growth_effect``) and the EV/sales prior

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -984,8 +985,18 @@ class ReportProcess:
 def _serve() -> None:
     """The report process (``ReportProcess``): warm up, read one pickled ``(results_dir,
     summary)`` from stdin, build the report, write ``(True, page)`` or ``(False, error)``
-    pickled to stdout."""
+    pickled to stdout. It ends at once when its caller's process is gone (killed mid-run), so
+    that it does not go on writing in a staging folder the next run removes."""
     from matplotlib.figure import Figure
+
+    caller = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == caller:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stforecast-report-caller", daemon=True).start()
 
     fig = Figure(figsize=(1.0, 1.0))  # matplotlib's fonts and renderer, loaded while waiting
     fig.text(0.5, 0.5, "0")

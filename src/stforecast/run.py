@@ -57,8 +57,8 @@ from .engine import convention_table
 from .fit import Diagnostics as FitDiagnostics
 from .fit import (FitSettings, bar_reasons, diagnose, free_parameter_names, sample_posterior,
                   sample_prior)
-from .model import (Observations, build_model, model_priors, observations_from_company,
-                    observed_data_values)
+from .model import (Observations, build_model, label_first_year, model_priors,
+                    observations_from_company, observed_data_values)
 from .preflight import trial_logp
 from .outside_view import GrowthSettings, growth_settings, log_table, summary_block
 from .priors import PriorSpec, load_priors
@@ -366,9 +366,7 @@ def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = T
     valuation = Valuation(spec.valuation_method, relation_from_fit(
         peer_idata, premium, settings.seed, peers, spec.valuation.get("sector_rerating"))
         if premium is not None else None)
-    posterior = driver["posterior"]
-    if "first_year_growth" in posterior:  # its year is a coordinate of the data, not of the name
-        posterior["first_year_growth"].attrs["year"] = inputs.company.first_forecast_year
+    posterior = label_first_year(driver["posterior"], inputs.company)
     return Fitted(driver["prior"], posterior, driver["sample_stats"], driver["diagnostics"],
                   peers, peer_idata, valuation, timings)
 
@@ -388,13 +386,12 @@ def driver_model_key(inputs: Inputs) -> str:
 
 
 def driver_fit_key(inputs: Inputs, settings: RunSettings) -> str:
-    """The fit cache's key of the driver model's fit: the model's sources, the company file,
-    the observations, the resolved values of the priors the model reads
-    (``model.model_priors``), its compiled form (``driver_model_key``), the fit settings and
-    the seed."""
+    """The fit cache's key of the driver model's fit: the model's sources, its compiled form
+    (``driver_model_key``: the company file, the observations and the priors' layout), the
+    resolved values of the priors the model reads (``model.model_priors``), the fit settings
+    and the seed."""
     return fit_key("driver", sources=source_hash(*DRIVER_SOURCES),
-                   company=inputs.company.files["company"][1], observations=inputs.obs,
-                   priors=model_priors(inputs.spec), model=driver_model_key(inputs),
+                   model=driver_model_key(inputs), priors=model_priors(inputs.spec),
                    fit=asdict(settings.fit), seed=settings.seed)
 
 

@@ -116,15 +116,13 @@ def prior_fit(values: tuple[tuple[str, float], ...], base) -> dict:
     task spent on the compiled model, ~0 when its worker had it before)."""
     from .compiled import driver_key
     from .fit import sample_posterior
-    from .model import build_model
+    from .model import build_model, label_first_year
 
     spec = with_values(base.priors, values)  # validates the values (one line naming the parameter)
     model = build_model(spec, base.obs, base.company)
     result = sample_posterior(model, base.fit, base.fit_seed,
                               model_key=driver_key(base.company, base.obs, spec))
-    posterior = result.idata["posterior"].to_dataset()
-    if "first_year_growth" in posterior:
-        posterior["first_year_growth"].attrs["year"] = base.company.first_forecast_year
+    posterior = label_first_year(result.idata["posterior"].to_dataset(), base.company)
     return {"values": values, "posterior": posterior, "diagnostics": result.diagnostics.to_dict(),
             "seconds": {k: round(result.timings[k], 2) for k in ("compile", "sampling")}}
 
