@@ -4,10 +4,14 @@ and a damaged or mismatched entry is never used."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,6 +113,12 @@ def test_one_compiled_model_serves_processes_and_prior_values(company, obs, spec
         C.check(C._PROCESS[key], build_model(_with_sigma(spec, 1.5), obs, company),
                 expected=-1.0)  # the model's own log-density is not -1 at its centre
 
+    # a truncated entry is compiled again: here "compiling" copies the entry as first built
+    # (a second real compilation would prove nothing more and take ~20-40 s)
+    good = tmp_path / "as-built"
+    shutil.copytree(entry, good, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(C, "_build", lambda m, k, folder, data: builds.append(1)
+                        or shutil.copytree(good, folder))
     functions = entry / "functions.pkl"
     functions.write_bytes(functions.read_bytes()[:-500])
     C._PROCESS.clear()
@@ -122,16 +132,16 @@ def test_a_damaged_entry_is_refused_in_one_line(tmp_path):
     entry = tmp_path / "k"
     entry.mkdir()
     with pytest.raises(C.ModelMismatch, match="unreadable"):
-        C._load(entry, "k")
+        C._load(entry, "k", (PRIOR_VALUES,))
     (entry / "meta.json").write_text(json.dumps({"format": C.FORMAT, "key": "other"}))
     (entry / "functions.pkl").write_bytes(b"x")
     (entry / "wrappers.py").write_text("")
     with pytest.raises(C.ModelMismatch, match="not an entry of this format and key"):
-        C._load(entry, "k")
+        C._load(entry, "k", (PRIOR_VALUES,))
     (entry / "meta.json").write_text(json.dumps({"format": C.FORMAT, "key": "k",
                                                  "sha256": "0" * 64}))
     with pytest.raises(C.ModelMismatch, match="checksum mismatch") as err:
-        C._load(entry, "k")
+        C._load(entry, "k", (PRIOR_VALUES,))
     assert "\n" not in str(err.value) and "functions.pkl" in str(err.value)
 
 
@@ -163,7 +173,8 @@ def test_a_gradient_not_finite_at_the_centre_is_refused_in_one_line(company, obs
         return SimpleNamespace(ctypes=entry)
 
     meta = {"n_dim": n, "names": names, "slices": slices,
-            "shapes": [list(np.shape(trial["point"][k])) for k in names]}
+            "shapes": [list(np.shape(trial["point"][k])) for k in names],
+            "data": C.data_layout(model, (PRIOR_VALUES,))}
     good = SimpleNamespace(meta=meta, key="k" * 16, wrappers=SimpleNamespace(logp=logp(0.5)))
     assert C.check(good, model, trial["logp"], trial["point"], "my/priors.toml") == trial["logp"]
     bad = SimpleNamespace(meta=meta, key="k" * 16, wrappers=SimpleNamespace(logp=logp(np.nan)))
@@ -171,3 +182,71 @@ def test_a_gradient_not_finite_at_the_centre_is_refused_in_one_line(company, obs
                        ) as err:
         C.check(bad, model, trial["logp"], trial["point"], "my/priors.toml")
     assert "\n" not in str(err.value)
+
+
+def test_a_refitter_reads_each_history_from_its_data(refitter, company, spec):
+    """The model compiled with its observations as data (``calibration.Refitter``) evaluates
+    the log-density of the history it is given, not the one it was compiled with: on a
+    simulated history it agrees with a model built on that history; other shapes are refused."""
+    from stforecast.model import observed_data_values
+    from stforecast.preflight import trial_logp
+
+    entry, _ = refitter.compiled
+    assert [e["name"] for e in entry.meta["data"]][0] == PRIOR_VALUES
+    assert len(entry.meta["data"]) == len(refitter.model.data_vars) > 1
+    truth = refitter.prior_draws(1, seed=7)[0]
+    history = refitter.simulate(truth, np.random.default_rng(5))
+    other = build_model(spec, history, company)
+    expected = trial_logp(other)["logp"]
+    assert C.check(entry, other, expected) == pytest.approx(expected, rel=C.RTOL)
+    with pytest.raises(C.ModelMismatch, match="log-density"):
+        C.check(entry, refitter.model, expected)  # its own history: another log-density
+    values = observed_data_values(history, company)
+    name = next(iter(values))
+    with pytest.raises(ValueError, match=f"data '{name}': expected shape"):
+        C.data_vector(entry, other, {name: np.zeros(99)})
+
+
+def test_a_process_waits_for_another_compiling_the_same_model_then_reads_it(
+        refitter, tmp_path, monkeypatch, fresh_store):
+    """Processes that need one model at once compile it once: the lock of its key is held by
+    the compiling process (``_key_lock``: a second holder waits), and the process that waited
+    reads the entry stored meanwhile instead of compiling."""
+    script = ("import sys, pathlib\n"
+              "from stforecast.compiled import _key_lock\n"
+              "base = pathlib.Path(sys.argv[1])\n"
+              "with _key_lock(base, 'k'):\n"
+              "    print('held', flush=True)\n"
+              "    sys.stdin.readline()\n"
+              "    (base / 'released').write_text('')\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    seen = []
+
+    def take():
+        with C._key_lock(tmp_path, "k"):
+            seen.append((tmp_path / "released").exists())
+    waiter = threading.Thread(target=take)
+    waiter.start()
+    proc.stdin.write("go\n")
+    proc.stdin.close()
+    waiter.join(timeout=60)
+    assert proc.wait(timeout=60) == 0 and seen == [True]
+
+    # the waiting process finds the entry the other stored while it waited
+    entry, _ = refitter.compiled
+    key = entry.key
+    stored = Path(C.cache_dir()) / "compiled" / key
+    root = tmp_path / "cache"
+    lock = C._key_lock
+
+    @contextlib.contextmanager
+    def while_another_stores(base, k):
+        with lock(base, k):
+            shutil.copytree(stored, base / k, ignore=shutil.ignore_patterns("__pycache__"))
+            yield
+    monkeypatch.setattr(C, "_key_lock", while_another_stores)
+    monkeypatch.setattr(C, "_build", lambda *a: pytest.fail("compiled although stored"))
+    got = C.load_or_build(refitter.model, key, root=root, observations_as_data=True)
+    assert got.source == "disk" and got.meta == entry.meta

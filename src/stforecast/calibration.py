@@ -10,8 +10,10 @@
 * ``sbc``: simulation-based calibration (Talts et al. 2018): for prior draws, the rank of the
   true value among thinned posterior draws must be uniform.
 
-Fits re-use one nutpie compilation with new ``pm.Data`` values (``with_data``), so hundreds of
-fits are affordable. The compilation happens at the first fit, not before.
+Fits re-use one compiled model with new observations (``stforecast.compiled``, the observations
+kept as data: one entry on disk serves every process and every simulated history of the
+company's shape), so hundreds of fits are affordable. It is loaded or compiled at the first fit,
+not before.
 """
 
 from __future__ import annotations
@@ -119,8 +121,12 @@ class Refitter:
 
     @cached_property
     def compiled(self):
-        from .fit import compile_nutpie
-        return compile_nutpie(self.model, freeze=False)  # refitted with new data
+        """nutpie's model of ``model`` (``stforecast.compiled``, its observations as data),
+        loaded from the disk cache or compiled and stored there."""
+        from . import compiled as C
+        key = C.driver_key(self.company, self.template, self.spec, observations_as_data=True)
+        entry = C.load_or_build(self.model, key, observations_as_data=True)
+        return entry, C.nutpie_model(entry, self.model)
 
     def prior_draws(self, n: int, seed: int) -> list[dict]:
         """``n`` draws of every free parameter from the prior, name -> value."""
@@ -135,8 +141,11 @@ class Refitter:
                tune: int | None = None, chains: int | None = None):
         """The nutpie DataTree of a fit on ``obs`` (defaults: the refitter's settings)."""
         import nutpie
+
+        from .compiled import with_data
         chains = chains or self.chains
-        compiled = self.compiled.with_data(**observed_data_values(obs, self.company))
+        entry, compiled = self.compiled
+        compiled = with_data(compiled, entry, self.model, observed_data_values(obs, self.company))
         return nutpie.sample(compiled, draws=draws or self.draws, tune=tune or self.tune,
                              chains=chains, cores=min(chains, 2), target_accept=0.99, seed=seed,
                              progress_bar=False)

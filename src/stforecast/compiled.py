@@ -9,11 +9,14 @@ each process. This module keeps the work:
 
 * the model's priors enter as one data vector (``model.PRIOR_VALUES``), so the compiled graph
   depends on the model's *structure* (sources, company data, prior families), not on the
-  priors' values, and a change of a prior's value reuses it (``driver_key``);
+  priors' values, and a change of a prior's value reuses it (``driver_key``); a model refitted
+  on simulated histories (``calibration.Refitter``) keeps its observations as data too
+  (``observations_as_data``), so one entry serves every history of the company's shape;
 * the two PyTensor functions (rewritten and linked to numba, ``fit.numba_compile``) are
   pickled: unpickling skips the rewriting, and PyTensor's numba cache serves their code;
 * the two C entry points are written as a small Python module next to them
-  (``WRAPPERS``), whose numba functions read the prior values from nutpie's ``user_data``
+  (``WRAPPERS``), whose numba functions read the data (the prior values, then any observations
+  kept as data, joined in one float64 vector, ``data_vector``) from nutpie's ``user_data``
   pointer and call the PyTensor functions as module globals: numba caches them on disk, keyed
   by that file, which is unique to the entry.
 
@@ -35,6 +38,7 @@ Units: log-densities in nats; the vector ``x`` is the model's free parameters on
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -55,7 +59,7 @@ from .cache import cache_dir, fit_key, package_versions, source_hash
 from .errors import StforecastError
 from .model import PRIOR_VALUES, prior_layout
 
-FORMAT = 1
+FORMAT = 2
 #: Compiled models kept on disk; the least recently used are removed beyond this.
 MAX_ENTRIES = 16
 #: stforecast's modules whose source decides the compiled driver model.
@@ -110,7 +114,7 @@ def logp(dim, x_, grad_, logp_, values_):
     try:
         x = numba.carray(x_, (N_DIM,))
         values = numba.carray(values_, (N_VALUES,), np.float64)
-        value, grad = _logp({logp_args})
+        value, grad = _logp(x{logp_args})
         out = numba.carray(grad_, (N_DIM,))
         out[...] = grad
         numba.carray(logp_, (1,))[0] = value[()]
@@ -131,7 +135,7 @@ def expand(dim, expanded, x_, out_, values_):
     try:
         x = numba.carray(x_, (N_DIM,))
         values = numba.carray(values_, (N_VALUES,), np.float64)
-        (drawn,) = _expand({expand_args})
+        (drawn,) = _expand(x{expand_args})
         numba.carray(out_, (N_EXPANDED,))[...] = drawn
     except Exception:  # noqa: BLE001
         return -2
@@ -139,15 +143,25 @@ def expand(dim, expanded, x_, out_, values_):
 '''
 
 
-def driver_key(company, obs, spec) -> str:
+def driver_key(company, obs, spec, observations_as_data: bool = False) -> str:
     """The compiled driver model's key: the sources of the modules that build and compile it,
     the package and Python versions, and what else decides the graph: ``company``'s company
     file, the observations ``obs`` and the layout of the priors ``spec`` (``model.prior_layout``:
-    their families, never their values)."""
+    their families, never their values). ``observations_as_data``: the key of the model compiled
+    with its observations as data (``model_data``), for refits on other histories."""
     return fit_key("compiled-driver", sources=source_hash(*SOURCES), format=FORMAT,
                    versions=package_versions(), python=sys.version, fastmath=False,
                    company=company.files["company"][1], observations=obs,
-                   layout=prior_layout(spec))
+                   layout=prior_layout(spec), observations_as_data=observations_as_data)
+
+
+def model_data(model, observations_as_data: bool = False) -> tuple[str, ...]:
+    """The names of ``model``'s data that its compiled form reads from nutpie's ``user_data``
+    (in that order): the prior values, then, with ``observations_as_data``, every other
+    ``pm.Data`` of the model (its observations); the rest is frozen into the graph."""
+    if not observations_as_data:
+        return (PRIOR_VALUES,)
+    return (PRIOR_VALUES, *(v.name for v in model.data_vars if v.name != PRIOR_VALUES))
 
 
 @dataclass
@@ -162,22 +176,55 @@ class Compiled:
     source: str = ""  # where the last ``load_or_build`` call found it
 
 
-def _frozen(model):
-    """``model`` with its dimensions and data as constants, the prior values excepted."""
+def _frozen(model, data: tuple[str, ...]):
+    """``model`` with its dimensions and data as constants, the data ``data`` excepted."""
     from pymc.model.transform.optimization import freeze_dims_and_data
     return freeze_dims_and_data(model, data=[v.name for v in model.data_vars
-                                             if v.name != PRIOR_VALUES])
+                                             if v.name not in data])
 
 
-def _build(model, key: str, folder: Path) -> None:
-    """Compile ``model`` (nutpie's own graph functions, ``fit.numba_compile``'s settings) and
-    write the entry into ``folder``."""
+def data_layout(model, data: tuple[str, ...]) -> list[dict]:
+    """Where each of ``data`` (names of ``model``'s ``pm.Data``) lies in ``data_vector``:
+    ``{"name", "start", "stop", "shape"}``."""
+    layout, start = [], 0
+    for name in data:
+        shape = [int(n) for n in np.shape(model[name].get_value())]
+        stop = start + int(np.prod(shape, dtype=int))
+        layout.append({"name": name, "start": start, "stop": stop, "shape": shape})
+        start = stop
+    return layout
+
+
+def data_vector(compiled: Compiled, model, values: dict | None = None) -> np.ndarray:
+    """The data ``compiled`` reads (its ``meta["data"]``) joined in one C-contiguous float64
+    vector, nutpie's ``user_data``: ``model``'s own values, or those of ``values`` (name ->
+    array, each of the model's shape; ``ValueError`` naming it otherwise)."""
+    values = values or {}
+    parts = []
+    for entry in compiled.meta["data"]:
+        name = entry["name"]
+        value = np.asarray(values[name] if name in values else model[name].get_value(),
+                           dtype=np.float64)
+        if list(value.shape) != entry["shape"]:
+            raise ValueError(f"data {name!r}: expected shape {tuple(entry['shape'])}, got "
+                             f"{value.shape}")
+        parts.append(value.ravel())
+    unknown = sorted(set(values) - {e["name"] for e in compiled.meta["data"]})
+    if unknown:
+        raise ValueError(f"data {unknown[0]!r}: not data of this compiled model (expected one of "
+                         f"{[e['name'] for e in compiled.meta['data']]})")
+    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0))
+
+
+def _build(model, key: str, folder: Path, data: tuple[str, ...]) -> None:
+    """Compile ``model`` (nutpie's own graph functions, ``fit.numba_compile``'s settings), its
+    data ``data`` read at run time (the rest frozen), and write the entry into ``folder``."""
     from nutpie.compile_pymc import _make_functions, _prepare_dims_and_coords
     from pymc.initial_point import make_initial_point_fn
 
     from .fit import numba_compile
 
-    frozen = _frozen(model)
+    frozen = _frozen(model, data)
     start = make_initial_point_fn(model=frozen, return_transformed=True,
                                   jitter_rvs=set(frozen.free_RVs), default_strategy="support_point")
     with numba_compile():
@@ -186,17 +233,18 @@ def _build(model, key: str, folder: Path) -> None:
             pymc_initial_point_fn=start)
     takes = {}
     for name, fn in (("logp", logp_fn), ("expand", expand_fn)):
-        shared = [v.name for v in fn.get_shared()]
-        if shared not in ([], [PRIOR_VALUES]):
-            raise ModelMismatch(f"the {name} function reads data other than {PRIOR_VALUES}: "
+        shared = [v.name for v in fn.get_shared()]  # the order of the function's inputs
+        if not set(shared) <= set(data):
+            raise ModelMismatch(f"the {name} function reads data other than {list(data)}: "
                                 f"{shared}")
-        takes[name] = bool(shared)
+        takes[name] = shared
     names, slices, shapes = shape_info
     dims, coords = _prepare_dims_and_coords(frozen, shape_info, reparameterized)
-    n_values = int(np.asarray(model[PRIOR_VALUES].get_value()).size)
+    layout = data_layout(model, data)
     blob = pickle.dumps((logp_fn, expand_fn), protocol=pickle.HIGHEST_PROTOCOL)
     meta = {"format": FORMAT, "key": key, "n_dim": int(n_dim), "n_expanded": int(n_expanded),
-            "n_values": n_values, "takes_values": takes, "names": list(names),
+            "n_values": layout[-1]["stop"] if layout else 0, "data": layout,
+            "takes_values": takes, "names": list(names),
             "slices": [[int(s.start), int(s.stop)] for s in slices],
             "shapes": [list(map(int, s)) for s in shapes],
             "reparameterized": list(reparameterized),
@@ -210,15 +258,27 @@ def _build(model, key: str, folder: Path) -> None:
 
 
 def _wrappers_source(meta: dict) -> str:
+    where = {e["name"]: e for e in meta["data"]}
+
+    def args(names: list[str]) -> str:
+        """The data arguments after ``x``: slices of ``values``, each in its shape."""
+        out = ""
+        for name in names:
+            e = where[name]
+            whole = e["start"] == 0 and e["stop"] == meta["n_values"] and len(e["shape"]) == 1
+            out += (", values" if whole else  # the prior values alone: the vector itself
+                    f", values[{e['start']}:{e['stop']}].reshape({tuple(e['shape'])!r})")
+        return out
+
     takes = meta["takes_values"]
     return WRAPPERS.format(key=meta["key"], n_dim=meta["n_dim"],
                            n_expanded=meta["n_expanded"], n_values=meta["n_values"],
-                           logp_args="x, values" if takes["logp"] else "x",
-                           expand_args="x, values" if takes["expand"] else "x")
+                           logp_args=args(takes["logp"]), expand_args=args(takes["expand"]))
 
 
-def _load(folder: Path, key: str) -> Compiled:
-    """The entry in ``folder``; ``ModelMismatch`` when it is damaged or not this key's."""
+def _load(folder: Path, key: str, data: tuple[str, ...]) -> Compiled:
+    """The entry in ``folder``; ``ModelMismatch`` when it is damaged or not this key's (or does
+    not read the data ``data``)."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
         blob = (folder / "functions.pkl").read_bytes()
@@ -229,6 +289,9 @@ def _load(folder: Path, key: str) -> Compiled:
         raise ModelMismatch(f"{folder}: not an entry of this format and key")
     if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
         raise ModelMismatch(f"{folder}/functions.pkl: checksum mismatch (damaged)")
+    stored = [e.get("name") for e in meta.get("data") or [] if isinstance(e, dict)]
+    if stored != list(data):
+        raise ModelMismatch(f"{folder}/meta.json: reads the data {stored}, not {list(data)}")
     if wrappers != _wrappers_source(meta):
         raise ModelMismatch(f"{folder}/wrappers.py: not what this entry's layout writes")
     from .fit import numba_compile
@@ -260,60 +323,100 @@ def _import_wrappers(compiled: Compiled, folder: Path):
 
 def load_or_build(model, key: str, root: Path | None = None,
                   expected: float | None = None, point: dict | None = None,
-                  where: str = "priors") -> Compiled:
+                  where: str = "priors", observations_as_data: bool = False) -> Compiled:
     """The compiled driver model of ``model`` under ``key`` (``driver_key``), checked against
     ``model`` (``check``; ``expected`` and ``point``: the model's own log-density at its prior's
     centre, and that centre, when the caller has them, as ``preflight.trial_logp`` returns
     them; ``where``: the priors file, named by ``check``'s error): from this process, from the
     disk cache (``<root>/compiled/<key>``, default the user's cache folder) or compiled now and
-    stored; its ``source`` says which ("process", "disk" or "built"). An entry that fails the check is dropped and compiled
-    again; a fresh compilation that fails it raises ``ModelMismatch``."""
+    stored; its ``source`` says which ("process", "disk" or "built"). An entry that fails the
+    check is dropped and compiled again; a fresh compilation that fails it raises
+    ``ModelMismatch``. ``observations_as_data``: the observations are read at run time
+    (``model_data``; the key must say so too, ``driver_key``)."""
     from .preflight import trial_logp
 
     if expected is None:
         trial = trial_logp(model)
         expected, point = trial["logp"], trial["point"]
     base = Path(root or cache_dir()) / "compiled"
+    data = model_data(model, observations_as_data)
     with _LOCK:
         compiled = _PROCESS.pop(key, None)
         if compiled is not None:
             compiled.source = "process"
-        elif (base / key).is_dir():
-            try:
-                compiled = _import_wrappers(_load(base / key, key), base / key)
-                compiled.source = "disk"
-                os.utime(base / key)  # least recently used are pruned first
-            except ModelMismatch as exc:
-                logger.warning(f"compiled model cache: {exc}; compiling again")
-                compiled = None
-        if compiled is not None:
-            try:
-                check(compiled, model, expected, point, where)
-            except ModelMismatch as exc:
-                logger.warning(f"compiled model cache: {exc}; compiling again")
-                compiled = None
+            compiled = _checked(compiled, model, expected, point, where)
         if compiled is None:
-            shutil.rmtree(base / key, ignore_errors=True)
-            compiled = _store(model, key, base)
-            check(compiled, model, expected, point, where)
+            with _key_lock(base, key):  # one process compiles a key; the others wait, then read
+                compiled = _checked(_from_disk(base, key, data), model, expected, point, where)
+                if compiled is None:
+                    shutil.rmtree(base / key, ignore_errors=True)
+                    compiled = _store(model, key, base, data)
+                    check(compiled, model, expected, point, where)
         if len(_PROCESS) >= _PROCESS_MAX:
             _PROCESS.pop(next(iter(_PROCESS)))
         _PROCESS[key] = compiled  # most recently used last
         return compiled
 
 
-def _store(model, key: str, base: Path) -> Compiled:
+def _from_disk(base: Path, key: str, data: tuple[str, ...]) -> Compiled | None:
+    """The entry ``base/key`` as stored, or None (none there, or damaged: a warning)."""
+    if not (base / key).is_dir():
+        return None
+    try:
+        compiled = _import_wrappers(_load(base / key, key, data), base / key)
+    except ModelMismatch as exc:
+        logger.warning(f"compiled model cache: {exc}; compiling again")
+        return None
+    compiled.source = "disk"
+    os.utime(base / key)  # least recently used are pruned first
+    return compiled
+
+
+def _checked(compiled: Compiled | None, model, expected, point, where) -> Compiled | None:
+    """``compiled`` if it passes ``check`` against ``model``, else None (a warning)."""
+    if compiled is None:
+        return None
+    try:
+        check(compiled, model, expected, point, where)
+    except ModelMismatch as exc:
+        logger.warning(f"compiled model cache: {exc}; compiling again")
+        return None
+    return compiled
+
+
+@contextlib.contextmanager
+def _key_lock(base: Path, key: str):
+    """An exclusive lock on ``base/<key>.lock`` across processes (``fcntl.flock``; waits for
+    the holder): processes that need one model at the same time (a cluster's workers, a test
+    session's) compile it once."""
+    import fcntl
+
+    base.mkdir(parents=True, exist_ok=True)
+    fd = os.open(base / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info(f"compiled model {key[:16]}: another process is compiling it; waiting")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.utime(fd)  # in use: not pruned
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _store(model, key: str, base: Path, data: tuple[str, ...]) -> Compiled:
     """Compile ``model`` into a temporary folder, rename it into ``base/key`` and load it from
     there, as every later process will (the functions as unpickled)."""
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=base))
     try:
-        _build(model, key, tmp / "entry")
+        _build(model, key, tmp / "entry", data)
         try:
             os.replace(tmp / "entry", base / key)
         except OSError:  # another process stored the same entry first
             pass
-        compiled = _import_wrappers(_load(base / key, key), base / key)
+        compiled = _import_wrappers(_load(base / key, key, data), base / key)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     compiled.source = "built"
@@ -329,11 +432,9 @@ def _prune(base: Path, keep: int = MAX_ENTRIES) -> None:
     for tmp in base.glob(".*"):  # a temporary folder older than an hour: a crashed writer's
         if time.time() - tmp.stat().st_mtime > 3600:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def prior_values(model) -> np.ndarray:
-    """The model's prior-values vector, C-contiguous float64 (nutpie's ``user_data``)."""
-    return np.ascontiguousarray(model[PRIOR_VALUES].get_value(), dtype=np.float64)
+    for lock in base.glob("*.lock"):  # the lock of an entry gone, unused for an hour
+        if not lock.with_suffix("").is_dir() and time.time() - lock.stat().st_mtime > 3600:
+            lock.unlink(missing_ok=True)
 
 
 def check(compiled: Compiled, model, expected: float, point: dict | None = None,
@@ -352,7 +453,7 @@ def check(compiled: Compiled, model, expected: float, point: dict | None = None,
     for name, (a, b), shape in zip(meta["names"], meta["slices"], meta["shapes"]):
         if b <= meta["n_dim"]:
             x[a:b] = np.asarray(point[name], dtype=float).ravel()
-    values = prior_values(model)
+    values = data_vector(compiled, model)
     grad, out = np.zeros(meta["n_dim"]), np.zeros(1)
     dp = ctypes.POINTER(ctypes.c_double)
     code = compiled.wrappers.logp.ctypes(meta["n_dim"], x.ctypes.data_as(dp),
@@ -369,9 +470,10 @@ def check(compiled: Compiled, model, expected: float, point: dict | None = None,
 
 
 def nutpie_model(compiled: Compiled, model):
-    """nutpie's model of ``model`` on ``compiled``: the C entry points, the prior values of
-    ``model`` as their ``user_data``, and ``model``'s own starting points (PyMC's support
-    points, jittered, as nutpie's ``compile_pymc_model`` makes them)."""
+    """nutpie's model of ``model`` on ``compiled``: the C entry points, ``model``'s data
+    (``data_vector``) as their ``user_data``, and ``model``'s own starting points (PyMC's
+    support points, jittered, as nutpie's ``compile_pymc_model`` makes them). ``with_data``
+    gives it other data."""
     import pandas as pd
     from nutpie.compile_pymc import CompiledPyMCModel, _rv_dict_to_flat_array_wrapper
     from pymc.initial_point import make_initial_point_fn
@@ -389,7 +491,7 @@ def nutpie_model(compiled: Compiled, model):
 
     initial = _rv_dict_to_flat_array_wrapper(locked, names=[n for n, _ in free],
                                             shapes=[s for _, s in free])
-    values = prior_values(model)
+    values = data_vector(compiled, model)
     values.flags.writeable = False
     shape_info = (meta["names"], [slice(a, b) for a, b in meta["slices"]],
                   [tuple(s) for s in meta["shapes"]])
@@ -401,3 +503,14 @@ def nutpie_model(compiled: Compiled, model):
         initial_point_func=initial, shared_data={}, shared_var_keys={}, user_data=values,
         n_expanded=meta["n_expanded"], shape_info=shape_info, logp_func=compiled.logp_fn,
         expand_func=compiled.expand_fn, reparameterized_names=meta["reparameterized"])
+
+
+def with_data(nutpie_compiled, compiled: Compiled, model, values: dict):
+    """``nutpie_compiled`` (``nutpie_model`` of ``compiled`` and ``model``) reading the data
+    ``values`` (name -> array: observations kept as data, ``model_data``) instead of
+    ``model``'s own; the rest of ``model``'s data as they are."""
+    import dataclasses
+
+    vector = data_vector(compiled, model, values)
+    vector.flags.writeable = False
+    return dataclasses.replace(nutpie_compiled, user_data=vector)
