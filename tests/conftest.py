@@ -94,16 +94,16 @@ def refitter(company):
 
 
 @pytest.fixture
-def keep_compiled_models():
-    """The process's store of compiled models (``stforecast.fit._COMPILED``, at most
-    ``_COMPILED_MAX``, the oldest dropped first) as it was before the test: for a test that
-    compiles many one-off models (synthetic data), which would push out the models that later
-    tests in this worker fit again (a recompile of the driver model, ~13 s)."""
-    from stforecast import fit
-    kept = dict(fit._COMPILED)
+def keep_compiled_models(monkeypatch, tmp_path):
+    """The compiled models of the test stay out of the session's stores: the process's
+    (``stforecast.compiled._PROCESS``, at most ``_PROCESS_MAX``, the oldest dropped first) is as
+    it was before the test, and the disk's is the test's own folder (the session's keeps at most
+    ``MAX_ENTRIES``): for a test that compiles many one-off models (synthetic data), which would
+    push out the models later tests fit again (a recompile of the driver model, ~15-40 s)."""
+    from stforecast import compiled
+    monkeypatch.setattr(compiled, "_PROCESS", dict(compiled._PROCESS))
+    monkeypatch.setenv("STFORECAST_CACHE", str(tmp_path / "cache"))
     yield
-    fit._COMPILED.clear()
-    fit._COMPILED.update(kept)
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,11 @@
 """Fits that fresh processes of a test session need (the notebooks' kernels, the README's
 interpreter, the command line in subprocesses), made first in the test worker's own process.
 
-A fresh process compiles the driver model before its first fit (~15-40 s); a test worker
-compiles it once and keeps it (``stforecast.fit.compiled_model``). ``ensure_fit`` fits the
+A fresh process reads the compiled driver model from the session's store on disk (~4-6 s) and
+samples it; a test worker keeps it (``stforecast.compiled``). ``ensure_fit`` fits the
 model with a run's settings in this process, through ``run.fit_models`` (the code a run fits
 with), into the session's fit cache, so that the fresh process reads that fit instead of
-compiling. A lock on the fit's key makes a second worker that needs the same fit wait for the
+fitting. A lock on the fit's key makes a second worker that needs the same fit wait for the
 first and read it (no two fits of one key at the same time).
 """
 

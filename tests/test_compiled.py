@@ -77,10 +77,27 @@ def test_one_compiled_model_serves_processes_and_prior_values(company, obs, spec
     entry = tmp_path / "compiled" / key
     assert {p.name for p in entry.iterdir()} >= {"functions.pkl", "meta.json", "wrappers.py"}
 
-    C._PROCESS.clear()  # as a new process finds it: on disk
+    C._PROCESS.clear()  # as a new process finds it: on disk, its functions not loaded
+    C._INNER.pop(key, None)
     again = _posterior(model, key)
     assert C._PROCESS[key].source == "disk" and builds == [1]
+    assert C._PROCESS[key].logp_fn is None  # numba's cache served the C entry points
     assert first.equals(again)
+
+    # numba's cache of the entry points gone: they are compiled again, from the PyTensor
+    # functions unpickled for it
+    import numba
+    caches = [entry / "__pycache__"] + ([*Path(numba.config.CACHE_DIR).glob(f"{entry.name}_*")]
+                                        if numba.config.CACHE_DIR else [])
+    removed = [f for folder in caches for f in folder.glob("wrappers.*.nb[ic]")]
+    assert removed
+    for f in removed:
+        f.unlink()
+    C._PROCESS.clear()
+    C._INNER.pop(key, None)
+    recompiled = _posterior(model, key)
+    assert C._PROCESS[key].source == "disk" and C._PROCESS[key].logp_fn is not None
+    assert builds == [1] and first.equals(recompiled)
 
     # a fresh process, reading the entry: the same draws (no state of this process helps it)
     script = (
@@ -95,12 +112,13 @@ def test_one_compiled_model_serves_processes_and_prior_values(company, obs, spec
         "f = sample_posterior(m, FitSettings(draws=60, tune=60, chains=2), 3,\n"
         "                     model_key=C.driver_key(c, o, s))\n"
         "p = f.idata['posterior']['company_growth_effect'].values\n"
-        "print(json.dumps({'source': C._PROCESS[C.driver_key(c, o, s)].source,\n"
+        "e = C._PROCESS[C.driver_key(c, o, s)]\n"
+        "print(json.dumps({'source': e.source, 'unpickled': e.logp_fn is not None,\n"
         "                  'draws': [float(v).hex() for v in p.ravel()]}))\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True)
     other = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert other["source"] == "disk"
+    assert other["source"] == "disk" and not other["unpickled"]
     assert other["draws"] == [float(v).hex() for v in
                               first["company_growth_effect"].values.ravel()]
 

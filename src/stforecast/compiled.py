@@ -64,6 +64,8 @@ FORMAT = 2
 MAX_ENTRIES = 16
 #: stforecast's modules whose source decides the compiled driver model.
 SOURCES = ("model", "processes", "compiled", "fit")
+#: ... and the compiled peer regression (``peers.build_peer_model``).
+PEER_SOURCES = ("peers", "compiled", "fit")
 #: Relative tolerance between the cached log-density and the model's own at the prior's centre
 #: (the compiled graph is rewritten, the reference is not: they differ by rounding only).
 RTOL = 1e-8
@@ -82,8 +84,10 @@ class ModelMismatch(StforecastError):
 
 
 def inner_functions(key: str) -> tuple:
-    """The PyTensor functions of entry ``key`` (called by its ``wrappers.py`` on import)."""
-    return _INNER[key]
+    """The PyTensor functions' numba code of entry ``key`` (called by its ``wrappers.py`` on
+    import), or ``(None, None)`` when they are not loaded: numba's cache then serves the
+    wrappers or their compilation fails (``_import_wrappers``)."""
+    return _INNER.get(key, (None, None))
 
 
 WRAPPERS = '''"""nutpie's C entry points of stforecast's compiled model {key}.
@@ -149,19 +153,29 @@ def driver_key(company, obs, spec, observations_as_data: bool = False) -> str:
     file, the observations ``obs`` and the layout of the priors ``spec`` (``model.prior_layout``:
     their families, never their values). ``observations_as_data``: the key of the model compiled
     with its observations as data (``model_data``), for refits on other histories."""
-    return fit_key("compiled-driver", sources=source_hash(*SOURCES), format=FORMAT,
-                   versions=package_versions(), python=sys.version, fastmath=False,
-                   company=company.files["company"][1], observations=obs,
-                   layout=prior_layout(spec), observations_as_data=observations_as_data)
+    return model_key("driver", SOURCES, company=company.files["company"][1], observations=obs,
+                     layout=prior_layout(spec), observations_as_data=observations_as_data)
+
+
+def model_key(kind: str, sources: tuple[str, ...], **content) -> str:
+    """The key of a compiled model of ``kind``: the source of stforecast's modules ``sources``
+    (those that build and compile it), this module's format, the package and Python versions,
+    the compile settings, and ``content``, what else decides its graph (data and values frozen
+    into it; see ``cache.fit_key`` for what a part may be)."""
+    return fit_key(f"compiled-{kind}", sources=source_hash(*sources), format=FORMAT,
+                   versions=package_versions(), python=sys.version, fastmath=False, **content)
 
 
 def model_data(model, observations_as_data: bool = False) -> tuple[str, ...]:
     """The names of ``model``'s data that its compiled form reads from nutpie's ``user_data``
-    (in that order): the prior values, then, with ``observations_as_data``, every other
-    ``pm.Data`` of the model (its observations); the rest is frozen into the graph."""
+    (in that order): the prior values (the driver model's ``PRIOR_VALUES``; a model without
+    them, such as the peer regression, has its values in the graph), then, with
+    ``observations_as_data``, every other ``pm.Data`` of the model (its observations); the rest
+    is frozen into the graph."""
+    priors = (PRIOR_VALUES,) if PRIOR_VALUES in model.named_vars else ()
     if not observations_as_data:
-        return (PRIOR_VALUES,)
-    return (PRIOR_VALUES, *(v.name for v in model.data_vars if v.name != PRIOR_VALUES))
+        return priors
+    return (*priors, *(v.name for v in model.data_vars if v.name != PRIOR_VALUES))
 
 
 @dataclass
@@ -169,11 +183,12 @@ class Compiled:
     """A compiled driver model: PyTensor functions, their C entry points and nutpie's layout."""
 
     key: str
-    logp_fn: object  # pytensor Function: x -> (log-density, gradient)
-    expand_fn: object  # pytensor Function: x -> (all stored values, joined,)
+    logp_fn: object  # pytensor Function: x -> (log-density, gradient); None until needed
+    expand_fn: object  # pytensor Function: x -> (all stored values, joined,); None until needed
     meta: dict
     wrappers: object  # the module with the ``logp`` and ``expand`` numba cfuncs
     source: str = ""  # where the last ``load_or_build`` call found it
+    blob: bytes = b""  # the pickled PyTensor functions (``functions.pkl``), checked
 
 
 def _frozen(model, data: tuple[str, ...]):
@@ -294,30 +309,52 @@ def _load(folder: Path, key: str, data: tuple[str, ...]) -> Compiled:
         raise ModelMismatch(f"{folder}/meta.json: reads the data {stored}, not {list(data)}")
     if wrappers != _wrappers_source(meta):
         raise ModelMismatch(f"{folder}/wrappers.py: not what this entry's layout writes")
+    return Compiled(key, None, None, meta, None, blob=blob)
+
+
+def _unpickle(compiled: Compiled, folder: Path) -> None:
+    """The entry's PyTensor functions, unpickled (~2.6 s for the default driver model: PyTensor
+    links them to numba again, its cache serving their code)."""
     from .fit import numba_compile
 
     try:
         with numba_compile():  # unpickling links the functions to numba: the same settings
-            logp_fn, expand_fn = pickle.loads(blob)
+            compiled.logp_fn, compiled.expand_fn = pickle.loads(compiled.blob)
     except Exception as exc:  # noqa: BLE001 (a pickle of other versions fails in many ways)
         raise ModelMismatch(f"{folder}/functions.pkl: does not load ({exc})") from None
-    return Compiled(key, logp_fn, expand_fn, meta, None)
 
 
-def _import_wrappers(compiled: Compiled, folder: Path):
-    """Import the entry's ``wrappers.py`` (numba compiles its two functions, or loads them
-    from its cache next to the file)."""
-    _INNER[compiled.key] = (compiled.logp_fn.vm.jit_fn, compiled.expand_fn.vm.jit_fn)
+def _import_wrappers(compiled: Compiled, folder: Path, cached_first: bool = True):
+    """Import the entry's ``wrappers.py``: numba loads its two functions from its cache next to
+    the file, and the PyTensor functions they call are not needed (``cached_first``); when its
+    cache does not serve them (their first import, or numba's cache gone), they are compiled,
+    calling the PyTensor functions, unpickled for it."""
     name = f"stforecast_compiled_{compiled.key[:24]}"
-    spec = importlib.util.spec_from_file_location(name, folder / "wrappers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # numba's cache finds the functions' globals by module name
+
+    def execute():
+        spec = importlib.util.spec_from_file_location(name, folder / "wrappers.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # numba's cache finds the functions' globals by module name
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        return module
+
+    if cached_first and compiled.key not in _INNER:
+        try:
+            compiled.wrappers = execute()  # without the functions: numba's cache or an error
+            return compiled
+        except Exception:  # noqa: BLE001 (numba cannot type a call of None: not cached)
+            pass
+    if compiled.logp_fn is None:
+        _unpickle(compiled, folder)
+    _INNER[compiled.key] = (compiled.logp_fn.vm.jit_fn, compiled.expand_fn.vm.jit_fn)
     try:
-        spec.loader.exec_module(module)
+        compiled.wrappers = execute()
     except Exception as exc:  # noqa: BLE001 (an entry removed or damaged meanwhile)
-        sys.modules.pop(name, None)
         raise ModelMismatch(f"{folder}/wrappers.py: does not load ({exc})") from None
-    compiled.wrappers = module
     return compiled
 
 
@@ -416,7 +453,8 @@ def _store(model, key: str, base: Path, data: tuple[str, ...]) -> Compiled:
             os.replace(tmp / "entry", base / key)
         except OSError:  # another process stored the same entry first
             pass
-        compiled = _import_wrappers(_load(base / key, key, data), base / key)
+        compiled = _import_wrappers(_load(base / key, key, data), base / key,
+                                    cached_first=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     compiled.source = "built"

@@ -17,7 +17,6 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
-from .model import PRIOR_VALUES
 from .registry import DEFAULT_TUNE, DIVERGENCES_MAX, ESS_MIN, RHAT_MAX, SAMPLERS
 
 logger = logging.getLogger(__name__)
@@ -121,18 +120,14 @@ def numba_compile():
         yield
 
 
-def compile_nutpie(model: pm.Model, freeze: bool = True):
-    """The nutpie model of ``model`` (numba backend), compiled as ``numba_compile`` says.
-
-    ``freeze``: the model's data and dimensions become constants of the compiled graph, which
-    makes nutpie's own wrapper functions (rebuilt in every process) ~3x faster to compile; a
-    frozen model cannot take new data, so a model refitted with ``with_data`` (calibration,
-    prior sweeps) is compiled with ``freeze=False``.
-    """
+def compile_nutpie(model: pm.Model):
+    """The nutpie model of ``model`` (numba backend), compiled anew as ``numba_compile`` says,
+    its data and dimensions constants of the compiled graph (a model sampled more than once is
+    compiled by ``stforecast.compiled`` instead, once and kept on disk)."""
     import nutpie
 
     with numba_compile():
-        return nutpie.compile_pymc_model(model, freeze_model=freeze)
+        return nutpie.compile_pymc_model(model, freeze_model=True)
 
 
 @dataclass
@@ -152,41 +147,18 @@ def sample_prior(model: pm.Model, draws: int, seed: int) -> xr.Dataset:
     return prior["prior"].to_dataset()
 
 
-#: nutpie models compiled in this process, by the content key of the model they were built from
-#: (``compiled_model``): a second fit of the same model in one process (another seed or sampler
-#: setting, ``--refit``; a notebook re-running a forecast; the peer regression at ten seeds; a
-#: test session) samples on the model compiled first. A few entries at most, the oldest dropped
-#: first: each holds numba functions.
-_COMPILED: dict[str, object] = {}
-_COMPILED_MAX = 8
-
-
-def compiled_model(model: pm.Model, model_key: str | None):
-    """nutpie's compiled ``model`` (``compile_nutpie``), kept in this process under
-    ``model_key`` (a key of the model's content: graph, data and prior values); compiled anew
-    without a key."""
-    if model_key is None:
-        return compile_nutpie(model)
-    if model_key not in _COMPILED:
-        if len(_COMPILED) >= _COMPILED_MAX:
-            _COMPILED.pop(next(iter(_COMPILED)))
-        _COMPILED[model_key] = compile_nutpie(model)
-    return _COMPILED[model_key]
-
-
 def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
                      progressbar: bool = False, model_key: str | None = None,
                      reference: dict | None = None, while_sampling=None) -> FitResult:
     """NUTS with the chosen sampler; returns the DataTree, diagnostics and timings (s).
 
-    ``model_key``: for the driver model (``stforecast.model.build_model``, whose priors are
-    the data vector ``PRIOR_VALUES``), the key of its compiled form
-    (``stforecast.run.driver_model_key``): nutpie samples on ``stforecast.compiled``'s model,
-    compiled once and kept on disk for every process and every value of the priors, checked
-    against the model's own log-density and its gradient at the prior's centre
-    (``reference``: ``preflight.trial_logp``'s answer when the caller has it). For another
-    model, a key of its content: its compiled model is kept for later fits in this process.
-    Without a key, nutpie compiles anew.
+    ``model_key``: the key of the model's compiled form (for the driver model, whose priors are
+    the data vector ``PRIOR_VALUES``, ``stforecast.run.driver_model_key``): nutpie samples on
+    ``stforecast.compiled``'s model, compiled once and kept on disk for every process (and,
+    for the driver model, every value of the priors), checked against the model's own
+    log-density and its gradient at the prior's centre (``reference``:
+    ``preflight.trial_logp``'s answer when the caller has it). Without a key, nutpie compiles
+    anew.
 
     ``while_sampling``: a function of no arguments called while nutpie's sampler runs (its
     threads hold no GIL, so Python work such as the prior draws overlaps them; after sampling
@@ -199,7 +171,7 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
     if settings.sampler == "nutpie":
         import nutpie
 
-        if model_key is not None and PRIOR_VALUES in model.named_vars:
+        if model_key is not None:
             from . import compiled as compiled_models
 
             reference = reference or {}
@@ -209,7 +181,7 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
             compiled = compiled_models.nutpie_model(entry, model)
             logger.info(f"compiled model: {entry.source} ({time.perf_counter() - t0:.1f} s)")
         else:
-            compiled = compiled_model(model, model_key)
+            compiled = compile_nutpie(model)
         timings["compile"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         sampler = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune,

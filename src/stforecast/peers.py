@@ -488,18 +488,22 @@ PEER_FIT = {"draws": 2000, "tune": 1000, "chains": 4, "nuts_sampler": "nutpie",
             "target_accept": 0.95}
 
 def _compiled_nutpie(model: pymc.Model, peers: xr.Dataset, priors: Mapping | None):
-    import hashlib
-
-    from .fit import compiled_model
+    """nutpie's model of the peer regression ``model`` (of ``peers`` and ``priors``), compiled
+    once and kept on disk (``stforecast.compiled``, its data and prior values frozen into the
+    graph: the key holds them): ten fits at ten seeds, and every later process, sample on it."""
+    from . import compiled as C
 
     reg = regression(peers)
     cols = [reg.response, *reg.predictors().values()]
-    key = hashlib.sha256(repr((
+    key = C.model_key("peers", C.PEER_SOURCES, table=[
         [peers[c].values.astype(float).tolist() for c in cols],
-        [str(g) for g in peers["group"].values], reg.groups, peers.attrs.get("target_group"),
-        sorted({**load_priors(peers.attrs["path"]), **(priors or {})}.items()),
-    )).encode()).hexdigest()
-    return compiled_model(model, f"peers-{key}")  # ten fits at ten seeds compile once
+        [str(g) for g in peers["group"].values], list(reg.groups), peers.attrs.get("target_group"),
+        sorted({**load_priors(peers.attrs["path"]), **(priors or {})}.items())])
+    entry = C.load_or_build(model, key, where=str(peers.attrs["path"]))
+    # starting points drawn on the frozen model, as nutpie's compile_pymc_model(freeze_model=
+    # True) draws them (it orders the variables otherwise): the fits of a compilation per process
+    from pymc.model.transform.optimization import freeze_dims_and_data
+    return C.nutpie_model(entry, freeze_dims_and_data(model))
 
 
 def peer_log_likelihood(posterior: xr.Dataset, peers: xr.Dataset) -> xr.Dataset:
@@ -544,7 +548,7 @@ def fit_peer_model(
     ``ess_tail_min``, ``divergences``, ``wall_time_s`` (seconds, including
     compilation), and the leave-one-out check of `peer_loo`. The default ``target_accept`` is
     high because the group sd is weakly identified from a few groups. ``nuts_sampler``:
-    ``"nutpie"`` (compiled once per peer table and priors in a process) or ``"pymc"``.
+    ``"nutpie"`` (compiled once per peer table and priors, kept on disk) or ``"pymc"``.
     """
     import pymc as pm
 

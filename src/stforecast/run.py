@@ -373,7 +373,7 @@ def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = T
 
 #: stforecast's modules whose source decides the driver fit and the peer fit.
 DRIVER_SOURCES = ("model", "processes", "priors", "fit", "company", "compiled")
-PEER_SOURCES = ("peers", "fit")
+PEER_SOURCES = ("peers", "fit", "compiled")
 
 
 def driver_model_key(inputs: Inputs) -> str:
