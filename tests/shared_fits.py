@@ -43,3 +43,20 @@ def ensure_fit(settings, company="sensetime") -> None:
     inputs = prepare(company)
     with fit_lock(driver_fit_key(inputs, settings)), _quiet_pymc():
         fit_models(inputs, settings)
+
+
+def compiled_store(company="sensetime") -> Path:
+    """The session's store of compiled models (``<cache>/compiled``), holding the driver model
+    and the peer regression of a run of ``company`` (compiled here, or read: a second worker
+    waits for the first, ``stforecast.compiled``'s lock per key)."""
+    from stforecast import compiled
+    from stforecast.model import build_model
+    from stforecast.peers import _compiled_nutpie, build_peer_model, load_peers
+    from stforecast.run import _quiet_pymc, driver_model_key, prepare
+    inputs = prepare(company)
+    with _quiet_pymc():
+        compiled.load_or_build(build_model(inputs.spec, inputs.obs, inputs.company),
+                               driver_model_key(inputs))
+        peers = load_peers(inputs.company.peers_path)
+        _compiled_nutpie(build_peer_model(peers), peers, None)
+    return Path(os.environ["STFORECAST_CACHE"]) / "compiled"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -59,26 +60,29 @@ def test_prior_values_are_data_and_the_key_ignores_them(company, obs, spec):
     assert C.driver_key(company, obs, other_family) != C.driver_key(company, obs, spec)
 
 
-@pytest.mark.slow  # compiles the driver model (~15-30 s) and samples it several times
-def test_one_compiled_model_serves_processes_and_prior_values(company, obs, spec, tmp_path,
-                                                              monkeypatch, fresh_store):
+@pytest.mark.slow  # compiles a small model and samples it often, once in a fresh process
+def test_one_compiled_model_serves_processes_and_prior_values(tmp_path, monkeypatch,
+                                                              fresh_store):
     """Built once into an empty cache; read back from disk (another process's view) it gives the
     same fit bit for bit, in this process and in a fresh one; a changed prior value samples on
     it without compiling; a truncated entry is compiled again, never used; a model it does not
-    belong to is refused."""
+    belong to is refused. On a small model built as the driver model is (its prior values one
+    data vector, ``tests/small_models.py``): the same code compiles the driver model (~15-45 s),
+    which other tests read and fit (tests/test_cache.py, the runs)."""
+    from small_models import small_key, small_model
+
     monkeypatch.setenv("STFORECAST_CACHE", str(tmp_path))
     built = C._build
     builds = []
     monkeypatch.setattr(C, "_build", lambda *a: builds.append(1) or built(*a))
-    model = build_model(spec, obs, company)
-    key = C.driver_key(company, obs, spec)
+    model, key = small_model(), small_key()
     first = _posterior(model, key)
     assert C._PROCESS[key].source == "built" and builds == [1]
     entry = tmp_path / "compiled" / key
     assert {p.name for p in entry.iterdir()} >= {"functions.pkl", "meta.json", "wrappers.py"}
 
     C._PROCESS.clear()  # as a new process finds it: on disk, its functions not loaded
-    C._INNER.pop(key, None)
+    C._INNER.pop(key)
     again = _posterior(model, key)
     assert C._PROCESS[key].source == "disk" and builds == [1]
     assert C._PROCESS[key].logp_fn is None  # numba's cache served the C entry points
@@ -101,38 +105,36 @@ def test_one_compiled_model_serves_processes_and_prior_values(company, obs, spec
 
     # a fresh process, reading the entry: the same draws (no state of this process helps it)
     script = (
-        "import json, sys\n"
-        "from stforecast.company import load_company\n"
-        "from stforecast.priors import load_priors\n"
-        "from stforecast.model import build_model, observations_from_company\n"
+        "import json\n"
+        "from small_models import small_key, small_model\n"
         "from stforecast.fit import FitSettings, sample_posterior\n"
         "from stforecast import compiled as C\n"
-        "c = load_company(); s = load_priors(c.priors_path, c.growth_drivers())\n"
-        "o = observations_from_company(c); m = build_model(s, o, c)\n"
-        "f = sample_posterior(m, FitSettings(draws=60, tune=60, chains=2), 3,\n"
-        "                     model_key=C.driver_key(c, o, s))\n"
-        "p = f.idata['posterior']['company_growth_effect'].values\n"
-        "e = C._PROCESS[C.driver_key(c, o, s)]\n"
+        "f = sample_posterior(small_model(), FitSettings(draws=60, tune=60, chains=2), 3,\n"
+        "                     model_key=small_key())\n"
+        "p = f.idata['posterior']['location'].values\n"
+        "e = C._PROCESS[small_key()]\n"
         "print(json.dumps({'source': e.source, 'unpickled': e.logp_fn is not None,\n"
         "                  'draws': [float(v).hex() for v in p.ravel()]}))\n")
+    here = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [here, *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          check=True)
+                          check=True, env=env)
     other = json.loads(proc.stdout.strip().splitlines()[-1])
     assert other["source"] == "disk" and not other["unpickled"]
-    assert other["draws"] == [float(v).hex() for v in
-                              first["company_growth_effect"].values.ravel()]
+    assert other["draws"] == [float(v).hex() for v in first["location"].values.ravel()]
 
-    changed = build_model(_with_sigma(spec, 1.5), obs, company)
+    changed = small_model(scale=0.05)
     moved = _posterior(changed, key)
     assert C._PROCESS[key].source == "process" and builds == [1]
-    assert not moved["company_growth_effect"].equals(first["company_growth_effect"])
+    assert not moved["location"].equals(first["location"])
 
     with pytest.raises(C.ModelMismatch, match="log-density"):
-        C.check(C._PROCESS[key], build_model(_with_sigma(spec, 1.5), obs, company),
+        C.check(C._PROCESS[key], small_model(scale=0.05),
                 expected=-1.0)  # the model's own log-density is not -1 at its centre
 
     # a truncated entry is compiled again: here "compiling" copies the entry as first built
-    # (a second real compilation would prove nothing more and take ~20-40 s)
+    # (a second real compilation would prove nothing more)
     good = tmp_path / "as-built"
     shutil.copytree(entry, good, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(C, "_build", lambda m, k, folder, data: builds.append(1)
@@ -202,6 +204,7 @@ def test_a_gradient_not_finite_at_the_centre_is_refused_in_one_line(company, obs
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # the refitter's model compiled (or read) once per worker
 def test_a_refitter_reads_each_history_from_its_data(refitter, company, spec):
     """The model compiled with its observations as data (``calibration.Refitter``) evaluates
     the log-density of the history it is given, not the one it was compiled with: on a
@@ -225,6 +228,7 @@ def test_a_refitter_reads_each_history_from_its_data(refitter, company, spec):
         C.data_vector(entry, other, {name: np.zeros(99)})
 
 
+@pytest.mark.slow  # the refitter's model, and a fresh process
 def test_a_process_waits_for_another_compiling_the_same_model_then_reads_it(
         refitter, tmp_path, monkeypatch, fresh_store):
     """Processes that need one model at once compile it once: the lock of its key is held by
