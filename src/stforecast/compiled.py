@@ -1,4 +1,5 @@
-"""The driver model compiled once and kept on disk, for every process and every prior value.
+"""Models compiled once and kept on disk, for every process (and, for the driver model, every
+prior value): the driver model, its refitter on simulated histories and the peer regression.
 
 nutpie samples a model through two C functions, its log-density with gradient and its
 "expand" function (the draws' constrained values and deterministics). nutpie's own
@@ -12,13 +13,18 @@ each process. This module keeps the work:
   priors' values, and a change of a prior's value reuses it (``driver_key``); a model refitted
   on simulated histories (``calibration.Refitter``) keeps its observations as data too
   (``observations_as_data``), so one entry serves every history of the company's shape;
+* the peer regression (no prior-values vector: its values and data are frozen into the graph,
+  and its key, ``model_key``, holds them) is kept the same way;
 * the two PyTensor functions (rewritten and linked to numba, ``fit.numba_compile``) are
   pickled: unpickling skips the rewriting, and PyTensor's numba cache serves their code;
 * the two C entry points are written as a small Python module next to them
   (``WRAPPERS``), whose numba functions read the data (the prior values, then any observations
   kept as data, joined in one float64 vector, ``data_vector``) from nutpie's ``user_data``
   pointer and call the PyTensor functions as module globals: numba caches them on disk, keyed
-  by that file, which is unique to the entry.
+  by that file's content, which is unique to the entry. A process that finds them in numba's
+  cache does not unpickle the PyTensor functions at all (~2.6 s for the driver model);
+* processes that need one model at the same time compile it once (a lock per key: the others
+  wait, then read the entry).
 
 An entry is ``<cache>/compiled/<key>/``: ``functions.pkl`` (the pickled functions),
 ``meta.json`` (shapes, names, the pickle's sha256) and ``wrappers.py``. It is written in a

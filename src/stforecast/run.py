@@ -558,12 +558,18 @@ def summarise(inputs: Inputs, fitted: Fitted, draws: Draws, settings: RunSetting
     """The run's ``Summary``: statistics of every scenario, diagnostics, provenance, charts."""
     company = inputs.company
     premium = inputs.spec.valuation.get("peer_premium")
-    summary = _summary(company, inputs.spec, inputs.scenarios, fitted.diagnostics,
-                       fitted.peer_idata, fitted.peers, premium,
-                       scenario_summaries(draws.predictive, inputs.scenarios, company),
-                       draws.headline, draws.prior_predictive, provenance_of(inputs, settings),
-                       draws.n_paths)
-    outside = outside_view_summary(inputs, draws)
+    labels = {s.name: s.label for s in inputs.scenarios.shocks.values()}
+    # the sensitivities, the outside view and every scenario's statistics are independent, and
+    # most of their work (numpy's sorts and partitions) releases the GIL: on two threads
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sensitivity = pool.submit(summary_sensitivity, draws.headline, company, labels)
+        outside_view = pool.submit(outside_view_summary, inputs, draws)
+        per_scenario = scenario_summaries(draws.predictive, inputs.scenarios, company)
+        summary = _summary(company, inputs.spec, inputs.scenarios, fitted.diagnostics,
+                           fitted.peer_idata, fitted.peers, premium, per_scenario,
+                           draws.headline, draws.prior_predictive,
+                           provenance_of(inputs, settings), draws.n_paths, sensitivity.result())
+        outside = outside_view.result()
     log_table(outside, logger.info)
     charts = chart_data(
         draws.predictive, company, summary.to_dict(), prior=fitted.prior,
@@ -759,8 +765,10 @@ def _run_forecast(out, company: Company, settings, priors_path, scenarios_path) 
 
 def _summary(company: Company, spec, scenarios: ScenarioSpec, diag, peer_idata, peers, premium,
              per_scenario: dict[str, ScenarioSummary], predictive: xr.Dataset,
-             prior_predictive: xr.Dataset, provenance: Provenance, n_paths: int) -> Summary:
-    """The ``Summary`` of a run (the headline statistics are ``per_scenario``'s headline)."""
+             prior_predictive: xr.Dataset, provenance: Provenance, n_paths: int,
+             sensitivity: dict) -> Summary:
+    """The ``Summary`` of a run (the headline statistics are ``per_scenario``'s headline;
+    ``sensitivity``: ``sensitivity.summary_sensitivity`` of the headline scenario)."""
     final = company.last_forecast_year
     price = company.market.price
     revenue_start = company.last_history_revenue()
@@ -797,9 +805,7 @@ def _summary(company: Company, spec, scenarios: ScenarioSpec, diag, peer_idata, 
             Ranked(e["driver"], float(e["score"])) for e in block["ranking"]),
             Tornado(**{**block["tornado"], "entries": tuple(
                 Swing(**e) for e in block["tornado"]["entries"])}))
-            for name, block in summary_sensitivity(
-                predictive, company, {s.name: s.label for s in scenarios.shocks.values()}
-            ).items()},
+            for name, block in sensitivity.items()},
         n_paths=n_paths, seed=provenance.seed,
         priors_file=Path(provenance.inputs["priors"].path).name,
         priors_sha256=spec.sha256,
