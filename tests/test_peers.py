@@ -82,12 +82,17 @@ BEFORE = {
 }
 
 
+#: PyTensor's Python linker: the checks' few evaluations need no C compilation (~15-20 s cold)
+UNCOMPILED = "FAST_COMPILE"
+
+
 def _logp_checks(model):
     ip = model.initial_point()
     rng = np.random.default_rng(0)
     moved = {k: np.asarray(v) + 0.3 * rng.standard_normal(np.shape(v)) for k, v in ip.items()}
-    return ip, float(model.compile_logp()(ip)), float(model.compile_logp()(moved)), \
-        np.asarray(model.compile_dlogp()(moved))
+    logp = model.compile_logp(mode=UNCOMPILED)
+    return ip, float(logp(ip)), float(logp(moved)), \
+        np.asarray(model.compile_dlogp(mode=UNCOMPILED)(moved))
 
 
 def test_sensetime_peer_data_unchanged_by_declared_columns():
@@ -120,7 +125,7 @@ def test_model_likelihood_is_the_regression_in_natural_units():
              "sigma", "intercept_target"]
     outs = model.replace_rvs_by_values([model[n] for n in names])
     values = dict(zip(names, model.compile_fn(outs, inputs=model.value_vars,
-                                              on_unused_input="ignore")(point)))
+                                              on_unused_input="ignore", mode=UNCOMPILED)(point)))
     assert float(np.sum(values["group_effect"])) == pytest.approx(0.0, abs=1e-12)
     groups = list(reg.groups)
     effect = values["group_effect"][[groups.index(str(g)) for g in ds["group"].values]]
@@ -129,7 +134,8 @@ def test_model_likelihood_is_the_regression_in_natural_units():
         for role, col in reg.predictors().items())
     nu = pe.load_priors(SENSETIME_PEERS)["residual_nu"]
     expected = stats.t.logpdf(np.log(ds[reg.response].values), nu, mu, values["sigma"]).sum()
-    got = float(model.compile_logp(vars=[model["log_ev_sales"]], jacobian=False)(point))
+    got = float(model.compile_logp(vars=[model["log_ev_sales"]], jacobian=False,
+                                   mode=UNCOMPILED)(point))
     assert got == pytest.approx(expected, rel=1e-9)
     assert values["intercept_target"] == pytest.approx(
         values["intercept"] + values["group_effect"][groups.index("china_ai")])
@@ -169,7 +175,8 @@ def test_toyco_peers_two_groups_and_its_target_group():
     point["group_z_zerosum__"] = np.array([0.5])
     point["group_sigma_log__"] = np.log(0.4)
     values = model.compile_fn([model["intercept_target"], model["group_intercept"]],
-                              inputs=model.value_vars, on_unused_input="ignore")(point)
+                              inputs=model.value_vars, on_unused_input="ignore",
+                              mode=UNCOMPILED)(point)
     assert values[0] == pytest.approx(values[1][0])  # the industrial-software intercept
     with pytest.raises(ValueError, match="target_group"):
         pe.build_peer_model(ds, target_group="china_ai")
