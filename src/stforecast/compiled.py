@@ -186,7 +186,7 @@ def model_data(model, observations_as_data: bool = False) -> tuple[str, ...]:
 
 @dataclass
 class Compiled:
-    """A compiled driver model: PyTensor functions, their C entry points and nutpie's layout."""
+    """A compiled model: PyTensor functions, their C entry points and nutpie's layout."""
 
     key: str
     logp_fn: object  # pytensor Function: x -> (log-density, gradient); None until needed
@@ -367,13 +367,13 @@ def _import_wrappers(compiled: Compiled, folder: Path, cached_first: bool = True
 def load_or_build(model, key: str, root: Path | None = None,
                   expected: float | None = None, point: dict | None = None,
                   where: str = "priors", observations_as_data: bool = False) -> Compiled:
-    """The compiled driver model of ``model`` under ``key`` (``driver_key``), checked against
-    ``model`` (``check``; ``expected`` and ``point``: the model's own log-density at its prior's
-    centre, and that centre, when the caller has them, as ``preflight.trial_logp`` returns
-    them; ``where``: the priors file, named by ``check``'s error): from this process, from the
-    disk cache (``<root>/compiled/<key>``, default the user's cache folder) or compiled now and
-    stored; its ``source`` says which ("process", "disk" or "built"). An entry that fails the
-    check is dropped and compiled again; a fresh compilation that fails it raises
+    """The compiled model of ``model`` under ``key`` (``driver_key``, ``model_key``), checked
+    against ``model`` (``check``; ``expected`` and ``point``: the model's own log-density at
+    its prior's centre, and that centre, when the caller has them, as ``preflight.trial_logp``
+    returns them; ``where``: the priors file, named by ``check``'s error): from this process,
+    from the disk cache (``<root>/compiled/<key>``, default the user's cache folder) or
+    compiled now and stored; its ``source`` says which ("process", "disk" or "built"). An entry
+    that fails the check is dropped and compiled again; a fresh compilation that fails it raises
     ``ModelMismatch``. ``observations_as_data``: the observations are read at run time
     (``model_data``; the key must say so too, ``driver_key``)."""
     from .preflight import trial_logp
