@@ -103,6 +103,23 @@ def test_cache_folder_from_the_environment(monkeypatch, tmp_path):
 
 
 # --- the keys -------------------------------------------------------------------------------
+def test_a_cache_folder_that_cannot_be_made_is_one_line(tmp_path):
+    """A file where the cache folder would be: the fit cache and the compiled models' store
+    refuse in one line naming the folder and STFORECAST_CACHE (not a traceback)."""
+    from stforecast import compiled
+    from stforecast.errors import StforecastError
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    ds = xr.Dataset({"x": ("draw", np.arange(3.0))})
+    with pytest.raises(StforecastError, match="a-file/cache: cannot create this cache folder .*"
+                                              "STFORECAST_CACHE") as err:
+        FitCache(blocker / "cache").store("driver", "k", {"posterior": ds})
+    assert "\n" not in str(err.value)
+    with pytest.raises(StforecastError, match="a-file/compiled: cannot create"):
+        with compiled._key_lock(blocker / "compiled", "k"):
+            pass
+
+
 def test_keys_follow_values_not_documentation():
     inputs = prepare("sensetime")
     key = driver_fit_key(inputs, TINY)

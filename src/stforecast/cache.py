@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .errors import StforecastError
+
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "STFORECAST_CACHE"
@@ -58,6 +60,17 @@ def cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "stforecast"
+
+
+def cache_folder(path: Path) -> Path:
+    """``path``, a folder of the cache, created if needed; a one-line ``StforecastError`` naming
+    it and ``STFORECAST_CACHE`` when it cannot be (a file in the way, no permission)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StforecastError(f"{path}: cannot create this cache folder ({exc.strerror or exc}); "
+                              f"set {CACHE_ENV} to a folder you can write") from None
+    return path
 
 
 def source_hash(*modules: str) -> str:
@@ -210,7 +223,7 @@ class FitCache:
         header = {"format": FORMAT, "kind": kind, "key": key,
                   "groups": [[name, len(c)] for name, c in chunks], "attrs": dict(attrs or {})}
         header["sha256"] = _checksum(header, payload)
-        self.root.mkdir(parents=True, exist_ok=True)
+        cache_folder(self.root)
         path = self.path(kind, key)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:

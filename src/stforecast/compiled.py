@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import cache_dir, fit_key, package_versions, source_hash
+from .cache import cache_dir, cache_folder, fit_key, package_versions, source_hash
 from .errors import StforecastError
 from .model import PRIOR_VALUES, prior_layout
 
@@ -434,8 +434,7 @@ def _key_lock(base: Path, key: str):
     session's) compile it once."""
     import fcntl
 
-    base.mkdir(parents=True, exist_ok=True)
-    fd = os.open(base / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(cache_folder(base) / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -451,8 +450,7 @@ def _key_lock(base: Path, key: str):
 def _store(model, key: str, base: Path, data: tuple[str, ...]) -> Compiled:
     """Compile ``model`` into a temporary folder, rename it into ``base/key`` and load it from
     there, as every later process will (the functions as unpickled)."""
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=base))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=cache_folder(base)))
     try:
         _build(model, key, tmp / "entry", data)
         try:
