@@ -194,7 +194,7 @@ class Compiled:
     meta: dict
     wrappers: object  # the module with the ``logp`` and ``expand`` numba cfuncs
     source: str = ""  # where the last ``load_or_build`` call found it
-    blob: bytes = b""  # the pickled PyTensor functions (``functions.pkl``), checked
+    blob: bytes = b""  # the pickled PyTensor functions (``functions.pkl``), until imported
 
 
 def _frozen(model, data: tuple[str, ...]):
@@ -351,6 +351,7 @@ def _import_wrappers(compiled: Compiled, folder: Path, cached_first: bool = True
     if cached_first and compiled.key not in _INNER:
         try:
             compiled.wrappers = execute()  # without the functions: numba's cache or an error
+            compiled.blob = b""  # not needed any more (kept in the process's store)
             return compiled
         except Exception:  # noqa: BLE001 (numba cannot type a call of None: not cached)
             pass
@@ -361,6 +362,7 @@ def _import_wrappers(compiled: Compiled, folder: Path, cached_first: bool = True
         compiled.wrappers = execute()
     except Exception as exc:  # noqa: BLE001 (an entry removed or damaged meanwhile)
         raise ModelMismatch(f"{folder}/wrappers.py: does not load ({exc})") from None
+    compiled.blob = b""
     return compiled
 
 
