@@ -38,8 +38,10 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 HISTORY = HERE / "history_run.tsv"
+#: ``peers``: the peer fit's own seconds; beside a driver compile (a second process) they
+#: overlap the driver's, and ``peers_wait`` is what the run waited for it afterwards.
 STAGES = ("import", "up_to_date", "fit_cache", "peers_cache", "prior", "compile", "sampling",
-          "peers", "predictive", "summaries", "write", "report")
+          "peers", "peers_wait", "predictive", "summaries", "write", "report")
 
 #: The command line in this process, with the run's timings written to $BENCH_TIMINGS.
 CHILD = r"""

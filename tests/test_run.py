@@ -435,8 +435,10 @@ def test_run_logs_through_logging(small_run):
     handler adds the seconds since the start to each line."""
     # the small run's fit is fitted here, or read from the session's fit cache when the report
     # tests' identical run came first
+    # (or the peer regression goes to a second process first, while the driver model compiles)
     assert RUN_LOG[0].startswith(("the model evaluates at the prior's centre",
-                                  "driver model: fit read from the cache"))
+                                  "driver model: fit read from the cache",
+                                  "fitting the peer regression"))
     assert any(m.startswith("scenario 5/5: combined-stress") for m in RUN_LOG)
     assert RUN_LOG[-1].startswith(f"done: {small_run[0]}")
     assert "log" not in inspect.signature(run_forecast).parameters
@@ -453,3 +455,51 @@ def test_the_stored_variables_are_the_ones_a_run_writes(small_run, company):
     out, _ = small_run
     names = set(stored_names(company, load_scenarios(company.scenarios_path, company)))
     assert names == set(load_results(out).draws().data_vars)
+
+
+def test_the_peer_fit_beside_a_driver_compile_is_this_process_s(tmp_path, monkeypatch, company):
+    """While the driver model compiles, the peer regression is fitted in a second process
+    (``run._peer_fit_beside``). Its fit is the one this process makes, draw for draw, with the
+    same diagnostics and leave-one-out check, and it lands in the fit cache. The second process
+    is used only when both fits are to be made and the driver model is not compiled yet."""
+    from stforecast.cache import FitCache
+    from stforecast.peers import load_peers
+
+    inputs = run_module.prepare(company)
+    peers = load_peers(company.peers_path)
+    settings, cache = SMALL, FitCache(tmp_path / "cache")
+    monkeypatch.setattr(run_module, "is_stored", lambda key: False)
+    assert run_module._peer_fit_beside_pays(inputs, peers, settings, None)
+    with run_module._peer_fit_beside(inputs, peers, settings, cache) as beside:
+        there, timings = beside.result()
+    assert timings["peers"] > 0
+    here = run_module._peer_fit(peers, settings, None, {})
+    for group in ("posterior", "sample_stats", "log_likelihood"):
+        a, b = there[group].to_dataset(), here[group].to_dataset()
+        for ds in (a, b):
+            ds.attrs.pop("created_at", None)  # when each was made
+        xr.testing.assert_identical(a, b)
+    assert {k: v for k, v in there.attrs.items() if k != "wall_time_s"} == \
+        {k: v for k, v in here.attrs.items() if k != "wall_time_s"}
+    assert cache.path("peers", run_module.peer_fit_key(peers, settings)).exists()
+    # not again once the peer fit is in the cache (unless refitting), nor with the driver
+    # model compiled, nor with another sampler
+    assert not run_module._peer_fit_beside_pays(inputs, peers, settings, cache)
+    assert run_module._peer_fit_beside_pays(inputs, peers,
+                                            dataclasses.replace(settings, refit=True), cache)
+    assert not run_module._peer_fit_beside_pays(
+        inputs, peers, dataclasses.replace(settings, fit=FitSettings(sampler="pymc")), None)
+    monkeypatch.setattr(run_module, "is_stored", lambda key: True)
+    assert not run_module._peer_fit_beside_pays(inputs, peers, settings, None)
+    with run_module._peer_fit_beside(inputs, peers, settings, None) as beside:
+        assert beside is None
+
+
+def test_a_side_process_runs_only_its_named_jobs():
+    """``sideprocess.SideProcess`` runs the jobs of ``JOBS`` only; another name is refused in
+    one line, before any process starts."""
+    from stforecast.sideprocess import JOBS, SideProcess
+    with pytest.raises(StforecastError, match=r"expected a job among \['peer_fit', 'report'\], "
+                       r"got 'os.system'") as err:
+        SideProcess("os.system")
+    assert "\n" not in str(err.value) and set(JOBS) == {"peer_fit", "report"}

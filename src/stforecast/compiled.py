@@ -403,6 +403,13 @@ def load_or_build(model, key: str, root: Path | None = None,
         return compiled
 
 
+def is_stored(key: str, root: Path | None = None) -> bool:
+    """Whether the compiled model ``key`` is in this process or on disk (``load_or_build``'s
+    ``root``), so that loading it takes seconds, not the minute compiling may take. An entry
+    on disk is not read here: it may still fail its check when loaded."""
+    return key in _PROCESS or (Path(root or cache_dir()) / "compiled" / key).is_dir()
+
+
 def _from_disk(base: Path, key: str, data: tuple[str, ...]) -> Compiled | None:
     """The entry ``base/key`` as stored, or None (none there, or damaged: a warning)."""
     if not (base / key).is_dir():

@@ -25,19 +25,15 @@ import html
 import json
 import math
 import os
-import pickle
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from . import plots
 from .errors import ResultsError, StforecastError
 from .results import Summary
+from .sideprocess import SideProcess
 from .registry import (DIVERGENCES_MAX, ESS_MIN, METHOD_VARIABLES, QUANTILES, RHAT_MAX,
                        SUMMARY_FILE, VALUATION_METHODS, VARIABLES)
 
@@ -908,114 +904,34 @@ def build_report(results_dir: Path | str, summary: Summary | None = None) -> Pat
     return out
 
 
-class ReportProcess:
-    """A second Python process that builds one report (``build_report``), so that a run draws
-    its report on one core while it writes its draws on the other.
-
-    Threads do not overlap the two: matplotlib's drawing and h5netcdf's writing are mostly
-    Python and hold the GIL (measured on the default run: the draws 2.6 s and the report 3.4 s
-    each alone, 7.0 s and 7.8 s on two threads). The process is a fresh interpreter
-    (``python -c``, this stforecast on its path; nothing of the caller's script is imported,
-    so a user's script needs no ``__main__`` guard), started when the object is made: it loads
-    matplotlib and draws one empty figure at once, then waits for its one job on stdin. Use it
-    as a context manager (leaving it ends a process that got no job); ``build(results_dir,
-    summary)`` sends the job, ``result()`` waits for it and returns the page's path or raises
-    the process's error (``StforecastError`` naming the exit status when it died).
-    """
+class ReportProcess(SideProcess):
+    """A second process that builds one report (``build_report``), so that a run draws its
+    report on one core while it writes its draws on the other (``stforecast.sideprocess``: a
+    fresh interpreter; a user's script needs no ``__main__`` guard). It loads matplotlib and
+    draws one empty figure at once, then waits for its job. ``build(results_dir, summary)``
+    sends the job, and ``result()`` waits for it and returns the page's path or raises the
+    process's error (``StforecastError`` naming the exit status when it died)."""
 
     def __init__(self):
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH"))
-                                            if p)
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from stforecast.report import _serve; _serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        self._thread = None
-        self._out = None
+        super().__init__("report")
 
     def build(self, results_dir: Path | str, summary: Summary) -> ReportProcess:
         """Send the job (the process writes ``results_dir``'s page and PNGs); returns self."""
-        if self._thread is not None:
-            raise StforecastError("report process: expected one report per process, got a "
-                                  "second")
-        job = pickle.dumps((Path(results_dir), summary), protocol=pickle.HIGHEST_PROTOCOL)
-
-        def talk():
-            self._out = self._proc.communicate(job)
-
-        self._thread = threading.Thread(target=talk, name="stforecast-report", daemon=True)
-        self._thread.start()
-        return self
-
-    def wait(self) -> None:
-        """Wait until the process has ended (its job done, or failed)."""
-        if self._thread is not None:
-            self._thread.join()
-
-    def result(self) -> Path:
-        """The page's path once the process is done; its error otherwise."""
-        self.wait()
-        stdout, stderr = self._out if self._out is not None else (b"", b"")
-        try:
-            ok, value = pickle.loads(stdout)
-        except Exception:  # noqa: BLE001 -- it died before answering: say how
-            lines = stderr.decode("utf-8", "replace").strip().splitlines()
-            raise StforecastError(
-                f"report: the report's process ended with exit status {self._proc.returncode}"
-                + (f" ({lines[-1]})" if lines else "")) from None
-        if not ok:
-            raise value
-        return value
-
-    def close(self) -> None:
-        if self._thread is None:  # no job: end it (it is waiting on stdin or warming up)
-            self._proc.kill()
-            self._proc.communicate()
-        else:
-            self.wait()
-
-    def __enter__(self) -> ReportProcess:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        return self.send(Path(results_dir), summary)
 
 
-def _serve() -> None:
-    """The report process (``ReportProcess``): warm up, read one pickled ``(results_dir,
-    summary)`` from stdin, build the report, write ``(True, page)`` or ``(False, error)``
-    pickled to stdout. It ends at once when its caller's process is gone (killed mid-run), so
-    that it does not go on writing in a staging folder the next run removes."""
+def _warm_up() -> None:
+    """The report process's warm-up: matplotlib's fonts and renderer, loaded while waiting."""
     from matplotlib.figure import Figure
 
-    caller = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == caller:
-            time.sleep(0.2)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="stforecast-report-caller", daemon=True).start()
-
-    fig = Figure(figsize=(1.0, 1.0))  # matplotlib's fonts and renderer, loaded while waiting
+    fig = Figure(figsize=(1.0, 1.0))
     fig.text(0.5, 0.5, "0")
     plots.png_bytes(fig, dpi=10)
-    out = sys.stdout.buffer
-    try:
-        job = sys.stdin.buffer.read()
-        if not job:  # the caller ended without a job
-            return
-        results_dir, summary = pickle.loads(job)
-        answer = (True, build_report(results_dir, summary))
-    except Exception as exc:  # noqa: BLE001 -- every error goes back to the caller
-        try:
-            pickle.dumps(exc)
-            answer = (False, exc)
-        except Exception:  # noqa: BLE001 -- an error that does not pickle: its words
-            answer = (False, StforecastError(f"report: {type(exc).__name__}: {exc}"))
-    out.write(pickle.dumps(answer))
-    out.flush()
+
+
+def _report_job(results_dir: Path, summary: Summary) -> Path:
+    """The report process's job (``ReportProcess.build``)."""
+    return build_report(results_dir, summary)
 
 
 def rebuild_report(results_dir: Path | str) -> Path:

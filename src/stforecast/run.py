@@ -51,7 +51,7 @@ from . import __version__, publish
 from .cache import FitCache, fit_key, package_hash, package_versions, source_hash
 from .charts import chart_data, outside_view_block
 from .company import Company, load_company
-from .compiled import driver_key
+from .compiled import driver_key, is_stored
 from .costs import point_funding
 from .engine import convention_table
 from .fit import Diagnostics as FitDiagnostics
@@ -75,6 +75,7 @@ from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, P
                       write_results)
 from .scenarios import ScenarioSpec, load_user_scenarios
 from .sensitivity import summary_sensitivity
+from .sideprocess import SideProcess
 from .simulate import simulate
 from .summary import (p_exceeds, percentile_of, probability_of_falling_revenue, sample_stats,
                       scenario_summaries, upside_variable)
@@ -358,10 +359,16 @@ def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = T
     """
     spec, fs, timings = inputs.spec, settings.fit, {}
     cache = FitCache() if cache is True else (cache or None)
-    driver = _driver_fit(inputs, settings, cache, timings)
-    logger.info(f"valuation method: {spec.valuation_method}")
     peers = load_peers(inputs.company.peers_path)
-    peer_idata = _peer_fit(peers, settings, cache, timings)
+    with _peer_fit_beside(inputs, peers, settings, cache) as beside:
+        driver = _driver_fit(inputs, settings, cache, timings)
+        if beside is not None:
+            t = time.perf_counter()
+            peer_idata, peer_timings = beside.result()
+            timings.update(peer_timings, peers_wait=time.perf_counter() - t)
+    logger.info(f"valuation method: {spec.valuation_method}")
+    if beside is None:
+        peer_idata = _peer_fit(peers, settings, cache, timings)
     premium = spec.valuation.get("peer_premium")
     valuation = Valuation(spec.valuation_method, relation_from_fit(
         peer_idata, premium, settings.seed, peers, spec.valuation.get("sector_rerating"))
@@ -482,6 +489,53 @@ def _peer_fit(peers: xr.Dataset, settings: RunSettings, cache: FitCache | None,
                                    for g in ("posterior", "sample_stats", "log_likelihood")},
                     {"free_parameters": [rv.name for rv in build_peer_model(peers).free_RVs]})
     return idata
+
+
+@contextmanager
+def _peer_fit_beside(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
+                     cache: FitCache | None):
+    """A second process (``sideprocess.SideProcess``) that fits the peer regression while this
+    one fits the driver model, when that pays; else None, and the peer fit runs here after the
+    driver's. It pays when both fits are needed and the driver model must be compiled first:
+    that takes 15-40 s on one core, and the second core is idle meanwhile. Otherwise the
+    second process's start-up (~2 s of imports) is not won back: the driver model's sampler
+    uses both cores. The second process runs ``_peer_fit`` as this one would (the same fit
+    cache and settings), so its draws are the ones this process would have drawn."""
+    if not _peer_fit_beside_pays(inputs, peers, settings, cache):
+        yield None
+        return
+    logger.info(f"fitting the peer regression ({PEER_FIT['nuts_sampler']}: "
+                f"{PEER_FIT['chains']} chains x {PEER_FIT['draws']} draws) in a second "
+                f"process, while the driver model compiles")
+    with SideProcess("peer_fit") as beside:
+        yield beside.send(peers, settings, cache)
+
+
+def _peer_fit_beside_pays(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
+                          cache: FitCache | None) -> bool:
+    """Whether the peer fit and the driver fit are both to be made (not in ``cache``) and the
+    driver model's compiled form is not stored (``compiled.is_stored``)."""
+    if settings.fit.sampler != "nutpie" or PEER_FIT["nuts_sampler"] != "nutpie":
+        return False
+    if cache is not None and not settings.refit and (
+            cache.path("peers", peer_fit_key(peers, settings)).exists()
+            or cache.path("driver", driver_fit_key(inputs, settings)).exists()):
+        return False
+    return not is_stored(driver_model_key(inputs))
+
+
+def _peer_fit_warm_up() -> None:
+    """The peer-fit process's warm-up: the sampler's imports."""
+    import nutpie  # noqa: F401
+    import pymc  # noqa: F401
+
+
+def _peer_fit_job(peers: xr.Dataset, settings: RunSettings,
+                  cache: FitCache | None) -> tuple[xr.DataTree, dict]:
+    """The peer-fit process's job (``_peer_fit_beside``): the fit and its timings."""
+    timings = {}
+    with _quiet_pymc():
+        return _peer_fit(peers, settings, cache, timings), timings
 
 
 def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
