@@ -221,6 +221,15 @@ def test_the_scale_commands_are_stforecast_commands(capsys):
     assert args.scheduler == "tcp://127.0.0.1:8786" and args.func.__name__ == "cmd_sweep"
 
 
+def test_no_second_process_for_the_peer_fit_on_a_cluster(cluster):
+    """A run on a Dask worker fits its peer regression in its own process
+    (``run._peer_fit_beside`` is for a machine's idle core, and a cluster's are busy)."""
+    from stforecast import run
+    _, client = cluster
+    assert client.submit(run._in_dask_worker, pure=False).result() is True
+    assert run._in_dask_worker() is False
+
+
 def test_scheduler_address_from_the_environment(monkeypatch):
     from stforecast.distributed import scheduler_address
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -514,14 +515,29 @@ def _peer_fit_beside(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
 def _peer_fit_beside_pays(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
                           cache: FitCache | None) -> bool:
     """Whether the peer fit and the driver fit are both to be made (not in ``cache``) and the
-    driver model's compiled form is not stored (``compiled.is_stored``)."""
-    if settings.fit.sampler != "nutpie" or PEER_FIT["nuts_sampler"] != "nutpie":
+    driver model's compiled form is not stored (``compiled.is_stored``), outside a Dask worker
+    (a cluster's cores are busy with tasks of their own: a second process would only add its
+    imports, measured ~7 s of CPU with the duplicated compilations)."""
+    if settings.fit.sampler != "nutpie" or PEER_FIT["nuts_sampler"] != "nutpie" or \
+            _in_dask_worker():
         return False
     if cache is not None and not settings.refit and (
             cache.path("peers", peer_fit_key(peers, settings)).exists()
             or cache.path("driver", driver_fit_key(inputs, settings)).exists()):
         return False
     return not is_stored(driver_model_key(inputs))
+
+
+def _in_dask_worker() -> bool:
+    """Whether this code runs in a task on a Dask worker (``stforecast.distributed``)."""
+    if "distributed" not in sys.modules:  # never imported: not a worker
+        return False
+    from distributed import get_worker
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def _peer_fit_warm_up() -> None:
