@@ -237,9 +237,10 @@ def data_vector(compiled: Compiled, model, values: dict | None = None) -> np.nda
     return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0))
 
 
-def _build(model, key: str, folder: Path, data: tuple[str, ...]) -> None:
+def _build(model, key: str, folder: Path, data: tuple[str, ...]) -> tuple:
     """Compile ``model`` (nutpie's own graph functions, ``fit.numba_compile``'s settings), its
-    data ``data`` read at run time (the rest frozen), and write the entry into ``folder``."""
+    data ``data`` read at run time (the rest frozen), and write the entry into ``folder``;
+    returns the two PyTensor functions (log-density and gradient, expand)."""
     from nutpie.compile_pymc import _make_functions, _prepare_dims_and_coords
     from pymc.initial_point import make_initial_point_fn
 
@@ -276,6 +277,7 @@ def _build(model, key: str, folder: Path, data: tuple[str, ...]) -> None:
     (folder / "functions.pkl").write_bytes(blob)
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     (folder / "wrappers.py").write_text(_wrappers_source(meta))
+    return logp_fn, expand_fn
 
 
 def _wrappers_source(meta: dict) -> str:
@@ -458,16 +460,20 @@ def _key_lock(base: Path, key: str):
 
 def _store(model, key: str, base: Path, data: tuple[str, ...]) -> Compiled:
     """Compile ``model`` into a temporary folder, rename it into ``base/key`` and load it from
-    there, as every later process will (the functions as unpickled)."""
+    there, as every later process will, with the PyTensor functions just compiled (unpickling
+    them would take ~2 s and give the same: both are numba's code of the same source, without
+    fast-math; the check compares the entry's log-density with the model's)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=cache_folder(base)))
     try:
-        _build(model, key, tmp / "entry", data)
+        functions = _build(model, key, tmp / "entry", data)
         try:
             os.replace(tmp / "entry", base / key)
         except OSError:  # another process stored the same entry first
             pass
-        compiled = _import_wrappers(_load(base / key, key, data), base / key,
-                                    cached_first=False)
+        compiled = _load(base / key, key, data)
+        if functions is not None:  # else unpickled from the entry
+            compiled.logp_fn, compiled.expand_fn = functions
+        compiled = _import_wrappers(compiled, base / key, cached_first=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     compiled.source = "built"
