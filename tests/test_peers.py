@@ -141,6 +141,30 @@ def test_model_likelihood_is_the_regression_in_natural_units():
         values["intercept"] + values["group_effect"][groups.index("china_ai")])
 
 
+def test_the_table_as_data_is_the_same_regression():
+    """``build_peer_model(..., table_as_data=True)`` (one compiled model for every simulated
+    table of a size) has the log-density of the default graph (the table's values in it) at
+    random points, for the shipped table and a simulated one, and the same deterministics."""
+    like = pe.load_peers(SENSETIME_PEERS)
+    rng = np.random.default_rng(5)
+    for ds in (like, pe.simulate_peer_data(40, TRUE, like, rng=1)):
+        plain, as_data = pe.build_peer_model(ds), pe.build_peer_model(ds, table_as_data=True)
+        assert [v.name for v in as_data.data_vars] == list(pe.TABLE_DATA)
+        assert [rv.name for rv in as_data.free_RVs] == [rv.name for rv in plain.free_RVs]
+        names = [v.name for v in plain.deterministics]
+        assert names == [v.name for v in as_data.deterministics]
+        logps = [m.compile_logp(mode=UNCOMPILED) for m in (plain, as_data)]
+        dets = [m.compile_fn(m.replace_rvs_by_values(m.deterministics), inputs=m.value_vars,
+                             on_unused_input="ignore", mode=UNCOMPILED) for m in (plain, as_data)]
+        ip = plain.initial_point()
+        for _ in range(3):
+            point = {k: np.asarray(v) + 0.7 * rng.standard_normal(np.shape(v))
+                     for k, v in ip.items()}
+            assert float(logps[1](point)) == pytest.approx(float(logps[0](point)), rel=1e-12)
+            for a, b in zip(*(f(point) for f in dets)):
+                np.testing.assert_allclose(b, a, rtol=1e-12)
+
+
 def test_regression_follows_the_names_the_file_declares(tmp_path):
     """Renaming every group and regression column in the file changes nothing but names."""
     text = SENSETIME_PEERS.read_text()
@@ -380,7 +404,8 @@ def test_recovery_slopes_in_90pct_intervals_and_coverage_near_nominal():
     for seed in seeds:
         data = pe.simulate_peer_data(40, TRUE, like, rng=seed)
         assert data.sizes["peer"] == 3 * 40
-        idata = pe.fit_peer_model(data, seed=seed, **FIT)
+        # the table as data of one compiled model for the six tables (test below)
+        idata = pe.fit_peer_model(data, seed=seed, table_as_data=True, **FIT)
         intervals = _slope_intervals(idata)
         hits = {name: lo <= TRUE[name] <= hi for name, (lo, hi) in intervals.items()}
         if seed == seeds[0]:  # one full recovery check; the interval must also be informative

@@ -388,10 +388,16 @@ def _design(peers: xr.Dataset, reg: Regression) -> tuple[np.ndarray, np.ndarray,
     return x, x.mean(axis=0), scale
 
 
+#: The peer table's data in ``build_peer_model(..., table_as_data=True)``, in this order.
+TABLE_DATA = ("predictors_standardised", "predictor_centre", "predictor_scale",
+              "group_membership", "log_ev_sales_observed")
+
+
 def build_peer_model(
     peers: xr.Dataset,
     priors: Mapping[str, float] | None = None,
     target_group: str | None = None,
+    table_as_data: bool = False,
 ) -> pymc.Model:
     """Bayesian regression of the log multiple on growth, gross margin and FCF margin.
 
@@ -420,6 +426,12 @@ def build_peer_model(
     ``group_effect``, ``group_intercept``, ``intercept_target``, ``beta_growth``,
     ``beta_margin``, ``beta_fcf_margin``, ``growth_centre``, ``margin_centre``,
     ``fcf_margin_centre``, ``residual_nu``.
+
+    ``table_as_data``: the table enters as ``pm.Data`` (``TABLE_DATA``: the standardised
+    predictors, their centres and scales, the peers' groups as 0/1 columns, the log multiples),
+    so that one compiled model fits every table of the same size, groups and priors
+    (``fit_peer_model``). The same regression as the default graph, which has the table's
+    values as constants and picks each peer's group effect by index.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -436,11 +448,16 @@ def build_peer_model(
     log_multiple = np.log(peers[reg.response].values.astype(float))
     group_idx = np.array([groups.index(g) for g in peers["group"].values])
     roles = list(PREDICTORS)
-    slope_sd = np.array([prior[f"beta_{r}_sigma"] for r in roles]) * scale
+    slope_sigma = np.array([prior[f"beta_{r}_sigma"] for r in roles])  # per 1.00
 
     coords = {"group": groups, "peer": [str(p) for p in peers["peer"].values],
               "predictor": roles}
     with pm.Model(coords=coords) as model:
+        if table_as_data:
+            data = dict(zip(TABLE_DATA, (z, centre, scale, (group_idx[:, None] == np.arange(
+                len(groups))).astype(float), log_multiple)))
+            z, centre, scale, membership, log_multiple = (pm.Data(k, v) for k, v in data.items())
+        slope_sd = slope_sigma * scale  # per sd of each predictor
         for i, role in enumerate(roles):
             pm.Deterministic(PREDICTORS[role][1], pt.as_tensor(centre[i]))
         nu = pm.Deterministic("residual_nu", pt.as_tensor(prior["residual_nu"]))
@@ -457,7 +474,9 @@ def build_peer_model(
         pm.Deterministic("group_intercept", intercept + group_effect, dims="group")
         pm.Deterministic("intercept_target", intercept + group_effect[groups.index(target_group)])
 
-        mu = intercept + group_effect[group_idx] + pt.dot(z, slope_std)
+        peer_effect = (pt.dot(membership, group_effect) if table_as_data
+                       else group_effect[group_idx])
+        mu = intercept + peer_effect + pt.dot(z, slope_std)
         if math.isinf(prior["residual_nu"]):
             pm.Normal("log_ev_sales", mu=mu, sigma=sigma, observed=log_multiple, dims="peer")
         else:
@@ -506,6 +525,23 @@ def _compiled_nutpie(model: pymc.Model, peers: xr.Dataset, priors: Mapping | Non
     return C.nutpie_model(entry, freeze_dims_and_data(model))
 
 
+def _compiled_nutpie_table_as_data(model: pymc.Model, peers: xr.Dataset,
+                                   priors: Mapping | None):
+    """nutpie's model of ``build_peer_model(..., table_as_data=True)``, compiled once for every
+    table of ``peers``'s size, groups and target group with these priors (the key holds them,
+    not the table's values; ``stforecast.compiled``, the table read from nutpie's data)."""
+    from . import compiled as C
+
+    reg = regression(peers)
+    key = C.model_key("peers-table-as-data", C.PEER_SOURCES, table=[
+        peers.sizes["peer"], list(reg.groups), peers.attrs.get("target_group"),
+        [reg.response, *reg.predictors().values()],
+        sorted({**load_priors(peers.attrs["path"]), **(priors or {})}.items())])
+    entry = C.load_or_build(model, key, where=str(peers.attrs["path"]),
+                            observations_as_data=True)
+    return C.nutpie_model(entry, model)
+
+
 def peer_log_likelihood(posterior: xr.Dataset, peers: xr.Dataset) -> xr.Dataset:
     """Pointwise log likelihood ``log_ev_sales`` (dims chain, draw, peer) of each peer's log
     multiple at each posterior draw, from the posterior's deterministics (numpy/scipy: the
@@ -539,6 +575,7 @@ def fit_peer_model(
     nuts_sampler: str = PEER_FIT["nuts_sampler"],
     priors: Mapping[str, float] | None = None,
     target_accept: float = PEER_FIT["target_accept"],
+    table_as_data: bool = False,
 ) -> xr.DataTree:
     """Fit `build_peer_model` with NUTS and return the ArviZ 1.x DataTree (groups
     ``posterior``, ``sample_stats``, ``log_likelihood``).
@@ -549,15 +586,20 @@ def fit_peer_model(
     compilation), and the leave-one-out check of `peer_loo`. The default ``target_accept`` is
     high because the group sd is weakly identified from a few groups. ``nuts_sampler``:
     ``"nutpie"`` (compiled once per peer table and priors, kept on disk) or ``"pymc"``.
+    ``table_as_data`` (nutpie): the table is data of the compiled model (``build_peer_model``),
+    compiled once for every table of its size, groups and priors (simulated tables, say); the
+    run's fit has the table's values in its graph, as its draws always had.
     """
     import pymc as pm
 
-    model = build_peer_model(peers, priors)
+    model = build_peer_model(peers, priors, table_as_data=table_as_data)
     start = time.perf_counter()
     if nuts_sampler == "nutpie":
         import nutpie
 
-        idata = nutpie.sample(_compiled_nutpie(model, peers, priors), draws=draws, tune=tune,
+        compiled = (_compiled_nutpie(model, peers, priors) if not table_as_data
+                    else _compiled_nutpie_table_as_data(model, peers, priors))
+        idata = nutpie.sample(compiled, draws=draws, tune=tune,
                               chains=chains, cores=min(chains, 2), seed=seed,
                               target_accept=target_accept, progress_bar=False)
     else:
