@@ -26,9 +26,13 @@ def _files(folder):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """``run(name, settings, folder)``: a run of the default company (fit cache of its own) with
-    the log messages it wrote; returns ``(summary, messages)``."""
+    """``run(name, settings, folder)``: a run of the default company (fit cache of its own, with
+    a copy of the session's compiled models: none is compiled again) with the log messages it
+    wrote; returns ``(summary, messages)``."""
+    from shared_fits import compiled_store
     root = tmp_path_factory.mktemp("up-to-date")
+    shutil.copytree(compiled_store(), root / "cache" / "compiled",
+                    ignore=shutil.ignore_patterns("*.lock"))
     handler = Messages()
     log = logging.getLogger("stforecast")
     log.addHandler(handler)
