@@ -493,6 +493,14 @@ def test_the_peer_fit_beside_a_driver_compile_is_this_process_s(tmp_path, monkey
     assert not run_module._peer_fit_beside_pays(inputs, peers, settings, None)
     with run_module._peer_fit_beside(inputs, peers, settings, None) as beside:
         assert beside is None
+    # where no process can be started, the fit is made in this one
+    monkeypatch.setattr(run_module, "is_stored", lambda key: False)
+
+    def cannot_start(job):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(run_module, "SideProcess", cannot_start)
+    with run_module._peer_fit_beside(inputs, peers, settings, None) as beside:
+        assert beside is None
 
 
 def test_a_side_process_runs_only_its_named_jobs():

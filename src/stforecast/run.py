@@ -505,10 +505,17 @@ def _peer_fit_beside(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
     if not _peer_fit_beside_pays(inputs, peers, settings, cache):
         yield None
         return
+    try:
+        beside = SideProcess("peer_fit")
+    except OSError as exc:  # no process can be started here: the fit is made in this one
+        logger.info(f"no second process for the peer regression ({exc}); fitted after the "
+                    f"driver model")
+        yield None
+        return
     logger.info(f"fitting the peer regression ({PEER_FIT['nuts_sampler']}: "
                 f"{PEER_FIT['chains']} chains x {PEER_FIT['draws']} draws) in a second "
                 f"process, while the driver model compiles")
-    with SideProcess("peer_fit") as beside:
+    with beside:
         yield beside.send(peers, settings, cache)
 
 
