@@ -25,6 +25,10 @@ nothing and returns the stored summary (``up_to_date``); ``RunSettings.refit`` r
 
 Progress is logged to the ``stforecast.run`` logger (the command line prints it).
 
+Two stages use a second process (``stforecast.sideprocess``): the peer regression is fitted
+beside the driver model's first compilation (``fit_models``, ``_peer_fit_beside``), and the
+report is drawn while the draws are written (``write``).
+
 Test hook: with ``STFORECAST_TEST_PAUSE_AT=<stage>:<marker file>`` in the environment, the run
 writes its process id into the marker file at that stage and sleeps (so that a test can kill
 it there). Stages, in order: ``fit`` (inputs checked, lock held, before fitting),
@@ -352,7 +356,9 @@ def prepare(company: Company | str | Path | None = None, priors_path: Path | Non
 
 
 def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = True) -> Fitted:
-    """Sample the driver model's prior, fit it (NUTS), and fit the peer regression.
+    """Sample the driver model's prior, fit it (NUTS), and fit the peer regression (in a
+    second process while the driver model compiles, when it must be compiled:
+    ``_peer_fit_beside``).
 
     ``cache``: a ``FitCache``, True for the user's (``stforecast.cache.cache_dir``) or False
     for none. A fit whose inputs are in the cache is read from it (its diagnostics computed
