@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import plots
-from .errors import ResultsError, StforecastError
+from .errors import ResultsError
 from .results import Summary
 from .sideprocess import SideProcess
 from .registry import (DIVERGENCES_MAX, ESS_MIN, METHOD_VARIABLES, QUANTILES, RHAT_MAX,
