@@ -469,6 +469,7 @@ def test_the_peer_fit_beside_a_driver_compile_is_this_process_s(tmp_path, monkey
     peers = load_peers(company.peers_path)
     settings, cache = SMALL, FitCache(tmp_path / "cache")
     monkeypatch.setattr(run_module, "is_stored", lambda key: False)
+    monkeypatch.setattr(run_module, "_cores", lambda: 2)  # whatever machine runs the test
     assert run_module._peer_fit_beside_pays(inputs, peers, settings, None)
     with run_module._peer_fit_beside(inputs, peers, settings, cache) as beside:
         there, timings = beside.result()
@@ -489,6 +490,9 @@ def test_the_peer_fit_beside_a_driver_compile_is_this_process_s(tmp_path, monkey
                                             dataclasses.replace(settings, refit=True), cache)
     assert not run_module._peer_fit_beside_pays(
         inputs, peers, dataclasses.replace(settings, fit=FitSettings(sampler="pymc")), None)
+    monkeypatch.setattr(run_module, "_cores", lambda: 1)  # one core: nothing to gain
+    assert not run_module._peer_fit_beside_pays(inputs, peers, settings, None)
+    monkeypatch.setattr(run_module, "_cores", lambda: 2)
     monkeypatch.setattr(run_module, "is_stored", lambda key: True)
     assert not run_module._peer_fit_beside_pays(inputs, peers, settings, None)
     with run_module._peer_fit_beside(inputs, peers, settings, None) as beside:

@@ -528,17 +528,26 @@ def _peer_fit_beside(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
 def _peer_fit_beside_pays(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
                           cache: FitCache | None) -> bool:
     """Whether the peer fit and the driver fit are both to be made (not in ``cache``) and the
-    driver model's compiled form is not stored (``compiled.is_stored``), outside a Dask worker
-    (a cluster's cores are busy with tasks of their own: a second process would only add its
-    imports, measured ~7 s of CPU with the duplicated compilations)."""
+    driver model's compiled form is not stored (``compiled.is_stored``), on a machine of two
+    cores or more and outside a Dask worker (a cluster's cores are busy with tasks of their
+    own): elsewhere a second process would only add its imports, measured ~7 s of CPU with the
+    compilations both processes make."""
     if settings.fit.sampler != "nutpie" or PEER_FIT["nuts_sampler"] != "nutpie" or \
-            _in_dask_worker():
+            _cores() < 2 or _in_dask_worker():
         return False
     if cache is not None and not settings.refit and (
             cache.path("peers", peer_fit_key(peers, settings)).exists()
             or cache.path("driver", driver_fit_key(inputs, settings)).exists()):
         return False
     return not is_stored(driver_model_key(inputs))
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _in_dask_worker() -> bool:
