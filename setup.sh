@@ -60,4 +60,7 @@ else
   "$py" -m venv .venv || { rm -rf .venv; echo "setup.sh: '$py -m venv' failed (Debian/Ubuntu: apt install python3-venv)" >&2; exit 1; }
 fi
 .venv/bin/pip install -q -e ".[test]"
+# Byte-compile the package, as a non-editable install does: where PYTHONDONTWRITEBYTECODE is set
+# (containers, CI), every command and test process would otherwise compile its modules again.
+.venv/bin/python -m compileall -q src/stforecast >/dev/null
 echo "setup.sh: done; next: .venv/bin/stforecast run"

@@ -1,9 +1,11 @@
-"""How a run stores its draws (``resimulation.compact_groups``): one gzip chunk per scenario, the values
-exactly the rounded float32 draws whatever the chunking."""
+"""How a run stores its draws (``resimulation.compact_groups``, written by
+``plain_netcdf.write_groups``): one gzip chunk per scenario, the values exactly the rounded float32
+draws whatever the chunking."""
 
 import numpy as np
 import xarray as xr
 
+from stforecast.plain_netcdf import write_groups
 from stforecast.resimulation import compact_groups, round_mantissa as _round_mantissa
 
 
@@ -22,8 +24,7 @@ def test_one_chunk_per_scenario_and_the_same_values(tmp_path):
     ds = _draws()
     stored = compact_groups({"posterior_predictive": ds, "posterior": ds.isel(scenario=0)})
     path = tmp_path / "draws.nc"
-    for i, (name, group) in enumerate(stored.items()):
-        group.to_netcdf(path, group=name, mode="a" if i else "w", engine="h5netcdf")
+    write_groups(path, stored)
     import h5py
     with h5py.File(path, "r") as f:
         assert f["posterior_predictive/revenue"].chunks == (1, 2, 40, 5, 3)

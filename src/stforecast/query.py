@@ -70,7 +70,7 @@ import numpy as np
 from . import mcse as _mcse
 from .errors import StforecastError
 from .registry import HEADLINE_SCENARIO, SAMPLE_DIMS, variable
-from .results import DIMENSION_ONLY, NON_COORD_PREFIX
+from .plain_netcdf import DIMENSION_ONLY, NON_COORD_PREFIX
 
 if TYPE_CHECKING:  # xarray is never imported here, to keep start-up fast
     import xarray as xr

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ResultsError
+from . import plain_netcdf
 from .registry import DRAWS_FILE, READABLE_SCHEMAS, SCHEMA_VERSION, SUMMARY_FILE, variable
 
 #: Input files a run records in forecast.nc (names as in ``Company.files``).
@@ -708,7 +709,8 @@ class Results:
 
         try:
             with h5py.File(self.draws_path, "r") as f:
-                ds = _plain_group(f[group]) if isinstance(f.get(group), h5py.Group) else None
+                ds = (plain_netcdf.read_group(f[group]) if isinstance(f.get(group), h5py.Group)
+                      else None)
         except (OSError, RuntimeError, KeyError, ValueError, TypeError):
             ds = None
         return self.draws(group).load() if ds is None else ds
@@ -725,63 +727,6 @@ class Results:
                 path.write_text(f.text)
                 out[name] = path
             yield out
-
-
-#: Attributes by which xarray decodes values or makes coordinates (CF conventions): a variable
-#: with one is not plain.
-_DECODING_ATTRS = frozenset({"scale_factor", "add_offset", "missing_value", "_Unsigned", "dtype",
-                             "units", "calendar", "coordinates", "_Encoding", "bounds",
-                             "grid_mapping", "flag_values", "flag_masks", "flag_meanings"})
-#: The NAME of a dimension scale that is a dimension only (no coordinate variable).
-DIMENSION_ONLY = b"This is a netCDF dimension but not a netCDF variable"
-#: The prefix netCDF-4 gives a variable named like a dimension it is not the coordinate of.
-NON_COORD_PREFIX = "_nc4_non_coord_"
-
-
-def _plain_group(group):
-    """An h5netcdf-written group of plain numbers and strings as an xarray Dataset (values and
-    coordinates as xarray decodes them: a float fill value reads as NaN, strings as str; no
-    attributes), or None when it holds anything else."""
-    import numpy as np
-    import xarray as xr
-
-    data_vars, coords = {}, {}
-    for name, ds in group.items():
-        attrs = ds.attrs if hasattr(ds, "attrs") else {}
-        if (not hasattr(ds, "dtype") or set(attrs) & _DECODING_ATTRS
-                or name.startswith(NON_COORD_PREFIX)):  # renamed on disk: left to xarray
-            return None
-        is_scale = attrs.get("CLASS") == b"DIMENSION_SCALE"
-        if is_scale and bytes(attrs.get("NAME", b"")).startswith(DIMENSION_ONLY):
-            continue  # a dimension, not a variable
-        if is_scale:
-            dims = (name,)
-        elif "DIMENSION_LIST" in attrs:
-            dims = tuple(group.file[ref[0]].name.rsplit("/", 1)[-1]
-                         for ref in attrs["DIMENSION_LIST"])
-        elif ds.ndim == 0:
-            dims = ()
-        else:
-            return None
-        values = ds[()]
-        kind = values.dtype.kind
-        fill = attrs.get("_FillValue")
-        if kind == "O":
-            if fill is not None or not all(isinstance(v, (str, bytes)) for v in values.flat):
-                return None
-            values = np.array([v.decode() if isinstance(v, bytes) else v
-                               for v in values.flat]).reshape(values.shape)
-        elif kind == "f":
-            if fill is not None:
-                fill = np.asarray(fill, dtype=values.dtype).reshape(-1)
-                if fill.size != 1:
-                    return None
-                missing = np.isnan(values) if np.isnan(fill[0]) else values == fill[0]
-                values = np.where(missing, np.array(np.nan, dtype=values.dtype), values)
-        elif kind not in "iub" or fill is not None:
-            return None
-        (coords if is_scale else data_vars)[name] = xr.Variable(dims, values)
-    return xr.Dataset(data_vars, coords=coords)
 
 
 #: The largest summary.json read (a run's is well under 1 MB; chart data included).
@@ -890,16 +835,12 @@ def write_results(folder: Path, summary: Summary, groups: dict, provenance: Prov
     ``run_key``: the run's content key, stored as a root attribute with the sha256 of the
     summary (:func:`stored_run` finds the folder up to date by it)."""
     folder = Path(folder)
-    mode = "w"
-    for name, ds in groups.items():
-        ds.to_netcdf(folder / DRAWS_FILE, group=name, mode=mode, engine="h5netcdf")
-        mode = "a"
     text = summary.to_json()
     attrs = provenance.to_attrs()
     if run_key is not None:
         attrs.update({RUN_KEY_ATTR: run_key,
                       SUMMARY_SHA_ATTR: hashlib.sha256(text.encode()).hexdigest()})
-    write_root_attrs(folder / DRAWS_FILE, attrs)
+    plain_netcdf.write_groups(folder / DRAWS_FILE, groups, attrs)
     (folder / SUMMARY_FILE).write_text(text)
 
 
