@@ -1,6 +1,6 @@
 """forecast.nc written with h5py alone (``stforecast.plain_netcdf``): the file reads, in xarray
 and in the package's own readers, exactly as the file xarray (h5netcdf) writes from the same
-groups; a group that is not plain is left to xarray."""
+groups (booleans included); a group that is not plain is left to xarray."""
 
 import h5netcdf
 import h5py
@@ -61,7 +61,8 @@ def _read(path, group):
 
 def test_the_file_reads_as_xarray_s_own(tmp_path):
     groups = _groups()
-    assert [plain_netcdf.writable(ds) for ds in groups.values()] == [True, False, True, True]
+    groups["not_plain"] = groups["posterior"].assign_coords(label=("draw", list("abcdefghij" * 3)))
+    assert [plain_netcdf.writable(ds) for ds in groups.values()] == [True, True, True, True, False]
     ours, theirs = tmp_path / "ours.nc", tmp_path / "theirs.nc"
     plain_netcdf.write_groups(ours, groups, ROOT_ATTRS)
     _with_xarray(theirs, groups, ROOT_ATTRS)
@@ -97,7 +98,7 @@ def test_compression_and_chunks_as_encoded(tmp_path):
 
 @pytest.mark.parametrize("change", [
     lambda ds: ds.assign_coords(label=("draw", [str(i) for i in range(30)])),  # not a dim's own
-    lambda ds: ds.assign(flag=ds["growth"] > 0),  # bool: xarray encodes it
+    lambda ds: ds.assign(when=("draw", np.arange(30).astype("datetime64[D]"))),  # a time
     lambda ds: ds.assign(growth=ds["growth"].assign_attrs(units="days since 2020-01-01")),
     lambda ds: ds.assign(growth=ds["growth"].assign_attrs(scale_factor=2.0)),
     lambda ds: ds.assign(innovation_dim_0=("chain", [1.0, 2.0])),  # a variable named as a dim

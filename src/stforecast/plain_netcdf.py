@@ -1,7 +1,7 @@
 """Plain groups of a netCDF-4 file (``forecast.nc``, the fit cache's entries) written and read
 with h5py alone.
 
-A *plain* group holds numbers and strings only: variables over named dimensions, the dimensions'
+A *plain* group holds numbers, booleans and strings only: variables over named dimensions, the dimensions'
 own coordinates (no other coordinates), attributes that are strings or numbers, and per
 variable at most gzip compression, the byte shuffle and chunk sizes. That is what a run stores.
 h5netcdf, through xarray, spends ~8 ms of Python bookkeeping per variable (dimension scales
@@ -12,7 +12,7 @@ looked up, attached and detached again, sizes recomputed over every variable); a
 values, or a dimension-only scale named as netCDF-C names them), numbered file-wide
 (``_Netcdf4Dimid``), and each variable lists its dimensions (``DIMENSION_LIST``,
 ``_Netcdf4Coordinates``); floats carry a NaN ``_FillValue``, numeric scalar attributes are
-one-element arrays, as h5netcdf writes them. xarray (h5netcdf), netCDF-C and ``read_group``
+one-element arrays, booleans int8 marked ``dtype="bool"``, as xarray and h5netcdf write them. xarray (h5netcdf), netCDF-C and ``read_group``
 read it as they read h5netcdf's; a group that is not plain is written by xarray
 (``tests/test_results_integrity.py`` compares both writers' files as xarray reads them).
 
@@ -84,7 +84,7 @@ def writable(ds) -> bool:
         if any(not isinstance(dim, str) for dim in var.dims):
             return False
         kind = var.dtype.kind
-        if not (kind in "iuf" or (kind in "OU" and _is_text(var.values))):
+        if not (kind in "iufb" or (kind in "OU" and _is_text(var.values))):
             return False
         encoding = var.encoding
         if name not in ds.coords and (
@@ -117,6 +117,8 @@ def _values(var) -> tuple[np.ndarray, object]:
 
     if var.dtype.kind in "OU":
         return np.asarray(var.values, dtype=object), h5py.string_dtype()
+    if var.dtype.kind == "b":  # as xarray stores booleans: int8, with the attribute dtype="bool"
+        return np.asarray(var.values, dtype=np.int8, order="C"), np.dtype(np.int8)
     return np.asarray(var.values, order="C"), var.dtype
 
 
@@ -158,6 +160,8 @@ def _write_group(f, name: str, ds, dimid: int) -> int:
             dataset.attrs["_FillValue"] = np.array([np.nan], dtype=var.dtype)
         for axis, dim in enumerate(var.dims):
             dataset.dims[axis].attach_scale(scales[dim])
+        if var.dtype.kind == "b":
+            dataset.attrs["dtype"] = "bool"
         if var.dims:
             dataset.attrs["_Netcdf4Coordinates"] = np.array([ids[d] for d in var.dims],
                                                             dtype=np.int32)
