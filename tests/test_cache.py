@@ -3,6 +3,7 @@ entries whose damage is detected (and refitted, never used), pruning; and throug
 ``run_forecast``: a cache hit gives the same summary.json as a fresh fit."""
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -231,15 +232,22 @@ def cached_runs(tmp_path_factory):
         return original(model, *args, **kwargs)
 
     store = compiled_models._PROCESS
+    import stforecast.run as run_module
+    measured = []  # the diagnostics measured on draws, by whom
     mp = pytest.MonkeyPatch()
+    for name in ("diagnose", "peer_diagnostics", "peer_loo"):
+        mp.setattr(run_module, name, lambda *a, _f=getattr(run_module, name), _n=name, **k:
+                   measured.append(_n) or _f(*a, **k))
     mp.setenv("STFORECAST_CACHE", str(cache.root))
     mp.setattr(compiled_models, "_PROCESS", {})
     mp.setattr(compiled_models, "_build", counting)
     try:
         for name, settings in (("fresh", dataclasses.replace(TINY, refit=True)), ("hit", TINY)):
             handler.messages.clear()
+            measured.clear()
             out[name] = run_forecast(root / name, "sensetime", settings)
             logs[name] = list(handler.messages)
+            logs[f"{name}_measured"] = list(measured)
         entry = next(p for p in cache.entries() if p.name.startswith("peers-"))
         entry.write_bytes(entry.read_bytes()[:-1000])
         handler.messages.clear()
@@ -285,11 +293,30 @@ def test_a_truncated_entry_is_refitted_not_used(cached_runs):
 
 
 @pytest.mark.slow
-def test_the_diagnostics_are_computed_again_on_a_hit(cached_runs):
-    _, out, _, _, _ = cached_runs
+def test_the_diagnostics_kept_with_a_fit_are_checked_again_on_a_hit(cached_runs):
+    """A fit's diagnostics (R-hat, ESS, divergences; the peer regression's leave-one-out check)
+    are measured once, when it is fitted, and kept in its entry (under its checksum); a hit
+    checks them against the bar again and does not measure them again (nor import ArviZ's
+    statistics for it)."""
+    _, out, logs, cache, _ = cached_runs
     assert out["hit"].diagnostics == out["fresh"].diagnostics
     assert out["hit"].reasons == out["fresh"].reasons  # tiny fits miss the bar: it says so
     assert not out["hit"].ok
+    assert logs["hit_measured"] == []
+    headers = {p.name.split("-")[0]: json.loads(p.read_bytes().split(b"\n", 1)[0])
+               for p in cache.entries()}
+    assert set(headers["driver"]["attrs"]["diagnostics"]) == {
+        "rhat_max", "ess_bulk_min", "ess_tail_min", "divergences"}
+    assert {"rhat_max", "loo_elpd", "loo_pareto_k_max"} <= set(headers["peers"]["attrs"]["checks"])
+
+
+def test_kept_diagnostics_meet_the_bar_as_it_is_now(monkeypatch):
+    from stforecast import fit
+    measured = {"rhat_max": 1.008, "ess_bulk_min": 900.0, "ess_tail_min": 850.0, "divergences": 0}
+    assert fit.Diagnostics.checked(measured).ok
+    assert fit.Diagnostics.checked(measured).measured() == measured
+    monkeypatch.setattr(fit, "RHAT_MAX", 1.005)
+    assert fit.Diagnostics.checked(measured).reasons == ["R-hat 1.008 > 1.005"]
 
 
 @pytest.mark.slow

@@ -46,6 +46,19 @@ class Diagnostics:
     def ok(self) -> bool:
         return not self.reasons
 
+    def measured(self) -> dict:
+        """The measured values, unrounded (what the fit cache stores with a fit)."""
+        return {"rhat_max": self.rhat_max, "ess_bulk_min": self.ess_bulk_min,
+                "ess_tail_min": self.ess_tail_min, "divergences": self.divergences}
+
+    @classmethod
+    def checked(cls, measured: dict) -> "Diagnostics":
+        """Diagnostics of ``measured`` values (``measured()``), checked against the quality bar
+        as it stands now."""
+        values = (float(measured["rhat_max"]), float(measured["ess_bulk_min"]),
+                  float(measured["ess_tail_min"]), int(measured["divergences"]))
+        return cls(*values, bar_reasons(*values))
+
     def to_dict(self) -> dict:
         return {"rhat_max": round(self.rhat_max, 4), "ess_bulk_min": round(self.ess_bulk_min, 1),
                 "ess_tail_min": round(self.ess_tail_min, 1), "divergences": self.divergences,

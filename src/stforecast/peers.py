@@ -484,6 +484,11 @@ def build_peer_model(
     return model
 
 
+#: What `peer_diagnostics` and `peer_loo` measure of a fit (the fit cache keeps them with it).
+PEER_CHECKS = ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "loo_elpd", "loo_se",
+               "loo_p", "loo_pareto_k_max", "loo_n_high_k", "loo_n")
+
+
 def peer_diagnostics(idata: xr.DataTree, var_names: list[str]) -> dict[str, float]:
     """R-hat max, bulk/tail ESS min over ``var_names`` and the divergence count."""
     import arviz_stats as az  # ArviZ's own functions, without importing its plotting

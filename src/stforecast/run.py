@@ -68,8 +68,8 @@ from .preflight import trial_logp
 from .outside_view import GrowthSettings, growth_settings, log_table, summary_block
 from .priors import PriorSpec, load_priors
 from .multiples import Valuation, relation_from_fit
-from .peers import (PARETO_K_MAX, PEER_FIT, build_peer_model, fit_peer_model, load_peers,
-                    peer_diagnostics, peer_loo, predict_multiple)
+from .peers import (PARETO_K_MAX, PEER_CHECKS, PEER_FIT, build_peer_model, fit_peer_model,
+                    load_peers, peer_diagnostics, peer_loo, predict_multiple)
 from .resimulation import (compact_groups, draws_attrs, paths_per_draw,  # noqa: F401
                            resimulate, stored_names, stored_predictive)  # (re-exported)
 from .registry import HEADLINE_SCENARIO
@@ -442,8 +442,12 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
     entry = _cached(cache, "driver", key, settings, timings, "fit_cache", "driver model")
     if entry is not None:
         groups, attrs = entry
-        return {**groups, "diagnostics": diagnose(groups["posterior"], groups["sample_stats"],
-                                                  list(attrs["free_parameters"]))}
+        if "diagnostics" in attrs:  # measured when it was fitted; the bar applies as it is now
+            diagnostics = FitDiagnostics.checked(attrs["diagnostics"])
+        else:  # an entry stored before the diagnostics were
+            diagnostics = diagnose(groups["posterior"], groups["sample_stats"],
+                                   list(attrs["free_parameters"]))
+        return {**groups, "diagnostics": diagnostics}
     model = build_model(inputs.spec, inputs.obs, inputs.company)
     # the log-density and its gradient at the sampler's starting point, before any sampling
     # (nutpie's gradient there is evaluated by the compiled model's check: compiled.check)
@@ -468,7 +472,8 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
     groups = {"prior": drawn["prior"], "posterior": fit.idata["posterior"].to_dataset(),
               "sample_stats": fit.idata["sample_stats"].to_dataset()}
     if cache is not None:
-        cache.store("driver", key, groups, {"free_parameters": free_parameter_names(model)})
+        cache.store("driver", key, groups, {"free_parameters": free_parameter_names(model),
+                                            "diagnostics": fit.diagnostics.measured()})
     return {**groups, "diagnostics": fit.diagnostics}
 
 
@@ -481,8 +486,11 @@ def _peer_fit(peers: xr.Dataset, settings: RunSettings, cache: FitCache | None,
     if entry is not None:
         groups, attrs = entry
         idata = xr.DataTree.from_dict(groups)
-        idata.attrs.update(peer_diagnostics(idata, list(attrs["free_parameters"])))
-        idata.attrs.update(peer_loo(idata))
+        if "checks" in attrs:  # its diagnostics and leave-one-out check, measured when fitted
+            idata.attrs.update(attrs["checks"])
+        else:  # an entry stored before they were
+            idata.attrs.update(peer_diagnostics(idata, list(attrs["free_parameters"])))
+            idata.attrs.update(peer_loo(idata))
         return idata
     logger.info(f"fitting the peer regression ({PEER_FIT['nuts_sampler']}: "
                 f"{PEER_FIT['chains']} chains x {PEER_FIT['draws']} draws)")
@@ -494,7 +502,8 @@ def _peer_fit(peers: xr.Dataset, settings: RunSettings, cache: FitCache | None,
     if cache is not None:
         cache.store("peers", key, {g: idata[g].to_dataset()
                                    for g in ("posterior", "sample_stats", "log_likelihood")},
-                    {"free_parameters": [rv.name for rv in build_peer_model(peers).free_RVs]})
+                    {"free_parameters": [rv.name for rv in build_peer_model(peers).free_RVs],
+                     "checks": {k: idata.attrs[k] for k in PEER_CHECKS if k in idata.attrs}})
     return idata
 
 
