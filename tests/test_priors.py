@@ -386,6 +386,32 @@ def test_quantiles_and_draws_are_scipy_stats_own(dist, params):
     for shape in [(4, 100, 25), (7,)]:
         assert frozen.rvs(size=shape, random_state=np.random.default_rng(5)).tobytes() == \
             prior.draw(shape, np.random.default_rng(5)).tobytes()
+    if dist == "LogitNormal":  # no scipy.stats family: against the integral
+        from scipy import integrate, special
+        expected = integrate.quad(lambda z: special.expit(params["mu"] + params["sigma"] * z)
+                                  * np.exp(-z * z / 2) / np.sqrt(2 * np.pi), -np.inf, np.inf)[0]
+        assert prior.mean() == pytest.approx(expected, abs=1e-10)
+    else:
+        assert prior.mean() == float(frozen.mean())  # closed form or scipy's: the same float
+
+
+@pytest.mark.parametrize("dist", ["Normal", "StudentT", "Beta", "Gamma", "Exponential", "Uniform"])
+def test_closed_form_means_are_scipy_stats_own(dist):
+    """``distributions.mean`` (the summary's shock probabilities, without importing scipy.stats)
+    is scipy.stats' mean, bit for bit, over many parameter values."""
+    from stforecast.distributions import mean
+    from stforecast.priors import Prior
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        params = {"Normal": {"mu": rng.normal(), "sigma": rng.uniform(0.1, 3)},
+                  "StudentT": {"nu": rng.uniform(1.1, 30), "mu": rng.normal(),
+                               "sigma": rng.uniform(0.1, 3)},
+                  "Beta": {"alpha": rng.uniform(0.2, 40), "beta": rng.uniform(0.2, 40)},
+                  "Gamma": {"alpha": rng.uniform(0.2, 30), "beta": rng.uniform(0.1, 10)},
+                  "Exponential": {"lam": rng.uniform(0.05, 20)},
+                  "Uniform": {"lower": rng.normal(), "upper": rng.normal() + 4}}[dist]
+        assert mean(dist, params) == float(Prior(dist, params).frozen().mean()), params
 
 
 def test_truncated_log_t_draws_are_scipy_stats_own():

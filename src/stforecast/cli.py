@@ -290,6 +290,8 @@ def _print_run_summary(summary, out: Path) -> None:
 
 
 def cmd_run(args) -> int:
+    _without_unused_packages(("dask",))  # one company, in this process (the scale commands
+    # use Dask; nutpie keeps its draws with pyarrow)
     company = _company(args)
     out = check_out(args.out if args.out is not None else RESULTS_ROOT / company.key)
     _check_run_inputs(company, args)  # before PyMC is imported, and before any fit
@@ -403,17 +405,18 @@ SCENARIO_COLUMNS = (("revenue", True), ("cash_burn", False), ("cash", True),
 #: Optional packages that xarray and pandas import when installed and a re-simulation never
 #: uses: dask (xarray imports it, with dask.array, scipy.sparse, jinja2 and yaml, about 0.5 s,
 #: only to ask whether each new array is a dask array) and pyarrow (pandas 3 imports it at
-#: import, ~0.1 s, to back string indexes, which work without it).
+#: import, ~0.1 s, to back string indexes, which work without it). A run needs pyarrow (nutpie
+#: keeps its draws in Arrow tables), not dask.
 UNUSED_OPTIONAL_PACKAGES = ("dask", "pyarrow")
 
 
-def _without_unused_packages() -> None:
-    """Mark ``UNUSED_OPTIONAL_PACKAGES`` as not installed (``sys.modules[name] = None``,
+def _without_unused_packages(names: tuple[str, ...] = UNUSED_OPTIONAL_PACKAGES) -> None:
+    """Mark the optional packages ``names`` as not installed (``sys.modules[name] = None``,
     Python's way of blocking an import), so that xarray and pandas take their paths without
     them. Only before xarray and pandas are first imported: a process that has imported them
     already (a test, a notebook) is left as it is."""
     if not {"xarray", "pandas"} & set(sys.modules):
-        for name in UNUSED_OPTIONAL_PACKAGES:
+        for name in names:
             sys.modules.setdefault(name, None)
 
 

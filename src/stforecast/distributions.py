@@ -97,3 +97,24 @@ def t_cdf(nu: float, mu: float, sigma: float, x: float) -> float:
 def t_quantile(nu: float, mu: float, sigma: float, q) -> np.ndarray:
     """The quantile function of Student-t(nu, mu, sigma) at ``q`` (scipy.stats.t's ``ppf``)."""
     return quantile("StudentT", {"nu": nu, "mu": mu, "sigma": sigma}, q)
+
+
+def mean(dist: str, params: dict[str, float]) -> float | None:
+    """The mean of ``dist`` as scipy.stats computes it (the same float), for the families whose
+    mean scipy computes in closed form: Normal, StudentT (nu > 1), Beta, Gamma, Exponential,
+    Uniform; None for the others (``Prior.mean`` then asks scipy.stats)."""
+    p = params
+    match dist:
+        case "Normal":
+            return float(p["mu"])
+        case "StudentT" if p["nu"] > 1:
+            return 0.0 * p["sigma"] + p["mu"]
+        case "Beta":
+            return p["alpha"] * 1.0 / (p["alpha"] + p["beta"]) * 1.0 + 0.0
+        case "Gamma":
+            return float(p["alpha"]) * (1.0 / p["beta"]) + 0.0
+        case "Exponential":
+            return 1.0 * (1.0 / p["lam"]) + 0.0
+        case "Uniform":
+            return 0.5 * (p["upper"] - p["lower"]) + p["lower"]
+    return None

@@ -128,6 +128,17 @@ class Prior:
                 return stats.uniform(p["lower"], p["upper"] - p["lower"])
         raise AssertionError(self.dist)
 
+    def mean(self) -> float:
+        """The mean (the frozen distribution's ``mean()``; without scipy.stats where its
+        closed form is known, ``distributions.mean``; a LogitNormal's by Gauss-Hermite
+        quadrature, to ~1e-12)."""
+        if self.dist == "LogitNormal":  # no closed form (nor a scipy.stats family): quadrature
+            z, w = np.polynomial.hermite_e.hermegauss(64)
+            p = self.params
+            return float(np.sum(w / (1.0 + np.exp(-(p["mu"] + p["sigma"] * z)))) / np.sum(w))
+        value = distributions.mean(self.dist, self.params)
+        return float(self.frozen().mean()) if value is None else value
+
     def quantile(self, q):
         """The quantile function at ``q`` (the frozen distribution's ``ppf``)."""
         return distributions.quantile(self.dist, self.params, q)

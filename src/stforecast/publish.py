@@ -43,14 +43,14 @@ import sys
 from pathlib import Path
 
 from .errors import ResultsError
-from .registry import DRAWS_FILE, SUMMARY_FILE
+from .registry import DRAWS_FILE, REPORT_FILE, SUMMARY_FILE
 
 #: ``.<name>.tmp-<pid>-<random>`` and ``.<name>.old-<pid>-<random>`` beside a results folder
 #: (and ``.<name>.tmp-<pid>``, the staging folders of earlier versions).
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}$|"
                        r"^\.(?P<name0>.+)\.(?P<kind0>tmp)-(?P<pid0>\d+)$")
 #: What a run or ``report`` writes into a results folder (and the report's own temporary files).
-RESULT_FILES = (SUMMARY_FILE, DRAWS_FILE, "report.html")
+RESULT_FILES = (SUMMARY_FILE, DRAWS_FILE, REPORT_FILE)
 _OS_FILES = (".DS_Store",)
 
 

@@ -34,6 +34,7 @@ QUANTILES = {"q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95}
 #: Results files and their schema.
 SUMMARY_FILE = "summary.json"
 DRAWS_FILE = "forecast.nc"
+REPORT_FILE = "report.html"
 SCHEMA_VERSION = 4
 #: Schema versions ``load_results`` still reads: 3 only added keys to 2 (``upside``, each
 #: scenario's ``funding``) and changed what ``p_upside`` measures (see ``upside``); 4 changed

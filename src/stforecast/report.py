@@ -34,12 +34,12 @@ from . import plots
 from .errors import ResultsError
 from .results import Summary
 from .sideprocess import SideProcess
-from .registry import (DIVERGENCES_MAX, ESS_MIN, METHOD_VARIABLES, QUANTILES, RHAT_MAX,
-                       SUMMARY_FILE, VALUATION_METHODS, VARIABLES)
+from .registry import (DIVERGENCES_MAX, ESS_MIN, METHOD_VARIABLES, QUANTILES, REPORT_FILE,
+                       RHAT_MAX, SUMMARY_FILE, VALUATION_METHODS, VARIABLES)
 
 __all__ = ["build_report", "ReportProcess", "REPORT_NAME"]
 
-REPORT_NAME = "report.html"
+REPORT_NAME = REPORT_FILE  # (the registry's name)
 STATS = ("mean",) + tuple(QUANTILES)
 STAT_HEADERS = ("Mean",) + tuple(f"{p:.0%}" if k != "q50" else "Median"
                                  for k, p in QUANTILES.items())

@@ -72,7 +72,7 @@ from .peers import (PARETO_K_MAX, PEER_CHECKS, PEER_FIT, build_peer_model, fit_p
                     load_peers, peer_diagnostics, peer_loo, predict_multiple)
 from .resimulation import (compact_groups, draws_attrs, paths_per_draw,  # noqa: F401
                            resimulate, stored_names, stored_predictive)  # (re-exported)
-from .registry import HEADLINE_SCENARIO
+from .registry import HEADLINE_SCENARIO, REPORT_FILE
 from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, PeerFit,
                       PeerLoo, PeerPrediction, PriorPredictive, Provenance, Ranked,
                       ReportPercentile, ReportPercentiles, ScenarioSummary, Sensitivity,
@@ -169,7 +169,7 @@ def peer_fit_summary(peer_idata, peers: xr.Dataset, company: Company, premium,
     rng = np.random.default_rng(0)
     plain = predict_multiple(post, cagr, margin, fcf, rng=rng).values
     with_premium = predict_multiple(post, cagr, margin, fcf, rng=rng,
-                                    premium=premium.frozen().rvs(size=20_000, random_state=rng)
+                                    premium=premium.draw(20_000, rng)
                                     ).values
     a = peer_idata.attrs
     loo = (PeerLoo(round(a["loo_elpd"], 3), round(a["loo_se"], 3), round(a["loo_p"], 3),
@@ -219,7 +219,7 @@ def _peer_reasons(peer_idata) -> list[str]:
 def _shock_table(scenarios: ScenarioSpec) -> tuple[Shock, ...]:
     return tuple(Shock(shock=s.name, label=s.label,
                        annual_probability=s.probability.describe(),
-                       annual_probability_mean=round(float(s.probability.frozen().mean()), 4),
+                       annual_probability_mean=round(s.probability.mean(), 4),
                        severity=s.severity.describe(), persistence=float(s.persistence),
                        channels={k: float(v) for k, v in s.channels.items()}, source=s.source)
                  for s in scenarios.shocks.values())
@@ -765,8 +765,7 @@ def up_to_date(out: Path, inputs: Inputs, settings: RunSettings, key: str) -> Su
     (always with ``settings.refit``)."""
     if settings.refit:
         return None
-    from .report import REPORT_NAME
-    if (Path(out) / REPORT_NAME).is_file() != settings.report:
+    if (Path(out) / REPORT_FILE).is_file() != settings.report:
         return None
     return stored_run(Path(out), key, RUN_GROUPS)
 
