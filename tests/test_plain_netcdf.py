@@ -73,9 +73,15 @@ def test_the_file_reads_as_xarray_s_own(tmp_path):
         assert list(a.coords) == list(b.coords)
         with h5py.File(ours, "r") as f, h5py.File(theirs, "r") as g:
             mine, reference = plain_netcdf.read_group(f[name]), plain_netcdf.read_group(g[name])
-        assert (mine is None) == (reference is None), name
+        assert (mine is None) == (reference is None) == (name == "not_plain"), name
         if mine is not None:
             assert mine.identical(reference), name
+            assert mine.identical(a.drop_attrs(deep=True)), name
+        with h5py.File(ours, "r") as f:  # with attributes: as xarray reads them
+            full = plain_netcdf.read_group(f[name], attrs=True)
+        if full is not None:
+            assert full.identical(a), name
+            assert list(full.data_vars) == list(a.data_vars), name
     with xr.open_dataset(ours, engine="h5netcdf") as a, xr.open_dataset(theirs, engine="h5netcdf") as b:
         assert dict(a.attrs) == dict(b.attrs) == ROOT_ATTRS
     with h5netcdf.File(ours, "r") as f:  # h5netcdf's own reading: dimensions and their sizes

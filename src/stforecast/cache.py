@@ -7,9 +7,9 @@ on, the resolved prior values (not the priors file's text: a changed source or c
 a new fit), the sampler settings, the seed and the versions of the packages that sample. Two
 runs with one key would sample the same draws, so the second reads them instead.
 
-The file is one JSON header line (format, kind, key, the groups and their byte lengths, free
-attributes and the sha256 of the rest of the header and the payload) followed by each group
-as netCDF (h5netcdf) bytes: float64 exactly as sampled. Writes go to a temporary file beside
+The file is one JSON header line (format, kind, key, the layout, the groups, free attributes
+and the sha256 of the rest of the header and the payload) followed by one netCDF-4 file with a
+group per fitted group (``plain_netcdf``): float64 exactly as sampled. Writes go to a temporary file beside
 the entry and are moved in with ``os.replace`` (a reader sees a whole entry or none); a
 truncated or altered entry fails its checksum, is logged, deleted and refitted, never used.
 After each write the folder is pruned to the newest ``max_entries`` entries and
@@ -136,6 +136,31 @@ def fit_key(kind: str, **parts: Any) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
+#: The payload of an entry: one netCDF-4 file, a group per fitted group
+#: (``plain_netcdf.write_groups``; read back with ``plain_netcdf.read_group``). An entry without
+#: it (written before) holds one netCDF file per group, one after the other.
+LAYOUT = "netcdf-groups"
+
+
+def _read_groups(payload: bytes, names: list[str]) -> dict[str, xr.Dataset]:
+    """The groups ``names`` of the netCDF file ``payload``: plain ones read with h5py
+    (attributes included), any other by xarray."""
+    import h5py
+
+    from .plain_netcdf import read_group
+
+    groups = {}
+    with h5py.File(io.BytesIO(payload), "r") as f:
+        for name in names:
+            if not isinstance(f.get(name), h5py.Group):
+                raise KeyError(f"no group {name!r} in the entry's netCDF file")
+            groups[name] = read_group(f[name], attrs=True)
+    for name in [n for n, ds in groups.items() if ds is None]:
+        with xr.open_dataset(io.BytesIO(payload), group=name, engine="h5netcdf") as ds:
+            groups[name] = ds.load()
+    return groups
+
+
 def _checksum(header: dict, payload: bytes) -> str:
     h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
     h.update(payload)
@@ -143,10 +168,15 @@ def _checksum(header: dict, payload: bytes) -> str:
 
 
 def _jsonable_attrs(ds: xr.Dataset) -> xr.Dataset:
-    """netCDF attributes are strings, numbers and lists of them (ArviZ's may be other types)."""
+    """netCDF attributes are strings, numbers and lists of strings (ArviZ's may be other types:
+    those are kept as JSON text)."""
+    def plain(v) -> bool:
+        if isinstance(v, (list, tuple)):
+            return bool(v) and all(isinstance(x, str) for x in v)
+        return isinstance(v, (str, int, float)) and not isinstance(v, bool)
+
     ds = ds.copy()
-    ds.attrs = {k: (v if isinstance(v, (str, int, float)) else json.dumps(v))
-                for k, v in ds.attrs.items()}
+    ds.attrs = {k: (v if plain(v) else json.dumps(v)) for k, v in ds.attrs.items()}
     return ds
 
 
@@ -202,7 +232,9 @@ class FitCache:
             raise ValueError("checksum mismatch (truncated or altered)")
         if (header.get("format"), header.get("kind"), header.get("key")) != (FORMAT, kind, key):
             raise ValueError("format, kind or key differ from the file's name")
-        groups, offset = {}, 0
+        if header.get("layout") == LAYOUT:
+            return _read_groups(payload, header["groups"]), header["attrs"]
+        groups, offset = {}, 0  # an entry written before: one netCDF file per group
         for name, size in header["groups"]:
             chunk = payload[offset:offset + size]
             offset += size
@@ -215,17 +247,23 @@ class FitCache:
     def store(self, kind: str, key: str, groups: dict[str, xr.Dataset],
               attrs: dict | None = None) -> Path:
         """Write the entry atomically (object-dtype variables are not stored), then prune."""
-        chunks = []
-        for name, ds in groups.items():
-            ds = _jsonable_attrs(ds.drop_vars([v for v in ds.data_vars if ds[v].dtype == object]))
-            chunks.append((name, bytes(ds.to_netcdf(engine="h5netcdf"))))
-        payload = b"".join(c for _, c in chunks)
-        header = {"format": FORMAT, "kind": kind, "key": key,
-                  "groups": [[name, len(c)] for name, c in chunks], "attrs": dict(attrs or {})}
-        header["sha256"] = _checksum(header, payload)
+        from .plain_netcdf import write_groups
+
         cache_folder(self.root)
         path = self.path(kind, key)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        draws = path.with_name(f".{path.name}.nc-{os.getpid()}")
+        try:
+            write_groups(draws, {
+                name: _jsonable_attrs(ds.drop_vars([v for v in ds.data_vars
+                                                    if ds[v].dtype == object]))
+                for name, ds in groups.items()})
+            payload = draws.read_bytes()
+        finally:
+            draws.unlink(missing_ok=True)
+        header = {"format": FORMAT, "kind": kind, "key": key, "layout": LAYOUT,
+                  "groups": list(groups), "attrs": dict(attrs or {})}
+        header["sha256"] = _checksum(header, payload)
         try:
             with open(tmp, "wb") as fh:
                 fh.write(json.dumps(header, sort_keys=True).encode() + b"\n")

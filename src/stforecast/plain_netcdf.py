@@ -17,7 +17,7 @@ read it as they read h5netcdf's; a group that is not plain is written by xarray
 (``tests/test_results_integrity.py`` compares both writers' files as xarray reads them).
 
 ``read_group`` reads a plain group back into an xarray Dataset without xarray's netCDF
-machinery (a few ms per variable). Pure h5py / numpy / xarray.
+machinery (a few ms per variable), with its attributes when asked (the fit cache). Pure h5py / numpy / xarray.
 """
 
 from __future__ import annotations
@@ -189,34 +189,67 @@ def write_groups(path, groups: dict, attrs: dict | None = None) -> None:
             ds.to_netcdf(path, group=name, mode="a", engine="h5netcdf")
 
 
-def read_group(group):
-    """An h5netcdf- or ``write_groups``-written group (an open h5py Group) of plain numbers and
-    strings as an xarray Dataset (values and coordinates as xarray decodes them: a float fill
-    value reads as NaN, strings as str; no attributes), or None when it holds anything else."""
+def attribute(value):
+    """An HDF5 attribute's value as h5netcdf gives it to xarray: text as str (a list of them for
+    an array of text), a one-element array as its element, other arrays as they are."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "OS":
+            value = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v
+                     for v in value.flat]
+        if len(value) == 1:
+            return value[0]
+    return value
+
+
+#: HDF5 and netCDF-4 bookkeeping attributes (not a variable's own).
+HIDDEN_ATTRS = frozenset({"CLASS", "NAME", "REFERENCE_LIST", "DIMENSION_LIST", "_Netcdf4Dimid",
+                          "_Netcdf4Coordinates", "_FillValue", "_NCProperties"})
+
+
+def _own_attrs(attrs) -> dict:
+    return {key: attribute(attrs[key]) for key in attrs if key not in HIDDEN_ATTRS}
+
+
+def read_group(group, attrs: bool = False):
+    """An h5netcdf- or ``write_groups``-written group (an open h5py Group) of plain numbers,
+    booleans and strings as an xarray Dataset (values and coordinates as xarray decodes them: a
+    float fill value reads as NaN, an int8 marked ``dtype="bool"`` as booleans, strings as
+    str; with ``attrs``, the group's and the variables' attributes as xarray reads them), or
+    None when it holds anything else."""
     import xarray as xr
 
     data_vars, coords = {}, {}
     for name, ds in group.items():
-        attrs = ds.attrs if hasattr(ds, "attrs") else {}
-        if (not hasattr(ds, "dtype") or set(attrs) & DECODING_ATTRS
+        own = ds.attrs if hasattr(ds, "attrs") else {}
+        decoding = set(own) & DECODING_ATTRS
+        if "units" in decoding and " since " not in str(attribute(own["units"])):
+            decoding.discard("units")  # a unit, not a time: xarray leaves the values alone
+        is_bool = decoding == {"dtype"} and attribute(own["dtype"]) == "bool"
+        if (not hasattr(ds, "dtype") or (decoding and not is_bool)
                 or name.startswith(NON_COORD_PREFIX)):  # renamed on disk: left to xarray
             return None
-        is_scale = attrs.get("CLASS") == b"DIMENSION_SCALE"
-        if is_scale and bytes(attrs.get("NAME", b"")).startswith(DIMENSION_ONLY):
+        is_scale = own.get("CLASS") == b"DIMENSION_SCALE"
+        if is_scale and bytes(own.get("NAME", b"")).startswith(DIMENSION_ONLY):
             continue  # a dimension, not a variable
         if is_scale:
             dims = (name,)
-        elif "DIMENSION_LIST" in attrs:
+        elif "DIMENSION_LIST" in own:
             dims = tuple(group.file[ref[0]].name.rsplit("/", 1)[-1]
-                         for ref in attrs["DIMENSION_LIST"])
+                         for ref in own["DIMENSION_LIST"])
         elif ds.ndim == 0:
             dims = ()
         else:
             return None
         values = ds[()]
         kind = values.dtype.kind
-        fill = attrs.get("_FillValue")
-        if kind == "O":
+        fill = own.get("_FillValue")
+        if is_bool:
+            if kind != "i" or fill is not None:
+                return None
+            values = values.astype(bool)
+        elif kind == "O":
             if fill is not None or not all(isinstance(v, (str, bytes)) for v in values.flat):
                 return None
             values = np.array([v.decode() if isinstance(v, bytes) else v
@@ -230,5 +263,6 @@ def read_group(group):
                 values = np.where(missing, np.array(np.nan, dtype=values.dtype), values)
         elif kind not in "iub" or fill is not None:
             return None
-        (coords if is_scale else data_vars)[name] = xr.Variable(dims, values)
-    return xr.Dataset(data_vars, coords=coords)
+        var_attrs = {k: v for k, v in _own_attrs(own).items() if k != "dtype"} if attrs else None
+        (coords if is_scale else data_vars)[name] = xr.Variable(dims, values, var_attrs)
+    return xr.Dataset(data_vars, coords=coords, attrs=_own_attrs(group.attrs) if attrs else None)
