@@ -50,6 +50,7 @@ t0 = time.perf_counter()
 import stforecast.cli as cli
 timings = {}
 if sys.argv[1] == "run":  # other commands must not pay for importing the run (PyMC)
+    cli._without_unused_packages(("dask",))  # as cmd_run does, before this imports the run
     import stforecast.run as run
     original = run.run_forecast
     def run_forecast(*args, **kwargs):

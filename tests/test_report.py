@@ -61,7 +61,8 @@ _TINY_PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060
 @pytest.fixture
 def words_only(monkeypatch):
     """Figures are laid out but not rendered to PNG (the page's words are what is tested)."""
-    monkeypatch.setattr(report.plots, "png_bytes", lambda fig, *a, **k: _TINY_PNG)
+    from stforecast import plots
+    monkeypatch.setattr(plots, "png_bytes", lambda fig, *a, **k: _TINY_PNG)
 
 
 def _copy(run_dir: Path, dest: Path, edit=None) -> Path:
@@ -284,11 +285,12 @@ def test_builds_from_a_copied_folder_alone(run_dir, page, tmp_path, monkeypatch)
 
 
 def test_report_process_passes_its_errors_back(run_dir, tmp_path):
-    """The run's report is drawn in a second process (``ReportProcess``; the page it drew is
-    the one ``test_builds_from_a_copied_folder_alone`` rebuilds in this process, byte for
-    byte): an error there is raised here as the same one-line error, a process that dies says
-    so in one line, one given no job is ended, and a user's script without a ``__main__``
-    guard works (nothing of it is imported there). No page is drawn here (the fast lane)."""
+    """The run's report is drawn in second processes (``ReportProcess``: each draws a share of
+    the charts; the page is the one ``test_builds_from_a_copied_folder_alone`` rebuilds in this
+    process, byte for byte): a summary it cannot draw is refused in one line, a process that
+    dies says so in one line, one given no job is ended, and a user's script without a
+    ``__main__`` guard works (nothing of it is imported there). No page is drawn here (the
+    fast lane)."""
     from stforecast.results import Summary
 
     old = _copy(run_dir, tmp_path / "old", lambda d: d.pop("charts"))
@@ -297,11 +299,13 @@ def test_report_process_passes_its_errors_back(run_dir, tmp_path):
         with pytest.raises(ResultsError, match="key 'charts'") as err:
             reports.build(old, summary).result()
     assert "\n" not in str(err.value) and not (old / "report.html").exists()
+    good = Summary.from_json((run_dir / "summary.json").read_text(), run_dir / "summary.json")
     with report.ReportProcess() as reports:
-        reports._proc.kill()
+        for part in reports._parts:
+            part._proc.kill()
         with pytest.raises(StforecastError, match="report's process ended with exit status -9"
                            ) as err:
-            reports.build(old, summary).result()
+            reports.build(tmp_path / "new", good).result()
     assert "\n" not in str(err.value)
     with report.ReportProcess():
         pass  # a process given no job is ended on leaving
@@ -321,7 +325,7 @@ def test_report_process_passes_its_errors_back(run_dir, tmp_path):
     # a caller killed (no clean-up at all): its report process ends too
     done = subprocess.run([sys.executable, "-c",
                            "import os\nfrom stforecast.report import ReportProcess\n"
-                           "print(ReportProcess()._proc.pid, flush=True)\nos._exit(9)"],
+                           "print(ReportProcess()._parts[0]._proc.pid, flush=True)\nos._exit(9)"],
                           capture_output=True, text=True, timeout=60)
     if Path("/proc/self/stat").exists():  # where a process's state can be read
         assert _ends_within(int(done.stdout), 20.0)
@@ -369,7 +373,8 @@ def test_no_degraded_report_over_a_good_one(run_dir, tmp_path, words_only, monke
     def broken(*_args, **_kwargs):
         raise RuntimeError("drawing failed")
 
-    monkeypatch.setattr(report.plots, "figures", broken)
+    from stforecast import plots
+    monkeypatch.setattr(plots, "chart_builders", broken)
     with pytest.raises(RuntimeError, match="drawing failed"):
         build_report(good)
     after = {p.name: p.read_bytes() for p in good.iterdir()}
@@ -383,7 +388,8 @@ def test_presentation_computes_no_statistics():
     banned = {"quantile", "nanquantile", "percentile", "nanpercentile", "median", "nanmedian",
               "mean", "nanmean", "std", "histogram", "gaussian_kde", "kde", "probability",
               "average"}
-    for module in (report, report.plots):
+    from stforecast import plots
+    for module in (report, plots):
         source = Path(module.__file__).read_text()
         calls = {node.func.attr if isinstance(node.func, ast.Attribute) else
                  getattr(node.func, "id", "")

@@ -30,7 +30,8 @@ import io
 import math
 import os
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
+from .registry import axis_label
+
 __all__ = [
     "fan_chart", "target_price_distribution", "scenario_comparison", "tornado", "swing_tornado",
     "prior_posterior", "peer_relation", "valuation_methods", "sweep_response", "figures",
+    "chart_builders",
     "save_all",
     "png_bytes", "axis_label", "METHOD_COLOURS",
 ]
@@ -62,13 +66,6 @@ GROUP_MARKERS = ("o", "D", "s", "^", "v", "P")
 # --------------------------------------------------------------------------------------------
 # Labels and axes
 # --------------------------------------------------------------------------------------------
-
-def axis_label(label: str, units: str) -> str:
-    """``"Gross margin (% of revenue)"``: a fraction's units are drawn as percent."""
-    if not units:
-        return label
-    return f"{label} ({units.replace('fraction', '%', 1)})"
-
 
 def _format_axis(ax: Axes, fmt: str, axis: str = "y") -> None:
     target = ax.yaxis if axis == "y" else ax.xaxis
@@ -684,42 +681,53 @@ def outside_view_densities(chart: Mapping, labels: Mapping[str, str] | None = No
 # Every chart of a results folder, and saving
 # --------------------------------------------------------------------------------------------
 
-def figures(charts: Mapping, sensitivity: Mapping | None = None,
-            method_names: Mapping[str, str] | None = None) -> dict[str, Figure]:
+def chart_builders(charts: Mapping, sensitivity: Mapping | None = None,
+                   method_names: Mapping[str, str] | None = None
+                   ) -> dict[str, Callable[[], Figure]]:
     """Every chart of a run, by file name (without ``.png``), from ``summary["charts"]`` and
-    ``summary["sensitivity"]``."""
-    figs = {}
+    ``summary["sensitivity"]``: a function that draws it (nothing is drawn here), so that
+    processes can share the drawing (``report.ReportProcess``)."""
+    builders = {}
     scenario = charts.get("scenario")
     for name, fan in (charts.get("fans") or {}).items():
-        figs[f"fan_{name}"] = fan_chart(fan, scenario=scenario)
+        builders[f"fan_{name}"] = partial(fan_chart, fan, scenario=scenario)
     if charts.get("target_price"):
-        figs["target_price"] = target_price_distribution(charts["target_price"])
+        builders["target_price"] = partial(target_price_distribution, charts["target_price"])
     for name, block in (charts.get("scenarios") or {}).items():
         if len(block["rows"]) > 1:
-            figs[f"scenarios_{name}"] = scenario_comparison(block)
+            builders[f"scenarios_{name}"] = partial(scenario_comparison, block)
     if charts.get("valuation_methods"):
-        figs["valuation_methods"] = valuation_methods(charts["valuation_methods"], method_names)
+        builders["valuation_methods"] = partial(valuation_methods, charts["valuation_methods"],
+                                                method_names)
     if charts.get("peers"):
-        figs["peer_relation"] = peer_relation(charts["peers"])
+        builders["peer_relation"] = partial(peer_relation, charts["peers"])
     labels = {k: _capital(v["label"]) for k, v in (charts.get("variables") or {}).items()}
     units = {k: v.get("units", "") for k, v in (charts.get("variables") or {}).items()}
     for name, block in (sensitivity or {}).items():
         outcome = labels.get(name, name)
         year = f" {block['year']}" if block.get("year") else ""
         if block.get("tornado"):  # in the outcome's units; the rank view stays in the table
-            figs[f"tornado_{name}"] = swing_tornado(
-                block["tornado"], f"Tornado: {outcome}{year}", units.get(name, ""))
+            builders[f"tornado_{name}"] = partial(
+                swing_tornado, block["tornado"], f"Tornado: {outcome}{year}",
+                units.get(name, ""))
         elif block.get("ranking"):  # summaries written before the tornado in units
-            figs[f"tornado_{name}"] = tornado(
-                block["ranking"], f"Sensitivity: {outcome}{year}", labels)
+            builders[f"tornado_{name}"] = partial(
+                tornado, block["ranking"], f"Sensitivity: {outcome}{year}", labels)
     if charts.get("prior_posterior"):
-        figs["prior_posterior"] = prior_posterior(charts["prior_posterior"])
+        builders["prior_posterior"] = partial(prior_posterior, charts["prior_posterior"])
     if charts.get("outside_view"):
-        figs["outside_view_cagr"] = outside_view_cagr(charts["outside_view"])
+        builders["outside_view_cagr"] = partial(outside_view_cagr, charts["outside_view"])
         if charts["outside_view"].get("revenue"):
-            figs["outside_view_inside_vs_final"] = outside_view_densities(
-                charts["outside_view"], labels)
-    return figs
+            builders["outside_view_inside_vs_final"] = partial(
+                outside_view_densities, charts["outside_view"], labels)
+    return builders
+
+
+def figures(charts: Mapping, sensitivity: Mapping | None = None,
+            method_names: Mapping[str, str] | None = None) -> dict[str, Figure]:
+    """Every chart of a run, drawn, by file name (``chart_builders``)."""
+    return {name: build() for name, build in
+            chart_builders(charts, sensitivity, method_names).items()}
 
 
 # --------------------------------------------------------------------------------------------

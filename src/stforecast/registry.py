@@ -263,3 +263,11 @@ MEMORY_FRACTION = 0.9
 #: --tune``): with 1000, one chain of ten seeds (seed 9) ended with 8 divergences; 2000 gives
 #: none there, and higher ESS, for ~10 s more a fit.
 DEFAULT_TUNE = 2000
+
+
+def axis_label(label: str, units: str) -> str:
+    """``"Gross margin (% of revenue)"``: a fraction's units are drawn as percent (charts and
+    the report's tables)."""
+    if not units:
+        return label
+    return f"{label} ({units.replace('fraction', '%', 1)})"
