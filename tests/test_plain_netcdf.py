@@ -108,6 +108,7 @@ def test_compression_and_chunks_as_encoded(tmp_path):
     lambda ds: ds.assign(growth=ds["growth"].assign_attrs(units="days since 2020-01-01")),
     lambda ds: ds.assign(growth=ds["growth"].assign_attrs(scale_factor=2.0)),
     lambda ds: ds.assign(innovation_dim_0=("chain", [1.0, 2.0])),  # a variable named as a dim
+    lambda ds: ds.assign(nothing=("empty", np.zeros(0))),  # an empty dimension
 ])
 def test_what_is_not_plain_is_left_to_xarray(change, tmp_path):
     ds = change(_groups()["posterior"])

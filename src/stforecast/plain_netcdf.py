@@ -81,8 +81,8 @@ def writable(ds) -> bool:
     for name, var in ds.variables.items():
         if not isinstance(name, str) or name.startswith(NON_COORD_PREFIX):
             return False
-        if any(not isinstance(dim, str) for dim in var.dims):
-            return False
+        if any(not isinstance(dim, str) for dim in var.dims) or 0 in var.shape:
+            return False  # (an empty variable: h5netcdf's own layout, unlimited, is xarray's)
         kind = var.dtype.kind
         if not (kind in "iufb" or (kind in "OU" and _is_text(var.values))):
             return False
