@@ -82,7 +82,8 @@ def test_the_file_reads_as_xarray_s_own(tmp_path):
         if full is not None:
             assert full.identical(a), name
             assert list(full.data_vars) == list(a.data_vars), name
-    with xr.open_dataset(ours, engine="h5netcdf") as a, xr.open_dataset(theirs, engine="h5netcdf") as b:
+    with xr.open_dataset(ours, engine="h5netcdf") as a, \
+            xr.open_dataset(theirs, engine="h5netcdf") as b:
         assert dict(a.attrs) == dict(b.attrs) == ROOT_ATTRS
     with h5netcdf.File(ours, "r") as f:  # h5netcdf's own reading: dimensions and their sizes
         assert dict(f["posterior_predictive"].dimensions.items()).keys() == {

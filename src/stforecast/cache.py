@@ -9,8 +9,8 @@ runs with one key would sample the same draws, so the second reads them instead.
 
 The file is one JSON header line (format, kind, key, the layout, the groups, free attributes
 and the sha256 of the rest of the header and the payload) followed by one netCDF-4 file with a
-group per fitted group (``plain_netcdf``): float64 exactly as sampled. Writes go to a temporary file beside
-the entry and are moved in with ``os.replace`` (a reader sees a whole entry or none); a
+group per fitted group (``plain_netcdf``): float64 exactly as sampled. Writes go to a temporary
+file beside the entry and are moved in with ``os.replace`` (a reader sees a whole entry or none); a
 truncated or altered entry fails its checksum, is logged, deleted and refitted, never used.
 After each write the folder is pruned to the newest ``max_entries`` entries and
 ``max_bytes`` bytes (a hit refreshes an entry's modification time).

@@ -1,23 +1,25 @@
 """Plain groups of a netCDF-4 file (``forecast.nc``, the fit cache's entries) written and read
 with h5py alone.
 
-A *plain* group holds numbers, booleans and strings only: variables over named dimensions, the dimensions'
-own coordinates (no other coordinates), attributes that are strings or numbers, and per
-variable at most gzip compression, the byte shuffle and chunk sizes. That is what a run stores.
-h5netcdf, through xarray, spends ~8 ms of Python bookkeeping per variable (dimension scales
-looked up, attached and detached again, sizes recomputed over every variable); a run's file has
-~300 variables, so writing a small run's results took ~2.4 s, nearly all of it this bookkeeping.
-``write_groups`` writes the same file, the netCDF-4 way, with h5py's dimension-scale calls
-(~0.2 s for those ~300 variables): each dimension is an HDF5 dimension scale (its coordinate
-values, or a dimension-only scale named as netCDF-C names them), numbered file-wide
-(``_Netcdf4Dimid``), and each variable lists its dimensions (``DIMENSION_LIST``,
+A *plain* group holds numbers, booleans and strings only: variables over named dimensions, the
+dimensions' own coordinates (no other coordinates), attributes that are strings or numbers, and
+per variable at most gzip compression, the byte shuffle and chunk sizes. That is what a run
+stores. h5netcdf, through xarray, spends ~8 ms of Python bookkeeping per variable (dimension
+scales looked up, attached and detached again, sizes recomputed over every variable); a run's
+file has ~300 variables, so writing a small run's results took ~2.4 s, nearly all of it this
+bookkeeping. ``write_groups`` writes the same file, the netCDF-4 way, with h5py's
+dimension-scale calls (~0.2 s for those ~300 variables): each dimension is an HDF5 dimension
+scale (its coordinate values, or a dimension-only scale named as netCDF-C names them), numbered
+file-wide (``_Netcdf4Dimid``), and each variable lists its dimensions (``DIMENSION_LIST``,
 ``_Netcdf4Coordinates``); floats carry a NaN ``_FillValue``, numeric scalar attributes are
-one-element arrays, booleans int8 marked ``dtype="bool"``, as xarray and h5netcdf write them. xarray (h5netcdf), netCDF-C and ``read_group``
-read it as they read h5netcdf's; a group that is not plain is written by xarray
-(``tests/test_results_integrity.py`` compares both writers' files as xarray reads them).
+one-element arrays, booleans int8 marked ``dtype="bool"``, as xarray and h5netcdf write them.
+xarray (h5netcdf), netCDF-C and ``read_group`` read it as they read h5netcdf's; a group that is
+not plain is written by xarray (``tests/test_plain_netcdf.py`` compares both writers' files as
+xarray and the readers read them).
 
 ``read_group`` reads a plain group back into an xarray Dataset without xarray's netCDF
-machinery (a few ms per variable), with its attributes when asked (the fit cache). Pure h5py / numpy / xarray.
+machinery (a few ms per variable), with its attributes when asked (the fit cache).
+Pure h5py / numpy / xarray.
 """
 
 from __future__ import annotations
