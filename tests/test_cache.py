@@ -95,6 +95,22 @@ def test_prune_keeps_the_newest_entries(tmp_path):
     assert len(small.entries()) == 1
 
 
+def test_prune_removes_what_a_killed_store_left(tmp_path):
+    """A store killed midway leaves its temporary files (the entry's, and the netCDF file of its
+    draws); pruning removes them once they are an hour old, never younger ones (another
+    process may be writing them)."""
+    cache = FitCache(tmp_path)
+    cache.store("driver", "k", _groups(), {})
+    stale = [tmp_path / ".driver-x.fit.tmp-123", tmp_path / ".driver-x.fit.tmp-123.nc"]
+    fresh = tmp_path / ".driver-y.fit.tmp-124.nc"
+    for p in [*stale, fresh]:
+        p.write_bytes(b"partial")
+    for p in stale:
+        os.utime(p, (time.time() - 7200, time.time() - 7200))
+    cache.prune()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "driver-k.fit"]
+
+
 def test_cache_folder_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("STFORECAST_CACHE", str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c" and FitCache().root == tmp_path / "c"

@@ -252,7 +252,7 @@ class FitCache:
         cache_folder(self.root)
         path = self.path(kind, key)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        draws = path.with_name(f".{path.name}.nc-{os.getpid()}")
+        draws = path.with_name(f".{path.name}.tmp-{os.getpid()}.nc")  # pruned if left
         try:
             write_groups(draws, {
                 name: _jsonable_attrs(ds.drop_vars([v for v in ds.data_vars

@@ -70,7 +70,7 @@ import numpy as np
 from . import mcse as _mcse
 from .errors import StforecastError
 from .registry import HEADLINE_SCENARIO, SAMPLE_DIMS, variable
-from .plain_netcdf import DIMENSION_ONLY, NON_COORD_PREFIX
+from .plain_netcdf import DIMENSION_ONLY, NON_COORD_PREFIX, dimension_name
 
 if TYPE_CHECKING:  # xarray is never imported here, to keep start-up fast
     import xarray as xr
@@ -554,12 +554,9 @@ class _H5Store(_Store):
         self.variables = {}
         for name, obj in data.items():
             refs = obj.attrs.get("DIMENSION_LIST")
-            dims = () if refs is None else tuple(self._dim(group.file[r[0]], by_id) for r in refs)
+            dims = () if refs is None else tuple(dimension_name(group.file[r[0]], by_id)
+                                                 for r in refs)
             self.variables[name] = (dims, obj.dtype.kind)
-
-    @staticmethod
-    def _dim(scale, by_id) -> str:
-        return by_id.get(scale.id) or scale.name.rsplit("/", 1)[-1]
 
     def labels(self, dim: str) -> list[str]:
         if dim in self.coords:
