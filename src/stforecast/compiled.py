@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import cache_dir, cache_folder, fit_key, package_versions, source_hash
+from .compile_speed import entry_points_as_linked, index_modules
 from .errors import StforecastError
 from .model import PRIOR_VALUES, prior_layout
 
@@ -359,13 +360,27 @@ def _import_wrappers(compiled: Compiled, folder: Path, cached_first: bool = True
             pass
     if compiled.logp_fn is None:
         _unpickle(compiled, folder)
+    _compile_inner(compiled)
     _INNER[compiled.key] = (compiled.logp_fn.vm.jit_fn, compiled.expand_fn.vm.jit_fn)
     try:
-        compiled.wrappers = execute()
+        with entry_points_as_linked():  # the code they link was optimised just now
+            compiled.wrappers = execute()
     except Exception as exc:  # noqa: BLE001 (an entry removed or damaged meanwhile)
         raise ModelMismatch(f"{folder}/wrappers.py: does not load ({exc})") from None
     compiled.blob = b""
     return compiled
+
+
+def _compile_inner(compiled: Compiled) -> None:
+    """numba's code of the entry's PyTensor functions, compiled (and optimised) by a first call
+    of each at the origin of the sampler's scale (where a model may not be finite: an error
+    there is of no matter, only the compilation is wanted), so that the C entry points which
+    call them link their code without optimising it again (``compile_speed``)."""
+    index_modules()
+    x = np.zeros(compiled.meta["n_dim"])
+    for fn in (compiled.logp_fn, compiled.expand_fn):
+        with np.errstate(all="ignore"), contextlib.suppress(Exception):
+            fn(x)
 
 
 def load_or_build(model, key: str, root: Path | None = None,

@@ -1,0 +1,101 @@
+"""Two costs of a first (cold) numba compilation that give nothing back, removed.
+
+A compiled model's first build makes numba compile ~2,000 small LLVM modules (PyTensor's
+functions, one per node and helper, then nutpie's two C entry points). Measured on the default
+driver model (2 cores, empty caches), two costs in it are waste:
+
+* **llvmlite finds a module by scanning every module of its execution engine** (``_find_module_ptr``,
+  called twice per compiled module by the object cache): quadratic in the modules compiled,
+  ~1.3 s of the driver model's ~17 s of numba. ``index_modules`` gives the engine an index by
+  address, kept with ``add_module`` and ``remove_module``; every answer is checked against the
+  module's own address, and a miss falls back to llvmlite's own scan, so it answers exactly
+  as llvmlite does (``tests/test_compile_speed.py``).
+* **An entry point optimises again what it links** (``entry_points_as_linked``). A numba
+  function that calls others links their already optimised code into its own module and runs
+  LLVM's whole module pipeline over all of it (~0.9 s for the driver model's two entry points,
+  which link the entire log-density). Inside this context, in this thread, a library that
+  links others is not optimised again. It is used for nutpie's C entry points only, after the
+  PyTensor functions they call were compiled (and optimised) by a first call
+  (``compiled._import_wrappers``). Without fast-math, LLVM's optimisations keep IEEE results,
+  so the code computes the same numbers (tested: the fit is the same, bit for bit, as the one
+  from an entry compiled without this context).
+
+Neither changes a number; both only matter when numba compiles (a cache hit loads object code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from ctypes import c_void_p, cast
+
+_STATE = threading.local()
+_INSTALLED: dict[str, object] = {}
+
+
+def _address(module_ptr) -> int | None:
+    return cast(module_ptr, c_void_p).value
+
+
+def index_modules() -> None:
+    """Give llvmlite's execution engines an index of their modules by address (once per
+    process; see the module's docstring)."""
+    if _INSTALLED:
+        return
+    from llvmlite.binding import executionengine as ee
+
+    engine = ee.ExecutionEngine
+    scan, add, remove = engine._find_module_ptr, engine.add_module, engine.remove_module
+
+    def index(self) -> dict:
+        found = self.__dict__.get("_stforecast_index")
+        if found is None:
+            found = self.__dict__["_stforecast_index"] = {
+                _address(m._ptr): m for m in self._modules}
+        return found
+
+    def find(self, module_ptr):
+        module = index(self).get(_address(module_ptr))
+        if module is not None and module in self._modules and \
+                _address(module._ptr) == _address(module_ptr):
+            return module
+        return scan(self, module_ptr)  # not indexed (added some other way): llvmlite's scan
+
+    def add_module(self, module):
+        add(self, module)
+        index(self)[_address(module._ptr)] = module
+
+    def remove_module(self, module):
+        remove(self, module)
+        index(self).pop(_address(module._ptr), None)
+
+    engine._find_module_ptr, engine.add_module, engine.remove_module = find, add_module, \
+        remove_module
+    _INSTALLED.update(find=scan, add_module=add, remove_module=remove)
+
+
+_ORIGINAL_OPTIMISE: list = []
+
+
+@contextlib.contextmanager
+def entry_points_as_linked():
+    """In this thread, numba libraries that link others skip LLVM's module pipeline over the
+    linked code (see the module's docstring); others are optimised as usual."""
+    from numba.core import codegen
+
+    library = codegen.CPUCodeLibrary
+    if not _ORIGINAL_OPTIMISE:
+        _ORIGINAL_OPTIMISE.append(library._optimize_final_module)
+
+        def optimise(self):
+            if getattr(_STATE, "as_linked", False) and self._linking_libraries:
+                return None  # the linked code is optimised already; this one's functions too
+            return _ORIGINAL_OPTIMISE[0](self)
+
+        library._optimize_final_module = optimise
+    before = getattr(_STATE, "as_linked", False)
+    _STATE.as_linked = True
+    try:
+        yield
+    finally:
+        _STATE.as_linked = before
