@@ -77,31 +77,37 @@ def test_one_compiled_model_serves_processes_and_prior_values(tmp_path, monkeypa
     monkeypatch.setattr(C, "_build", lambda *a: builds.append(1) or built(*a))
     model, key = small_model(), small_key()
     first = _posterior(model, key)
-    assert C._PROCESS[key].source == "built" and builds == [1]
-    entry = tmp_path / "compiled" / key
-    assert {p.name for p in entry.iterdir()} >= {"functions.pkl", "meta.json", "wrappers.py"}
+    assert C._PROCESS[key].source == "built" and builds == [1, 1]  # its two parts
+    entries = [tmp_path / "compiled" / C.part_key(key, part) for part in C.PARTS]
+    for entry in entries:
+        assert {p.name for p in entry.iterdir()} >= {"functions.pkl", "meta.json", "wrappers.py"}
 
-    C._PROCESS.clear()  # as a new process finds it: on disk, its functions not loaded
-    C._INNER.pop(key)
+    def forget():  # as a new process finds them: on disk, their functions not loaded
+        C._PROCESS.clear()
+        for part in C.PARTS:
+            C._INNER.pop(C.part_key(key, part), None)
+
+    forget()
     again = _posterior(model, key)
-    assert C._PROCESS[key].source == "disk" and builds == [1]
+    assert C._PROCESS[key].source == "disk" and builds == [1, 1]
     assert C._PROCESS[key].logp_fn is None  # numba's cache served the C entry points
     assert first.equals(again)
 
     # numba's cache of the entry points gone: they are compiled again, from the PyTensor
     # functions unpickled for it
     import numba
-    caches = [entry / "__pycache__"] + ([*Path(numba.config.CACHE_DIR).glob(f"{entry.name}_*")]
-                                        if numba.config.CACHE_DIR else [])
+    caches = [folder for entry in entries for folder in
+              [entry / "__pycache__"] + ([*Path(numba.config.CACHE_DIR).glob(f"{entry.name}_*")]
+                                         if numba.config.CACHE_DIR else [])]
     removed = [f for folder in caches for f in folder.glob("wrappers.*.nb[ic]")]
-    assert removed
+    assert len(removed) >= 4  # an index and a function of each part
     for f in removed:
         f.unlink()
-    C._PROCESS.clear()
-    C._INNER.pop(key, None)
+    forget()
     recompiled = _posterior(model, key)
     assert C._PROCESS[key].source == "disk" and C._PROCESS[key].logp_fn is not None
-    assert builds == [1] and first.equals(recompiled)
+    assert C._PROCESS[key].expand_fn is not None
+    assert builds == [1, 1] and first.equals(recompiled)
 
     # a fresh process, reading the entry: the same draws (no state of this process helps it)
     script = (
@@ -126,7 +132,7 @@ def test_one_compiled_model_serves_processes_and_prior_values(tmp_path, monkeypa
 
     changed = small_model(scale=0.05)
     moved = _posterior(changed, key)
-    assert C._PROCESS[key].source == "process" and builds == [1]
+    assert C._PROCESS[key].source == "process" and builds == [1, 1]
     assert not moved["location"].equals(first["location"])
 
     with pytest.raises(C.ModelMismatch, match="log-density"):
@@ -136,14 +142,15 @@ def test_one_compiled_model_serves_processes_and_prior_values(tmp_path, monkeypa
     # a truncated entry is compiled again: here "compiling" copies the entry as first built
     # (a second real compilation would prove nothing more)
     good = tmp_path / "as-built"
-    shutil.copytree(entry, good, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(C, "_build", lambda m, k, folder, data: builds.append(1)
-                        or shutil.copytree(good, folder) and None)  # functions: unpickled
-    functions = entry / "functions.pkl"
+    shutil.copytree(entries[0], good, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(C, "_build", lambda m, k, folder, data, part: builds.append(part)
+                        or shutil.copytree(good, folder) and None)  # function: unpickled
+    functions = entries[0] / "functions.pkl"  # the log-density's
     functions.write_bytes(functions.read_bytes()[:-500])
     C._PROCESS.clear()
     repaired = _posterior(model, key)
-    assert builds == [1, 1] and C._PROCESS[key].source == "built"
+    assert builds == [1, 1, "logp"] and C._PROCESS[key].source == "built"
+    assert C._PROCESS[key].parts["expand"].source == "disk"
     assert first.equals(repaired)
 
 
@@ -152,16 +159,21 @@ def test_a_damaged_entry_is_refused_in_one_line(tmp_path):
     entry = tmp_path / "k"
     entry.mkdir()
     with pytest.raises(C.ModelMismatch, match="unreadable"):
-        C._load(entry, "k", (PRIOR_VALUES,))
-    (entry / "meta.json").write_text(json.dumps({"format": C.FORMAT, "key": "other"}))
+        C._load(entry, "k", (PRIOR_VALUES,), "logp")
+    (entry / "meta.json").write_text(json.dumps({"format": C.FORMAT, "key": "other",
+                                                 "part": "logp"}))
     (entry / "functions.pkl").write_bytes(b"x")
     (entry / "wrappers.py").write_text("")
-    with pytest.raises(C.ModelMismatch, match="not an entry of this format and key"):
-        C._load(entry, "k", (PRIOR_VALUES,))
+    with pytest.raises(C.ModelMismatch, match="not an entry of this format, key and part"):
+        C._load(entry, "k", (PRIOR_VALUES,), "logp")
     (entry / "meta.json").write_text(json.dumps({"format": C.FORMAT, "key": "k",
+                                                 "part": "expand"}))
+    with pytest.raises(C.ModelMismatch, match="not an entry of this format, key and part"):
+        C._load(entry, "k", (PRIOR_VALUES,), "logp")  # the other part's entry
+    (entry / "meta.json").write_text(json.dumps({"format": C.FORMAT, "key": "k", "part": "logp",
                                                  "sha256": "0" * 64}))
     with pytest.raises(C.ModelMismatch, match="checksum mismatch") as err:
-        C._load(entry, "k", (PRIOR_VALUES,))
+        C._load(entry, "k", (PRIOR_VALUES,), "logp")
     assert "\n" not in str(err.value) and "functions.pkl" in str(err.value)
 
 
@@ -259,14 +271,14 @@ def test_a_process_waits_for_another_compiling_the_same_model_then_reads_it(
     # the waiting process finds the entry the other stored while it waited
     entry, _ = refitter.compiled
     key = entry.key
-    stored = Path(C.cache_dir()) / "compiled" / key
+    stored = Path(C.cache_dir()) / "compiled"
     root = tmp_path / "cache"
     lock = C._key_lock
 
     @contextlib.contextmanager
-    def while_another_stores(base, k):
+    def while_another_stores(base, k):  # k: each part's entry in turn
         with lock(base, k):
-            shutil.copytree(stored, base / k, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(stored / k, base / k, ignore=shutil.ignore_patterns("__pycache__"))
             yield
     monkeypatch.setattr(C, "_key_lock", while_another_stores)
     monkeypatch.setattr(C, "_build", lambda *a: pytest.fail("compiled although stored"))

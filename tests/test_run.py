@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -457,23 +458,43 @@ def test_the_stored_variables_are_the_ones_a_run_writes(small_run, company):
     assert names == set(load_results(out).draws().data_vars)
 
 
-def test_the_peer_fit_beside_a_driver_compile_is_this_process_s(tmp_path, monkeypatch, company):
-    """While the driver model compiles, the peer regression is fitted in a second process
-    (``run._peer_fit_beside``). Its fit is the one this process makes, draw for draw, with the
-    same diagnostics and leave-one-out check, and it lands in the fit cache. The second process
-    is used only when both fits are to be made and the driver model is not compiled yet."""
+def test_the_fit_beside_a_driver_compile_is_this_process_s(tmp_path, monkeypatch, company):
+    """While the driver model compiles its log-density, a second process (``run._fit_beside``)
+    compiles its expand part, evaluates it at its prior's centre, fits the peer regression and
+    draws the prior. Its evaluation and prior draws are this process's, its peer fit is the one
+    this process makes, draw for draw, with the same diagnostics and leave-one-out check, and
+    it lands in the fit cache. The
+    second process is used only when the driver model is to be fitted and is not compiled yet,
+    with nutpie, on two cores or more."""
     from stforecast.cache import FitCache
+    from stforecast.compiled import PARTS, part_key
+    from stforecast.model import build_model
     from stforecast.peers import load_peers
+    from stforecast.preflight import trial_logp
 
     inputs = run_module.prepare(company)
     peers = load_peers(company.peers_path)
     settings, cache = SMALL, FitCache(tmp_path / "cache")
     monkeypatch.setattr(run_module, "is_stored", lambda key: False)
     monkeypatch.setattr(run_module, "_cores", lambda: 2)  # whatever machine runs the test
-    assert run_module._peer_fit_beside_pays(inputs, peers, settings, None)
-    with run_module._peer_fit_beside(inputs, peers, settings, cache) as beside:
-        there, timings = beside.result()
-    assert timings["peers"] > 0
+    assert run_module._fit_beside_pays(inputs, peers, settings, None)
+    with run_module._fit_beside(inputs, peers, settings, cache) as beside:
+        centre = beside.next_value()
+        answer = beside.result()
+    there, timings = answer["peers"], answer["timings"]
+    assert timings["peers"] > 0 and timings["expand_beside"] > 0 and timings["prior"] > 0
+    model = build_model(inputs.spec, inputs.obs, inputs.company)
+    prior = run_module.sample_prior(model, settings.fit.prior_draws, settings.seed)
+    for ds in (prior, answer["prior"]):
+        ds.attrs.pop("created_at", None)
+    xr.testing.assert_identical(answer["prior"], prior)  # this process's draws
+    here_centre = trial_logp(model, str(inputs.priors_path), gradient=False)
+    assert centre["logp"] == here_centre["logp"] and centre["where"] == here_centre["where"]
+    assert all(np.array_equal(centre["point"][k], v) for k, v in here_centre["point"].items())
+    from stforecast.cache import cache_dir
+    expand = Path(cache_dir()) / "compiled" / part_key(run_module.driver_model_key(inputs),
+                                                      PARTS[1])
+    assert (expand / "wrappers.py").exists()  # stored, for this process to read
     here = run_module._peer_fit(peers, settings, None, {})
     for group in ("posterior", "sample_stats", "log_likelihood"):
         a, b = there[group].to_dataset(), here[group].to_dataset()
@@ -483,19 +504,23 @@ def test_the_peer_fit_beside_a_driver_compile_is_this_process_s(tmp_path, monkey
     assert {k: v for k, v in there.attrs.items() if k != "wall_time_s"} == \
         {k: v for k, v in here.attrs.items() if k != "wall_time_s"}
     assert cache.path("peers", run_module.peer_fit_key(peers, settings)).exists()
-    # not again once the peer fit is in the cache (unless refitting), nor with the driver
-    # model compiled, nor with another sampler
-    assert not run_module._peer_fit_beside_pays(inputs, peers, settings, cache)
-    assert run_module._peer_fit_beside_pays(inputs, peers,
-                                            dataclasses.replace(settings, refit=True), cache)
-    assert not run_module._peer_fit_beside_pays(
+    # not with the driver fit in the cache (unless refitting), nor with the driver model
+    # compiled, nor with another sampler
+    assert run_module._fit_beside_pays(inputs, peers, settings, cache)  # peers cached: still
+    driver = cache.path("driver", run_module.driver_fit_key(inputs, settings))
+    driver.parent.mkdir(parents=True, exist_ok=True)
+    driver.write_bytes(b"")
+    assert not run_module._fit_beside_pays(inputs, peers, settings, cache)
+    assert run_module._fit_beside_pays(inputs, peers, dataclasses.replace(settings, refit=True),
+                                       cache)
+    assert not run_module._fit_beside_pays(
         inputs, peers, dataclasses.replace(settings, fit=FitSettings(sampler="pymc")), None)
     monkeypatch.setattr(run_module, "_cores", lambda: 1)  # one core: nothing to gain
-    assert not run_module._peer_fit_beside_pays(inputs, peers, settings, None)
+    assert not run_module._fit_beside_pays(inputs, peers, settings, None)
     monkeypatch.setattr(run_module, "_cores", lambda: 2)
     monkeypatch.setattr(run_module, "is_stored", lambda key: True)
-    assert not run_module._peer_fit_beside_pays(inputs, peers, settings, None)
-    with run_module._peer_fit_beside(inputs, peers, settings, None) as beside:
+    assert not run_module._fit_beside_pays(inputs, peers, settings, None)
+    with run_module._fit_beside(inputs, peers, settings, None) as beside:
         assert beside is None
     # where no process can be started, the fit is made in this one
     monkeypatch.setattr(run_module, "is_stored", lambda key: False)
@@ -503,7 +528,7 @@ def test_the_peer_fit_beside_a_driver_compile_is_this_process_s(tmp_path, monkey
     def cannot_start(job):
         raise PermissionError(13, "Permission denied")
     monkeypatch.setattr(run_module, "SideProcess", cannot_start)
-    with run_module._peer_fit_beside(inputs, peers, settings, None) as beside:
+    with run_module._fit_beside(inputs, peers, settings, None) as beside:
         assert beside is None
 
 
@@ -511,7 +536,7 @@ def test_a_side_process_runs_only_its_named_jobs():
     """``sideprocess.SideProcess`` runs the jobs of ``JOBS`` only; another name is refused in
     one line, before any process starts."""
     from stforecast.sideprocess import JOBS, SideProcess
-    with pytest.raises(StforecastError, match=r"expected a job among \['peer_fit', 'report'\], "
-                       r"got 'os.system'") as err:
+    with pytest.raises(StforecastError, match=r"expected a job among \['fit_beside', "
+                       r"'report'\], got 'os.system'") as err:
         SideProcess("os.system")
-    assert "\n" not in str(err.value) and set(JOBS) == {"peer_fit", "report"}
+    assert "\n" not in str(err.value) and set(JOBS) == {"fit_beside", "report"}

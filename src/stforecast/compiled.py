@@ -17,24 +17,31 @@ each process. This module keeps the work:
   and its key, ``model_key``, holds them) is kept the same way;
 * the two PyTensor functions (rewritten and linked to numba, ``fit.numba_compile``) are
   pickled: unpickling skips the rewriting, and PyTensor's numba cache serves their code;
-* the two C entry points are written as a small Python module next to them
-  (``WRAPPERS``), whose numba functions read the data (the prior values, then any observations
+* each C entry point is written as a small Python module next to its function
+  (``WRAPPERS``), whose numba function reads the data (the prior values, then any observations
   kept as data, joined in one float64 vector, ``data_vector``) from nutpie's ``user_data``
-  pointer and call the PyTensor functions as module globals: numba caches them on disk, keyed
-  by that file's content, which is unique to the entry. A process that finds them in numba's
-  cache does not unpickle the PyTensor functions at all (~2.6 s for the driver model);
-* processes that need one model at the same time compile it once (a lock per key: the others
-  wait, then read the entry).
+  pointer and calls the PyTensor function as a module global: numba caches it on disk, keyed
+  by that file's content, which is unique to the entry. A process that finds it in numba's
+  cache does not unpickle the PyTensor function at all (~2.6 s for the driver model);
+* the two entry points are two entries (``PARTS``), each compiled on its own, so that two
+  processes can compile them at once: a run whose driver model is not stored has its second
+  process build the expand part (``build_part``) while it compiles the log-density
+  (``stforecast.run``);
+* processes that need one entry at the same time compile it once (a lock per entry: the
+  others wait, then read it).
 
-An entry is ``<cache>/compiled/<key>/``: ``functions.pkl`` (the pickled functions),
-``meta.json`` (shapes, names, the pickle's sha256) and ``wrappers.py``. It is written in a
-temporary folder and renamed into place (a reader never sees half an entry); a damaged
-entry (unreadable, wrong checksum, a log-density that disagrees with the model's own) is
-removed and compiled again, never used (``ModelMismatch``). The freshly built model checks
-every entry it uses: the log-density at the prior's centre, from the cached functions and from
-the model's own graph evaluated without compilation, must agree (``check``).
+A model's entries are ``<cache>/compiled/<key>-logp/`` and ``<key>-expand/``, each with
+``functions.pkl`` (the pickled PyTensor function), ``meta.json`` (shapes, names, the pickle's
+sha256; the model's layout, the same in both) and ``wrappers.py``. Each is written in a
+temporary folder and renamed into place (a reader never sees half an entry); a damaged entry
+(unreadable, wrong checksum, a layout that differs from its sibling's, a log-density that
+disagrees with the model's own) is removed and compiled again, never used
+(``ModelMismatch``). The freshly built model checks every compiled model it uses: the
+log-density at the prior's centre, from the cached functions and from the model's own graph
+evaluated without compilation, must agree (``check``).
 
-It calls nutpie 0.16's private compile helpers (``_make_functions``,
+It calls nutpie 0.16's private compile helpers (``_make_functions``, of which it compiles one
+function per part,
 ``_prepare_dims_and_coords``, ``_rv_dict_to_flat_array_wrapper``, ``CompiledPyMCModel``), hence
 ``nutpie<0.17`` in ``pyproject.toml``.
 
@@ -66,9 +73,12 @@ from .compile_speed import entry_points_as_linked, index_modules
 from .errors import StforecastError
 from .model import PRIOR_VALUES, prior_layout
 
-FORMAT = 2
-#: Compiled models kept on disk; the least recently used are removed beyond this.
-MAX_ENTRIES = 16
+FORMAT = 3
+#: nutpie's two C entry points, in the order nutpie's ``_make_functions`` compiles them: each
+#: its own entry (``part_key``).
+PARTS = ("logp", "expand")
+#: Entries kept on disk (two per model); the least recently used are removed beyond this.
+MAX_ENTRIES = 32
 #: stforecast's modules whose source decides the compiled driver model.
 SOURCES = ("model", "processes", "compiled", "fit")
 #: ... and the compiled peer regression (``peers.build_peer_model``).
@@ -78,7 +88,7 @@ PEER_SOURCES = ("peers", "compiled", "fit")
 RTOL = 1e-8
 
 logger = logging.getLogger(__name__)
-_INNER: dict[str, tuple] = {}  # key -> (logp, expand) numba functions, for the wrappers module
+_INNER: dict[str, object] = {}  # an entry's key -> its PyTensor function's numba code
 _LOCK = threading.Lock()
 _PROCESS: dict[str, "Compiled"] = {}  # key -> compiled model, most recently used last
 _PROCESS_MAX = 8
@@ -90,31 +100,38 @@ class ModelMismatch(StforecastError):
     compilation that fails the check raises it."""
 
 
-def inner_functions(key: str) -> tuple:
-    """The PyTensor functions' numba code of entry ``key`` (called by its ``wrappers.py`` on
-    import), or ``(None, None)`` when they are not loaded: numba's cache then serves the
-    wrappers or their compilation fails (``_import_wrappers``)."""
-    return _INNER.get(key, (None, None))
+def inner_function(key: str):
+    """The PyTensor function's numba code of entry ``key`` (called by its ``wrappers.py`` on
+    import), or None when it is not loaded: numba's cache then serves the entry point or its
+    compilation fails (``_import_wrappers``)."""
+    return _INNER.get(key)
 
 
-WRAPPERS = '''"""nutpie's C entry points of stforecast's compiled model {key}.
+def part_key(key: str, part: str) -> str:
+    """The entry of the part ``part`` (``PARTS``) of the compiled model ``key``."""
+    if part not in PARTS:
+        raise ValueError(f"part: expected one of {PARTS}, got {part!r}")
+    return f"{key}-{part}"
 
-Written by stforecast.compiled; numba caches the compiled functions next to this file.
+
+WRAPPERS = '''"""nutpie's {part} C entry point of stforecast's compiled model (entry {key}).
+
+Written by stforecast.compiled; numba caches the compiled function next to this file.
 """
 import numba
 import numpy as np
 
-from stforecast.compiled import inner_functions
+from stforecast.compiled import inner_function
 
-_logp, _expand = inner_functions("{key}")
+_inner = inner_function("{key}")
 N_DIM = {n_dim}
 N_EXPANDED = {n_expanded}
 N_VALUES = {n_values}
 _double_p = numba.types.CPointer(numba.types.double)
-LOGP = numba.types.int64(numba.types.uint64, _double_p, _double_p, _double_p,
+'''
+
+LOGP = '''LOGP = numba.types.int64(numba.types.uint64, _double_p, _double_p, _double_p,
                          numba.types.voidptr)
-EXPAND = numba.types.int64(numba.types.uint64, numba.types.uint64, _double_p, _double_p,
-                           numba.types.voidptr)
 
 
 @numba.cfunc(LOGP, cache=True)
@@ -125,7 +142,7 @@ def logp(dim, x_, grad_, logp_, values_):
     try:
         x = numba.carray(x_, (N_DIM,))
         values = numba.carray(values_, (N_VALUES,), np.float64)
-        value, grad = _logp(x{logp_args})
+        value, grad = _inner(x{args})
         out = numba.carray(grad_, (N_DIM,))
         out[...] = grad
         numba.carray(logp_, (1,))[0] = value[()]
@@ -136,6 +153,10 @@ def logp(dim, x_, grad_, logp_, values_):
     except Exception:  # noqa: BLE001
         return 1
     return 0
+'''
+
+EXPAND = '''EXPAND = numba.types.int64(numba.types.uint64, numba.types.uint64, _double_p, _double_p,
+                           numba.types.voidptr)
 
 
 @numba.cfunc(EXPAND, cache=True)
@@ -146,7 +167,7 @@ def expand(dim, expanded, x_, out_, values_):
     try:
         x = numba.carray(x_, (N_DIM,))
         values = numba.carray(values_, (N_VALUES,), np.float64)
-        (drawn,) = _expand(x{expand_args})
+        (drawn,) = _inner(x{args})
         numba.carray(out_, (N_EXPANDED,))[...] = drawn
     except Exception:  # noqa: BLE001
         return -2
@@ -186,16 +207,45 @@ def model_data(model, observations_as_data: bool = False) -> tuple[str, ...]:
 
 
 @dataclass
+class Part:
+    """One of a compiled model's two entries (``PARTS``): its PyTensor function and C entry
+    point."""
+
+    key: str  # the entry's key (``part_key``)
+    name: str  # "logp" (x -> log-density, gradient) or "expand" (x -> all stored values, joined)
+    meta: dict
+    fn: object = None  # the pytensor Function; None until needed
+    cfunc: object = None  # the numba cfunc nutpie calls
+    source: str = ""  # where it was found: "disk" or "built"
+    blob: bytes = b""  # the pickled PyTensor function (``functions.pkl``), until imported
+
+
+@dataclass
 class Compiled:
-    """A compiled model: PyTensor functions, their C entry points and nutpie's layout."""
+    """A compiled model: its two parts (``Part``) and nutpie's layout (``meta``, the log-density
+    part's; the expand part's layout is the same, ``_same_layout``)."""
 
     key: str
-    logp_fn: object  # pytensor Function: x -> (log-density, gradient); None until needed
-    expand_fn: object  # pytensor Function: x -> (all stored values, joined,); None until needed
-    meta: dict
-    wrappers: object  # the module with the ``logp`` and ``expand`` numba cfuncs
+    parts: dict
     source: str = ""  # where the last ``load_or_build`` call found it
-    blob: bytes = b""  # the pickled PyTensor functions (``functions.pkl``), until imported
+
+    @property
+    def meta(self) -> dict:
+        return self.parts["logp"].meta
+
+    @property
+    def logp_fn(self):
+        return self.parts["logp"].fn
+
+    @property
+    def expand_fn(self):
+        return self.parts["expand"].fn
+
+    @property
+    def wrappers(self):
+        """The two C entry points: ``.logp`` and ``.expand``."""
+        from types import SimpleNamespace
+        return SimpleNamespace(**{name: part.cfunc for name, part in self.parts.items()})
 
 
 def _frozen(model, data: tuple[str, ...]):
@@ -238,36 +288,59 @@ def data_vector(compiled: Compiled, model, values: dict | None = None) -> np.nda
     return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0))
 
 
-def _build(model, key: str, folder: Path, data: tuple[str, ...]) -> tuple:
-    """Compile ``model`` (nutpie's own graph functions, ``fit.numba_compile``'s settings), its
-    data ``data`` read at run time (the rest frozen), and write the entry into ``folder``;
-    returns the two PyTensor functions (log-density and gradient, expand)."""
-    from nutpie.compile_pymc import _make_functions, _prepare_dims_and_coords
-    from pymc.initial_point import make_initial_point_fn
+def _make_part(frozen, part: str) -> tuple:
+    """nutpie's ``_make_functions`` on ``frozen``, compiling only the function of ``part``: the
+    graphs are nutpie's own, and the other function is not compiled (``None``). It compiles
+    the log-density, then the expand function; a nutpie that compiles otherwise is refused.
+    Its starting points are not made here (``nutpie_model`` makes them on the model sampled):
+    the function it wraps is never called, so none is given."""
+    import pymc.pytensorf as pytensorf
+    from nutpie.compile_pymc import _make_functions
 
     from .fit import numba_compile
 
+    compile_, made, thread = pytensorf.compile, [], threading.get_ident()
+
+    def only_this_part(*args, **kwargs):
+        if threading.get_ident() != thread:  # another thread's compilation: untouched
+            return compile_(*args, **kwargs)
+        which = PARTS[len(made)] if len(made) < len(PARTS) else None
+        made.append(which)
+        return compile_(*args, **kwargs) if which == part else None
+
+    pytensorf.compile = only_this_part
+    try:
+        with numba_compile():
+            out = _make_functions(frozen, mode="NUMBA", compute_grad=part == "logp",
+                                  join_expanded=True, pymc_initial_point_fn=None)
+    finally:
+        pytensorf.compile = compile_
+    if made != list(PARTS):
+        raise ModelMismatch(f"nutpie compiled {len(made)} functions, expected {list(PARTS)}: "
+                            f"this nutpie is not the one stforecast.compiled was written for")
+    return out
+
+
+def _build(model, key: str, folder: Path, data: tuple[str, ...], part: str):
+    """Compile ``model``'s ``part`` (nutpie's graph function, ``fit.numba_compile``'s settings),
+    its data ``data`` read at run time (the rest frozen), and write the entry ``key`` into
+    ``folder``; returns the PyTensor function."""
+    from nutpie.compile_pymc import _prepare_dims_and_coords
+
     frozen = _frozen(model, data)
-    start = make_initial_point_fn(model=frozen, return_transformed=True,
-                                  jitter_rvs=set(frozen.free_RVs), default_strategy="support_point")
-    with numba_compile():
-        n_dim, n_expanded, logp_fn, expand_fn, _, shape_info, reparameterized = _make_functions(
-            frozen, mode="NUMBA", compute_grad=True, join_expanded=True,
-            pymc_initial_point_fn=start)
-    takes = {}
-    for name, fn in (("logp", logp_fn), ("expand", expand_fn)):
-        shared = [v.name for v in fn.get_shared()]  # the order of the function's inputs
-        if not set(shared) <= set(data):
-            raise ModelMismatch(f"the {name} function reads data other than {list(data)}: "
-                                f"{shared}")
-        takes[name] = shared
+    n_dim, n_expanded, logp_fn, expand_fn, _, shape_info, reparameterized = _make_part(
+        frozen, part)
+    fn = logp_fn if part == "logp" else expand_fn
+    takes = [v.name for v in fn.get_shared()]  # the order of the function's inputs
+    if not set(takes) <= set(data):
+        raise ModelMismatch(f"the {part} function reads data other than {list(data)}: {takes}")
     names, slices, shapes = shape_info
     dims, coords = _prepare_dims_and_coords(frozen, shape_info, reparameterized)
     layout = data_layout(model, data)
-    blob = pickle.dumps((logp_fn, expand_fn), protocol=pickle.HIGHEST_PROTOCOL)
-    meta = {"format": FORMAT, "key": key, "n_dim": int(n_dim), "n_expanded": int(n_expanded),
-            "n_values": layout[-1]["stop"] if layout else 0, "data": layout,
-            "takes_values": takes, "names": list(names),
+    blob = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+    meta = {"format": FORMAT, "key": key, "part": part, "n_dim": int(n_dim),
+            "n_expanded": int(n_expanded), "n_values": layout[-1]["stop"] if layout else 0,
+            "data": layout, "takes_values": takes, "names": list(names),
             "slices": [[int(s.start), int(s.stop)] for s in slices],
             "shapes": [list(map(int, s)) for s in shapes],
             "reparameterized": list(reparameterized),
@@ -278,39 +351,39 @@ def _build(model, key: str, folder: Path, data: tuple[str, ...]) -> tuple:
     (folder / "functions.pkl").write_bytes(blob)
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     (folder / "wrappers.py").write_text(_wrappers_source(meta))
-    return logp_fn, expand_fn
+    return fn
+
+
+#: What a model's two entries must agree on (``_same_layout``).
+LAYOUT = ("n_dim", "n_expanded", "n_values", "data", "names", "slices", "shapes",
+          "reparameterized", "dims", "coords")
 
 
 def _wrappers_source(meta: dict) -> str:
     where = {e["name"]: e for e in meta["data"]}
-
-    def args(names: list[str]) -> str:
-        """The data arguments after ``x``: slices of ``values``, each in its shape."""
-        out = ""
-        for name in names:
-            e = where[name]
-            whole = e["start"] == 0 and e["stop"] == meta["n_values"] and len(e["shape"]) == 1
-            out += (", values" if whole else  # the prior values alone: the vector itself
-                    f", values[{e['start']}:{e['stop']}].reshape({tuple(e['shape'])!r})")
-        return out
-
-    takes = meta["takes_values"]
-    return WRAPPERS.format(key=meta["key"], n_dim=meta["n_dim"],
-                           n_expanded=meta["n_expanded"], n_values=meta["n_values"],
-                           logp_args=args(takes["logp"]), expand_args=args(takes["expand"]))
+    args = ""
+    for name in meta["takes_values"]:  # the data arguments after ``x``: slices of ``values``
+        e = where[name]
+        whole = e["start"] == 0 and e["stop"] == meta["n_values"] and len(e["shape"]) == 1
+        args += (", values" if whole else  # the prior values alone: the vector itself
+                 f", values[{e['start']}:{e['stop']}].reshape({tuple(e['shape'])!r})")
+    body = LOGP if meta["part"] == "logp" else EXPAND
+    return (WRAPPERS.format(part=meta["part"], key=meta["key"], n_dim=meta["n_dim"],
+                            n_expanded=meta["n_expanded"], n_values=meta["n_values"])
+            + "\n" + body.format(args=args))
 
 
-def _load(folder: Path, key: str, data: tuple[str, ...]) -> Compiled:
-    """The entry in ``folder``; ``ModelMismatch`` when it is damaged or not this key's (or does
-    not read the data ``data``)."""
+def _load(folder: Path, key: str, data: tuple[str, ...], part: str) -> Part:
+    """The entry in ``folder``; ``ModelMismatch`` when it is damaged or not this key's and
+    part's (or does not read the data ``data``)."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
         blob = (folder / "functions.pkl").read_bytes()
         wrappers = (folder / "wrappers.py").read_text()
     except (OSError, ValueError) as exc:
         raise ModelMismatch(f"{folder}: unreadable ({exc})") from None
-    if meta.get("format") != FORMAT or meta.get("key") != key:
-        raise ModelMismatch(f"{folder}: not an entry of this format and key")
+    if meta.get("format") != FORMAT or meta.get("key") != key or meta.get("part") != part:
+        raise ModelMismatch(f"{folder}: not an entry of this format, key and part")
     if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
         raise ModelMismatch(f"{folder}/functions.pkl: checksum mismatch (damaged)")
     stored = [e.get("name") for e in meta.get("data") or [] if isinstance(e, dict)]
@@ -318,27 +391,27 @@ def _load(folder: Path, key: str, data: tuple[str, ...]) -> Compiled:
         raise ModelMismatch(f"{folder}/meta.json: reads the data {stored}, not {list(data)}")
     if wrappers != _wrappers_source(meta):
         raise ModelMismatch(f"{folder}/wrappers.py: not what this entry's layout writes")
-    return Compiled(key, None, None, meta, None, blob=blob)
+    return Part(key, part, meta, blob=blob)
 
 
-def _unpickle(compiled: Compiled, folder: Path) -> None:
-    """The entry's PyTensor functions, unpickled (~2.6 s for the default driver model: PyTensor
-    links them to numba again, its cache serving their code)."""
+def _unpickle(part: Part, folder: Path) -> None:
+    """The entry's PyTensor function, unpickled (~2.6 s for the default driver model's two:
+    PyTensor links them to numba again, its cache serving their code)."""
     from .fit import numba_compile
 
     try:
-        with numba_compile():  # unpickling links the functions to numba: the same settings
-            compiled.logp_fn, compiled.expand_fn = pickle.loads(compiled.blob)
+        with numba_compile():  # unpickling links the function to numba: the same settings
+            part.fn = pickle.loads(part.blob)
     except Exception as exc:  # noqa: BLE001 (a pickle of other versions fails in many ways)
         raise ModelMismatch(f"{folder}/functions.pkl: does not load ({exc})") from None
 
 
-def _import_wrappers(compiled: Compiled, folder: Path, cached_first: bool = True):
-    """Import the entry's ``wrappers.py``: numba loads its two functions from its cache next to
-    the file, and the PyTensor functions they call are not needed (``cached_first``); when its
-    cache does not serve them (their first import, or numba's cache gone), they are compiled,
-    calling the PyTensor functions, unpickled for it."""
-    name = f"stforecast_compiled_{compiled.key[:24]}"
+def _import_wrappers(part: Part, folder: Path, cached_first: bool = True) -> Part:
+    """Import the entry's ``wrappers.py``: numba loads its function from its cache next to
+    the file, and the PyTensor function it calls is not needed (``cached_first``); when its
+    cache does not serve it (its first import, or numba's cache gone), it is compiled, calling
+    the PyTensor function, unpickled for it."""
+    name = f"stforecast_compiled_{part.key[:24]}_{part.name}"
 
     def execute():
         spec = importlib.util.spec_from_file_location(name, folder / "wrappers.py")
@@ -349,104 +422,160 @@ def _import_wrappers(compiled: Compiled, folder: Path, cached_first: bool = True
         except BaseException:
             sys.modules.pop(name, None)
             raise
-        return module
+        return getattr(module, part.name)
 
-    if cached_first and compiled.key not in _INNER:
+    if cached_first and part.key not in _INNER:
         try:
-            compiled.wrappers = execute()  # without the functions: numba's cache or an error
-            compiled.blob = b""  # not needed any more (kept in the process's store)
-            return compiled
+            part.cfunc = execute()  # without the function: numba's cache or an error
+            part.blob = b""  # not needed any more (kept in the process's store)
+            return part
         except Exception:  # noqa: BLE001 (numba cannot type a call of None: not cached)
             pass
-    if compiled.logp_fn is None:
-        _unpickle(compiled, folder)
-    _compile_inner(compiled)
-    _INNER[compiled.key] = (compiled.logp_fn.vm.jit_fn, compiled.expand_fn.vm.jit_fn)
+    if part.fn is None:
+        _unpickle(part, folder)
+    _compile_inner(part)
+    _INNER[part.key] = part.fn.vm.jit_fn
     try:
-        with entry_points_as_linked():  # the code they link was optimised just now
-            compiled.wrappers = execute()
+        with entry_points_as_linked():  # the code it links was optimised just now
+            part.cfunc = execute()
     except Exception as exc:  # noqa: BLE001 (an entry removed or damaged meanwhile)
         raise ModelMismatch(f"{folder}/wrappers.py: does not load ({exc})") from None
-    compiled.blob = b""
-    return compiled
+    part.blob = b""
+    return part
 
 
-def _compile_inner(compiled: Compiled) -> None:
-    """numba's code of the entry's PyTensor functions, compiled (and optimised) by a first call
-    of each at the origin of the sampler's scale (where a model may not be finite: an error
-    there is of no matter, only the compilation is wanted), so that the C entry points which
-    call them link their code without optimising it again (``compile_speed``)."""
+def _compile_inner(part: Part) -> None:
+    """numba's code of the entry's PyTensor function, compiled (and optimised) by a first call
+    at the origin of the sampler's scale (where a model may not be finite: an error there is
+    of no matter, only the compilation is wanted), so that the C entry point which calls it
+    links its code without optimising it again (``compile_speed``)."""
     index_modules()
-    x = np.zeros(compiled.meta["n_dim"])
-    for fn in (compiled.logp_fn, compiled.expand_fn):
-        with np.errstate(all="ignore"), contextlib.suppress(Exception):
-            fn(x)
+    with np.errstate(all="ignore"), contextlib.suppress(Exception):
+        part.fn(np.zeros(part.meta["n_dim"]))
 
 
 def load_or_build(model, key: str, root: Path | None = None,
                   expected: float | None = None, point: dict | None = None,
-                  where: str = "priors", observations_as_data: bool = False) -> Compiled:
+                  where: str = "priors", observations_as_data: bool = False,
+                  reference=None) -> Compiled:
     """The compiled model of ``model`` under ``key`` (``driver_key``, ``model_key``), checked
     against ``model`` (``check``; ``expected`` and ``point``: the model's own log-density at
     its prior's centre, and that centre, when the caller has them, as ``preflight.trial_logp``
-    returns them; ``where``: the priors file, named by ``check``'s error): from this process,
-    from the disk cache (``<root>/compiled/<key>``, default the user's cache folder) or
-    compiled now and stored; its ``source`` says which ("process", "disk" or "built"). An entry
-    that fails the check is dropped and compiled again; a fresh compilation that fails it raises
-    ``ModelMismatch``. ``observations_as_data``: the observations are read at run time
-    (``model_data``; the key must say so too, ``driver_key``)."""
-    from .preflight import trial_logp
-
-    if expected is None:
-        trial = trial_logp(model)
-        expected, point = trial["logp"], trial["point"]
+    returns them; ``reference``: instead, a function of no arguments that returns
+    ``trial_logp``'s answer, called when the check needs it, after any compiling; ``where``:
+    the priors file, named by ``check``'s error): from this process, from the disk cache
+    (``<root>/compiled/<key>-<part>``, default the user's cache folder) or compiled now and
+    stored; its ``source`` says which ("process", "disk" or "built": either part compiled
+    now). A model that fails the check is dropped and compiled again; a fresh compilation
+    that fails it raises ``ModelMismatch``. ``observations_as_data``: the observations are
+    read at run time (``model_data``; the key must say so too, ``driver_key``)."""
     base = Path(root or cache_dir()) / "compiled"
     data = model_data(model, observations_as_data)
+
+    def centre() -> tuple:
+        """The model's own log-density at its prior's centre, the centre, the priors file."""
+        nonlocal expected, point, reference, where
+        if expected is None:
+            if reference is None:
+                from .preflight import trial_logp
+                reference = lambda: trial_logp(model, where)  # noqa: E731
+            trial = reference()
+            expected, point, where = trial["logp"], trial["point"], trial.get("where", where)
+            reference = None
+        return expected, point, where
+
     with _LOCK:
         compiled = _PROCESS.pop(key, None)
         if compiled is not None:
             compiled.source = "process"
-            compiled = _checked(compiled, model, expected, point, where)
+            compiled = _checked(compiled, model, centre)
         if compiled is None:
-            with _key_lock(base, key):  # one process compiles a key; the others wait, then read
-                compiled = _checked(_from_disk(base, key, data), model, expected, point, where)
-                if compiled is None:
-                    shutil.rmtree(base / key, ignore_errors=True)
-                    compiled = _store(model, key, base, data)
-                    check(compiled, model, expected, point, where)
+            compiled = _checked(_parts(model, key, base, data), model, centre)
+        if compiled is None:  # an entry on disk failed the check: both compiled again
+            compiled = _parts(model, key, base, data, drop=True)
+            check(compiled, model, *centre())
         if len(_PROCESS) >= _PROCESS_MAX:
             _PROCESS.pop(next(iter(_PROCESS)))
         _PROCESS[key] = compiled  # most recently used last
         return compiled
 
 
+def build_part(model, key: str, part: str, root: Path | None = None,
+               observations_as_data: bool = False) -> str:
+    """Make sure the part ``part`` of ``model``'s compiled model ``key`` is stored, with its C
+    entry point in numba's cache, so that a process that loads the model later reads it
+    (another process's share of a first compilation, ``stforecast.run``); returns where it
+    was found ("disk" or "built"). Nothing is checked here: ``load_or_build`` checks the
+    model it loads."""
+    base = Path(root or cache_dir()) / "compiled"
+    with _LOCK:
+        return _part(model, key, base, model_data(model, observations_as_data), part).source
+
+
+def _parts(model, key: str, base: Path, data: tuple[str, ...], drop: bool = False) -> Compiled:
+    """Both parts of ``key``, from disk or compiled and stored (``drop``: compiled again)."""
+    parts = {part: _part(model, key, base, data, part, drop) for part in PARTS}
+    try:
+        _same_layout(parts)
+    except ModelMismatch as exc:
+        logger.warning(f"compiled model cache: {exc}; compiling again")
+        parts = {part: _part(model, key, base, data, part, drop=True) for part in PARTS}
+        _same_layout(parts)
+    built = any(p.source == "built" for p in parts.values())
+    return Compiled(key, parts, "built" if built else "disk")
+
+
+def _same_layout(parts: dict) -> None:
+    logp, expand = parts["logp"], parts["expand"]
+    differ = [k for k in LAYOUT if logp.meta.get(k) != expand.meta.get(k)]
+    if differ:
+        raise ModelMismatch(f"compiled model {logp.key[:16]}: its two parts differ in "
+                            f"{', '.join(differ)}")
+
+
+def _part(model, key: str, base: Path, data: tuple[str, ...], part: str,
+          drop: bool = False) -> Part:
+    """The part ``part`` of ``key`` from disk, else compiled and stored (``drop``: compiled
+    again, the stored one removed); one process compiles an entry, the others wait for it."""
+    entry = part_key(key, part)
+    with _key_lock(base, entry):  # one process compiles an entry; the others wait, then read
+        found = None if drop else _from_disk(base, entry, data, part)
+        if found is None:
+            shutil.rmtree(base / entry, ignore_errors=True)
+            found = _store(model, entry, base, data, part)
+        return found
+
+
 def is_stored(key: str, root: Path | None = None) -> bool:
     """Whether the compiled model ``key`` is in this process or on disk (``load_or_build``'s
     ``root``), so that loading it takes seconds, not the minute compiling may take. An entry
     on disk is not read here: it may still fail its check when loaded."""
-    return key in _PROCESS or (Path(root or cache_dir()) / "compiled" / key).is_dir()
+    base = Path(root or cache_dir()) / "compiled"
+    return key in _PROCESS or all((base / part_key(key, p)).is_dir() for p in PARTS)
 
 
-def _from_disk(base: Path, key: str, data: tuple[str, ...]) -> Compiled | None:
+def _from_disk(base: Path, key: str, data: tuple[str, ...], part: str) -> Part | None:
     """The entry ``base/key`` as stored, or None (none there, or damaged: a warning)."""
     if not (base / key).is_dir():
         return None
     try:
-        compiled = _import_wrappers(_load(base / key, key, data), base / key)
+        found = _import_wrappers(_load(base / key, key, data, part), base / key)
     except ModelMismatch as exc:
         logger.warning(f"compiled model cache: {exc}; compiling again")
         return None
-    compiled.source = "disk"
+    found.source = "disk"
     os.utime(base / key)  # least recently used are pruned first
-    return compiled
+    return found
 
 
-def _checked(compiled: Compiled | None, model, expected, point, where) -> Compiled | None:
-    """``compiled`` if it passes ``check`` against ``model``, else None (a warning)."""
+def _checked(compiled: Compiled | None, model, centre) -> Compiled | None:
+    """``compiled`` if it passes ``check`` against ``model`` (``centre()``: the model's own
+    log-density at its prior's centre, the centre and the priors file), else None (a
+    warning)."""
     if compiled is None:
         return None
     try:
-        check(compiled, model, expected, point, where)
+        check(compiled, model, *centre())
     except ModelMismatch as exc:
         logger.warning(f"compiled model cache: {exc}; compiling again")
         return None
@@ -473,27 +602,26 @@ def _key_lock(base: Path, key: str):
         os.close(fd)  # releases the lock
 
 
-def _store(model, key: str, base: Path, data: tuple[str, ...]) -> Compiled:
-    """Compile ``model`` into a temporary folder, rename it into ``base/key`` and load it from
-    there, as every later process will, with the PyTensor functions just compiled (unpickling
-    them would take ~2 s and give the same: both are numba's code of the same source, without
-    fast-math; the check compares the entry's log-density with the model's)."""
+def _store(model, key: str, base: Path, data: tuple[str, ...], part: str) -> Part:
+    """Compile ``model``'s ``part`` into a temporary folder, rename it into ``base/key`` and
+    load it from there, as every later process will, with the PyTensor function just compiled
+    (unpickling it would take ~1 s and give the same: both are numba's code of the same
+    source, without fast-math; the check compares the model's log-density with its own)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=cache_folder(base)))
     try:
-        functions = _build(model, key, tmp / "entry", data)
+        fn = _build(model, key, tmp / "entry", data, part)
         try:
             os.replace(tmp / "entry", base / key)
         except OSError:  # another process stored the same entry first
             pass
-        compiled = _load(base / key, key, data)
-        if functions is not None:  # else unpickled from the entry
-            compiled.logp_fn, compiled.expand_fn = functions
-        compiled = _import_wrappers(compiled, base / key, cached_first=False)
+        found = _load(base / key, key, data, part)
+        found.fn = fn  # None when the entry came from elsewhere: unpickled then
+        found = _import_wrappers(found, base / key, cached_first=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    compiled.source = "built"
+    found.source = "built"
     _prune(base)
-    return compiled
+    return found
 
 
 def _prune(base: Path, keep: int = MAX_ENTRIES) -> None:

@@ -165,7 +165,7 @@ def sample_prior(model: pm.Model, draws: int, seed: int) -> xr.Dataset:
 
 def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
                      progressbar: bool = False, model_key: str | None = None,
-                     reference: dict | None = None, while_sampling=None) -> FitResult:
+                     reference=None, while_sampling=None) -> FitResult:
     """NUTS with the chosen sampler; returns the DataTree, diagnostics and timings (s).
 
     ``model_key``: the key of the model's compiled form (for the driver model, whose priors are
@@ -173,8 +173,8 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
     ``stforecast.compiled``'s model, compiled once and kept on disk for every process (and,
     for the driver model, every value of the priors), checked against the model's own
     log-density and its gradient at the prior's centre (``reference``:
-    ``preflight.trial_logp``'s answer when the caller has it). Without a key, nutpie compiles
-    anew.
+    ``preflight.trial_logp``'s answer when the caller has it, or a function of no arguments that
+    returns it, called once the model is compiled). Without a key, nutpie compiles anew.
 
     ``while_sampling``: a function of no arguments called while nutpie's sampler runs (its
     threads hold no GIL, so Python work such as the prior draws overlaps them; after sampling
@@ -190,10 +190,13 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
         if model_key is not None:
             from . import compiled as compiled_models
 
-            reference = reference or {}
-            entry = compiled_models.load_or_build(
-                model, model_key, expected=reference.get("logp"), point=reference.get("point"),
-                where=reference.get("where", "priors"))
+            if callable(reference):  # its answer is waited for when the check needs it
+                entry = compiled_models.load_or_build(model, model_key, reference=reference)
+            else:
+                reference = reference or {}
+                entry = compiled_models.load_or_build(
+                    model, model_key, expected=reference.get("logp"),
+                    point=reference.get("point"), where=reference.get("where", "priors"))
             compiled = compiled_models.nutpie_model(entry, model)
             logger.info(f"compiled model: {entry.source} ({time.perf_counter() - t0:.1f} s)")
         else:

@@ -25,9 +25,10 @@ nothing and returns the stored summary (``up_to_date``); ``RunSettings.refit`` r
 
 Progress is logged to the ``stforecast.run`` logger (the command line prints it).
 
-Two stages use a second process (``stforecast.sideprocess``): the peer regression is fitted
-beside the driver model's first compilation (``fit_models``, ``_peer_fit_beside``), and the
-report is drawn while the draws are written (``write``).
+Two stages use a second process (``stforecast.sideprocess``): beside the driver model's first
+compilation, a second process compiles its expand part, evaluates the model at its prior's
+centre and fits the peer regression (``fit_models``, ``_fit_beside``), and the report is drawn
+while the draws are written (``write``).
 
 Test hook: with ``STFORECAST_TEST_PAUSE_AT=<stage>:<marker file>`` in the environment, the run
 writes its process id into the marker file at that stage and sleeps (so that a test can kill
@@ -56,7 +57,7 @@ from . import __version__, publish
 from .cache import FitCache, fit_key, package_hash, package_versions, source_hash
 from .charts import chart_data, outside_view_block
 from .company import Company, load_company
-from .compiled import driver_key, is_stored
+from .compiled import build_part, driver_key, is_stored
 from .costs import point_funding
 from .engine import convention_table
 from .fit import Diagnostics as FitDiagnostics
@@ -64,7 +65,7 @@ from .fit import (FitSettings, bar_reasons, diagnose, free_parameter_names, samp
                   sample_prior)
 from .model import (Observations, build_model, label_first_year, model_priors,
                     observations_from_company, observed_data_values)
-from .preflight import trial_logp
+from .preflight import ModelCheckError, trial_logp
 from .outside_view import GrowthSettings, growth_settings, log_table, summary_block
 from .priors import PriorSpec, load_priors
 from .multiples import Valuation, relation_from_fit
@@ -358,7 +359,7 @@ def prepare(company: Company | str | Path | None = None, priors_path: Path | Non
 def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = True) -> Fitted:
     """Sample the driver model's prior, fit it (NUTS), and fit the peer regression (in a
     second process while the driver model compiles, when it must be compiled:
-    ``_peer_fit_beside``).
+    ``_fit_beside``).
 
     ``cache``: a ``FitCache``, True for the user's (``stforecast.cache.cache_dir``) or False
     for none. A fit whose inputs are in the cache is read from it (its diagnostics computed
@@ -367,12 +368,13 @@ def fit_models(inputs: Inputs, settings: RunSettings, cache: FitCache | bool = T
     spec, fs, timings = inputs.spec, settings.fit, {}
     cache = FitCache() if cache is True else (cache or None)
     peers = load_peers(inputs.company.peers_path)
-    with _peer_fit_beside(inputs, peers, settings, cache) as beside:
-        driver = _driver_fit(inputs, settings, cache, timings)
+    with _fit_beside(inputs, peers, settings, cache) as beside:
+        driver = _driver_fit(inputs, settings, cache, timings, beside)
         if beside is not None:
             t = time.perf_counter()
-            peer_idata, peer_timings = beside.result()
-            timings.update(peer_timings, peers_wait=time.perf_counter() - t)
+            answer = beside.result()
+            peer_idata = answer["peers"]
+            timings.update(answer["timings"], peers_wait=time.perf_counter() - t)
     logger.info(f"valuation method: {spec.valuation_method}")
     if beside is None:
         peer_idata = _peer_fit(peers, settings, cache, timings)
@@ -435,8 +437,10 @@ def _cached(cache: FitCache | None, kind: str, key, settings: RunSettings, timin
 
 
 def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
-                timings: dict) -> dict:
-    """Prior draws, posterior, sampler statistics and diagnostics of the driver model."""
+                timings: dict, beside: SideProcess | None = None) -> dict:
+    """Prior draws, posterior, sampler statistics and diagnostics of the driver model.
+    ``beside``: the second process of ``_fit_beside``, which compiles the model's expand part
+    and evaluates it at its prior's centre while this one compiles its log-density."""
     fs = settings.fit
     key = driver_fit_key(inputs, settings) if cache is not None else None
     entry = _cached(cache, "driver", key, settings, timings, "fit_cache", "driver model")
@@ -449,15 +453,29 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
                                    list(attrs["free_parameters"]))
         return {**groups, "diagnostics": diagnostics}
     model = build_model(inputs.spec, inputs.obs, inputs.company)
-    # the log-density and its gradient at the sampler's starting point, before any sampling
-    # (nutpie's gradient there is evaluated by the compiled model's check: compiled.check)
-    trial = trial_logp(model, str(inputs.priors_path), gradient=fs.sampler != "nutpie")
-    timings["trial_logp"] = trial["seconds"]
-    logger.info(f"the model evaluates at the prior's centre (log-density {trial['logp']:.1f}, "
-                f"{trial['seconds']:.1f} s)")
+
+    def evaluated(trial: dict) -> dict:
+        timings["trial_logp"] = trial["seconds"]
+        logger.info(f"the model evaluates at the prior's centre (log-density "
+                    f"{trial['logp']:.1f}, {trial['seconds']:.1f} s)")
+        return trial
+
+    if beside is None:
+        # the log-density and its gradient at the sampler's starting point, before any sampling
+        # (nutpie's gradient there is evaluated by the compiled model's check: compiled.check)
+        trial = evaluated(trial_logp(model, str(inputs.priors_path),
+                                     gradient=fs.sampler != "nutpie"))
+    else:  # evaluated by the second process, taken when the compiled model is checked
+        def trial():
+            answer = beside.next_value()
+            if isinstance(answer, Exception):  # ModelCheckError: the priors' one line
+                raise answer
+            return evaluated(answer)
     drawn = {}
 
     def draw_prior():  # while the sampler's threads run (the draws are their own seed's)
+        if beside is not None:  # drawn by the second process, after the peer fit
+            return
         logger.info(f"sampling the prior ({fs.prior_draws} draws) while NUTS samples")
         t = time.perf_counter()
         drawn["prior"] = sample_prior(model, fs.prior_draws, settings.seed)
@@ -469,6 +487,10 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
                            model_key=driver_model_key(inputs), reference=trial,
                            while_sampling=draw_prior)
     timings.update(fit.timings)
+    if beside is not None:
+        t = time.perf_counter()
+        drawn["prior"] = beside.result()["prior"]
+        timings["prior_wait"] = time.perf_counter() - t
     groups = {"prior": drawn["prior"], "posterior": fit.idata["posterior"].to_dataset(),
               "sample_stats": fit.idata["sample_stats"].to_dataset()}
     if cache is not None:
@@ -508,45 +530,47 @@ def _peer_fit(peers: xr.Dataset, settings: RunSettings, cache: FitCache | None,
 
 
 @contextmanager
-def _peer_fit_beside(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
-                     cache: FitCache | None):
-    """A second process (``sideprocess.SideProcess``) that fits the peer regression while this
-    one fits the driver model, when that pays; else None, and the peer fit runs here after the
-    driver's. It pays when both fits are needed and the driver model must be compiled first:
-    that takes 15-40 s on one core, and the second core is idle meanwhile. Otherwise the
-    second process's start-up (~2 s of imports) is not won back: the driver model's sampler
-    uses both cores. The second process runs ``_peer_fit`` as this one would (the same fit
-    cache and settings), so its draws are the ones this process would have drawn."""
-    if not _peer_fit_beside_pays(inputs, peers, settings, cache):
+def _fit_beside(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
+                cache: FitCache | None):
+    """A second process (``sideprocess.SideProcess``) that shares the driver model's first
+    compilation, when that pays; else None. While this process compiles the model's
+    log-density (15-40 s on one core, the second core idle meanwhile), it compiles the model's
+    expand part (``compiled.build_part``: this process then reads it from the disk cache),
+    evaluates the model at its prior's centre (``preflight.trial_logp``: the reference this
+    process's check of the compiled model needs; a priors file under which the history is
+    impossible fails there, in the same one line, once the log-density is compiled), then fits
+    the peer regression (``_peer_fit`` as this process would: the same fit cache and settings,
+    so its draws are the ones this process would have drawn). ``_fit_beside_job``."""
+    if not _fit_beside_pays(inputs, peers, settings, cache):
         yield None
         return
     try:
-        beside = SideProcess("peer_fit")
+        beside = SideProcess("fit_beside")
     except OSError as exc:  # no process can be started here: the fit is made in this one
-        logger.info(f"no second process for the peer regression ({exc}); fitted after the "
-                    f"driver model")
+        logger.info(f"no second process for the first compilation and the peer regression "
+                    f"({exc}); both made here")
         yield None
         return
-    logger.info(f"fitting the peer regression ({PEER_FIT['nuts_sampler']}: "
-                f"{PEER_FIT['chains']} chains x {PEER_FIT['draws']} draws) in a second "
-                f"process, while the driver model compiles")
+    logger.info(f"compiling the driver model's expand part, then fitting the peer regression "
+                f"({PEER_FIT['nuts_sampler']}: {PEER_FIT['chains']} chains x "
+                f"{PEER_FIT['draws']} draws), in a second process while the driver model "
+                f"compiles")
     with beside:
-        yield beside.send(peers, settings, cache)
+        yield beside.send(inputs, peers, settings, cache)
 
 
-def _peer_fit_beside_pays(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
-                          cache: FitCache | None) -> bool:
-    """Whether the peer fit and the driver fit are both to be made (not in ``cache``) and the
-    driver model's compiled form is not stored (``compiled.is_stored``), on a machine of two
-    cores or more and outside a Dask worker (a cluster's cores are busy with tasks of their
-    own): elsewhere a second process would only add its imports, measured ~7 s of CPU with the
-    compilations both processes make."""
+def _fit_beside_pays(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
+                     cache: FitCache | None) -> bool:
+    """Whether the driver model is to be fitted (not in ``cache``) and its compiled form is
+    not stored (``compiled.is_stored``), with nutpie, on a machine of two cores or more and
+    outside a Dask worker (a cluster's cores are busy with tasks of their own): elsewhere a
+    second process would only add its imports, measured ~7 s of CPU with the compilations
+    both processes make."""
     if settings.fit.sampler != "nutpie" or PEER_FIT["nuts_sampler"] != "nutpie" or \
             _cores() < 2 or _in_dask_worker():
         return False
-    if cache is not None and not settings.refit and (
-            cache.path("peers", peer_fit_key(peers, settings)).exists()
-            or cache.path("driver", driver_fit_key(inputs, settings)).exists()):
+    if cache is not None and not settings.refit and \
+            cache.path("driver", driver_fit_key(inputs, settings)).exists():
         return False
     return not is_stored(driver_model_key(inputs))
 
@@ -571,18 +595,41 @@ def _in_dask_worker() -> bool:
     return True
 
 
-def _peer_fit_warm_up() -> None:
-    """The peer-fit process's warm-up: the sampler's imports."""
+def _fit_beside_warm_up() -> None:
+    """The second fitting process's warm-up: the model's and the sampler's imports."""
     import nutpie  # noqa: F401
     import pymc  # noqa: F401
 
 
-def _peer_fit_job(peers: xr.Dataset, settings: RunSettings,
-                  cache: FitCache | None) -> tuple[xr.DataTree, dict]:
-    """The peer-fit process's job (``_peer_fit_beside``): the fit and its timings."""
+def _fit_beside_job(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
+                    cache: FitCache | None):
+    """The second fitting process's job (``_fit_beside``), a generator: it compiles the driver
+    model's expand part, then yields the model's evaluation at its prior's centre (the answer of
+    ``trial_logp``, or its ``ModelCheckError``), then fits the peer regression and draws the
+    driver model's prior (``fit.sample_prior``: the draws the first process would draw, from
+    the run's seed), and returns ``{"peers": the peer fit, "prior": the prior draws,
+    "timings": seconds}``. A failure to compile the expand part is logged (the first process
+    compiles it then)."""
     timings = {}
     with _quiet_pymc():
-        return _peer_fit(peers, settings, cache, timings), timings
+        model = build_model(inputs.spec, inputs.obs, inputs.company)
+        t = time.perf_counter()
+        try:
+            build_part(model, driver_model_key(inputs), "expand")
+        except Exception as exc:  # noqa: BLE001 -- the first process compiles it instead
+            logger.warning(f"the second process could not compile the driver model's expand "
+                           f"part ({type(exc).__name__}: {exc}); compiled by the run's process")
+        timings["expand_beside"] = time.perf_counter() - t
+        try:
+            yield trial_logp(model, str(inputs.priors_path), gradient=False)
+        except ModelCheckError as exc:
+            yield exc
+            return None  # nothing is sampled from priors under which the history is impossible
+        peer_idata = _peer_fit(peers, settings, cache, timings)
+        t = time.perf_counter()
+        prior = sample_prior(model, settings.fit.prior_draws, settings.seed)
+        timings["prior"] = time.perf_counter() - t
+        return {"peers": peer_idata, "prior": prior, "timings": timings}
 
 
 def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,

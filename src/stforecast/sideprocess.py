@@ -9,7 +9,9 @@ A ``SideProcess`` is a fresh interpreter (``python -c``, with this stforecast on
 Nothing of the caller's script is imported there, so a user's script needs no ``__main__``
 guard. It starts when the object is made and runs its job's warm-up (imports, a first use)
 while the caller works. Then it waits for its one job: the pickled arguments on stdin. It
-answers on stdout with ``(True, value)`` or ``(False, error)``, pickled.
+answers on stdout with pickled messages: ``("done", value)`` or ``("error", error)`` at the
+end, and, before them, ``("part", value)`` for each value a job that is a generator yields
+(``next_value``), so that the caller can use the first of its answers while it does the rest.
 
 It ends at once when its caller's process is gone (killed mid-run), so that it does not go on
 writing in a folder the next run removes. Its jobs are the functions named in ``JOBS``: no
@@ -19,6 +21,7 @@ other code can be run in it.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import pickle
 import subprocess
@@ -34,14 +37,16 @@ __all__ = ["SideProcess", "JOBS"]
 #: Job name -> (module, warm-up function or None, job function, what the job is, for errors).
 JOBS = {
     "report": ("stforecast.report", "_warm_up", "_report_job", "report"),
-    "peer_fit": ("stforecast.run", "_peer_fit_warm_up", "_peer_fit_job", "peer regression"),
+    "fit_beside": ("stforecast.run", "_fit_beside_warm_up", "_fit_beside_job",
+                   "second fitting process"),
 }
 
 
 class SideProcess:
     """One job (``JOBS``) in a second process. Use it as a context manager. ``send(*args)``
     sends the job's arguments; ``result()`` waits for its answer, and returns its value or
-    raises its error. An error that says the process died names its exit status, in one line.
+    raises its error; ``next_value()`` waits for the next value a job that is a generator
+    yields. An error that says the process died names its exit status, in one line.
 
     On leaving the context, a process that got no job is ended, and so is one whose caller
     leaves on an error. Otherwise the job is waited for."""
@@ -59,7 +64,11 @@ class SideProcess:
             [sys.executable, "-c", "from stforecast.sideprocess import _serve; _serve()", job],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self._thread = None
-        self._out = None
+        self._stderr = b""
+        self._messages: list[tuple[str, object]] = []  # as they came: ("part"|"done"|"error", x)
+        self._taken = 0  # the job's "part" messages ``next_value`` has returned
+        self._ended = False
+        self._news = threading.Condition()
 
     def send(self, *args) -> SideProcess:
         """Send the job's arguments (pickled); returns self."""
@@ -67,8 +76,33 @@ class SideProcess:
             raise StforecastError(f"{self.what}: expected one job per process, got a second")
         job = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
 
+        def errors():
+            self._stderr = self._proc.stderr.read()
+
         def talk():
-            self._out = self._proc.communicate(job)
+            reader = threading.Thread(target=errors, name=f"stforecast-{self.job}-stderr",
+                                      daemon=True)
+            reader.start()
+            try:
+                self._proc.stdin.write(job)
+                self._proc.stdin.close()
+            except (BrokenPipeError, OSError):  # it died first: said by result()
+                pass
+            kind = None
+            while kind not in ("done", "error"):
+                try:
+                    kind, value = pickle.load(self._proc.stdout)
+                except Exception:  # noqa: BLE001 -- its end, or it died mid-message
+                    break
+                with self._news:
+                    self._messages.append((kind, value))
+                    self._news.notify_all()
+            self._proc.stdout.close()
+            reader.join()
+            self._proc.wait()
+            with self._news:
+                self._ended = True
+                self._news.notify_all()
 
         self._thread = threading.Thread(target=talk, name=f"stforecast-{self.job}",
                                         daemon=True)
@@ -80,18 +114,39 @@ class SideProcess:
         if self._thread is not None:
             self._thread.join()
 
+    def _died(self) -> StforecastError:
+        lines = self._stderr.decode("utf-8", "replace").strip().splitlines()
+        return StforecastError(
+            f"{self.what}: the {self.what}'s process ended with exit status "
+            f"{self._proc.returncode}" + (f" ({lines[-1]})" if lines else ""))
+
+    def next_value(self):
+        """The next value the job yields (a job that is a generator), once it is sent; the
+        job's error, or one saying the process died or gave no more values, otherwise."""
+        with self._news:
+            while True:
+                parts = [v for k, v in self._messages if k == "part"]
+                if len(parts) > self._taken:
+                    self._taken += 1
+                    return parts[self._taken - 1]
+                final = [(k, v) for k, v in self._messages if k != "part"]
+                if final and final[0][0] == "error":
+                    raise final[0][1]
+                if final or self._ended:
+                    break
+                self._news.wait()
+        if not final:
+            raise self._died()
+        raise StforecastError(f"{self.what}: its job gave no more values")
+
     def result(self):
         """The job's value once the process is done; its error otherwise."""
         self.wait()
-        stdout, stderr = self._out if self._out is not None else (b"", b"")
-        try:
-            ok, value = pickle.loads(stdout)
-        except Exception:  # noqa: BLE001 -- it died before answering: say how
-            lines = stderr.decode("utf-8", "replace").strip().splitlines()
-            raise StforecastError(
-                f"{self.what}: the {self.what}'s process ended with exit status "
-                f"{self._proc.returncode}" + (f" ({lines[-1]})" if lines else "")) from None
-        if not ok:
+        final = [(k, v) for k, v in self._messages if k != "part"]
+        if not final:  # it died before answering: say how
+            raise self._died()
+        kind, value = final[0]
+        if kind == "error":
             raise value
         return value
 
@@ -113,7 +168,8 @@ class SideProcess:
 
 def _serve() -> None:
     """The side process: its job's warm-up, then one pickled argument tuple from stdin, the
-    job, and ``(True, value)`` or ``(False, error)`` pickled to stdout."""
+    job, and its messages pickled to stdout: ``("part", value)`` for each value a generator
+    job yields, then ``("done", value)`` or ``("error", error)``."""
     job = sys.argv[1]
     module_name, warm_up, function, what = JOBS[job]
     caller = os.getppid()
@@ -124,20 +180,37 @@ def _serve() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="stforecast-caller", daemon=True).start()
+    out = os.fdopen(os.dup(1), "wb")  # the messages' own channel; any print goes to stderr
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def say(kind: str, value) -> None:
+        try:
+            message = pickle.dumps((kind, value), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 -- a value or error that does not pickle
+            if kind != "error":
+                raise  # the job's error, then
+            message = pickle.dumps(("error", StforecastError(  # an error's words
+                f"{what}: {type(value).__name__}: {value}")), protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(message)
+        out.flush()
+
     module = importlib.import_module(module_name)
     if warm_up is not None:
         getattr(module, warm_up)()
-    out = sys.stdout.buffer
     try:
         args = sys.stdin.buffer.read()
         if not args:  # the caller ended without a job
             return
-        answer = (True, getattr(module, function)(*pickle.loads(args)))
+        value = getattr(module, function)(*pickle.loads(args))
+        if inspect.isgenerator(value):
+            job, value = value, None
+            while True:
+                try:
+                    say("part", next(job))
+                except StopIteration as stop:
+                    value = stop.value
+                    break
+        say("done", value)
     except Exception as exc:  # noqa: BLE001 -- every error goes back to the caller
-        try:
-            pickle.dumps(exc)
-            answer = (False, exc)
-        except Exception:  # noqa: BLE001 -- an error that does not pickle: its words
-            answer = (False, StforecastError(f"{what}: {type(exc).__name__}: {exc}"))
-    out.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
-    out.flush()
+        say("error", exc)
