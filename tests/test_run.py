@@ -532,6 +532,47 @@ def test_the_fit_beside_a_driver_compile_is_this_process_s(tmp_path, monkeypatch
         assert beside is None
 
 
+def test_the_second_process_s_refusal_of_the_priors_is_the_run_s(small_run, company):
+    """When the second process evaluates the model at its prior's centre (``_fit_beside``) and
+    finds the history impossible, the run stops with that one-line error when it checks the
+    compiled model, and waits for no draws (the driver model compiled: ``small_run``)."""
+    from stforecast.preflight import ModelCheckError, impossible_history
+
+    class Beside:  # the second process's answers
+        def next_value(self):
+            return impossible_history("my/priors.toml", float("-inf"), ["inventory_days"])
+
+        def result(self):
+            pytest.fail("draws awaited from priors under which the history is impossible")
+
+    inputs = run_module.prepare(company)
+    with pytest.raises(ModelCheckError, match="my/priors.toml: .*inventory_days") as err:
+        run_module._driver_fit(inputs, SMALL, None, {}, Beside())
+    assert "\n" not in str(err.value)
+
+
+def test_a_side_process_s_errors_reach_its_caller_in_one_line():
+    """A job's error reaches ``next_value`` and ``result`` as raised there; a process that died
+    is one line naming its exit status."""
+    from stforecast.sideprocess import SideProcess
+
+    with SideProcess("fit_beside") as side:
+        side.send(None, None, None, None)  # not a run's inputs: the job fails at once
+        with pytest.raises(AttributeError):
+            side.next_value()
+        with pytest.raises(AttributeError):
+            side.result()
+    with SideProcess("fit_beside") as side:
+        side._proc.kill()
+        side._proc.wait()
+        side.send(None, None, None, None)
+        with pytest.raises(StforecastError, match="process ended with exit status -9") as err:
+            side.next_value()
+        assert "\n" not in str(err.value)
+        with pytest.raises(StforecastError, match="exit status -9"):
+            side.result()
+
+
 def test_a_side_process_runs_only_its_named_jobs():
     """``sideprocess.SideProcess`` runs the jobs of ``JOBS`` only; another name is refused in
     one line, before any process starts."""
