@@ -22,7 +22,7 @@ def test_the_module_index_answers_as_llvmlites_scan():
     """Every module the engine holds is found at its address, as llvmlite's own scan finds it;
     an address it does not hold is not found; modules compiled after the index exists are
     found too."""
-    compile_speed.index_modules()
+    compile_speed.install()
 
     @numba.njit
     def first(x):
@@ -114,3 +114,52 @@ def test_entry_points_as_linked_compute_the_same_numbers_and_only_in_their_threa
     assert any(links for _, links in optimised[outside:])
     assert ("elsewhere", True) in optimised
     assert got.tobytes() == expected.tobytes()
+
+
+def test_a_cached_function_is_read_from_disk_once_per_process(monkeypatch):
+    """Two numba functions of one PyTensor cache entry (PyTensor makes one per node of the same
+    operation): the second gets what the first saved, from memory, not from disk; it computes
+    the same numbers, and each keeps its own compile metadata. Functions cached otherwise
+    (nutpie's entry points) are read as numba reads them. A fresh process reads the entry from
+    disk and computes the same."""
+    import subprocess
+    import sys
+    import uuid
+
+    from numba.core import caching
+    from pytensor.link.numba.cache import compile_numba_function_src
+
+    compile_speed.install()
+    key = f"stforecast-test-{uuid.uuid4().hex}"
+    source = ("def kernel(x):\n"
+              "    return np.log1p(np.exp(-np.abs(x))) * 0.5 + x * x\n")
+
+    def node_function():  # as PyTensor makes a node's function (its globals name a module that
+        # numba's cache imports when it reads the entry back)
+        return numba.njit(cache=True)(compile_numba_function_src(
+            source, "kernel", global_env={"np": np, "__name__": "numpy"}, cache_key=key))
+
+    read = []
+    original = caching.IndexDataCacheFile.load
+    monkeypatch.setattr(caching.IndexDataCacheFile, "load",
+                        lambda self, k: read.append(k) or original(self, k))
+    x = np.random.default_rng(1).normal(size=257)
+    first = node_function()
+    a = first(x)  # compiled and saved (nothing on disk yet: one read that misses)
+    reads = len(read)
+    second = node_function()
+    b = second(x)  # the same entry: handed over, not read again
+    assert len(read) == reads
+    assert a.tobytes() == b.tobytes()
+    (sig,) = second.signatures
+    assert second.overloads[sig].metadata is not first.overloads[sig].metadata
+
+    script = ("import sys, numpy as np, numba\n"
+              "from pytensor.link.numba.cache import compile_numba_function_src\n"
+              f"f = numba.njit(cache=True)(compile_numba_function_src({source!r}, 'kernel', "
+              f"global_env={{'np': np, '__name__': 'numpy'}}, cache_key={key!r}))\n"
+              "x = np.random.default_rng(1).normal(size=257)\n"
+              "print(f(x).tobytes().hex(), sum(f.stats.cache_hits.values()))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [a.tobytes().hex(), "1"]  # read from disk, the same numbers

@@ -128,3 +128,19 @@ def test_summary_round_trip_keeps_the_tornado(tmp_path):
     new = Summary.from_json(json.dumps(data), fixture)
     assert new.sensitivity["revenue"].tornado == Tornado("median", 0.1, 1.5, (Swing(**entry),))
     assert json.loads(new.to_json())["sensitivity"]["revenue"]["tornado"]["entries"][0] == entry
+
+
+def test_inputs_made_once_give_what_each_view_makes_alone(ds):
+    """``summary_sensitivity`` makes every outcome's inputs once (``driver_values``) and hands
+    them to both views; each view given them answers exactly as it does making its own."""
+    from stforecast.sensitivity import driver_values
+
+    levels = ("biz_customers",)
+    drivers = driver_values(ds, levels)
+    before = {k: v.copy() for k, v in drivers.items()}
+    for variable, year in (("revenue", "Y2"), ("gross_margin", "Y1")):
+        assert rank_sensitivity(ds, variable, year, level_drivers=levels, drivers=drivers) == \
+            rank_sensitivity(ds, variable, year, level_drivers=levels)
+        assert swing_sensitivity(ds, variable, year, level_drivers=levels, drivers=drivers) == \
+            swing_sensitivity(ds, variable, year, level_drivers=levels)
+    assert all(np.array_equal(drivers[k], v) for k, v in before.items())  # left as they were

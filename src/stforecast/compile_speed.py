@@ -1,15 +1,24 @@
-"""Two costs of a first (cold) numba compilation that give nothing back, removed.
+"""Three costs of a first (cold) numba compilation that give nothing back, removed.
 
 A compiled model's first build makes numba compile ~2,000 small LLVM modules (PyTensor's
 functions, one per node and helper, then nutpie's two C entry points). Measured on the default
-driver model (2 cores, empty caches), two costs in it are waste:
+driver model (2 cores, empty caches), three costs in it are waste (``install`` removes the first
+two for the process):
 
 * **llvmlite finds a module by scanning every module of its execution engine** (``_find_module_ptr``,
   called twice per compiled module by the object cache): quadratic in the modules compiled,
-  ~1.3 s of the driver model's ~17 s of numba. ``index_modules`` gives the engine an index by
-  address, kept with ``add_module`` and ``remove_module``; every answer is checked against the
-  module's own address, and a miss falls back to llvmlite's own scan, so it answers exactly
-  as llvmlite does (``tests/test_compile_speed.py``).
+  ~1.3 s of the driver model's ~17 s of numba. The engine gets an index by address, kept with
+  ``add_module`` and ``remove_module``; every answer is checked against the module's own
+  address, and a miss falls back to llvmlite's own scan, so it answers exactly as llvmlite does
+  (``tests/test_compile_speed.py``).
+* **The same cached function is read from disk again for every node that uses it.** PyTensor
+  gives each node of a graph its own numba function, cached on disk under a key of the node's
+  operation: the graph's ~300 nodes share ~60 keys, so numba compiles ~60 functions, saves
+  them, then reads them back ~1,700 times (each a file read, an unpickling and a new copy of the
+  code to link): ~2 s. Within a process, a PyTensor function numba saved or loaded is handed to
+  the next user of the same cache entry (the same index file and index key: the same source,
+  closure, signature and target) as numba would have read it, with its own metadata. Other
+  cached functions (nutpie's entry points, ``stforecast.compiled``) are left to numba.
 * **An entry point optimises again what it links** (``entry_points_as_linked``). A numba
   function that calls others links their already optimised code into its own module and runs
   LLVM's whole module pipeline over all of it (~0.9 s for the driver model's two entry points,
@@ -37,11 +46,15 @@ def _address(module_ptr) -> int | None:
     return cast(module_ptr, c_void_p).value
 
 
-def index_modules() -> None:
-    """Give llvmlite's execution engines an index of their modules by address (once per
-    process; see the module's docstring)."""
+def install() -> None:
+    """The first two shortcuts of the module's docstring, for this process (once)."""
     if _INSTALLED:
         return
+    _index_modules()
+    _share_cached_functions()
+
+
+def _index_modules() -> None:
     from llvmlite.binding import executionengine as ee
 
     engine = ee.ExecutionEngine
@@ -72,6 +85,46 @@ def index_modules() -> None:
     engine._find_module_ptr, engine.add_module, engine.remove_module = find, add_module, \
         remove_module
     _INSTALLED.update(find=scan, add_module=add, remove_module=remove)
+
+
+#: (index file, index key) -> a compiled function numba saved or loaded in this process.
+_FUNCTIONS: dict = {}
+
+
+def _share_cached_functions() -> None:
+    from numba.core import caching
+
+    cache = caching.Cache
+    load, save = cache._load_overload, cache._save_overload
+
+    def key(self, sig, codegen):
+        return (self._cache_file._index_path, self._index_key(sig, codegen))
+
+    def pytensors(self) -> bool:  # a node's function, cached by PyTensor's own locator
+        return self._enabled and isinstance(self, caching.FunctionCache) and \
+            type(self._impl.locator).__name__ == "NumbaPyTensorCacheLocator"
+
+    def shared_load(self, sig, target_context):
+        if not pytensors(self):  # others (nutpie's entry points) as numba does
+            return load(self, sig, target_context)
+        k = key(self, sig, target_context.codegen())
+        known = _FUNCTIONS.get(k)
+        if known is None:
+            known = load(self, sig, target_context)
+            if known is not None:
+                _FUNCTIONS[k] = known
+            return known
+        # as read from disk, with metadata of its own (numba adds each user's timings to it)
+        return known._replace(metadata={n: v for n, v in (known.metadata or {}).items()
+                                        if n != "timers"})
+
+    def shared_save(self, sig, data):
+        save(self, sig, data)
+        if pytensors(self):
+            _FUNCTIONS.setdefault(key(self, sig, data.codegen), data)
+
+    cache._load_overload, cache._save_overload = shared_load, shared_save
+    _INSTALLED.update(load=load, save=save)
 
 
 _ORIGINAL_OPTIMISE: list = []

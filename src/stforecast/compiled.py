@@ -69,7 +69,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import cache_dir, cache_folder, fit_key, package_versions, source_hash
-from .compile_speed import entry_points_as_linked, index_modules
+from .compile_speed import entry_points_as_linked, install as faster_compiles
 from .errors import StforecastError
 from .model import PRIOR_VALUES, prior_layout
 
@@ -449,7 +449,7 @@ def _compile_inner(part: Part) -> None:
     at the origin of the sampler's scale (where a model may not be finite: an error there is
     of no matter, only the compilation is wanted), so that the C entry point which calls it
     links its code without optimising it again (``compile_speed``)."""
-    index_modules()
+    faster_compiles()
     with np.errstate(all="ignore"), contextlib.suppress(Exception):
         part.fn(np.zeros(part.meta["n_dim"]))
 

@@ -129,9 +129,9 @@ def numba_compile():
     takes about a second either way."""
     import pytensor
 
-    from .compile_speed import index_modules
+    from .compile_speed import install
 
-    index_modules()  # numba compiles faster, the same code (``compile_speed``)
+    install()  # numba compiles faster, the same code (``compile_speed``)
     with _numba_mode_without_inplace(), pytensor.config.change_flags(numba__fastmath=False):
         yield
 

@@ -116,15 +116,16 @@ def driver_values(ds: xr.Dataset, level_drivers=(), growth_segments=None
 
 def rank_sensitivity(ds: xr.Dataset, variable: str, year: str | None = None,
                      max_samples: int = MAX_SAMPLES, seed: int = 0,
-                     level_drivers=(), growth_segments=None) -> list[dict]:
+                     level_drivers=(), growth_segments=None, drivers=None) -> list[dict]:
     """``[{"driver", "score"}]`` sorted by |score|, for ``variable`` (at ``year``) in ``ds``.
 
     ``ds``: predictive draws of ONE scenario (no ``scenario`` dimension). With more than
     ``max_samples`` samples a fixed random subset is used (the scores' Monte Carlo error is
-    about 1/sqrt(max_samples) = 0.002).
+    about 1/sqrt(max_samples) = 0.002). ``drivers``: ``driver_values`` of ``ds`` (with these
+    ``level_drivers`` and ``growth_segments``) when the caller has them.
     """
     y, pairs = _inputs_and_outcome(ds, variable, year, max_samples, seed, level_drivers,
-                                   growth_segments, "ranking sensitivities")
+                                   growth_segments, "ranking sensitivities", drivers)
     finite = np.isfinite(y)
     y_ranks = average_ranks(y[finite])  # the outcome's ranks where an input is finite throughout
     ranked = [{"driver": name, "score": round(spearman(
@@ -133,15 +134,17 @@ def rank_sensitivity(ds: xr.Dataset, variable: str, year: str | None = None,
 
 
 def _inputs_and_outcome(ds, variable, year, max_samples, seed, level_drivers, growth_segments,
-                        what: str):
+                        what: str, drivers=None):
     """``(outcome samples, [(input, input samples, outcome samples)])`` for one scenario's
     draws: a fixed random subset of ``max_samples`` when there are more; per input, the samples
-    where both are finite; the multiple only for valuation outcomes, never the outcome itself."""
+    where both are finite; the multiple only for valuation outcomes, never the outcome itself.
+    ``drivers``: ``driver_values(ds, level_drivers, growth_segments)``, made here when None."""
     if "scenario" in ds.dims:
         raise ValueError(f"select one scenario before {what}")
     outcome = ds[variable] if year is None else ds[variable].sel(year=year)
     y = _flat(outcome)
-    drivers = driver_values(ds, level_drivers, growth_segments)
+    if drivers is None:
+        drivers = driver_values(ds, level_drivers, growth_segments)
     index = None
     if y.size > max_samples:
         index = np.sort(np.random.default_rng(seed).choice(y.size, max_samples, replace=False))
@@ -205,7 +208,8 @@ def _bands(x: np.ndarray, band: float = BAND) -> tuple[np.ndarray, np.ndarray] |
 
 def swing_sensitivity(ds: xr.Dataset, variable: str, year: str | None = None,
                       max_samples: int = MAX_SAMPLES, seed: int = 0, level_drivers=(),
-                      growth_segments=None, labels=None, band: float = BAND) -> dict:
+                      growth_segments=None, labels=None, band: float = BAND,
+                      drivers=None) -> dict:
     """The tornado of ``variable`` (at ``year``) over ``ds``, ONE scenario's draws:
     ``{"statistic": "median", "band", "median" (the outcome's, all paths), "entries": [{
     "driver", "label", "basis", "low", "high", "swing", "input_low", "input_high", "n_low",
@@ -213,10 +217,10 @@ def swing_sensitivity(ds: xr.Dataset, variable: str, year: str | None = None,
     with the input in its bottom/top band (outcome units), ``input_low``/``input_high``: the
     input's 10th and 90th percentiles (its own units, ``basis``). ``labels``: input ->
     ``(label, basis)`` (:func:`input_labels`). With more than ``max_samples`` samples a fixed
-    random subset is used."""
+    random subset is used. ``drivers``: as for :func:`rank_sensitivity`."""
     labels = labels or {}
     y, pairs = _inputs_and_outcome(ds, variable, year, max_samples, seed, level_drivers,
-                                   growth_segments, "computing a tornado")
+                                   growth_segments, "computing a tornado", drivers)
     entries = []
     for name, xs, ys in pairs:
         if xs.size == 0:
@@ -250,12 +254,16 @@ def summary_sensitivity(ds: xr.Dataset, company, shock_labels=None) -> dict[str,
     out = {}
     labels = input_labels(company, shock_labels)
     growth = direct_growth(company)
+    units = company.unit_drivers()
+    drivers = None  # every outcome's inputs: the same values, made once
     for name, v in VARIABLES.items():
         if v.sensitivity and name in ds:
+            if drivers is None:
+                drivers = driver_values(ds, units, growth)
             year = company.last_forecast_year if "year" in ds[name].dims else None
             out[name] = {"year": year, "ranking": rank_sensitivity(
-                ds, name, year, level_drivers=company.unit_drivers(), growth_segments=growth),
-                "tornado": swing_sensitivity(ds, name, year,
-                                             level_drivers=company.unit_drivers(),
-                                             growth_segments=growth, labels=labels)}
+                ds, name, year, level_drivers=units, growth_segments=growth, drivers=drivers),
+                "tornado": swing_sensitivity(ds, name, year, level_drivers=units,
+                                             growth_segments=growth, labels=labels,
+                                             drivers=drivers)}
     return out
