@@ -223,7 +223,7 @@ def test_the_scale_commands_are_stforecast_commands(capsys):
 
 def test_no_second_process_for_the_peer_fit_on_a_cluster(cluster):
     """A run on a Dask worker fits its peer regression in its own process
-    (``run._peer_fit_beside`` is for a machine's idle core, and a cluster's are busy)."""
+    (``run._fit_beside`` is for a machine's idle core, and a cluster's are busy)."""
     from stforecast import run
     _, client = cluster
     assert client.submit(run._in_dask_worker, pure=False).result() is True
