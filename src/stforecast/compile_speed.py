@@ -5,12 +5,12 @@ functions, one per node and helper, then nutpie's two C entry points). Measured 
 driver model (2 cores, empty caches), three costs in it are waste (``install`` removes the first
 two for the process):
 
-* **llvmlite finds a module by scanning every module of its execution engine** (``_find_module_ptr``,
-  called twice per compiled module by the object cache): quadratic in the modules compiled,
-  ~1.3 s of the driver model's ~17 s of numba. The engine gets an index by address, kept with
-  ``add_module`` and ``remove_module``; every answer is checked against the module's own
-  address, and a miss falls back to llvmlite's own scan, so it answers exactly as llvmlite does
-  (``tests/test_compile_speed.py``).
+* **llvmlite finds a module by scanning every module of its execution engine**
+  (``_find_module_ptr``, called twice per compiled module by the object cache): quadratic in
+  the modules compiled, ~1.3 s of the driver model's ~17 s of numba. The engine gets an index
+  by address, kept with ``add_module`` and ``remove_module``; every answer is checked against
+  the module's own address, and a miss falls back to llvmlite's own scan, so it answers
+  exactly as llvmlite does (``tests/test_compile_speed.py``).
 * **The same cached function is read from disk again for every node that uses it.** PyTensor
   gives each node of a graph its own numba function, cached on disk under a key of the node's
   operation: the graph's ~300 nodes share ~60 keys, so numba compiles ~60 functions, saves
@@ -26,10 +26,13 @@ two for the process):
   links others is not optimised again. It is used for nutpie's C entry points only, after the
   PyTensor functions they call were compiled (and optimised) by a first call
   (``compiled._import_wrappers``). Without fast-math, LLVM's optimisations keep IEEE results,
-  so the code computes the same numbers (tested: the fit is the same, bit for bit, as the one
-  from an entry compiled without this context).
+  so the code computes the same numbers (tested bit for bit on a small caller; the default run
+  still reproduces its fixture, made before these shortcuts).
 
-Neither changes a number; both only matter when numba compiles (a cache hit loads object code).
+None changes a number; they only matter when numba compiles (a cache hit loads object code).
+They replace private methods of llvmlite 0.50 and numba 0.68 (``tests/test_compile_speed.py``
+checks each against them); a version without those methods is left as it is (slower, the same
+numbers).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ def _index_modules() -> None:
     from llvmlite.binding import executionengine as ee
 
     engine = ee.ExecutionEngine
+    if not all(hasattr(engine, n) for n in ("_find_module_ptr", "add_module", "remove_module")):
+        return  # another llvmlite: its own lookup
     scan, add, remove = engine._find_module_ptr, engine.add_module, engine.remove_module
 
     def index(self) -> dict:
@@ -95,6 +100,8 @@ def _share_cached_functions() -> None:
     from numba.core import caching
 
     cache = caching.Cache
+    if not all(hasattr(cache, n) for n in ("_load_overload", "_save_overload", "_index_key")):
+        return  # another numba: its own reads
     load, save = cache._load_overload, cache._save_overload
 
     def key(self, sig, codegen):
@@ -109,7 +116,7 @@ def _share_cached_functions() -> None:
             return load(self, sig, target_context)
         k = key(self, sig, target_context.codegen())
         known = _FUNCTIONS.get(k)
-        if known is None:
+        if known is None or not hasattr(known, "_replace"):
             known = load(self, sig, target_context)
             if known is not None:
                 _FUNCTIONS[k] = known
@@ -137,11 +144,11 @@ def entry_points_as_linked():
     from numba.core import codegen
 
     library = codegen.CPUCodeLibrary
-    if not _ORIGINAL_OPTIMISE:
+    if not _ORIGINAL_OPTIMISE and hasattr(library, "_optimize_final_module"):
         _ORIGINAL_OPTIMISE.append(library._optimize_final_module)
 
         def optimise(self):
-            if getattr(_STATE, "as_linked", False) and self._linking_libraries:
+            if getattr(_STATE, "as_linked", False) and getattr(self, "_linking_libraries", None):
                 return None  # the linked code is optimised already; this one's functions too
             return _ORIGINAL_OPTIMISE[0](self)
 
