@@ -27,8 +27,8 @@ Progress is logged to the ``stforecast.run`` logger (the command line prints it)
 
 Two stages use a second process (``stforecast.sideprocess``): beside the driver model's first
 compilation, a second process compiles its expand part, evaluates the model at its prior's
-centre and fits the peer regression (``fit_models``, ``_fit_beside``), and the report is drawn
-while the draws are written (``write``).
+centre, fits the peer regression and draws the prior (``fit_models``, ``_fit_beside``), and the
+report is drawn while the draws are written (``write``).
 
 Test hook: with ``STFORECAST_TEST_PAUSE_AT=<stage>:<marker file>`` in the environment, the run
 writes its process id into the marker file at that stage and sleeps (so that a test can kill
@@ -540,7 +540,8 @@ def _fit_beside(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
     process's check of the compiled model needs; a priors file under which the history is
     impossible fails there, in the same one line, once the log-density is compiled), then fits
     the peer regression (``_peer_fit`` as this process would: the same fit cache and settings,
-    so its draws are the ones this process would have drawn). ``_fit_beside_job``."""
+    so its draws are the ones this process would have drawn) and draws the driver model's
+    prior (the same draws too, from the run's seed). ``_fit_beside_job``."""
     if not _fit_beside_pays(inputs, peers, settings, cache):
         yield None
         return
