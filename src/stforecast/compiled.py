@@ -454,35 +454,31 @@ def _compile_inner(part: Part) -> None:
         part.fn(np.zeros(part.meta["n_dim"]))
 
 
-def load_or_build(model, key: str, root: Path | None = None,
-                  expected: float | None = None, point: dict | None = None,
-                  where: str = "priors", observations_as_data: bool = False,
-                  reference=None) -> Compiled:
+def load_or_build(model, key: str, root: Path | None = None, where: str = "priors",
+                  observations_as_data: bool = False, reference=None) -> Compiled:
     """The compiled model of ``model`` under ``key`` (``driver_key``, ``model_key``), checked
-    against ``model`` (``check``; ``expected`` and ``point``: the model's own log-density at
-    its prior's centre, and that centre, when the caller has them, as ``preflight.trial_logp``
-    returns them; ``reference``: instead, a function of no arguments that returns
-    ``trial_logp``'s answer, called when the check needs it, after any compiling; ``where``:
-    the priors file, named by ``check``'s error): from this process, from the disk cache
-    (``<root>/compiled/<key>-<part>``, default the user's cache folder) or compiled now and
-    stored; its ``source`` says which ("process", "disk" or "built": either part compiled
-    now). A model that fails the check is dropped and compiled again; a fresh compilation
-    that fails it raises ``ModelMismatch``. ``observations_as_data``: the observations are
-    read at run time (``model_data``; the key must say so too, ``driver_key``)."""
+    against ``model`` (``check``; ``reference``: the model's own log-density at its prior's
+    centre as ``preflight.trial_logp`` returns it, when the caller has it, or a function of no
+    arguments that returns it, called when the check needs it, after any compiling; else it is
+    evaluated here; ``where``: the priors file, named by ``check``'s error): from this process,
+    from the disk cache (``<root>/compiled/<key>-<part>``, default the user's cache folder) or
+    compiled now and stored; its ``source`` says which ("process", "disk" or "built": either
+    part compiled now). A model that fails the check is dropped and compiled again; a fresh
+    compilation that fails it raises ``ModelMismatch``. ``observations_as_data``: the
+    observations are read at run time (``model_data``; the key must say so too,
+    ``driver_key``)."""
     base = Path(root or cache_dir()) / "compiled"
     data = model_data(model, observations_as_data)
 
     def centre() -> tuple:
         """The model's own log-density at its prior's centre, the centre, the priors file."""
-        nonlocal expected, point, reference, where
-        if expected is None:
-            if reference is None:
-                from .preflight import trial_logp
-                reference = lambda: trial_logp(model, where)  # noqa: E731
-            trial = reference()
-            expected, point, where = trial["logp"], trial["point"], trial.get("where", where)
-            reference = None
-        return expected, point, where
+        nonlocal reference
+        if reference is None:
+            from .preflight import trial_logp
+            reference = trial_logp(model, where)
+        elif callable(reference):
+            reference = reference()
+        return reference["logp"], reference["point"], reference.get("where", where)
 
     with _LOCK:
         compiled = _PROCESS.pop(key, None)

@@ -190,13 +190,8 @@ def sample_posterior(model: pm.Model, settings: FitSettings, seed: int,
         if model_key is not None:
             from . import compiled as compiled_models
 
-            if callable(reference):  # its answer is waited for when the check needs it
-                entry = compiled_models.load_or_build(model, model_key, reference=reference)
-            else:
-                reference = reference or {}
-                entry = compiled_models.load_or_build(
-                    model, model_key, expected=reference.get("logp"),
-                    point=reference.get("point"), where=reference.get("where", "priors"))
+            # (a function's answer is waited for when the compiled model's check needs it)
+            entry = compiled_models.load_or_build(model, model_key, reference=reference)
             compiled = compiled_models.nutpie_model(entry, model)
             logger.info(f"compiled model: {entry.source} ({time.perf_counter() - t0:.1f} s)")
         else:
