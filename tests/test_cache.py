@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 from log_capture import Messages
-from stforecast.cache import FitCache, cache_dir, fit_key
+from stforecast.cache import ARRAYS, LAYOUT, FitCache, cache_dir, fit_key
 from stforecast.fit import FitSettings
 from stforecast.run import RunSettings, driver_fit_key, peer_fit_key, prepare, run_forecast
 
@@ -52,10 +52,56 @@ def test_round_trip_is_exact(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["driver-k1.fit"]  # no temporary files left
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "header", "empty"])
-def test_a_damaged_entry_is_detected_deleted_and_never_used(tmp_path, damage, caplog):
+def _plain_groups(seed=0):
+    """Groups the ``ARRAYS`` layout takes: numbers, booleans, text coordinates, attributes."""
+    rng = np.random.default_rng(seed)
+    paths = xr.Dataset(
+        {"margin": (("chain", "draw", "path", "year"), rng.normal(size=(2, 5, 3, 3))),
+         "revenue": (("chain", "draw", "path", "segment", "year"), rng.random((2, 5, 3, 2, 3)),
+                     {"units": "RMB mn", "note": ["a", "b"]}),
+         "raise": (("chain", "draw"), rng.random((2, 5)) < 0.5),
+         "count": (("year",), np.array([1, 2, 3], dtype="int32")),
+         "scalar": ((), 2.5)},
+        coords={"chain": [0, 1], "draw": np.arange(5), "path": np.arange(3),
+                "year": ["FY21", "FY22", "FY23"], "segment": np.array(["x", "yy"], dtype=object)},
+        attrs={"from": "test", "n": 3})
+    return {"paths": paths, "other": paths[["count"]].assign_attrs(kind="small")}
+
+
+def test_the_arrays_layout_round_trips_exactly_into_writable_arrays(tmp_path):
     cache = FitCache(tmp_path)
-    path = cache.store("driver", "k1", _groups(), {})
+    groups = _plain_groups()
+    cache.store("paths", "k1", groups, {"rng_after": {"state": 2**100 + 1}}, layout=ARRAYS,
+                durable=False)
+    back, attrs = cache.load("paths", "k1")
+    assert attrs == {"rng_after": {"state": 2**100 + 1}}
+    for name, ds in groups.items():
+        xr.testing.assert_identical(back[name], ds)
+        for var in ds.variables:
+            assert back[name][var].dtype == ds[var].dtype
+            if ds[var].dtype.kind in "biuf":
+                assert back[name][var].values.tobytes() == ds[var].values.tobytes()
+    values = back["paths"]["margin"].values
+    assert values.flags.writeable and values.ctypes.data % 8 == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["paths-k1.fit"]
+
+
+def test_the_arrays_layout_refuses_what_it_cannot_store_before_writing(tmp_path):
+    cache = FitCache(tmp_path)
+    bad = xr.Dataset({"objects": (("x",), np.array([None, 1], dtype=object))})
+    with pytest.raises(TypeError, match="objects"):
+        cache.store("paths", "k1", {"g": bad}, layout=ARRAYS)
+    with pytest.raises(TypeError):  # an attribute JSON cannot hold
+        cache.store("paths", "k1", {"g": bad[[]].assign_attrs(when=object())}, layout=ARRAYS)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("layout", [LAYOUT, ARRAYS])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "header", "empty"])
+def test_a_damaged_entry_is_detected_deleted_and_never_used(tmp_path, damage, layout, caplog):
+    cache = FitCache(tmp_path)
+    groups = _groups() if layout == LAYOUT else _plain_groups()
+    path = cache.store("driver", "k1", groups, {}, layout=layout)
     raw = path.read_bytes()
     if damage == "truncate":
         path.write_bytes(raw[: len(raw) // 2])

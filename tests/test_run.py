@@ -226,6 +226,91 @@ def test_results_are_self_contained(small_run, tmp_path):
         assert block.to_dict() == summary.scenarios[name].to_dict(), name
 
 
+# --- driver paths kept in the cache (stored_paths) ---------------------------------------------
+def test_a_resimulation_reads_its_driver_paths_back_with_the_same_numbers(small_run, tmp_path,
+                                                                          monkeypatch):
+    """Without the cache, the first re-simulation with it (which draws the driver paths and
+    stores them) and the next (which reads them back, draws none, and puts the random generator
+    where the drawing left it): every scenario's statistics are the run's, all three times."""
+    from stforecast import stored_paths
+
+    out, summary = small_run
+    monkeypatch.setenv("STFORECAST_CACHE", str(tmp_path))
+    expected = {name: block.to_dict() for name, block in summary.scenarios.items()}
+    plain, _ = resimulate(out, keep_draws=False, cache=False)
+    assert not (tmp_path / "paths").exists()
+    drawn, _ = resimulate(out, keep_draws=False)
+    assert len(list((tmp_path / "paths").glob("paths-*.fit"))) == 1
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("the driver paths were drawn again")
+
+    monkeypatch.setattr(stored_paths, "driver_paths", no_drawing)
+    read, _ = resimulate(out, keep_draws=False)
+    for got in (plain, drawn, read):
+        assert {name: block.to_dict() for name, block in got.items()} == expected
+
+
+def test_the_driver_paths_key_follows_what_the_paths_depend_on(small_run):
+    from stforecast.observations import observations_from_company
+    from stforecast.resimulation import _Saved
+    from stforecast.stored_paths import paths_key
+
+    saved = _Saved(small_run[0], cache=False)
+    spec, company = saved.spec, saved.company
+    base_args = dict(params=saved.posterior.astype("float64"), company=company,
+                     obs=observations_from_company(company), n_paths=saved.per_draw,
+                     rng=np.random.default_rng(saved.seed), ceilings=spec.ceilings(),
+                     priors=spec, growth_settings=saved.growth)
+
+    def key(**change):
+        return paths_key(**{**base_args, **change})
+
+    base = key()
+    assert key() == base
+    posterior = base_args["params"].copy(deep=True)
+    name = next(iter(posterior.data_vars))
+    posterior[name].values.flat[0] += 1e-9
+    first = next(iter(spec.costs))
+    other_prior = dataclasses.replace(spec.costs[first], params={
+        **spec.costs[first].params, "mu": spec.costs[first].params["mu"] + 1e-6})
+    text = company.files["company"]
+    changed = [key(params=posterior), key(n_paths=saved.per_draw + 1),
+               key(rng=np.random.default_rng(saved.seed + 1)),
+               key(priors=dataclasses.replace(spec, costs={**spec.costs, first: other_prior})),
+               key(growth_settings=dataclasses.replace(saved.growth,
+                                                       weight=saved.growth.weight + 0.01)),
+               key(company=dataclasses.replace(company, files={
+                   **company.files, "company": (text[0], text[1] + "\n")}))]
+    assert len({base, *changed}) == 1 + len(changed)
+    # where the files are, and the priors' documentation, are not what the paths depend on
+    moved = dataclasses.replace(spec, path="elsewhere/priors.toml", sha256="0" * 64,
+                                outside_view=dataclasses.replace(
+                                    spec.outside_view, base_rates="/elsewhere/base_rates.toml"))
+    assert key(priors=moved) == base
+    assert paths_key(**{**base_args, "company": dataclasses.replace(company, files={})}) is None
+
+
+def test_driver_paths_that_cannot_be_stored_cost_a_warning_not_the_command(small_run, tmp_path):
+    from stforecast.cache import FitCache
+    from stforecast.resimulation import _Saved
+    from stforecast.stored_paths import StoredPaths
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    saved = _Saved(small_run[0], cache=False)
+    saved.paths = StoredPaths(FitCache(blocker / "paths"))
+    log, handler = logging.getLogger("stforecast"), Messages()
+    log.addHandler(handler)
+    try:
+        got = saved.simulate(saved.scenarios, variables=["revenue"])
+    finally:
+        log.removeHandler(handler)
+    assert any("driver paths not stored" in m and str(blocker) in m for m in handler.messages)
+    plain = _Saved(small_run[0], cache=False).simulate(saved.scenarios, variables=["revenue"])
+    assert got["revenue"].values.tobytes() == plain["revenue"].values.tobytes()
+
+
 def test_scenarios_not_stored_are_recomputed_exactly(small_run):
     """forecast.nc keeps the headline scenario's predictive draws; every other scenario is
     recomputed from the stored posterior, and what the headline's recomputation gives is exactly

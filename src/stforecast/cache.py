@@ -8,8 +8,11 @@ a new fit), the sampler settings, the seed and the versions of the packages that
 runs with one key would sample the same draws, so the second reads them instead.
 
 The file is one JSON header line (format, kind, key, the layout, the groups, free attributes
-and the sha256 of the rest of the header and the payload) followed by one netCDF-4 file with a
-group per fitted group (``plain_netcdf``): float64 exactly as sampled. Writes go to a temporary
+and the sha256 of the rest of the header and the payload) followed by the payload: one
+netCDF-4 file with a group per fitted group (``plain_netcdf``; float64 exactly as sampled), or,
+in the ``ARRAYS`` layout for large entries read on a hot path (``stored_paths``), the arrays'
+bytes one after the other, described in the header (their values come back as views of the
+bytes read, without a netCDF reader's per-variable cost). Writes go to a temporary
 file beside the entry and are moved in with ``os.replace`` (a reader sees a whole entry or none); a
 truncated or altered entry fails its checksum, is logged, deleted and refitted, never used.
 After each write the folder is pruned to the newest ``max_entries`` entries and
@@ -140,6 +143,11 @@ def fit_key(kind: str, **parts: Any) -> str:
 #: (``plain_netcdf.write_groups``; read back with ``plain_netcdf.read_group``). An entry without
 #: it (written before) holds one netCDF file per group, one after the other.
 LAYOUT = "netcdf-groups"
+#: The other layout: every array's bytes, C order, one after the other from a multiple of
+#: ``ALIGN`` bytes; the header describes them (group, name, coordinate or not, dimensions,
+#: dtype, shape, offset in the payload, attributes) and holds text coordinates as lists.
+ARRAYS = "arrays"
+ALIGN = 64
 
 
 def _read_groups(payload: bytes, names: list[str]) -> dict[str, xr.Dataset]:
@@ -161,10 +169,67 @@ def _read_groups(payload: bytes, names: list[str]) -> dict[str, xr.Dataset]:
     return groups
 
 
-def _checksum(header: dict, payload: bytes) -> str:
+def _encode_arrays(groups: dict[str, xr.Dataset]) -> tuple[list[dict], list[np.ndarray]]:
+    """The ``ARRAYS`` layout of ``groups``: the header's description of every variable and
+    coordinate (in the Dataset's order, coordinates first) and the numeric arrays whose bytes
+    follow (each from a multiple of ``ALIGN`` bytes)."""
+    items, arrays, offset = [], [], 0
+    for group, ds in groups.items():
+        for role, variables in (("coord", ds.coords), ("data", ds.data_vars)):
+            for name, var in variables.items():
+                values = np.asarray(var.values)
+                item = {"group": group, "name": name, "role": role, "dims": list(var.dims),
+                        "attrs": dict(var.attrs)}
+                if values.dtype.kind in "biuf":
+                    item.update(dtype=values.dtype.str, shape=list(values.shape), offset=offset)
+                    arrays.append(values)
+                    offset += -(-values.nbytes // ALIGN) * ALIGN
+                elif values.dtype.kind in "UO" and all(isinstance(v, str) for v in values.flat):
+                    item.update(dtype=values.dtype.str, text=values.tolist())
+                else:
+                    raise TypeError(f"cache: {group}/{name}: cannot store dtype {values.dtype}")
+                items.append(item)
+    return items, arrays
+
+
+def _read_arrays(payload: memoryview, header: dict) -> dict[str, xr.Dataset]:
+    """The groups of an ``ARRAYS`` payload: numeric values are views of ``payload`` (writable
+    when it is)."""
+    parts: dict[str, dict] = {g: {"coord": {}, "data": {}} for g in header["groups"]}
+    for item in header["arrays"]:
+        dtype = np.dtype(item["dtype"])
+        if "text" in item:
+            values = np.array(item["text"], dtype=dtype)
+        else:
+            shape = tuple(item["shape"])
+            count = int(np.prod(shape, dtype=np.int64))
+            end = item["offset"] + count * dtype.itemsize
+            if end > len(payload):
+                raise ValueError(f"array {item['name']!r} runs past the payload")
+            values = np.frombuffer(payload, dtype, count, item["offset"]).reshape(shape)
+        parts[item["group"]][item["role"]][item["name"]] = xr.Variable(
+            tuple(item["dims"]), values, item["attrs"])
+    return {g: xr.Dataset(p["data"], coords=p["coord"], attrs=header["group_attrs"][g])
+            for g, p in parts.items()}
+
+
+def _checksum(header: dict, *payload) -> str:
+    """sha256 of the header (without its checksum) and the payload (bytes-like parts)."""
     h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
-    h.update(payload)
+    for part in payload:
+        h.update(part)
     return h.hexdigest()
+
+
+def _read_whole(path: Path) -> bytearray:
+    """The file's bytes in a writable buffer (arrays of the ``ARRAYS`` layout are views of
+    it); a file that changes size while read is an ``OSError``."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        raw = bytearray(size)
+        if fh.readinto(raw) != size or fh.read(1):
+            raise OSError(f"{path}: changed while read")
+    return raw
 
 
 def _jsonable_attrs(ds: xr.Dataset) -> xr.Dataset:
@@ -200,11 +265,11 @@ class FitCache:
         (checksum, header or netCDF: logged and deleted)."""
         path = self.path(kind, key)
         try:
-            raw = path.read_bytes()
+            raw = _read_whole(path)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            logger.warning(f"fit cache: {path}: cannot read ({exc.strerror}); refitting")
+            logger.warning(f"fit cache: {path}: cannot read ({exc.strerror or exc}); refitting")
             return None
         try:
             groups, attrs = self._decode(raw, kind, key)
@@ -219,7 +284,7 @@ class FitCache:
         return groups, attrs
 
     @staticmethod
-    def _decode(raw: bytes, kind: str, key: str) -> tuple[dict[str, xr.Dataset], dict]:
+    def _decode(raw: bytearray, kind: str, key: str) -> tuple[dict[str, xr.Dataset], dict]:
         end = raw.find(b"\n")
         if end < 0:
             raise ValueError("no header line")
@@ -227,11 +292,14 @@ class FitCache:
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
         checksum = header.pop("sha256", None)
-        payload = raw[end + 1:]
+        payload = memoryview(raw)[end + 1:]
         if checksum != _checksum(header, payload):
             raise ValueError("checksum mismatch (truncated or altered)")
         if (header.get("format"), header.get("kind"), header.get("key")) != (FORMAT, kind, key):
             raise ValueError("format, kind or key differ from the file's name")
+        if header.get("layout") == ARRAYS:
+            return _read_arrays(payload, header), header["attrs"]
+        payload = bytes(payload)
         if header.get("layout") == LAYOUT:
             return _read_groups(payload, header["groups"]), header["attrs"]
         groups, offset = {}, 0  # an entry written before: one netCDF file per group
@@ -245,36 +313,54 @@ class FitCache:
         return groups, header["attrs"]
 
     def store(self, kind: str, key: str, groups: dict[str, xr.Dataset],
-              attrs: dict | None = None) -> Path:
-        """Write the entry atomically (object-dtype variables are not stored), then prune."""
-        from .plain_netcdf import write_groups
-
+              attrs: dict | None = None, layout: str = LAYOUT, durable: bool = True) -> Path:
+        """Write the entry atomically, then prune. ``layout``: ``LAYOUT`` (netCDF; object-dtype
+        variables are not stored) or ``ARRAYS`` (numbers and text only: a ``TypeError``
+        otherwise, before anything is written). ``durable``: flushed to the disk before it is
+        moved in (without, a crash may leave an entry that fails its checksum: it is then
+        deleted and made again, never used)."""
         cache_folder(self.root)
         path = self.path(kind, key)
+        header = {"format": FORMAT, "kind": kind, "key": key, "layout": layout,
+                  "groups": list(groups), "attrs": dict(attrs or {})}
+        if layout == ARRAYS:
+            header["arrays"], arrays = _encode_arrays(groups)
+            header["group_attrs"] = {g: dict(ds.attrs) for g, ds in groups.items()}
+            chunks = [chunk for a in arrays for chunk in (
+                memoryview(np.ascontiguousarray(a)).cast("B"), bytes(-a.nbytes % ALIGN))]
+        else:
+            chunks = [self._netcdf_payload(path, groups)]
+        header["sha256"] = _checksum(header, *chunks)
+        line = json.dumps(header, sort_keys=True).encode()
+        line += b" " * (-(len(line) + 1) % ALIGN) + b"\n"  # the payload starts aligned
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(line)
+                for chunk in chunks:
+                    fh.write(chunk)
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.prune()
+        return path
+
+    @staticmethod
+    def _netcdf_payload(path: Path, groups: dict[str, xr.Dataset]) -> bytes:
+        from .plain_netcdf import write_groups
+
         draws = path.with_name(f".{path.name}.tmp-{os.getpid()}.nc")  # pruned if left
         try:
             write_groups(draws, {
                 name: _jsonable_attrs(ds.drop_vars([v for v in ds.data_vars
                                                     if ds[v].dtype == object]))
                 for name, ds in groups.items()})
-            payload = draws.read_bytes()
+            return draws.read_bytes()
         finally:
             draws.unlink(missing_ok=True)
-        header = {"format": FORMAT, "kind": kind, "key": key, "layout": LAYOUT,
-                  "groups": list(groups), "attrs": dict(attrs or {})}
-        header["sha256"] = _checksum(header, payload)
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(json.dumps(header, sort_keys=True).encode() + b"\n")
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        self.prune()
-        return path
 
     def entries(self) -> list[Path]:
         """The entries, newest (most recently written or used) first."""

@@ -27,7 +27,8 @@ from .priors import PriorSpec, load_priors
 from .registry import HEADLINE_SCENARIO, REPORTED_SCALARS, VARIABLES
 from .results import Results, ScenarioSummary, load_results
 from .scenarios import ScenarioSpec, load_user_scenarios, run_scenarios
-from .simulate import METHOD_TARGET_PRICES, VALUATION_VARIABLES, simulate
+from .simulate import METHOD_TARGET_PRICES, VALUATION_VARIABLES, driver_paths, simulate
+from .stored_paths import StoredPaths, paths_cache
 from .summary import reported_lines, scenario_summaries, scenario_summary_of
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def draws_attrs(company: Company) -> dict[str, str]:
 def resimulate(results: Path | Results, scenarios_path: Path | None = None,
                priors_path: Path | None = None, paths: int | None = None,
                seed: int | None = None, keep_draws: bool = True,
-               variables: list[str] | None = None
+               variables: list[str] | None = None, cache: bool = True
                ) -> tuple[dict[str, ScenarioSummary], xr.Dataset | None]:
     """Every scenario of ``scenarios_path`` on the SAVED posterior of ``results`` (no refit).
 
@@ -66,8 +67,10 @@ def resimulate(results: Path | Results, scenarios_path: Path | None = None,
     nothing is written. With the run's own files, paths and seed, the draws are the run's own
     (the posterior is stored at full precision), and so are the summaries. ``variables``: the
     variables simulated and kept (default: those forecast.nc stores, ``stored_names``).
+    ``cache``: the driver paths are read from the cache when drawn before, and stored there
+    when not (``stored_paths``; the same numbers either way); False draws them.
     """
-    saved = _Saved(results, scenarios_path, priors_path, paths, seed)
+    saved = _Saved(results, scenarios_path, priors_path, paths, seed, cache)
 
     def summarise(name: str, draws: xr.Dataset) -> ScenarioSummary:
         return scenario_summary_of(name, draws.assign_attrs(saved.attrs), saved.scenarios,
@@ -101,9 +104,10 @@ class _Saved:
 
     def __init__(self, results: Path | Results, scenarios_path: Path | None = None,
                  priors_path: Path | None = None, paths: int | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, cache: bool = True):
         results = (results if isinstance(results, Results) else load_results(results, ())
                    ).require(("posterior",))
+        self.paths = StoredPaths(paths_cache()) if cache else driver_paths
         summary = results.summary
         self.seed = summary.seed if seed is None else seed
         self.company = company = results.company
@@ -140,7 +144,7 @@ class _Saved:
                        keep=stored_names(self.company, scenarios) if variables is None
                        else list(variables), log=logger.info,
                        valuation=self.valuation, ceilings=self.spec.ceilings(), priors=self.spec,
-                       growth_settings=self.growth, then=then)
+                       growth_settings=self.growth, then=then, paths=self.paths)
         return out if then is not None else out.assign_attrs(self.attrs)
 
 

@@ -315,14 +315,16 @@ def simulate(params: xr.Dataset, company: Company, obs, n_paths: int,
              keep: list[str] | None = None, log=None,
              valuation: Valuation = Valuation(),
              ceilings: dict[str, float] | None = None, priors=None,
-             growth_settings: GrowthSettings | None = None, then=None) -> xr.Dataset:
+             growth_settings: GrowthSettings | None = None, then=None,
+             paths=driver_paths) -> xr.Dataset:
     """Posterior (or prior) predictive financial statements, dims (chain, draw, path, year).
 
     With ``scenarios``, every scenario is simulated on the same driver paths and shock random
     numbers and the result has a ``scenario`` dimension (see ``stforecast.shocks``); ``then``:
-    see ``simulate_scenarios``.
+    see ``simulate_scenarios``. ``paths``: what draws the driver paths (``driver_paths``'s
+    arguments and result; ``stored_paths.StoredPaths`` reads them back when drawn before).
     """
-    drivers = driver_paths(params, company, obs, n_paths, rng, ceilings, priors, growth_settings)
+    drivers = paths(params, company, obs, n_paths, rng, ceilings, priors, growth_settings)
     if scenarios is None:
         return statements(drivers, company, keep, valuation)
     shape = tuple(drivers.sizes[d] for d in SAMPLE_DIMS)
