@@ -291,6 +291,21 @@ def test_the_driver_paths_key_follows_what_the_paths_depend_on(small_run):
     assert paths_key(**{**base_args, "company": dataclasses.replace(company, files={})}) is None
 
 
+def test_a_run_keeps_the_driver_paths_a_resimulation_of_it_reads(small_run):
+    """The run's posterior predictive stored (or read) its driver paths under the key that a
+    re-simulation of its results computes."""
+    from stforecast.observations import observations_from_company
+    from stforecast.resimulation import _Saved
+    from stforecast.stored_paths import paths_key
+
+    saved = _Saved(small_run[0], cache=False)
+    key = paths_key(saved.posterior.astype("float64"), saved.company,
+                    observations_from_company(saved.company), saved.per_draw,
+                    np.random.default_rng(saved.seed), saved.spec.ceilings(), saved.spec,
+                    saved.growth)
+    assert any(f"paths-{key}.fit" in m and "driver paths" in m for m in RUN_LOG), RUN_LOG
+
+
 def test_driver_paths_that_cannot_be_stored_cost_a_warning_not_the_command(small_run, tmp_path):
     from stforecast.cache import FitCache
     from stforecast.resimulation import _Saved

@@ -82,7 +82,8 @@ from .results import (Assumption, CompanyInfo, Diagnostics, Interval, Periods, P
 from .scenarios import ScenarioSpec, load_user_scenarios
 from .sensitivity import summary_sensitivity
 from .sideprocess import SideProcess
-from .simulate import simulate
+from .simulate import driver_paths, simulate
+from .stored_paths import StoredPaths, paths_cache
 from .summary import (p_exceeds, percentile_of, probability_of_falling_revenue, sample_stats,
                       scenario_summaries, upside_variable)
 
@@ -634,11 +635,13 @@ def _fit_beside_job(inputs: Inputs, peers: xr.Dataset, settings: RunSettings,
 
 
 def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
-                   scenarios: ScenarioSpec | None = None) -> Draws:
+                   scenarios: ScenarioSpec | None = None, drawn=driver_paths) -> Draws:
     """Posterior predictive paths under every scenario, and the prior predictive (no shocks).
 
     ``paths``: at least this many in all (a whole number per posterior draw); ``scenarios``:
-    default the run's. The random numbers come from ``seed`` alone.
+    default the run's. The random numbers come from ``seed`` alone. ``drawn``: what draws the
+    posterior predictive's driver paths (``simulate.simulate``'s ``paths``; the run's keeps them
+    for re-simulations, ``stored_paths``).
     """
     scenarios = scenarios or inputs.scenarios
     posterior = fitted.posterior
@@ -654,20 +657,22 @@ def simulate_draws(inputs: Inputs, fitted: Fitted, paths: int, seed: int,
             logger.info("simulating the inside view alone (outside-view weight 0, same "
                         "posterior and random numbers, headline scenario), beside the scenarios")
             inside = pool.submit(inside_only, inputs, fitted, per_draw, seed, scenarios)
-        predictive, prior_predictive = _predictive(inputs, fitted, scenarios, per_draw, seed)
+        predictive, prior_predictive = _predictive(inputs, fitted, scenarios, per_draw, seed,
+                                                   drawn)
         inside = inside.result() if inside is not None else None
     return Draws(predictive, prior_predictive, int(n_paths), inside)
 
 
 def _predictive(inputs: Inputs, fitted: Fitted, scenarios: ScenarioSpec, per_draw: int,
-                seed: int) -> tuple[xr.Dataset, xr.Dataset]:
-    """Every scenario's predictive draws, then the prior predictive, on one stream of ``seed``."""
+                seed: int, drawn=driver_paths) -> tuple[xr.Dataset, xr.Dataset]:
+    """Every scenario's predictive draws, then the prior predictive, on one stream of ``seed``
+    (``drawn``: see ``simulate_draws``)."""
     posterior, company, ceilings = fitted.posterior, inputs.company, inputs.spec.ceilings()
     rng = np.random.default_rng(seed)
     predictive = simulate(posterior, company, inputs.obs, per_draw, rng, scenarios=scenarios,
                           keep=stored_names(company, scenarios), log=logger.info,
                           valuation=fitted.valuation, ceilings=ceilings, priors=inputs.spec,
-                          growth_settings=inputs.growth)
+                          growth_settings=inputs.growth, paths=drawn)
     prior_predictive = simulate(fitted.prior, company, inputs.obs, PRIOR_PATHS_PER_DRAW, rng,
                                 keep=stored_names(company), valuation=fitted.valuation,
                                 ceilings=ceilings, priors=inputs.spec,
@@ -896,7 +901,9 @@ def _run_forecast(out, company: Company, settings, priors_path, scenarios_path) 
     fitted = fit_models(inputs, settings)
     _pause_at("simulate")
     t = time.perf_counter()
-    draws = simulate_draws(inputs, fitted, settings.paths, settings.seed)
+    # the driver paths are kept for `stforecast scenarios` (read back here too, unless --refit)
+    draws = simulate_draws(inputs, fitted, settings.paths, settings.seed,
+                           drawn=StoredPaths(paths_cache(), read=not settings.refit))
     timings = {**fitted.timings, "predictive": time.perf_counter() - t}
     # the report's process starts now, so that it is ready (matplotlib loaded) when the
     # summary is: the summaries use one core

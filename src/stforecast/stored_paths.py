@@ -77,9 +77,11 @@ def paths_key(params: xr.Dataset, company, obs, n_paths: int, rng: np.random.Gen
 @dataclasses.dataclass(frozen=True)
 class StoredPaths:
     """``simulate.driver_paths`` (same arguments, same result) that reads the paths from
-    ``cache`` when they were drawn before and stores them when not."""
+    ``cache`` when they were drawn before (unless ``read`` is False: ``stforecast run
+    --refit``) and stores them when it drew them."""
 
     cache: FitCache
+    read: bool = True
 
     def __call__(self, params: xr.Dataset, company, obs, n_paths: int,
                  rng: np.random.Generator, ceilings=None, priors=None,
@@ -92,20 +94,23 @@ class StoredPaths:
             key = None
         if key is None:
             return driver_paths(*args)
-        entry = self.cache.load(KIND, key)
+        entry = self.cache.load(KIND, key) if self.read else None
         if entry is not None:
             groups, attrs = entry
             try:
                 rng.bit_generator.state = attrs["rng_after"]
-                return groups["drivers"]
+                drivers = groups["drivers"]
+                logger.info(f"driver paths read from the cache ({self.cache.path(KIND, key)})")
+                return drivers
             except (KeyError, TypeError, ValueError) as exc:
                 logger.warning(f"{self.cache.path(KIND, key)}: not an entry of driver paths "
                                f"({exc!r}); drawing them again")
         drivers = driver_paths(*args)
         try:
-            self.cache.store(KIND, key, {"drivers": drivers},
-                             {"rng_after": rng.bit_generator.state}, layout=ARRAYS,
-                             durable=False)
+            path = self.cache.store(KIND, key, {"drivers": drivers},
+                                    {"rng_after": rng.bit_generator.state}, layout=ARRAYS,
+                                    durable=False)
+            logger.info(f"driver paths kept for re-simulations ({path})")
         except (OSError, StforecastError, TypeError) as exc:
             logger.warning(f"driver paths not stored in {self.cache.root} "
                            f"({' '.join(str(exc).split())})")
