@@ -318,6 +318,7 @@ def _fund(d, fixed: dict, opening, conventions: Conventions):
     for i in range(n_years):
         here = frame.equals("year", i)
         if dirty:
+            del lines  # the superseded lines are freed before their successors are computed
             lines = _moving_lines(d, fixed, opening, conventions, _Decisions(cut, equity, debt))
             dirty = False
         liquidity = lines["liquidity"].at("year", i)
@@ -340,6 +341,7 @@ def _fund(d, fixed: dict, opening, conventions: Conventions):
             cut = cut * where(trigger & frame.after("year", i), 1.0 - d["cut_size"], 1.0)
             cut_flag = cut_flag + frame.equals("year", i + 1) * trigger
     if dirty:
+        del lines
         lines = _moving_lines(d, fixed, opening, conventions, _Decisions(cut, equity, debt))
     decisions = {"equity_raised": equity, "debt_raised": debt, "funding_raised": equity + debt,
                  "management_cut": cut_flag, "cost_cut_factor": cut}

@@ -121,7 +121,8 @@ def draw_shocks(spec: ScenarioSpec, shape: tuple[int, ...], n_years: int,
 
 def intensities(spec: ScenarioSpec, scenario: Scenario, draws: ShockDraws,
                 years: list[str]) -> dict[str, np.ndarray]:
-    """Intensity of each shock per (chain, draw, path, year) under ``scenario``."""
+    """Intensity of each shock per (chain, draw, path, year) under ``scenario``; a shock that
+    occurs on no path gets zeros of shape (1, 1, 1, 1), which broadcast as those would."""
     out = {}
     for name, shock in spec.shocks.items():
         setting = scenario.settings[name]
@@ -135,11 +136,11 @@ def intensities(spec: ScenarioSpec, scenario: Scenario, draws: ShockDraws,
             occurred = u < p
             if shock.from_year is not None:  # years over at the report date: no random event
                 occurred[..., :years.index(shock.from_year)] = False
-        if occurred.any():
-            severity = draws.severity[name] if setting.severity is None else setting.severity
-            hit = np.where(occurred, severity, 0.0)
-        else:  # no occurrence: the severities are not needed (np.where would give these zeros)
-            hit = np.zeros(u.shape)
+        if not occurred.any():  # no occurrence: no severity needed, and 0 in every year
+            out[name] = np.zeros((1,) * u.ndim)
+            continue
+        severity = draws.severity[name] if setting.severity is None else setting.severity
+        hit = np.where(occurred, severity, 0.0)
         level = np.empty(u.shape)
         carried = np.zeros(u.shape[:-1])
         for t in range(len(years)):
@@ -198,11 +199,11 @@ def apply_shocks(drivers: xr.Dataset, spec: ScenarioSpec, level: dict[str, np.nd
                  for name, share in company.exposures.items() if name.endswith("_share")]
     segments = company.segment_names
     for segment in segments:
-        factor = np.ones(sample.shape)
+        factor = None  # 1 (x 1.0 changes no number)
         for part in (overall, *exposures, _combined(spec, level, f"{segment}_revenue")):
             if part is not None:
-                factor = factor * part
-        segment_factor[segment] = factor
+                factor = part if factor is None else factor * part
+        segment_factor[segment] = np.ones(sample.shape) if factor is None else factor
     if any((f != 1.0).any() for f in segment_factor.values()):
         before = drivers["segment_revenue"].transpose(*dims[:-1], "segment", "year")
         after = before.values * np.stack([segment_factor[s] for s in segments], axis=-2)
