@@ -10,8 +10,9 @@ import xarray as xr
 from stforecast.company import load_company
 from stforecast.engine import run_engine
 from stforecast.model import observations_from_company
-from stforecast.multiples import (PeerRelation, Valuation, method_target_prices, peer_multiple,
-                                  peer_predictors, relation_from_fit, sales_cagr, set_multiples)
+from stforecast.multiples import (PeerRelation, Valuation, _log_terms, method_target_prices,
+                                  peer_multiple, peer_predictors, relation_from_fit, sales_cagr,
+                                  set_multiples)
 from stforecast.peers import load_peers, regression
 from stforecast.priors import Prior, PriorsError, load_priors
 from stforecast.registry import SAMPLE_DIMS
@@ -299,3 +300,32 @@ def test_toyco_peer_multiple_uses_its_own_years_and_segments():
     assert set(m.dims) == set(SAMPLE_DIMS) and bool((m > 0).all())
     tps = method_target_prices(engine(out, TOYCO), out, TOYCO)
     assert tps["target_price_peer"].attrs["units"] == "EUR per share"
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_scenarios_simulated_in_parts_are_the_whole_number_for_number(threads):
+    """With more scenarios than threads and no even split (5 on 2 or 3), the last scenarios are
+    simulated by chain in parts; the peer regression's random numbers of a part are the whole's
+    (``Valuation.on_chains``), so every variable equals the one-thread result bit for bit."""
+    paths = driver_paths(fake_posterior(COMPANY, chains=4, draws=30), COMPANY, OBS, 5,
+                         np.random.default_rng(4))
+    draws = draw_shocks(SPEC, tuple(paths.sizes[d] for d in SAMPLE_DIMS), len(YEARS),
+                        np.random.default_rng(5))
+    valuation = Valuation("peer-regression", relation(rerating=RERATING))
+    assert len(SPEC.scenarios) % threads
+    one = simulate_scenarios(paths, COMPANY, SPEC, draws, valuation=valuation, threads=1)
+    parts = simulate_scenarios(paths, COMPANY, SPEC, draws, valuation=valuation,
+                               threads=threads)
+    xr.testing.assert_identical(parts, one)
+    for name in one.data_vars:
+        assert parts[name].values.tobytes() == one[name].values.tobytes(), name
+    summaries = simulate_scenarios(paths, COMPANY, SPEC, draws, valuation=valuation,
+                                   threads=threads, then=lambda name, ds: ds["target_price"])
+    for name, tp in summaries.items():
+        assert tp.values.tobytes() == one["target_price"].sel(scenario=name).values.tobytes()
+
+
+def test_a_relation_on_chains_refuses_paths_of_another_shape():
+    rel = Valuation("peer-regression", relation()).on_chains(1, 3, 4).peers
+    with pytest.raises(ValueError, match="chains 1:3"):
+        _log_terms(rel, ["chain", "draw", "path"], (3, 5, 2))

@@ -39,7 +39,7 @@ changes the peer multiple only through the predictors and its shock channel.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import xarray as xr
@@ -69,12 +69,24 @@ class PeerRelation:
     #: what ``peer_outside_range`` is measured against.
     ranges: dict = field(default_factory=dict, compare=False)
     cache: dict = field(default_factory=dict, compare=False, repr=False)
+    #: ``(start, stop, n_chains)``: the relation on the chains ``start:stop`` of ``n_chains``
+    #: (``Valuation.on_chains``); None for all of them.
+    chains: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
 class Valuation:
     method: str = "report"
     peers: PeerRelation | None = None
+
+    def on_chains(self, start: int, stop: int, n_chains: int) -> Valuation:
+        """This valuation for the paths of the chains ``start:stop`` of ``n_chains`` (a
+        scenario simulated in parts): the peer regression's random numbers on those paths are
+        the ones the whole gets there (its draws for all chains, sliced), so the parts put
+        together are the whole, number for number."""
+        if self.peers is None:
+            return self
+        return replace(self, peers=replace(self.peers, chains=(start, stop, n_chains)))
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -119,6 +131,13 @@ def _log_terms(relation: PeerRelation, dims: list[str], shape: tuple[int, ...]):
     seed, so log m = a + sum_k b_k x_k exactly, with a and b_k read off four predictions.
     Cached per shape: every scenario reuses them (and gets the same noise).
     """
+    if relation.chains is not None:  # a part: the whole's numbers, sliced (cache shared)
+        start, stop, n_chains = relation.chains
+        if dims[0] != "chain" or shape[0] != stop - start:
+            raise ValueError(f"peer relation on chains {start}:{stop}: paths of shape {shape} "
+                             f"over {dims}")
+        a, slopes = _log_terms(replace(relation, chains=None), dims, (n_chains, *shape[1:]))
+        return a[start:stop], [b[start:stop] for b in slopes]
     key = (tuple(dims), shape)
     if key not in relation.cache:
         log_factor = relation.premium.draw(shape, np.random.default_rng([relation.seed, 1]))

@@ -280,30 +280,65 @@ def statements(drivers: xr.Dataset, company: Company, keep: list[str] | None = N
 
 def simulate_scenarios(drivers: xr.Dataset, company: Company, spec: ScenarioSpec,
                        draws: ShockDraws, keep: list[str] | None = None,
-                       log=None, valuation: Valuation = Valuation(), then=None):
+                       log=None, valuation: Valuation = Valuation(), then=None,
+                       threads: int | None = None):
     """Every scenario of ``spec`` on the same driver paths; adds a ``scenario`` dimension.
 
     ``keep``: the variables to retain per scenario (bounds memory when there are many).
     ``then``: a function of (scenario name, its draws) applied to each scenario's draws as
     soon as they are simulated (e.g. its summary); with it, returns ``{scenario: then(...)}``
-    and the draws are not kept.
+    and the draws are not kept. ``threads``: how many scenarios are simulated at once (default:
+    the machine's cores).
+
+    numpy releases the GIL in the array arithmetic, so scenarios run well on threads; every
+    random number is drawn beforehand, so the result does not depend on the thread schedule.
+    When the threads do not divide the scenarios (5 on 2), the last ``len % threads`` scenarios
+    are simulated in ``threads`` parts each, by chain (the shocks applied to all paths first,
+    then the statements of each part), so that no thread idles at the end; a path's statements
+    do not depend on the other paths, so the parts put together are the whole (tested).
     """
     years = [str(y) for y in drivers["year"].values]
     names = list(spec.scenarios)
+    threads = max(1, min(len(names), threads or os.cpu_count() or 1))
+    n_chains = drivers.sizes["chain"]
+    split = len(names) % threads if n_chains >= threads else 0
+    bounds = np.linspace(0, n_chains, threads + 1).round().astype(int)
+    parts = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
-    def one(i: int) -> xr.Dataset:
+    def shocked(i: int) -> xr.Dataset:
         if log is not None:
             log(f"scenario {i + 1}/{len(names)}: {names[i]}")
         level = intensities(spec, spec.scenarios[names[i]], draws, years)
-        shocked = apply_shocks(drivers, spec, level, company, with_intensities=keep is None or any(
+        return apply_shocks(drivers, spec, level, company, with_intensities=keep is None or any(
             name.startswith("shock_") for name in keep))
-        out = statements(shocked, company, keep, valuation)
+
+    def one(i: int):
+        out = statements(shocked(i), company, keep, valuation)
         return out if then is None else then(names[i], out)
 
-    # numpy releases the GIL in the array arithmetic, so scenarios run well on threads; every
-    # random number is drawn beforehand, so the result does not depend on the thread schedule.
-    with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
-        out = list(pool.map(one, range(len(names))))
+    def part(paths: xr.Dataset, start: int, stop: int) -> xr.Dataset:
+        return statements(paths.isel(chain=slice(start, stop)), company, keep,
+                          valuation.on_chains(start, stop, n_chains))
+
+    def first_part(i: int, pool: ThreadPoolExecutor):
+        """Scenario ``i``'s shocks on every path, its later parts handed to the pool, its first
+        part's statements (the caller waits for the others: a thread waiting here could hold
+        the one that would compute them)."""
+        paths = shocked(i)
+        later = [pool.submit(part, paths, start, stop) for start, stop in parts[1:]]
+        return part(paths, *parts[0]), later
+
+    whole = len(names) - split
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [pool.submit(one, i) for i in range(whole)]
+        futures += [pool.submit(first_part, i, pool) for i in range(whole, len(names))]
+        out = [f.result() for f in futures[:whole]]
+        for i, f in enumerate(futures[whole:], start=whole):
+            first, later = f.result()
+            draws_i = xr.concat([first, *(g.result() for g in later)], dim="chain",
+                                data_vars="minimal", coords="minimal", compat="override",
+                                join="exact")
+            out.append(draws_i if then is None else then(names[i], draws_i))
     if then is not None:
         return dict(zip(names, out))
     return xr.concat(out, dim="scenario", coords="minimal", compat="override",
