@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 #: Fresh processes timed for the command's end-to-end figure.
-CLI_REPEATS = 5
+CLI_REPEATS = 9
 
 import numpy as np
 
