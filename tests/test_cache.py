@@ -61,6 +61,7 @@ def _plain_groups(seed=0):
                      {"units": "RMB mn", "note": ["a", "b"]}),
          "raise": (("chain", "draw"), rng.random((2, 5)) < 0.5),
          "count": (("year",), np.array([1, 2, 3], dtype="int32")),
+         "none": (("chain", "empty"), np.zeros((2, 0))),
          "scalar": ((), 2.5)},
         coords={"chain": [0, 1], "draw": np.arange(5), "path": np.arange(3),
                 "year": ["FY21", "FY22", "FY23"], "segment": np.array(["x", "yy"], dtype=object)},

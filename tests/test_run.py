@@ -681,3 +681,23 @@ def test_a_side_process_runs_only_its_named_jobs():
                        r"'report'\], got 'os.system'") as err:
         SideProcess("os.system")
     assert "\n" not in str(err.value) and set(JOBS) == {"fit_beside", "report"}
+
+
+def test_driver_paths_too_large_for_their_cache_are_drawn_and_not_kept(small_run, tmp_path):
+    from stforecast.cache import FitCache
+    from stforecast.resimulation import _Saved
+    from stforecast.stored_paths import StoredPaths
+
+    saved = _Saved(small_run[0], cache=False)
+    saved.paths = StoredPaths(FitCache(tmp_path, max_bytes=1 << 20))  # paths: a few MB
+    log, handler = logging.getLogger("stforecast"), Messages()
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        saved.simulate(saved.scenarios, variables=["revenue"])
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    assert any("driver paths not kept" in m for m in handler.messages), handler.messages
+    assert list(tmp_path.iterdir()) == []

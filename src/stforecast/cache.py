@@ -206,7 +206,8 @@ def _read_arrays(payload: memoryview, header: dict) -> dict[str, xr.Dataset]:
             end = item["offset"] + count * dtype.itemsize
             if end > len(payload):
                 raise ValueError(f"array {item['name']!r} runs past the payload")
-            values = np.frombuffer(payload, dtype, count, item["offset"]).reshape(shape)
+            values = (np.frombuffer(payload, dtype, count, item["offset"]).reshape(shape)
+                      if count else np.empty(shape, dtype))
         parts[item["group"]][item["role"]][item["name"]] = xr.Variable(
             tuple(item["dims"]), values, item["attrs"])
     return {g: xr.Dataset(p["data"], coords=p["coord"], attrs=header["group_attrs"][g])
@@ -327,7 +328,8 @@ class FitCache:
             header["arrays"], arrays = _encode_arrays(groups)
             header["group_attrs"] = {g: dict(ds.attrs) for g, ds in groups.items()}
             chunks = [chunk for a in arrays for chunk in (
-                memoryview(np.ascontiguousarray(a)).cast("B"), bytes(-a.nbytes % ALIGN))]
+                memoryview(np.ascontiguousarray(a).reshape(-1)).cast("B"),
+                bytes(-a.nbytes % ALIGN))]
         else:
             chunks = [self._netcdf_payload(path, groups)]
         header["sha256"] = _checksum(header, *chunks)

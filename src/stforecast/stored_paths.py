@@ -10,7 +10,8 @@ that follow are the same numbers either way. A read gives the same arrays, bit f
 
 The entries (kind ``paths``, the fit cache's format in its ``ARRAYS`` layout, ~54 MB at 100,000
 paths over three years) live in a folder of their own, ``<cache>/paths``, pruned to the newest
-``MAX_ENTRIES``, so they never push fits out of the fit cache. The key (``paths_key``) is
+``MAX_ENTRIES`` within ``MAX_BYTES`` (paths larger than half of it are not kept), so they
+never push fits out of the fit cache. The key (``paths_key``) is
 everything the paths depend on: the posterior's values, the company file, the observations,
 the priors' values (every field but documentation, and the base-rates file's location: the base
 rates' numbers enter through the growth settings), the growth settings, the ceilings, the
@@ -106,6 +107,11 @@ class StoredPaths:
                 logger.warning(f"{self.cache.path(KIND, key)}: not an entry of driver paths "
                                f"({exc!r}); drawing them again")
         drivers = driver_paths(*args)
+        size = sum(v.nbytes for v in drivers.variables.values())
+        if size > self.cache.max_bytes // 2:  # it would crowd out every other entry
+            logger.info(f"driver paths not kept ({size / 2**20:,.0f} MB: more than half of "
+                        f"the {self.cache.max_bytes / 2**20:,.0f} MB {self.cache.root} holds)")
+            return drivers
         try:
             path = self.cache.store(KIND, key, {"drivers": drivers},
                                     {"rng_after": rng.bit_generator.state}, layout=ARRAYS,
