@@ -250,10 +250,12 @@ class FitCache:
     """The fit cache in ``root`` (see the module docstring)."""
 
     def __init__(self, root: str | Path | None = None, max_entries: int = MAX_ENTRIES,
-                 max_bytes: int = MAX_BYTES):
+                 max_bytes: int = MAX_BYTES, instead: str = "refitting"):
         self.root = Path(root) if root is not None else cache_dir()
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        #: what is done when an entry cannot be used (said in the warning)
+        self.instead = instead
 
     def __repr__(self) -> str:
         return f"FitCache({str(self.root)!r})"
@@ -270,12 +272,13 @@ class FitCache:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            logger.warning(f"fit cache: {path}: cannot read ({exc.strerror or exc}); refitting")
+            logger.warning(f"fit cache: {path}: cannot read ({exc.strerror or exc}); "
+                           f"{self.instead}")
             return None
         try:
             groups, attrs = self._decode(raw, kind, key)
         except (ValueError, KeyError, TypeError, OSError) as exc:
-            logger.warning(f"fit cache: {path}: damaged entry ({exc}); deleted, refitting")
+            logger.warning(f"fit cache: {path}: damaged entry ({exc}); deleted, {self.instead}")
             path.unlink(missing_ok=True)
             return None
         try:

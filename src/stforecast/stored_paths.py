@@ -43,7 +43,8 @@ MAX_BYTES = 1 << 30
 
 def paths_cache(root=None) -> FitCache:
     """The cache of driver paths: ``<root>/paths`` (default the user's cache folder)."""
-    return FitCache((root or cache_dir()) / KIND, max_entries=MAX_ENTRIES, max_bytes=MAX_BYTES)
+    return FitCache((root or cache_dir()) / KIND, max_entries=MAX_ENTRIES, max_bytes=MAX_BYTES,
+                    instead="drawing the paths again")
 
 
 def _dataset(ds: xr.Dataset) -> dict:
