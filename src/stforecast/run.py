@@ -475,8 +475,6 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
     drawn = {}
 
     def draw_prior():  # while the sampler's threads run (the draws are their own seed's)
-        if beside is not None:  # drawn by the second process, after the peer fit
-            return
         logger.info(f"sampling the prior ({fs.prior_draws} draws) while NUTS samples")
         t = time.perf_counter()
         drawn["prior"] = sample_prior(model, fs.prior_draws, settings.seed)
@@ -486,7 +484,8 @@ def _driver_fit(inputs: Inputs, settings: RunSettings, cache: FitCache | None,
                 f"({fs.tune} tune)")
     fit = sample_posterior(model, fs, settings.seed, progressbar=settings.progress,
                            model_key=driver_model_key(inputs), reference=trial,
-                           while_sampling=draw_prior)
+                           # with a second process, it draws the prior, after the peer fit
+                           while_sampling=draw_prior if beside is None else None)
     timings.update(fit.timings)
     if beside is not None:
         t = time.perf_counter()
